@@ -1,0 +1,76 @@
+// One communicator interface for the tensor-parallel group, with several engines (single rank,
+// MPI; NCCL later). The op layer only ever talks to this interface.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tpembed/dtype.hpp"
+#include "tpembed/error.hpp"
+#include "tpembed/tensor.hpp"
+
+namespace tpembed {
+
+/// A group of ranks that run collectives together.
+///
+/// Public calls check their arguments and then call the engine's `do_*` hook. Every collective must
+/// be called by every rank of the communicator, in the same order, with the same count and dtype.
+/// Buffers live on `device` (host memory for the CPU engines).
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  /// This process's rank in the communicator, 0..size()-1.
+  virtual int rank() const = 0;
+  /// Number of ranks.
+  virtual int size() const = 0;
+  /// Engine name: "single", "mpi", ...
+  virtual std::string engine() const = 0;
+
+  /// Element-wise sum over all ranks of `count` elements of `dtype` (f32, f16, bf16, i32, i64).
+  /// `send == recv` reduces in place. f16 and bf16 are summed in f32 and rounded once per step.
+  void all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype);
+
+  /// Gathers `count` elements of `dtype` from every rank: rank r's block lands at
+  /// `recv + r * count` elements. `send` may point into `recv` at this rank's own block.
+  void all_gather(const void* send, void* recv, std::int64_t count, DType dtype);
+
+  /// Waits until every rank has arrived.
+  void barrier() { do_barrier(); }
+
+  /// Splits into disjoint groups. Every rank passes the list of ranks (of this communicator) of
+  /// the group it joins, in group order; the new communicator's rank is the position in that
+  /// list. The lists are checked across all ranks (each rank in exactly one group, every member
+  /// of a group passing the same list): a mismatch throws the same CommunicatorError on every
+  /// rank.
+  std::unique_ptr<Communicator> split(const std::vector<int>& group);
+
+ protected:
+  virtual void do_all_reduce_sum(const void* send, void* recv, std::int64_t count,
+                                 DType dtype) = 0;
+  virtual void do_all_gather(const void* send, void* recv, std::int64_t bytes_per_rank) = 0;
+  virtual void do_barrier() = 0;
+  /// Ranks with the same `color` form a group, ordered by `key`.
+  virtual std::unique_ptr<Communicator> do_split(int color, int key) = 0;
+};
+
+/// A communicator of one rank: collectives are copies.
+std::unique_ptr<Communicator> make_single_communicator();
+
+/// True when this build includes the MPI engine.
+bool mpi_available();
+
+/// A communicator over MPI_COMM_WORLD. Initialises MPI (thread level "funneled") when nobody has,
+/// and then finalises it at process exit. Throws UnsupportedError when built without MPI.
+std::unique_ptr<Communicator> make_mpi_communicator();
+
+/// Makes every rank agree on whether a step succeeded, so a failure on one rank cannot leave the
+/// others waiting in a collective. Each rank passes the error it hit (or nothing); when any rank
+/// failed, every rank throws the same Error (the type of the lowest failing rank's error), whose
+/// message names each failing rank and its reason. Collective: every rank must call it.
+void agree_or_throw(Communicator& comm, const std::optional<Error>& local_error);
+
+}  // namespace tpembed

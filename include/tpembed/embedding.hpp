@@ -1,0 +1,68 @@
+// The operation: embedding lookup with tensor parallelism (DESIGN.md section 1).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "tpembed/communicator.hpp"
+#include "tpembed/dtype.hpp"
+#include "tpembed/tensor.hpp"
+
+namespace tpembed {
+
+/// How the shards of the tp group sit along the sharded dimension.
+enum class ShardPlacement : std::uint8_t {
+  /// The seed's layout: every rank holds the same number of rows (or columns) and rank r starts at
+  /// r * that number. A vocab that does not divide by tp is zero-padded at the end; name the real
+  /// vocab in `vocab_size` so ids past it count as out of range.
+  equal,
+  /// Shards of any size, back to back in tp_rank order (offsets are prefix sums of the sizes).
+  packed,
+};
+
+/// How a rank takes part in a (possibly tensor-parallel) lookup.
+struct EmbeddingConfig {
+  int tp_size = 1;                 ///< Ranks sharing the table.
+  std::vector<int> tp_group;       ///< Ranks of the communicator in this rank's group; empty: all.
+  int sharding_dim = 0;            ///< 0: rows (vocab) are sharded; 1: columns (hidden).
+  std::optional<int> tp_rank;      ///< Shard index of this rank; default: its place in tp_group.
+  ShardPlacement placement = ShardPlacement::equal;
+  std::optional<std::int64_t> vocab_size;  ///< Equal vocab shards only: the real (unpadded) vocab.
+  std::optional<DType> out_dtype;  ///< Output dtype; default the table's (required if quantized).
+  bool strict = false;             ///< Throw OutOfRangeError when any id is out of range.
+};
+
+/// A rank's part of the table. Views, plus an optional owner that keeps their memory alive.
+struct EmbeddingShard {
+  TensorView weight;         ///< [rows, cols] of any table dtype.
+  TensorView scale;          ///< [rows] f32/f16/bf16; required for quantized tables.
+  TensorView padding;        ///< [padding_rows, cols], the table's dtype; optional.
+  TensorView padding_scale;  ///< [padding_rows], the scale's dtype; required with quantized padding.
+  std::shared_ptr<const void> owner;  ///< Optional: whatever owns the memory behind the views.
+
+  /// A shard that owns host tensors (pass empty Tensors for absent parts).
+  static EmbeddingShard owning(Tensor weight, Tensor scale = {}, Tensor padding = {},
+                               Tensor padding_scale = {});
+};
+
+/// Everything the one-call op takes besides ids and table: the group settings and the optional
+/// tensors, as in the seed's signature.
+struct EmbeddingOptions : EmbeddingConfig {
+  TensorView per_token_scale;  ///< One scale per local table row.
+  TensorView padding;          ///< Extra rows logically after the local table.
+  TensorView padding_scale;    ///< One scale per padding row.
+};
+
+/// out = embedding(ids, weight, ...): looks up `ids` (any shape, i32/i64) and returns a host tensor
+/// of shape ids.shape + [H]. With tp_size > 1 `comm` must span the group (or the world, with
+/// tp_group naming the group), every rank of the group must call it, and every rank gets the whole
+/// output. Sets up the group on each call; for repeated lookups keep a ParallelEmbedding.
+Tensor embedding(const TensorView& ids, const TensorView& weight, const EmbeddingOptions& options = {},
+                 Communicator* comm = nullptr);
+
+/// As above, writing into `out` (shape ids.shape + [H], dtype the output dtype).
+void embedding(const TensorView& ids, const TensorView& weight, const TensorView& out,
+               const EmbeddingOptions& options, Communicator* comm = nullptr);
+
+}  // namespace tpembed

@@ -1,0 +1,57 @@
+// The lookup backends: one masked, dequantising gather, on the CPU (and on CUDA when built).
+// These are launchers in the flashinfer sense: raw pointers and sizes in, no validation beyond
+// what the op layer (embedding.hpp) already did.
+#pragma once
+
+#include <cstdint>
+
+#include "tpembed/dtype.hpp"
+
+namespace tpembed {
+
+/// Everything one gather needs. For each flat position i of `ids`:
+///
+///   id = ids[i]; local = id - row_offset
+///   if id < 0 or id >= valid_ids:           out row i = 0, and the id is counted as bad
+///   else if 0 <= local < table_rows:        out row i = f(table row `local`)
+///   else if local - table_rows < padding_rows: out row i = f(padding row `local - table_rows`)
+///   else:                                   out row i = 0 (another rank owns the id)
+///
+/// where f(row)[c] = round_to_out_dtype(float(row[c]) * float(scale[row])), the scale factor
+/// being 1 when no scale is given (a same-dtype float copy is then bit-exact).
+struct LookupParams {
+  const void* table = nullptr;       ///< Local table: table_rows rows of `cols` elements.
+  DType table_dtype = DType::f32;
+  std::int64_t table_rows = 0;
+  std::int64_t cols = 0;             ///< Columns held by this rank (the row width).
+  std::int64_t table_row_bytes = 0;  ///< Distance between table rows in bytes (>= row_bytes()).
+
+  const void* scale = nullptr;  ///< One scale per local table row, or null.
+  DType scale_dtype = DType::f32;
+
+  const void* padding = nullptr;  ///< padding_rows rows, same dtype and width as the table.
+  std::int64_t padding_rows = 0;
+  const void* padding_scale = nullptr;  ///< One scale per padding row (scale_dtype), or null.
+
+  std::int64_t row_offset = 0;  ///< Global id of local row 0 (vocab sharding), else 0.
+  std::int64_t valid_ids = 0;   ///< Ids in [0, valid_ids) are in range; the rest are bad.
+
+  const void* ids = nullptr;
+  DType id_dtype = DType::i64;
+  std::int64_t num_ids = 0;
+
+  void* out = nullptr;                ///< num_ids rows of `cols` elements of out_dtype...
+  DType out_dtype = DType::f32;
+  std::int64_t out_row_stride = 0;    ///< ...`out_row_stride` elements apart (>= cols).
+
+  unsigned long long* bad_id_count = nullptr;  ///< Incremented by the number of bad ids, or null.
+};
+
+/// Runs the gather on the host, splitting large work over the machine's cores.
+void lookup_cpu(const LookupParams& params);
+
+/// Scans host ids for the first one outside [0, valid_ids). Returns its flat position, or -1.
+std::int64_t find_first_bad_id(const void* ids, DType id_dtype, std::int64_t num_ids,
+                               std::int64_t valid_ids);
+
+}  // namespace tpembed

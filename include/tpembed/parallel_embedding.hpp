@@ -1,0 +1,60 @@
+// ParallelEmbedding: the owner of a rank's shard, its group communicator and workspace.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "tpembed/communicator.hpp"
+#include "tpembed/embedding.hpp"
+#include "tpembed/tensor.hpp"
+
+namespace tpembed {
+
+/// Where each shard of the group sits, agreed by all ranks at set-up.
+struct ShardLayout {
+  int sharding_dim = 0;
+  int tp_size = 1;
+  int tp_rank = 0;
+  std::int64_t global_rows = 0;   ///< V: addressable table rows (padding excluded).
+  std::int64_t global_cols = 0;   ///< H: columns of the output.
+  std::int64_t padding_rows = 0;  ///< P: rows after V that ids may select (tp 1 or dim 1 only).
+  std::vector<std::int64_t> offsets;  ///< First row (dim 0) or column (dim 1) of each tp_rank.
+  std::vector<std::int64_t> sizes;    ///< Rows (dim 0) or columns (dim 1) of each tp_rank.
+  DType table_dtype = DType::f32;
+  DType out_dtype = DType::f32;
+
+  /// Ids in [0, valid_ids()) are in range: V + P where padding is addressable, else V.
+  std::int64_t valid_ids() const { return global_rows + padding_rows; }
+};
+
+/// A rank's view of a tensor-parallel embedding. Construction is collective: every rank of the
+/// communicator calls it (with its own shard), the tp groups are formed, and the shards are checked
+/// against each other. Any mismatch — a shard that does not fit the others, dtypes that differ, a
+/// quantized table without scales, tp ranks that collide — throws the same error on every rank,
+/// naming the rank at fault.
+class ParallelEmbedding {
+ public:
+  ParallelEmbedding(Communicator& comm, EmbeddingShard shard, const EmbeddingConfig& config = {});
+  ~ParallelEmbedding();
+  ParallelEmbedding(ParallelEmbedding&&) noexcept;
+  ParallelEmbedding& operator=(ParallelEmbedding&&) noexcept;
+
+  /// Looks up `ids` (any shape, i32/i64) on every rank of the group; returns ids.shape + [H].
+  Tensor forward(const TensorView& ids);
+  /// As forward(ids), into `out`.
+  void forward(const TensorView& ids, const TensorView& out);
+
+  /// Where the shards sit.
+  const ShardLayout& layout() const;
+  /// The group communicator (size tp_size).
+  Communicator& group();
+  /// Ids found out of range by the last forward (every rank counts the same ids).
+  std::uint64_t last_bad_id_count() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tpembed

@@ -1,0 +1,11 @@
+// Umbrella header: the whole public API of tpembed.
+#pragma once
+
+#include "tpembed/communicator.hpp"
+#include "tpembed/dtype.hpp"
+#include "tpembed/embedding.hpp"
+#include "tpembed/error.hpp"
+#include "tpembed/lookup.hpp"
+#include "tpembed/numeric.hpp"
+#include "tpembed/parallel_embedding.hpp"
+#include "tpembed/tensor.hpp"

@@ -1,0 +1,161 @@
+// The engine-independent half of Communicator: argument checks, group validation for split(), and
+// agreement on errors across ranks.
+#include "tpembed/communicator.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <sstream>
+
+namespace tpembed {
+
+namespace {
+
+bool reducible(DType dtype) {
+  return is_float(dtype) || dtype == DType::i32 || dtype == DType::i64;
+}
+
+void check_buffers(const char* what, const void* send, const void* recv, std::int64_t count,
+                   DType dtype) {
+  TPEMBED_EXPECTS(count >= 0, InvalidArgumentError, what, ": count ", count, " is negative");
+  TPEMBED_EXPECTS(count == 0 || (send != nullptr && recv != nullptr), InvalidArgumentError, what,
+                  ": null buffer with count ", count);
+  TPEMBED_EXPECTS(dtype != DType::i4, InvalidArgumentError, what,
+                  ": i4 has no whole elements; move bytes as i8");
+}
+
+std::string describe_group(const std::vector<std::int64_t>& group) {
+  std::ostringstream text;
+  text << "[";
+  for (std::size_t i = 0; i < group.size(); ++i) text << (i ? ", " : "") << group[i];
+  text << "]";
+  return text.str();
+}
+
+// The same verdict on every rank: every rank runs this over the same gathered lists.
+std::string check_groups(const std::vector<std::vector<std::int64_t>>& groups) {
+  const std::int64_t size = static_cast<std::int64_t>(groups.size());
+  for (std::int64_t rank = 0; rank < size; ++rank) {
+    const auto& group = groups[rank];
+    if (group.empty()) return detail::concat("rank ", rank, " passed an empty group");
+    std::vector<std::int64_t> sorted = group;
+    std::sort(sorted.begin(), sorted.end());
+    if (sorted.front() < 0 || sorted.back() >= size) {
+      return detail::concat("rank ", rank, " passed group ", describe_group(group),
+                            " with a rank outside [0, ", size, ")");
+    }
+    if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+      return detail::concat("rank ", rank, " passed group ", describe_group(group),
+                            " that names a rank twice");
+    }
+    if (!std::binary_search(sorted.begin(), sorted.end(), rank)) {
+      return detail::concat("rank ", rank, " passed group ", describe_group(group),
+                            " that does not contain itself");
+    }
+    for (std::int64_t member : group) {
+      if (groups[member] != group) {
+        return detail::concat("rank ", rank, " passed group ", describe_group(group), " but rank ",
+                              member, " passed ", describe_group(groups[member]),
+                              ": groups must be disjoint and every member must pass the same list");
+      }
+    }
+  }
+  return {};
+}
+
+// One fixed-size record per rank for agree_or_throw.
+struct ErrorRecord {
+  std::int32_t failed;
+  std::int32_t code;
+  std::int64_t first_bad_id, position, count;
+  char message[992];
+};
+static_assert(sizeof(ErrorRecord) == 1024, "ErrorRecord is exchanged as raw bytes");
+
+}  // namespace
+
+void Communicator::all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype) {
+  check_buffers("all_reduce_sum", send, recv, count, dtype);
+  TPEMBED_EXPECTS(reducible(dtype), InvalidArgumentError, "all_reduce_sum: cannot sum ",
+                  dtype_name(dtype), " (supported: f32, f16, bf16, i32, i64)");
+  if (count == 0) return;
+  do_all_reduce_sum(send, recv, count, dtype);
+}
+
+void Communicator::all_gather(const void* send, void* recv, std::int64_t count, DType dtype) {
+  check_buffers("all_gather", send, recv, count, dtype);
+  if (count == 0) return;
+  do_all_gather(send, recv, count * static_cast<std::int64_t>(element_size(dtype)));
+}
+
+std::unique_ptr<Communicator> Communicator::split(const std::vector<int>& group) {
+  const int ranks = size();
+  std::int64_t length = static_cast<std::int64_t>(group.size());
+  std::vector<std::int64_t> lengths(ranks);
+  all_gather(&length, lengths.data(), 1, DType::i64);
+  const std::int64_t longest = *std::max_element(lengths.begin(), lengths.end());
+
+  std::vector<std::int64_t> mine(longest, -1), all(static_cast<std::size_t>(longest) * ranks);
+  std::copy(group.begin(), group.end(), mine.begin());
+  all_gather(mine.data(), all.data(), longest, DType::i64);
+
+  std::vector<std::vector<std::int64_t>> groups(ranks);
+  for (int r = 0; r < ranks; ++r) {
+    groups[r].assign(all.begin() + r * longest, all.begin() + r * longest + lengths[r]);
+  }
+  const std::string problem = check_groups(groups);
+  if (!problem.empty()) throw CommunicatorError("split: " + problem);
+
+  const auto& own = groups[rank()];
+  const int color = static_cast<int>(*std::min_element(own.begin(), own.end()));
+  const int key = static_cast<int>(std::find(own.begin(), own.end(), rank()) - own.begin());
+  return do_split(color, key);
+}
+
+void agree_or_throw(Communicator& comm, const std::optional<Error>& local_error) {
+  ErrorRecord mine{};
+  if (local_error) {
+    mine.failed = 1;
+    mine.code = static_cast<std::int32_t>(local_error->code());
+    if (const auto* range = dynamic_cast<const OutOfRangeError*>(&*local_error)) {
+      mine.first_bad_id = range->first_bad_id();
+      mine.position = range->position();
+      mine.count = range->count();
+    }
+    std::strncpy(mine.message, local_error->what(), sizeof mine.message - 1);
+  }
+  std::vector<ErrorRecord> all(comm.size());
+  comm.all_gather(&mine, all.data(), sizeof(ErrorRecord), DType::i8);
+
+  // Group ranks that failed with the same message, keeping the order of their first appearance.
+  std::vector<std::pair<std::string, std::vector<int>>> reasons;
+  const ErrorRecord* first = nullptr;
+  for (int r = 0; r < comm.size(); ++r) {
+    if (!all[r].failed) continue;
+    if (first == nullptr) first = &all[r];
+    const std::string text(all[r].message);
+    auto it = std::find_if(reasons.begin(), reasons.end(),
+                           [&](const auto& reason) { return reason.first == text; });
+    if (it == reasons.end()) {
+      reasons.push_back({text, {r}});
+    } else {
+      it->second.push_back(r);
+    }
+  }
+  if (first == nullptr) return;
+
+  std::ostringstream message;
+  for (std::size_t i = 0; i < reasons.size(); ++i) {
+    const auto& ranks = reasons[i].second;
+    message << (i ? "; " : "") << (ranks.size() > 1 ? "ranks " : "rank ");
+    for (std::size_t k = 0; k < ranks.size(); ++k) message << (k ? "," : "") << ranks[k];
+    message << ": " << reasons[i].first;
+  }
+  const auto code = static_cast<ErrorCode>(first->code);
+  if (code == ErrorCode::out_of_range) {
+    throw OutOfRangeError(message.str(), first->first_bad_id, first->position, first->count);
+  }
+  throw_error(code, message.str());
+}
+
+}  // namespace tpembed

@@ -1,0 +1,13 @@
+// PLACEHOLDER: the MPI engine is being written; replace this whole file.
+#include "tpembed/communicator.hpp"
+
+namespace tpembed {
+
+bool mpi_available() { return false; }
+
+std::unique_ptr<Communicator> make_mpi_communicator() {
+  throw UnsupportedError(
+      "this build of tpembed has no MPI communicator (install libopenmpi-dev and rebuild)");
+}
+
+}  // namespace tpembed
