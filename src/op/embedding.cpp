@@ -1,1 +1,64 @@
-// placeholder
+// The one-call op of the seed: a ParallelEmbedding set up for one lookup.
+#include "tpembed/embedding.hpp"
+
+#include <array>
+#include <memory>
+
+#include "tpembed/parallel_embedding.hpp"
+
+namespace tpembed {
+
+namespace {
+
+EmbeddingShard borrowed_shard(const TensorView& weight, const EmbeddingOptions& options) {
+  EmbeddingShard shard;
+  shard.weight = weight;
+  shard.scale = options.per_token_scale;
+  shard.padding = options.padding;
+  shard.padding_scale = options.padding_scale;
+  return shard;
+}
+
+ParallelEmbedding make_embedding(const TensorView& weight, const EmbeddingOptions& options,
+                                 Communicator* comm) {
+  if (comm == nullptr) {
+    TPEMBED_EXPECTS(options.tp_size == 1, InvalidArgumentError, "tp_size ", options.tp_size,
+                    " needs a communicator spanning the tp group");
+    auto single = make_single_communicator();
+    return ParallelEmbedding(*single, borrowed_shard(weight, options), options);
+  }
+  return ParallelEmbedding(*comm, borrowed_shard(weight, options), options);
+}
+
+}  // namespace
+
+EmbeddingShard EmbeddingShard::owning(Tensor weight, Tensor scale, Tensor padding,
+                                      Tensor padding_scale) {
+  auto owned = std::make_shared<std::array<Tensor, 4>>();
+  (*owned)[0] = std::move(weight);
+  (*owned)[1] = std::move(scale);
+  (*owned)[2] = std::move(padding);
+  (*owned)[3] = std::move(padding_scale);
+  auto view_or_absent = [](const Tensor& tensor) {
+    return tensor.data() == nullptr && tensor.shape().empty() ? TensorView() : tensor.view();
+  };
+  EmbeddingShard shard;
+  shard.weight = view_or_absent((*owned)[0]);
+  shard.scale = view_or_absent((*owned)[1]);
+  shard.padding = view_or_absent((*owned)[2]);
+  shard.padding_scale = view_or_absent((*owned)[3]);
+  shard.owner = owned;
+  return shard;
+}
+
+Tensor embedding(const TensorView& ids, const TensorView& weight, const EmbeddingOptions& options,
+                 Communicator* comm) {
+  return make_embedding(weight, options, comm).forward(ids);
+}
+
+void embedding(const TensorView& ids, const TensorView& weight, const TensorView& out,
+               const EmbeddingOptions& options, Communicator* comm) {
+  make_embedding(weight, options, comm).forward(ids, out);
+}
+
+}  // namespace tpembed

@@ -1,0 +1,49 @@
+// Argument checks of the op layer: one rank's own arguments, and the shards of a group against
+// each other. Each throws a typed Error whose message says what was wrong.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "tpembed/embedding.hpp"
+#include "tpembed/parallel_embedding.hpp"
+
+namespace tpembed::op {
+
+/// What one rank holds, exchanged across the group at set-up (plain bytes, fixed size).
+struct ShardDescription {
+  std::int32_t tp_rank;
+  std::int32_t sharding_dim;
+  std::int32_t placement;
+  std::int32_t table_dtype;
+  std::int32_t scale_dtype;  ///< -1 when the shard has no scale.
+  std::int32_t out_dtype;
+  std::int64_t rows;
+  std::int64_t cols;
+  std::int64_t padding_rows;
+  std::int64_t vocab_size;  ///< -1 when not given.
+};
+
+/// Checks one rank's shard and config on their own; returns the output dtype.
+DType check_local_shard(const EmbeddingShard& shard, const EmbeddingConfig& config);
+
+/// Describes this rank's (already checked) shard for the cross-rank check.
+ShardDescription describe_shard(const EmbeddingShard& shard, const EmbeddingConfig& config,
+                                int tp_rank, DType out_dtype);
+
+/// Checks the shards of a group (indexed by group rank) against each other and lays them out.
+/// Deterministic: every rank given the same descriptions returns or throws the same.
+ShardLayout plan_layout(const std::vector<ShardDescription>& shards, int my_group_rank);
+
+/// Checks ids (index dtype, data present, device) for a lookup.
+void check_ids(const TensorView& ids, const Device& table_device);
+
+/// Checks that `out` has shape ids.shape + [cols], dtype `out_dtype` and data.
+void check_out(const TensorView& out, const TensorView& ids, std::int64_t cols, DType out_dtype,
+               const Device& table_device);
+
+/// The strict-mode error for ids with a bad id at flat `position`.
+OutOfRangeError out_of_range_error(const TensorView& ids, std::int64_t position,
+                                   std::int64_t bad_count, std::int64_t valid_ids);
+
+}  // namespace tpembed::op
