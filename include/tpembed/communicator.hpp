@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -71,6 +72,11 @@ std::unique_ptr<Communicator> make_mpi_communicator();
 /// others waiting in a collective. Each rank passes the error it hit (or nothing); when any rank
 /// failed, every rank throws the same Error (the type of the lowest failing rank's error), whose
 /// message names each failing rank and its reason. Collective: every rank must call it.
+/// `local_error` is the exception this rank caught (null when it succeeded); a tpembed::Error keeps
+/// its type (an OutOfRangeError its id and position), any other exception becomes a BackendError.
+void agree_or_throw(Communicator& comm, std::exception_ptr local_error);
+
+/// As above, for an Error value (its dynamic type is not kept; its code is).
 void agree_or_throw(Communicator& comm, const std::optional<Error>& local_error);
 
 }  // namespace tpembed

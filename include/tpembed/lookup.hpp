@@ -17,6 +17,10 @@ namespace tpembed {
 ///   else if local - table_rows < padding_rows: out row i = f(padding row `local - table_rows`)
 ///   else:                                   out row i = 0 (another rank owns the id)
 ///
+/// The zero written for an id another rank owns is -0.0 when `unowned_negative_zero` is set: -0.0
+/// is the identity of IEEE addition (x + -0.0 == x for every x, -0.0 included), so the vocab-
+/// parallel all-reduce then reproduces the owner's row bit for bit. Bad ids always give +0.0.
+///
 /// where f(row)[c] = round_to_out_dtype(float(row[c]) * float(scale[row])), the scale factor
 /// being 1 when no scale is given (a same-dtype float copy is then bit-exact).
 struct LookupParams {
@@ -45,6 +49,7 @@ struct LookupParams {
   std::int64_t out_row_stride = 0;    ///< ...`out_row_stride` elements apart (>= cols).
 
   unsigned long long* bad_id_count = nullptr;  ///< Incremented by the number of bad ids, or null.
+  bool unowned_negative_zero = false;          ///< Fill rows owned by other ranks with -0.0.
 };
 
 /// Runs the gather on the host, splitting large work over the machine's cores.

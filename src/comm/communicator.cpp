@@ -113,16 +113,31 @@ std::unique_ptr<Communicator> Communicator::split(const std::vector<int>& group)
 }
 
 void agree_or_throw(Communicator& comm, const std::optional<Error>& local_error) {
+  agree_or_throw(comm, local_error ? std::make_exception_ptr(*local_error) : nullptr);
+}
+
+void agree_or_throw(Communicator& comm, std::exception_ptr local_error) {
   ErrorRecord mine{};
   if (local_error) {
     mine.failed = 1;
-    mine.code = static_cast<std::int32_t>(local_error->code());
-    if (const auto* range = dynamic_cast<const OutOfRangeError*>(&*local_error)) {
-      mine.first_bad_id = range->first_bad_id();
-      mine.position = range->position();
-      mine.count = range->count();
+    try {
+      std::rethrow_exception(local_error);
+    } catch (const OutOfRangeError& error) {
+      mine.code = static_cast<std::int32_t>(error.code());
+      mine.first_bad_id = error.first_bad_id();
+      mine.position = error.position();
+      mine.count = error.count();
+      std::strncpy(mine.message, error.what(), sizeof mine.message - 1);
+    } catch (const Error& error) {
+      mine.code = static_cast<std::int32_t>(error.code());
+      std::strncpy(mine.message, error.what(), sizeof mine.message - 1);
+    } catch (const std::exception& error) {
+      mine.code = static_cast<std::int32_t>(ErrorCode::backend);
+      std::strncpy(mine.message, error.what(), sizeof mine.message - 1);
+    } catch (...) {
+      mine.code = static_cast<std::int32_t>(ErrorCode::backend);
+      std::strncpy(mine.message, "unknown exception", sizeof mine.message - 1);
     }
-    std::strncpy(mine.message, local_error->what(), sizeof mine.message - 1);
   }
   std::vector<ErrorRecord> all(comm.size());
   comm.all_gather(&mine, all.data(), sizeof(ErrorRecord), DType::i8);

@@ -58,21 +58,27 @@ void gather(const LookupParams& p) {
       const std::uint8_t* src = nullptr;
       const void* scales = nullptr;
       std::int64_t scale_index = 0;
+      bool unowned = false;
       if (id < 0 || id >= p.valid_ids) {
         ++bad;
       } else {
+        unowned = true;
         const std::int64_t local = id - p.row_offset;
         if (local >= 0 && local < p.table_rows) {
           src = table + local * p.table_row_bytes;
           scales = p.scale;
           scale_index = local;
+          unowned = false;
         } else if (local >= p.table_rows && local - p.table_rows < p.padding_rows) {
           scale_index = local - p.table_rows;
           src = padding + scale_index * padding_row_bytes;
           scales = p.padding_scale;
+          unowned = false;
         }
       }
-      if (src == nullptr) {
+      if (unowned && p.unowned_negative_zero) {
+        for (std::int64_t c = 0; c < p.cols; ++c) store_element<Out>(dst, c, -0.0f);
+      } else if (src == nullptr) {
         std::memset(dst, 0, written_bytes);
       } else if (plain_copy && scales == nullptr) {
         std::memcpy(dst, src, written_bytes);

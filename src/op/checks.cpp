@@ -162,8 +162,8 @@ ShardLayout plan_layout(const std::vector<ShardDescription>& shards, int my_grou
     TPEMBED_EXPECTS(s.placement == first.placement, ShapeError, "rank ", r,
                     " uses a different shard placement from rank 0");
     TPEMBED_EXPECTS(s.table_dtype == first.table_dtype, ShapeError, "rank ", r, " holds a ",
-                    dtype_name(static_cast<DType>(s.table_dtype)), " table but rank 0 holds ",
-                    dtype_name(static_cast<DType>(first.table_dtype)));
+                    dtype_name(static_cast<DType>(s.table_dtype)), " table but rank 0 holds a ",
+                    dtype_name(static_cast<DType>(first.table_dtype)), " table");
     TPEMBED_EXPECTS(s.scale_dtype == first.scale_dtype, ShapeError, "rank ", r, " has scale dtype ",
                     scale_name(s.scale_dtype), " but rank 0 has ", scale_name(first.scale_dtype));
     TPEMBED_EXPECTS(s.out_dtype == first.out_dtype, ShapeError, "rank ", r, " asks for ",

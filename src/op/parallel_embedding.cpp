@@ -29,13 +29,14 @@ struct ParallelEmbedding::Impl {
 
 namespace {
 
-std::optional<Error> run_caught(const std::function<void()>& step) {
+// Runs a step whose failure must be agreed across ranks before anyone throws.
+std::exception_ptr run_caught(const std::function<void()>& step) {
   try {
     step();
-  } catch (const Error& error) {
-    return error;
+  } catch (...) {
+    return std::current_exception();
   }
-  return std::nullopt;
+  return nullptr;
 }
 
 }  // namespace
@@ -43,7 +44,7 @@ std::optional<Error> run_caught(const std::function<void()>& step) {
 void ParallelEmbedding::Impl::setup(Communicator& comm) {
   DType out_dtype = DType::f32;
   std::vector<int> members;
-  std::optional<Error> local_error = run_caught([&] {
+  std::exception_ptr local_error = run_caught([&] {
     out_dtype = op::check_local_shard(shard, config);
     if (config.tp_size == 1) return;
     if (config.tp_group.empty()) {
@@ -58,7 +59,7 @@ void ParallelEmbedding::Impl::setup(Communicator& comm) {
   });
   if (config.tp_size == 1) {
     // Nothing to agree on: the rank works alone.
-    if (local_error) throw *local_error;
+    if (local_error) std::rethrow_exception(local_error);
     group = make_single_communicator();
   } else {
     agree_or_throw(comm, local_error);
@@ -101,7 +102,7 @@ LookupParams ParallelEmbedding::Impl::lookup_params(const TensorView& ids, void*
 
 void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& out) {
   const int tp = layout.tp_size;
-  std::optional<Error> local_error = run_caught([&] {
+  std::exception_ptr local_error = run_caught([&] {
     op::check_ids(ids, shard.weight.device);
     op::check_out(out, ids, layout.global_cols, layout.out_dtype, shard.weight.device);
   });
@@ -118,7 +119,7 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
                       ": every rank of the group must pass the same ids");
     }
   } else if (local_error) {
-    throw *local_error;
+    std::rethrow_exception(local_error);
   }
 
   unsigned long long bad = 0;
@@ -128,6 +129,7 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
     // The masked lookup writes straight into out; the sum then completes it in place.
     LookupParams p = lookup_params(ids, out.mutable_data(), cols);
     p.bad_id_count = &bad;
+    p.unowned_negative_zero = tp > 1;  // keeps -0.0 rows exact through the sum
     lookup_cpu(p);
     if (tp > 1) group->all_reduce_sum(out.data, out.mutable_data(), out_elements, layout.out_dtype);
   } else {
@@ -157,17 +159,17 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
   last_bad_id_count = bad;
 
   if (config.strict) {
-    std::optional<Error> strict_error;
+    std::exception_ptr strict_error;
     if (bad > 0) {
       const std::int64_t position =
           find_first_bad_id(ids.data, ids.dtype, num_ids, layout.valid_ids());
-      strict_error = op::out_of_range_error(ids, position, static_cast<std::int64_t>(bad),
-                                            layout.valid_ids());
+      strict_error = std::make_exception_ptr(op::out_of_range_error(
+          ids, position, static_cast<std::int64_t>(bad), layout.valid_ids()));
     }
     if (tp > 1) {
       agree_or_throw(*group, strict_error);
     } else if (strict_error) {
-      throw *strict_error;
+      std::rethrow_exception(strict_error);
     }
   }
 }

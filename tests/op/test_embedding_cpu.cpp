@@ -1,0 +1,214 @@
+// The op on one rank, CPU backend, against the reference built from the unsharded table: every
+// (table dtype x id dtype x output dtype x scale dtype), odd shapes, padding, bad ids, strict mode.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <sstream>
+
+#include "reference.hpp"
+
+namespace tpembed::testing {
+namespace {
+
+struct Case {
+  DType table;
+  DType id;
+  DType out;
+  std::optional<DType> scale;
+  std::int64_t vocab;
+  std::int64_t hidden;
+  std::int64_t padding_rows;
+  std::vector<std::int64_t> ids_shape;  ///< Leading dims; the last one is filled with ids.
+};
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  const Case& c = info.param;
+  std::ostringstream name;
+  name << dtype_name(c.table) << "_" << dtype_name(c.id) << "_to_" << dtype_name(c.out) << "_scale_"
+       << (c.scale ? dtype_name(*c.scale) : "none") << "_V" << c.vocab << "_H" << c.hidden << "_P"
+       << c.padding_rows << "_ids";
+  for (auto extent : c.ids_shape) name << "x" << extent;
+  name << "_" << info.index;
+  return name.str();
+}
+
+constexpr std::uint8_t kPoison = 0xcd;  // unwritten output shows up as this pattern
+constexpr std::uint8_t kGuard = 0xa5;   // bytes after the output must keep this
+constexpr std::size_t kGuardBytes = 64;
+
+class EmbeddingCpu : public ::testing::TestWithParam<Case> {};
+
+TEST_P(EmbeddingCpu, MatchesReference) {
+  const Case& c = GetParam();
+  const std::uint64_t seed = 1000 + static_cast<std::uint64_t>(c.vocab * 31 + c.hidden);
+  const Problem problem = random_problem(c.table, c.vocab, c.hidden, c.scale, c.padding_rows, seed);
+
+  // Ids: the interesting ones, cycled to fill the requested shape.
+  std::int64_t count = 1;
+  for (auto extent : c.ids_shape) count *= extent;
+  const auto pool = interesting_ids(c.vocab, c.padding_rows, {c.vocab / 2}, 97, seed);
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(count));
+  for (std::int64_t i = 0; i < count; ++i) ids[i] = pool[static_cast<std::size_t>(i) % pool.size()];
+  const auto id_bytes = encode_ids(ids, c.id);
+
+  std::int64_t expected_bad = 0;
+  for (auto id : ids) expected_bad += (id < 0 || id >= c.vocab + c.padding_rows) ? 1 : 0;
+
+  EmbeddingConfig config;
+  if (c.out != c.table || is_quantized(c.table)) config.out_dtype = c.out;
+  EmbeddingShard shard;
+  shard.weight = problem.table.view();
+  if (problem.scale) shard.scale = problem.scale->view();
+  if (problem.padding) shard.padding = problem.padding->view();
+  if (problem.padding_scale) shard.padding_scale = problem.padding_scale->view();
+  auto single = make_single_communicator();
+  ParallelEmbedding embedding(*single, shard, config);
+
+  std::vector<std::int64_t> out_shape = c.ids_shape;
+  out_shape.push_back(c.hidden);
+  const std::size_t out_bytes = static_cast<std::size_t>(count * row_bytes(c.out, c.hidden));
+  std::vector<std::uint8_t> out(out_bytes + kGuardBytes, kPoison);
+  std::memset(out.data() + out_bytes, kGuard, kGuardBytes);
+
+  embedding.forward(TensorView(id_bytes.data(), c.id, c.ids_shape),
+                    TensorView(out.data(), c.out, out_shape));
+
+  const auto expected = reference_lookup(problem, ids, c.out);
+  std::vector<std::uint8_t> actual(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(out_bytes));
+  EXPECT_EQ(actual, expected) << first_difference(actual, expected, c.out, c.hidden);
+  for (std::size_t g = 0; g < kGuardBytes; ++g) {
+    ASSERT_EQ(out[out_bytes + g], kGuard) << "write past the end of the output at guard byte " << g;
+  }
+  EXPECT_EQ(embedding.last_bad_id_count(), static_cast<std::uint64_t>(expected_bad));
+
+  // The returning overload computes the same.
+  const Tensor returned = embedding.forward(TensorView(id_bytes.data(), c.id, c.ids_shape));
+  EXPECT_EQ(returned.shape(), out_shape);
+  EXPECT_EQ(0, std::memcmp(returned.data(), expected.data(), expected.size()));
+}
+
+std::vector<Case> dtype_matrix() {
+  std::vector<Case> cases;
+  const DType tables[] = {DType::f32, DType::f16, DType::bf16, DType::i8, DType::fp8_e4m3, DType::i4};
+  const DType outs[] = {DType::f32, DType::f16, DType::bf16};
+  for (DType table : tables) {
+    for (DType id : {DType::i32, DType::i64}) {
+      for (DType out : outs) {
+        std::vector<std::optional<DType>> scales = {DType::f32, DType::f16, DType::bf16};
+        if (!is_quantized(table)) scales.push_back(std::nullopt);
+        for (auto scale : scales) cases.push_back({table, id, out, scale, 127, 733, 3, {5, 41}});
+      }
+    }
+  }
+  return cases;
+}
+
+std::vector<Case> shape_sweep() {
+  std::vector<Case> cases;
+  const std::int64_t sizes[] = {1, 3, 7, 127, 733, 4096};
+  for (auto vocab : sizes) {
+    for (auto hidden : sizes) {
+      cases.push_back({DType::bf16, DType::i64, DType::bf16, std::nullopt, vocab, hidden, 0, {67}});
+      cases.push_back({DType::i4, DType::i32, DType::f32, DType::bf16, vocab, hidden, 2, {67}});
+    }
+  }
+  return cases;
+}
+
+std::vector<Case> id_shapes() {
+  std::vector<Case> cases;
+  for (auto shape : std::vector<std::vector<std::int64_t>>{{0}, {1}, {2, 3, 5}, {0, 4}, {3, 0}}) {
+    cases.push_back({DType::f16, DType::i32, DType::f32, std::nullopt, 7, 3, 1, shape});
+    cases.push_back({DType::fp8_e4m3, DType::i64, DType::bf16, DType::f16, 7, 3, 1, shape});
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, EmbeddingCpu, ::testing::ValuesIn(dtype_matrix()), case_name);
+INSTANTIATE_TEST_SUITE_P(Shapes, EmbeddingCpu, ::testing::ValuesIn(shape_sweep()), case_name);
+INSTANTIATE_TEST_SUITE_P(IdShapes, EmbeddingCpu, ::testing::ValuesIn(id_shapes()), case_name);
+
+TEST(EmbeddingCpuOp, FunctionFormMatchesHandComputedValues) {
+  // A 3 x 2 i8 table with scales: out = w * s, computed by hand.
+  const std::int8_t weight[] = {1, -2, 3, 4, -128, 127};
+  const float scale[] = {0.5f, 2.0f, 0.25f};
+  const std::int64_t ids[] = {2, 0, 1, 5, -1};
+  EmbeddingOptions options;
+  options.per_token_scale = TensorView(scale, DType::f32, {3});
+  options.out_dtype = DType::f32;
+  const Tensor out = embedding(TensorView(ids, DType::i64, {5}),
+                               TensorView(weight, DType::i8, {3, 2}), options);
+  const float expected[] = {-32.0f, 31.75f, 0.5f, -1.0f, 6.0f, 8.0f, 0, 0, 0, 0};
+  ASSERT_EQ(out.shape(), (std::vector<std::int64_t>{5, 2}));
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(out.data_as<float>()[i], expected[i]) << "element " << i;
+}
+
+TEST(EmbeddingCpuOp, PaddingRowsAreAddressedAfterTheTable) {
+  const float weight[] = {1, 2, 3, 4};   // 2 x 2
+  const float padding[] = {9, 8};        // 1 x 2: id 2
+  const std::int32_t ids[] = {2, 1, 3};  // 3 is past V + P
+  EmbeddingOptions options;
+  options.padding = TensorView(padding, DType::f32, {1, 2});
+  const Tensor out = embedding(TensorView(ids, DType::i32, {3}), TensorView(weight, DType::f32, {2, 2}),
+                               options);
+  const float expected[] = {9, 8, 3, 4, 0, 0};
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(out.data_as<float>()[i], expected[i]) << "element " << i;
+}
+
+TEST(EmbeddingCpuOp, StrictModeNamesTheFirstBadIdAndItsPosition) {
+  const Problem problem = random_problem(DType::f32, 10, 4, std::nullopt, 0, 7);
+  const std::int64_t ids[] = {1, 2, 3, 4, 10, -5};  // shape [2, 3]: bad at positions 4 and 5
+  EmbeddingOptions options;
+  options.strict = true;
+  try {
+    embedding(TensorView(ids, DType::i64, {2, 3}), problem.table.view(), options);
+    FAIL() << "strict mode accepted out-of-range ids";
+  } catch (const OutOfRangeError& error) {
+    EXPECT_EQ(error.first_bad_id(), 10);
+    EXPECT_EQ(error.position(), 4);
+    EXPECT_EQ(error.count(), 2);
+    EXPECT_NE(std::string(error.what()).find("id 10 at position 4 (index [1, 1]) is out of range [0, 10)"),
+              std::string::npos)
+        << error.what();
+  }
+  // Without strict mode the same ids give zero rows and no error.
+  options.strict = false;
+  const Tensor out = embedding(TensorView(ids, DType::i64, {2, 3}), problem.table.view(), options);
+  for (int c = 0; c < 8; ++c) EXPECT_EQ(out.data_as<float>()[4 * 4 + c], 0.0f);
+}
+
+TEST(EmbeddingCpuOp, StrictModePassesInRangeIds) {
+  const Problem problem = random_problem(DType::bf16, 10, 4, std::nullopt, 2, 7);
+  const std::int32_t ids[] = {0, 9, 10, 11};  // 10 and 11 are padding rows
+  EmbeddingOptions options;
+  options.strict = true;
+  options.padding = problem.padding->view();
+  const Tensor out = embedding(TensorView(ids, DType::i32, {4}), problem.table.view(), options);
+  const auto expected = reference_lookup(problem, {0, 9, 10, 11}, DType::bf16);
+  EXPECT_EQ(0, std::memcmp(out.data(), expected.data(), expected.size()));
+}
+
+TEST(EmbeddingCpuOp, LargeLookupUsesAllCoresAndStaysExact) {
+  // Big enough to be split over threads; bad ids spread over every chunk.
+  const Problem problem = random_problem(DType::fp8_e4m3, 1000, 512, DType::bf16, 0, 11);
+  std::vector<std::int64_t> ids(4099);
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>(i * 7919 % 1013) - 5;
+  EmbeddingConfig config;
+  config.out_dtype = DType::bf16;
+  EmbeddingShard shard;
+  shard.weight = problem.table.view();
+  shard.scale = problem.scale->view();
+  auto single = make_single_communicator();
+  ParallelEmbedding embedding(*single, shard, config);
+  const Tensor out = embedding.forward(TensorView(ids.data(), DType::i64, {4099}));
+  const auto expected = reference_lookup(problem, ids, DType::bf16);
+  std::vector<std::uint8_t> actual(static_cast<const std::uint8_t*>(out.data()),
+                                   static_cast<const std::uint8_t*>(out.data()) + expected.size());
+  EXPECT_EQ(actual, expected) << first_difference(actual, expected, DType::bf16, 512);
+  std::uint64_t bad = 0;
+  for (auto id : ids) bad += (id < 0 || id >= 1000) ? 1 : 0;
+  EXPECT_EQ(embedding.last_bad_id_count(), bad);
+}
+
+}  // namespace
+}  // namespace tpembed::testing

@@ -1,0 +1,329 @@
+// Tensor parallelism over real MPI ranks (run under mpirun -np 2, 3, 4): each rank holds a shard
+// cut from one unsharded table, and every rank's output must equal the reference lookup of the
+// whole table, bit for bit. Also: uneven shards, permuted tp ranks, groups, and errors that reach
+// every rank instead of hanging.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <functional>
+#include <numeric>
+#include <sstream>
+
+#include "reference.hpp"
+
+namespace tpembed::testing {
+namespace {
+
+Communicator& world() {
+  static std::unique_ptr<Communicator> comm = make_mpi_communicator();
+  return *comm;
+}
+
+struct TpCase {
+  DType table;
+  DType id;
+  DType out;
+  std::optional<DType> scale;
+  int sharding_dim;
+  ShardPlacement placement;
+  std::int64_t vocab;
+  std::int64_t hidden;
+  std::int64_t padding_rows;  ///< dim 1 only (dim 0 with tp > 1 has no addressable padding)
+  bool reverse_tp_ranks;      ///< tp_rank = tp - 1 - rank
+};
+
+std::string tp_case_name(const ::testing::TestParamInfo<TpCase>& info) {
+  const TpCase& c = info.param;
+  std::ostringstream name;
+  name << dtype_name(c.table) << "_" << dtype_name(c.id) << "_to_" << dtype_name(c.out) << "_dim"
+       << c.sharding_dim << (c.placement == ShardPlacement::equal ? "_equal" : "_packed") << "_V"
+       << c.vocab << "_H" << c.hidden << "_P" << c.padding_rows
+       << (c.reverse_tp_ranks ? "_reversed" : "") << "_" << info.index;
+  return name.str();
+}
+
+// Shard sizes along the sharded dimension: equal (ceil, zero-padded) or deliberately uneven.
+std::vector<std::int64_t> shard_sizes(std::int64_t total, int tp, ShardPlacement placement) {
+  std::vector<std::int64_t> sizes(tp);
+  if (placement == ShardPlacement::equal) {
+    std::fill(sizes.begin(), sizes.end(), (total + tp - 1) / tp);
+    return sizes;
+  }
+  // Quadratic cut points: shards of growing size, the first possibly empty.
+  std::int64_t previous = 0;
+  for (int t = 0; t < tp; ++t) {
+    const std::int64_t cut = total * (t + 1) * (t + 1) / (tp * tp);
+    sizes[t] = cut - previous;
+    previous = cut;
+  }
+  return sizes;
+}
+
+// This rank's shard of `problem`, as owned host tables.
+struct RankShard {
+  HostTable weight;
+  std::optional<HostTable> scale, padding, padding_scale;
+  EmbeddingShard view() const {
+    EmbeddingShard shard;
+    shard.weight = weight.view();
+    if (scale) shard.scale = scale->view();
+    if (padding) shard.padding = padding->view();
+    if (padding_scale) shard.padding_scale = padding_scale->view();
+    return shard;
+  }
+};
+
+RankShard cut_shard(const Problem& problem, int sharding_dim, std::int64_t offset, std::int64_t size) {
+  RankShard shard;
+  if (sharding_dim == 0) {
+    shard.weight = problem.table.slice_rows(offset, size);
+    if (problem.scale) shard.scale = problem.scale->slice_rows(offset, size);
+  } else {
+    shard.weight = problem.table.slice_cols(offset, size);
+    shard.scale = problem.scale;
+    if (problem.padding) shard.padding = problem.padding->slice_cols(offset, size);
+    shard.padding_scale = problem.padding_scale;
+  }
+  return shard;
+}
+
+// Runs one tensor-parallel lookup over `group_ranks` of the world (this rank among them) and
+// checks the output against the reference. Different groups may look up different ids.
+void run_and_check(const TpCase& base_case, const std::vector<int>& group_ranks,
+                   std::uint64_t id_seed) {
+  const int tp = static_cast<int>(group_ranks.size());
+  const int position = static_cast<int>(
+      std::find(group_ranks.begin(), group_ranks.end(), world().rank()) - group_ranks.begin());
+  const int tp_rank = base_case.reverse_tp_ranks ? tp - 1 - position : position;
+
+  // Equal hidden shards need H divisible by tp (uneven H is what packed placement is for).
+  TpCase c = base_case;
+  if (c.sharding_dim == 1 && c.placement == ShardPlacement::equal) {
+    c.hidden = std::max<std::int64_t>(tp, c.hidden - c.hidden % tp);
+  }
+  // Every rank builds the same whole problem from the same seed, then cuts its own shard.
+  const Problem problem = random_problem(c.table, c.vocab, c.hidden, c.scale,
+                                         c.sharding_dim == 1 ? c.padding_rows : 0, 4242);
+  const std::int64_t total = c.sharding_dim == 0 ? c.vocab : c.hidden;
+  const auto sizes = shard_sizes(total, tp, c.placement);
+  std::vector<std::int64_t> offsets(tp, 0);
+  for (int t = 1; t < tp; ++t) offsets[t] = offsets[t - 1] + sizes[t - 1];
+  const RankShard shard = cut_shard(problem, c.sharding_dim, offsets[tp_rank], sizes[tp_rank]);
+
+  EmbeddingConfig config;
+  config.tp_size = tp;
+  config.tp_group = group_ranks;
+  config.sharding_dim = c.sharding_dim;
+  config.tp_rank = tp_rank;
+  config.placement = c.placement;
+  if (c.sharding_dim == 0 && c.placement == ShardPlacement::equal) config.vocab_size = c.vocab;
+  if (c.out != c.table || is_quantized(c.table)) config.out_dtype = c.out;
+  ParallelEmbedding embedding(world(), shard.view(), config);
+
+  const std::int64_t padding = c.sharding_dim == 1 ? c.padding_rows : 0;
+  std::vector<std::int64_t> boundaries;
+  if (c.sharding_dim == 0) boundaries.assign(offsets.begin(), offsets.end());
+  const auto ids = interesting_ids(c.vocab, padding, boundaries, 50, id_seed);
+  const auto id_bytes = encode_ids(ids, c.id);
+  const std::int64_t count = static_cast<std::int64_t>(ids.size());
+
+  const Tensor out = embedding.forward(TensorView(id_bytes.data(), c.id, {count}));
+  const auto expected = reference_lookup(problem, ids, c.out);
+  ASSERT_EQ(out.shape(), (std::vector<std::int64_t>{count, c.hidden}));
+  std::vector<std::uint8_t> actual(static_cast<const std::uint8_t*>(out.data()),
+                                   static_cast<const std::uint8_t*>(out.data()) + expected.size());
+  EXPECT_EQ(actual, expected) << "world rank " << world().rank() << ": "
+                              << first_difference(actual, expected, c.out, c.hidden);
+  std::uint64_t bad = 0;
+  for (auto id : ids) bad += (id < 0 || id >= c.vocab + padding) ? 1 : 0;
+  EXPECT_EQ(embedding.last_bad_id_count(), bad);
+}
+
+std::vector<int> all_ranks() {
+  std::vector<int> ranks(world().size());
+  std::iota(ranks.begin(), ranks.end(), 0);
+  return ranks;
+}
+
+class TensorParallel : public ::testing::TestWithParam<TpCase> {};
+
+TEST_P(TensorParallel, WholeWorldMatchesReference) { run_and_check(GetParam(), all_ranks(), 17); }
+
+TEST_P(TensorParallel, GroupsOfTwoLookUpDifferentIds) {
+  if (world().size() % 2 != 0) GTEST_SKIP() << "needs an even world size";
+  const int first = world().rank() / 2 * 2;
+  run_and_check(GetParam(), {first, first + 1}, 100 + static_cast<std::uint64_t>(first));
+}
+
+TEST_P(TensorParallel, InterleavedGroups) {
+  if (world().size() != 4) GTEST_SKIP() << "needs a world of 4";
+  const int parity = world().rank() % 2;
+  run_and_check(GetParam(), {parity, parity + 2}, 200 + static_cast<std::uint64_t>(parity));
+}
+
+std::vector<TpCase> tp_cases() {
+  std::vector<TpCase> cases;
+  for (int dim : {0, 1}) {
+    for (auto placement : {ShardPlacement::equal, ShardPlacement::packed}) {
+      cases.push_back({DType::f32, DType::i64, DType::f32, std::nullopt, dim, placement, 733, 127, 3, false});
+      cases.push_back({DType::bf16, DType::i32, DType::bf16, std::nullopt, dim, placement, 127, 733, 2, true});
+      cases.push_back({DType::f16, DType::i64, DType::f32, DType::bf16, dim, placement, 7, 3, 1, false});
+      cases.push_back({DType::i8, DType::i32, DType::bf16, DType::f32, dim, placement, 733, 7, 2, false});
+      cases.push_back({DType::fp8_e4m3, DType::i64, DType::f16, DType::f16, dim, placement, 127, 7, 0, true});
+      cases.push_back({DType::i4, DType::i64, DType::bf16, DType::bf16, dim, placement, 733, 127, 3, false});
+      cases.push_back({DType::i4, DType::i32, DType::f32, DType::f32, dim, placement, 3, 7, 0, false});
+    }
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Matrix, TensorParallel, ::testing::ValuesIn(tp_cases()), tp_case_name);
+
+// ---- errors reach every rank ------------------------------------------------------------------
+
+template <typename E>
+void expect_error_everywhere(const std::function<void()>& call, const std::string& needle) {
+  try {
+    call();
+    ADD_FAILURE() << "world rank " << world().rank() << ": no error; expected '" << needle << "'";
+  } catch (const E& error) {
+    EXPECT_NE(std::string(error.what()).find(needle), std::string::npos)
+        << "world rank " << world().rank() << ": message '" << error.what() << "' lacks '" << needle << "'";
+  } catch (const std::exception& error) {
+    ADD_FAILURE() << "world rank " << world().rank() << ": wrong exception type: " << error.what();
+  }
+  // Every rank is still in step afterwards.
+  world().barrier();
+}
+
+EmbeddingConfig whole_world_config(int sharding_dim) {
+  EmbeddingConfig config;
+  config.tp_size = world().size();
+  config.sharding_dim = sharding_dim;
+  return config;
+}
+
+TEST(TensorParallelErrors, UnequalRowsInEqualPlacement) {
+  const std::int64_t rows = world().rank() == 1 ? 5 : 4;
+  const HostTable table = random_table(DType::f32, rows, 3, 1);
+  EmbeddingShard shard;
+  shard.weight = table.view();
+  expect_error_everywhere<ShapeError>(
+      [&] { ParallelEmbedding(world(), shard, whole_world_config(0)); },
+      "rank 1 holds 5 rows but rank 0 holds 4");
+}
+
+TEST(TensorParallelErrors, HiddenShardsWithDifferentRowCounts) {
+  const HostTable table = random_table(DType::bf16, world().rank() == 1 ? 9 : 8, 3, 1);
+  EmbeddingShard shard;
+  shard.weight = table.view();
+  expect_error_everywhere<ShapeError>(
+      [&] { ParallelEmbedding(world(), shard, whole_world_config(1)); },
+      "rank 1 holds 9 rows but rank 0 holds 8");
+}
+
+TEST(TensorParallelErrors, OneRankWithoutScaleForAQuantizedTable) {
+  const Problem problem = random_problem(DType::i8, 8, 4, DType::f32, 0, 2);
+  EmbeddingShard shard;
+  shard.weight = problem.table.view();
+  if (world().rank() != 1) shard.scale = problem.scale->view();
+  EmbeddingConfig config = whole_world_config(0);
+  config.out_dtype = DType::f32;
+  expect_error_everywhere<InvalidArgumentError>(
+      [&] { ParallelEmbedding(world(), shard, config); },
+      "rank 1: a quantized table (i8) needs per_token_scale");
+}
+
+TEST(TensorParallelErrors, DifferentTableDtypes) {
+  const HostTable table = random_table(world().rank() == 1 ? DType::f16 : DType::bf16, 8, 4, 1);
+  EmbeddingShard shard;
+  shard.weight = table.view();
+  EmbeddingConfig config = whole_world_config(0);
+  config.out_dtype = DType::f32;
+  expect_error_everywhere<ShapeError>([&] { ParallelEmbedding(world(), shard, config); },
+                                      "rank 1 holds a f16 table but rank 0 holds a bf16 table");
+}
+
+TEST(TensorParallelErrors, CollidingTpRanks) {
+  const HostTable table = random_table(DType::f32, 4, 4, 1);
+  EmbeddingShard shard;
+  shard.weight = table.view();
+  EmbeddingConfig config = whole_world_config(0);
+  config.tp_rank = 0;  // everyone claims shard 0
+  expect_error_everywhere<InvalidArgumentError>([&] { ParallelEmbedding(world(), shard, config); },
+                                                "tp_rank 0 is claimed by ranks 0,1");
+}
+
+TEST(TensorParallelErrors, DifferentIdCountsPerRank) {
+  const HostTable table = random_table(DType::f32, 4, 4, 1);
+  EmbeddingShard shard;
+  shard.weight = table.view();
+  ParallelEmbedding embedding(world(), shard, whole_world_config(0));
+  const std::int64_t ids[3] = {0, 1, 2};
+  const std::int64_t count = world().rank() == 1 ? 2 : 3;
+  expect_error_everywhere<ShapeError>(
+      [&] { embedding.forward(TensorView(ids, DType::i64, {count})); },
+      "rank 1 of the tp group looks up 2 ids but rank 0 looks up 3");
+}
+
+TEST(TensorParallelErrors, BadIdsOnOneRankReachEveryRank) {
+  const HostTable table = random_table(DType::f32, 4, 4, 1);
+  EmbeddingShard shard;
+  shard.weight = table.view();
+  ParallelEmbedding embedding(world(), shard, whole_world_config(0));
+  const float float_ids[2] = {0, 1};
+  const std::int64_t ids[2] = {0, 1};
+  expect_error_everywhere<InvalidArgumentError>(
+      [&] {
+        if (world().rank() == 1) {
+          embedding.forward(TensorView(float_ids, DType::f32, {2}));
+        } else {
+          embedding.forward(TensorView(ids, DType::i64, {2}));
+        }
+      },
+      "rank 1: ids must be i32 or i64, not f32");
+}
+
+TEST(TensorParallelErrors, StrictModeRaisesOnEveryRank) {
+  const HostTable table = random_table(DType::f32, 4, 4, 1);
+  EmbeddingShard shard;
+  shard.weight = table.view();
+  EmbeddingConfig config = whole_world_config(0);
+  config.strict = true;
+  ParallelEmbedding embedding(world(), shard, config);
+  const std::int64_t valid = 4 * world().size();
+  const std::int64_t ids[4] = {0, valid - 1, valid, -3};
+  expect_error_everywhere<OutOfRangeError>(
+      [&] { embedding.forward(TensorView(ids, DType::i64, {4})); },
+      "id " + std::to_string(valid) + " at position 2");
+}
+
+TEST(TensorParallelErrors, PaddingWithVocabShardingIsRefused) {
+  const HostTable table = random_table(DType::f32, 4, 4, 1);
+  const HostTable padding = random_table(DType::f32, 1, 4, 2);
+  EmbeddingShard shard;
+  shard.weight = table.view();
+  shard.padding = padding.view();
+  expect_error_everywhere<InvalidArgumentError>(
+      [&] { ParallelEmbedding(world(), shard, whole_world_config(0)); },
+      "padding rows are addressable only where the local table holds the whole vocab");
+}
+
+TEST(TensorParallelOp, FunctionFormWithGroupAndExplicitRanks) {
+  // The seed's call: embedding(ids, weight, tp_size, tp_group, sharding_dim, tp_rank), world-wide.
+  const int tp = world().size();
+  const Problem problem = random_problem(DType::bf16, 10 * tp, 6, std::nullopt, 0, 9);
+  const HostTable mine = problem.table.slice_rows(10 * world().rank(), 10);
+  EmbeddingOptions options;
+  options.tp_size = tp;
+  options.tp_group = all_ranks();
+  options.tp_rank = world().rank();
+  const std::int32_t ids[] = {0, 9, 10, 10 * tp - 1, 10 * tp, -1};
+  const Tensor out = embedding(TensorView(ids, DType::i32, {2, 3}), mine.view(), options, &world());
+  const auto expected = reference_lookup(problem, {0, 9, 10, 10 * tp - 1, 10 * tp, -1}, DType::bf16);
+  EXPECT_EQ(out.shape(), (std::vector<std::int64_t>{2, 3, 6}));
+  EXPECT_EQ(0, std::memcmp(out.data(), expected.data(), expected.size()));
+}
+
+}  // namespace
+}  // namespace tpembed::testing
