@@ -8,4 +8,6 @@
 #include "tpembed/lookup.hpp"
 #include "tpembed/numeric.hpp"
 #include "tpembed/parallel_embedding.hpp"
+#include "tpembed/quantize.hpp"
+#include "tpembed/sharding.hpp"
 #include "tpembed/tensor.hpp"

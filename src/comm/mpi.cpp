@@ -1,13 +1,304 @@
-// PLACEHOLDER: the MPI engine is being written; replace this whole file.
+// The MPI engine: host collectives over a private duplicate of MPI_COMM_WORLD (or of a split of
+// it), so our traffic never matches messages of the application that hosts us.
+#include <mpi.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
 #include "tpembed/communicator.hpp"
+#include "tpembed/numeric.hpp"
 
 namespace tpembed {
 
-bool mpi_available() { return false; }
+namespace {
+
+std::string mpi_error_string(int status) {
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  if (MPI_Error_string(status, text, &length) != MPI_SUCCESS) {
+    return detail::concat("unknown MPI error ", status);
+  }
+  return std::string(text, static_cast<std::size_t>(length));
+}
+
+// Rank in MPI_COMM_WORLD for error messages; -1 when MPI is not running.
+int world_rank_or_unknown() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  int rank = -1;
+  if (initialized && !finalized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+[[noreturn]] void throw_mpi_error(int status, const char* call, const char* file, int line) {
+  throw BackendError(detail::concat("rank ", world_rank_or_unknown(), ": ", call, " failed: ",
+                                    mpi_error_string(status), " (", file, ":", line, ")"));
+}
+
+}  // namespace
+
+}  // namespace tpembed
+
+/// Runs an MPI call and throws tpembed::BackendError naming the call, the MPI error, the world rank
+/// and file:line when it does not return MPI_SUCCESS. Communicators we own use MPI_ERRORS_RETURN,
+/// so their failures come back here instead of aborting the job.
+#define TPEMBED_MPI_TRY(call)                                                     \
+  do {                                                                            \
+    const int tpembed_mpi_status_ = (call);                                       \
+    if (tpembed_mpi_status_ != MPI_SUCCESS) {                                     \
+      ::tpembed::throw_mpi_error(tpembed_mpi_status_, #call, __FILE__, __LINE__); \
+    }                                                                             \
+  } while (0)
+
+namespace tpembed {
+
+namespace {
+
+// Largest element count handed to one MPI call (MPI counts are int).
+constexpr std::int64_t kMaxCount = INT_MAX;
+// Block size of the derived datatype that carries all-gathers above kMaxCount bytes.
+constexpr std::int64_t kChunkBytes = std::int64_t{1} << 30;
+
+bool is_finalized() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  return finalized != 0;
+}
+
+// ---- f16 / bf16 sums: summed in f32, rounded once per reduction step
+// -----------------------------
+
+template <float (*to_f32)(std::uint16_t), std::uint16_t (*from_f32)(float)>
+void sum_half(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* source = static_cast<const std::uint16_t*>(in);
+  auto* target = static_cast<std::uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i) target[i] = from_f32(to_f32(source[i]) + to_f32(target[i]));
+}
+
+struct HalfSumOps {
+  MPI_Op f16 = MPI_OP_NULL;
+  MPI_Op bf16 = MPI_OP_NULL;
+  bool registered = false;
+};
+
+// Called by MPI_Finalize, which deletes MPI_COMM_SELF's attributes first: the ops are freed while
+// MPI still runs, whoever finalises it.
+int free_half_sum_ops(MPI_Comm, int, void* attribute, void*) {
+  auto* ops = static_cast<HalfSumOps*>(attribute);
+  if (ops->f16 != MPI_OP_NULL) MPI_Op_free(&ops->f16);
+  if (ops->bf16 != MPI_OP_NULL) MPI_Op_free(&ops->bf16);
+  ops->registered = false;
+  return MPI_SUCCESS;
+}
+
+// The two ops, created once per process on first use (MPI is used from one thread: "funneled").
+const HalfSumOps& half_sum_ops() {
+  static HalfSumOps ops;
+  if (ops.f16 == MPI_OP_NULL) {
+    TPEMBED_MPI_TRY(MPI_Op_create(&sum_half<f16_bits_to_f32, f32_to_f16_bits>, 1, &ops.f16));
+  }
+  if (ops.bf16 == MPI_OP_NULL) {
+    TPEMBED_MPI_TRY(MPI_Op_create(&sum_half<bf16_bits_to_f32, f32_to_bf16_bits>, 1, &ops.bf16));
+  }
+  if (!ops.registered) {
+    int keyval = MPI_KEYVAL_INVALID;
+    TPEMBED_MPI_TRY(
+        MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, free_half_sum_ops, &keyval, nullptr));
+    TPEMBED_MPI_TRY(MPI_Comm_set_attr(MPI_COMM_SELF, keyval, &ops));
+    // The attribute keeps the key alive until MPI_Finalize deletes it.
+    TPEMBED_MPI_TRY(MPI_Comm_free_keyval(&keyval));
+    ops.registered = true;
+  }
+  return ops;
+}
+
+// ---- all-gather of more than INT_MAX bytes
+// --------------------------------------------------------
+
+// A committed datatype of exactly `bytes` bytes (extent included), built from 1 GiB blocks and a
+// remainder, freed when the owner goes.
+class BigBytesType {
+ public:
+  explicit BigBytesType(std::int64_t bytes) {
+    const std::int64_t chunks = bytes / kChunkBytes;
+    const std::int64_t remainder = bytes % kChunkBytes;
+    MPI_Datatype chunk = MPI_DATATYPE_NULL, chunks_type = MPI_DATATYPE_NULL,
+                 joined = MPI_DATATYPE_NULL;
+    try {
+      TPEMBED_MPI_TRY(MPI_Type_contiguous(static_cast<int>(kChunkBytes), MPI_BYTE, &chunk));
+      TPEMBED_MPI_TRY(MPI_Type_contiguous(static_cast<int>(chunks), chunk, &chunks_type));
+      if (remainder == 0) {
+        std::swap(joined, chunks_type);
+      } else {
+        int lengths[2] = {1, static_cast<int>(remainder)};
+        MPI_Aint displacements[2] = {0, static_cast<MPI_Aint>(chunks * kChunkBytes)};
+        MPI_Datatype types[2] = {chunks_type, MPI_BYTE};
+        TPEMBED_MPI_TRY(MPI_Type_create_struct(2, lengths, displacements, types, &joined));
+      }
+      TPEMBED_MPI_TRY(MPI_Type_create_resized(joined, 0, static_cast<MPI_Aint>(bytes), &type_));
+      TPEMBED_MPI_TRY(MPI_Type_commit(&type_));
+    } catch (...) {
+      release(type_);
+      release(joined);
+      release(chunks_type);
+      release(chunk);
+      throw;
+    }
+    release(joined);
+    release(chunks_type);
+    release(chunk);
+  }
+  ~BigBytesType() { release(type_); }
+  BigBytesType(const BigBytesType&) = delete;
+  BigBytesType& operator=(const BigBytesType&) = delete;
+
+  MPI_Datatype get() const { return type_; }
+
+ private:
+  static void release(MPI_Datatype& type) {
+    if (type != MPI_DATATYPE_NULL) MPI_Type_free(&type);
+  }
+  MPI_Datatype type_ = MPI_DATATYPE_NULL;
+};
+
+bool overlaps(const void* a, std::int64_t a_bytes, const void* b, std::int64_t b_bytes) {
+  const auto begin_a = reinterpret_cast<std::uintptr_t>(a);
+  const auto begin_b = reinterpret_cast<std::uintptr_t>(b);
+  return begin_a < begin_b + static_cast<std::uintptr_t>(b_bytes) &&
+         begin_b < begin_a + static_cast<std::uintptr_t>(a_bytes);
+}
+
+// ---- the engine
+// -----------------------------------------------------------------------------------
+
+class MpiCommunicator final : public Communicator {
+ public:
+  // Takes ownership of `comm`.
+  explicit MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+    try {
+      TPEMBED_MPI_TRY(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+      TPEMBED_MPI_TRY(MPI_Comm_rank(comm_, &rank_));
+      TPEMBED_MPI_TRY(MPI_Comm_size(comm_, &size_));
+    } catch (...) {
+      MPI_Comm_free(&comm_);
+      throw;
+    }
+  }
+  ~MpiCommunicator() override {
+    // After MPI_Finalize the handle is gone with the rest of MPI's state.
+    if (comm_ != MPI_COMM_NULL && !is_finalized()) MPI_Comm_free(&comm_);
+  }
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string engine() const override { return "mpi"; }
+
+ protected:
+  void do_all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype) override {
+    MPI_Datatype type = MPI_DATATYPE_NULL;
+    MPI_Op op = MPI_SUM;
+    switch (dtype) {
+      case DType::f32:
+        type = MPI_FLOAT;
+        break;
+      case DType::i32:
+        type = MPI_INT32_T;
+        break;
+      case DType::i64:
+        type = MPI_INT64_T;
+        break;
+      case DType::f16:
+        type = MPI_UINT16_T;
+        op = half_sum_ops().f16;
+        break;
+      case DType::bf16:
+        type = MPI_UINT16_T;
+        op = half_sum_ops().bf16;
+        break;
+      default:
+        throw InvalidArgumentError(
+            detail::concat("all_reduce_sum: the MPI engine cannot sum ", dtype_name(dtype)));
+    }
+    const auto element = static_cast<std::int64_t>(element_size(dtype));
+    // MPI forbids aliased buffers: a partial overlap becomes an in-place reduction.
+    if (send != recv && overlaps(send, count * element, recv, count * element)) {
+      std::memmove(recv, send, static_cast<std::size_t>(count * element));
+      send = recv;
+    }
+    const bool in_place = send == recv;
+    for (std::int64_t done = 0; done < count; done += kMaxCount) {
+      const int part = static_cast<int>(std::min(kMaxCount, count - done));
+      const void* source =
+          in_place ? MPI_IN_PLACE : static_cast<const char*>(send) + done * element;
+      void* target = static_cast<char*>(recv) + done * element;
+      TPEMBED_MPI_TRY(MPI_Allreduce(source, target, part, type, op, comm_));
+    }
+  }
+
+  void do_all_gather(const void* send, void* recv, std::int64_t bytes_per_rank) override {
+    char* own_block = static_cast<char*>(recv) + rank_ * bytes_per_rank;
+    // In place when `send` is this rank's block; any other overlap with `recv` is copied there
+    // first, since MPI forbids aliased buffers.
+    if (send != own_block &&
+        overlaps(send, bytes_per_rank, recv, bytes_per_rank * static_cast<std::int64_t>(size_))) {
+      std::memmove(own_block, send, static_cast<std::size_t>(bytes_per_rank));
+      send = own_block;
+    }
+    const void* source = send == own_block ? MPI_IN_PLACE : send;
+    if (bytes_per_rank <= kMaxCount) {
+      const int bytes = static_cast<int>(bytes_per_rank);
+      TPEMBED_MPI_TRY(MPI_Allgather(source, bytes, MPI_BYTE, recv, bytes, MPI_BYTE, comm_));
+      return;
+    }
+    const BigBytesType block(bytes_per_rank);
+    TPEMBED_MPI_TRY(MPI_Allgather(source, 1, block.get(), recv, 1, block.get(), comm_));
+  }
+
+  void do_barrier() override { TPEMBED_MPI_TRY(MPI_Barrier(comm_)); }
+
+  std::unique_ptr<Communicator> do_split(int color, int key) override {
+    MPI_Comm group = MPI_COMM_NULL;
+    TPEMBED_MPI_TRY(MPI_Comm_split(comm_, color, key, &group));
+    return std::make_unique<MpiCommunicator>(group);
+  }
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 0;
+};
+
+void finalize_at_exit() {
+  if (!is_finalized()) MPI_Finalize();
+}
+
+}  // namespace
+
+bool mpi_available() {
+  return true;
+}
 
 std::unique_ptr<Communicator> make_mpi_communicator() {
-  throw UnsupportedError(
-      "this build of tpembed has no MPI communicator (install libopenmpi-dev and rebuild)");
+  int initialized = 0;
+  TPEMBED_MPI_TRY(MPI_Initialized(&initialized));
+  if (!initialized) {
+    int provided = 0;
+    TPEMBED_MPI_TRY(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided));
+    // We started MPI, so we end it; an application that started it ends it itself.
+    std::atexit(finalize_at_exit);
+  } else if (is_finalized()) {
+    throw CommunicatorError("make_mpi_communicator: MPI has already been finalized");
+  }
+  MPI_Comm comm = MPI_COMM_NULL;
+  TPEMBED_MPI_TRY(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
+  return std::make_unique<MpiCommunicator>(comm);
 }
 
 }  // namespace tpembed

@@ -1,0 +1,48 @@
+// The communicator conformance suite on the MPI engine (run under mpirun with 1..4 ranks; main()
+// from tests/support/mpi_main.cpp initialises MPI), plus checks that only MPI can make.
+#include <mpi.h>
+
+#include <vector>
+
+#include "conformance.hpp"
+
+TPEMBED_COMM_CONFORMANCE(Mpi, "mpi", tpembed::make_mpi_communicator);
+
+namespace tpembed {
+namespace {
+
+TEST(MpiCommunicator, MatchesTheWorld) {
+  EXPECT_TRUE(mpi_available());
+  auto comm = make_mpi_communicator();
+  int world_rank = -1, world_size = -1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+  EXPECT_EQ(comm->rank(), world_rank);
+  EXPECT_EQ(comm->size(), world_size);
+}
+
+// The communicator runs on its own duplicate of MPI_COMM_WORLD: a message the application left
+// pending on the world must neither be consumed by our collectives nor disturb them.
+TEST(MpiCommunicator, TrafficStaysOffTheWorldCommunicator) {
+  auto comm = make_mpi_communicator();
+  const int rank = comm->rank(), size = comm->size();
+  const int to = (rank + 1) % size, from = (rank + size - 1) % size;
+  int outgoing = 1000 + rank, incoming = -1;
+  MPI_Request send_request;
+  MPI_Isend(&outgoing, 1, MPI_INT, to, 0, MPI_COMM_WORLD, &send_request);
+
+  std::vector<std::int64_t> values(733, rank + 1);
+  comm->all_reduce_sum(values.data(), values.data(), 733, DType::i64);
+  std::vector<std::int32_t> ranks(size, -1);
+  std::int32_t mine = rank;
+  comm->all_gather(&mine, ranks.data(), 1, DType::i32);
+
+  MPI_Recv(&incoming, 1, MPI_INT, from, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  MPI_Wait(&send_request, MPI_STATUS_IGNORE);
+  EXPECT_EQ(incoming, 1000 + from);
+  EXPECT_EQ(values, std::vector<std::int64_t>(733, std::int64_t{size} * (size + 1) / 2));
+  for (int r = 0; r < size; ++r) EXPECT_EQ(ranks[r], r);
+}
+
+}  // namespace
+}  // namespace tpembed

@@ -1,0 +1,27 @@
+// tpembed: the command-line face of the library.
+#include <cstdio>
+#include <exception>
+
+#include "commands.hpp"
+#include "tpembed/error.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "tpembed: embedding lookup with tensor parallelism.\n"
+      "Run a subcommand with --help for its options; under mpirun every rank runs the command."};
+  app.require_subcommand(1);
+  int exit_code = 0;
+  tpembed::cli::add_demo_command(app, exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error);
+  } catch (const tpembed::Error& error) {
+    std::fprintf(stderr, "tpembed: error (%s): %s\n", tpembed::error_code_name(error.code()), error.what());
+    return 1;
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "tpembed: error: %s\n", error.what());
+    return 1;
+  }
+  return exit_code;
+}
