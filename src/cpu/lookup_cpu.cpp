@@ -2,9 +2,14 @@
 // Dtypes are dispatched once per call; the inner loop is one template instance per
 // (id type x table dtype x output dtype). A same-dtype float table without scales is a row copy.
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <thread>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "cpu/elements.hpp"
 #include "tpembed/error.hpp"
@@ -38,6 +43,59 @@ void parallel_for(std::int64_t count, std::int64_t work_per_item, Body body) {
   for (auto& thread : threads) thread.join();
 }
 
+// Row copies of random table rows run at about 60% of a large memcpy when done with one memcpy per
+// row (bench/bench_cpu_lookup, bench/RESULTS.md). Two things make up the gap:
+//  - each row starts at a random place, so the hardware prefetchers (which stop at 4 KiB pages)
+//    restart on every page of it; we prefetch a row further on while copying this one;
+//  - ordinary stores read each destination line before writing it, a third more traffic than the
+//    copy itself; for outputs too large to stay in the cache we store around it (non-temporal),
+//    as memcpy does for large sizes.
+constexpr std::int64_t kCopyPieceBytes = 1024;  // copied per step, and as much prefetched
+constexpr std::int64_t kPrefetchAheadBytes = 16384;  // the row prefetched is this many bytes of rows on
+constexpr std::int64_t kStreamingOutputBytes = std::int64_t{32} << 20;  // beyond the L3s we target
+
+inline void prefetch_bytes(const std::uint8_t* bytes, std::int64_t count) {
+  for (std::int64_t b = 0; b < count; b += 64) __builtin_prefetch(bytes + b, 0, 3);
+}
+
+// memcpy, but with non-temporal stores for the 16-byte-aligned part of dst where the CPU has them.
+inline void copy_streaming(std::uint8_t* dst, const std::uint8_t* src, std::int64_t bytes) {
+#if defined(__SSE2__)
+  const auto misalignment = static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(dst) % 16);
+  const std::int64_t head = std::min(bytes, misalignment == 0 ? 0 : 16 - misalignment);
+  std::memcpy(dst, src, static_cast<std::size_t>(head));
+  std::int64_t b = head;
+  for (; b + 16 <= bytes; b += 16) {
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + b),
+                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + b)));
+  }
+  std::memcpy(dst + b, src + b, static_cast<std::size_t>(bytes - b));
+#else
+  std::memcpy(dst, src, static_cast<std::size_t>(bytes));
+#endif
+}
+
+// Copies one row in pieces, prefetching the same piece of `ahead` (a later row, or null).
+inline void copy_row(std::uint8_t* dst, const std::uint8_t* src, const std::uint8_t* ahead,
+                     std::int64_t bytes, bool streaming) {
+  for (std::int64_t b = 0; b < bytes; b += kCopyPieceBytes) {
+    const std::int64_t piece = std::min(kCopyPieceBytes, bytes - b);
+    if (ahead != nullptr) prefetch_bytes(ahead + b, piece);
+    if (streaming) {
+      copy_streaming(dst + b, src + b, piece);
+    } else {
+      std::memcpy(dst + b, src + b, static_cast<std::size_t>(piece));
+    }
+  }
+}
+
+// Makes this thread's non-temporal stores visible before it reports its work done.
+inline void finish_streaming_stores() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
 template <typename Id, DType Table, DType Out>
 void gather(const LookupParams& p) {
   const auto* ids = static_cast<const Id*>(p.ids);
@@ -48,49 +106,66 @@ void gather(const LookupParams& p) {
   const std::int64_t padding_row_bytes = row_bytes(Table, p.cols);
   const std::size_t written_bytes = static_cast<std::size_t>(row_bytes(Out, p.cols));
   const bool plain_copy = (Table == Out) && p.scale == nullptr;
+  const bool streaming = plain_copy && p.num_ids * out_row_bytes >= kStreamingOutputBytes;
+  const std::int64_t prefetch_ahead =
+      std::max<std::int64_t>(1, kPrefetchAheadBytes / std::max<std::int64_t>(1, written_bytes));
+  // Where the output row of `id` comes from (lookup.hpp): a table or padding row with its scales,
+  // else no row, for a bad id or an id another rank owns.
+  struct Source {
+    const std::uint8_t* row = nullptr;
+    const void* scales = nullptr;
+    std::int64_t scale_index = 0;
+    bool bad = false;
+  };
+  const auto locate = [&](std::int64_t id) {
+    Source source;
+    if (id < 0 || id >= p.valid_ids) {
+      source.bad = true;
+      return source;
+    }
+    const std::int64_t local = id - p.row_offset;
+    if (local >= 0 && local < p.table_rows) {
+      source.row = table + local * p.table_row_bytes;
+      source.scales = p.scale;
+      source.scale_index = local;
+    } else if (local >= p.table_rows && local - p.table_rows < p.padding_rows) {
+      source.scale_index = local - p.table_rows;
+      source.row = padding + source.scale_index * padding_row_bytes;
+      source.scales = p.padding_scale;
+    }
+    return source;
+  };
 
   std::vector<unsigned long long> bad_per_worker(std::max(1u, std::thread::hardware_concurrency()));
   parallel_for(p.num_ids, p.cols, [&](std::int64_t begin, std::int64_t end, std::int64_t worker) {
     unsigned long long bad = 0;
     for (std::int64_t i = begin; i < end; ++i) {
-      const std::int64_t id = static_cast<std::int64_t>(ids[i]);
+      const Source source = locate(static_cast<std::int64_t>(ids[i]));
+      const std::uint8_t* src = source.row;
       std::uint8_t* dst = out + i * out_row_bytes;
-      const std::uint8_t* src = nullptr;
-      const void* scales = nullptr;
-      std::int64_t scale_index = 0;
-      bool unowned = false;
-      if (id < 0 || id >= p.valid_ids) {
-        ++bad;
-      } else {
-        unowned = true;
-        const std::int64_t local = id - p.row_offset;
-        if (local >= 0 && local < p.table_rows) {
-          src = table + local * p.table_row_bytes;
-          scales = p.scale;
-          scale_index = local;
-          unowned = false;
-        } else if (local >= p.table_rows && local - p.table_rows < p.padding_rows) {
-          scale_index = local - p.table_rows;
-          src = padding + scale_index * padding_row_bytes;
-          scales = p.padding_scale;
-          unowned = false;
-        }
-      }
-      if (unowned && p.unowned_negative_zero) {
+      if (source.bad) ++bad;
+      const bool unowned = !source.bad && src == nullptr;
+      if (written_bytes == 0) {
+        continue;  // zero-width rows: only the bad-id count matters
+      } else if (unowned && p.unowned_negative_zero) {
         for (std::int64_t c = 0; c < p.cols; ++c) store_element<Out>(dst, c, -0.0f);
       } else if (src == nullptr) {
         std::memset(dst, 0, written_bytes);
-      } else if (plain_copy && scales == nullptr) {
-        std::memcpy(dst, src, written_bytes);
-      } else if (scales == nullptr) {
+      } else if (plain_copy && source.scales == nullptr) {
+        const std::uint8_t* ahead =
+            i + prefetch_ahead < end ? locate(static_cast<std::int64_t>(ids[i + prefetch_ahead])).row
+                                     : nullptr;
+        copy_row(dst, src, ahead, static_cast<std::int64_t>(written_bytes), streaming);
+      } else if (source.scales == nullptr) {
         for (std::int64_t c = 0; c < p.cols; ++c) store_element<Out>(dst, c, load_element<Table>(src, c));
       } else {
-        const float factor = cpu::load_scale(scales, p.scale_dtype, scale_index);
+        const float factor = cpu::load_scale(source.scales, p.scale_dtype, source.scale_index);
         for (std::int64_t c = 0; c < p.cols; ++c) {
           store_element<Out>(dst, c, load_element<Table>(src, c) * factor);
         }
       }
     }
+    if (streaming) finish_streaming_stores();
     bad_per_worker[worker] = bad;
   });
   if (p.bad_id_count != nullptr) {

@@ -150,6 +150,7 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
       const std::int64_t piece = row_bytes(layout.out_dtype, layout.sizes[t]);
       const std::int64_t start = row_bytes(layout.out_dtype, layout.offsets[t]);
       const std::uint8_t* block = blocks + member * block_bytes;
+      if (piece == 0) continue;
       for (std::int64_t i = 0; i < num_ids; ++i) {
         std::memcpy(dst + i * out_row + start, block + i * row_bytes(layout.out_dtype, widest),
                     static_cast<std::size_t>(piece));

@@ -84,7 +84,7 @@ TEST_P(EmbeddingCpu, MatchesReference) {
   // The returning overload computes the same.
   const Tensor returned = embedding.forward(TensorView(id_bytes.data(), c.id, c.ids_shape));
   EXPECT_EQ(returned.shape(), out_shape);
-  EXPECT_EQ(0, std::memcmp(returned.data(), expected.data(), expected.size()));
+  EXPECT_TRUE(expected.empty() || 0 == std::memcmp(returned.data(), expected.data(), expected.size()));
 }
 
 std::vector<Case> dtype_matrix() {

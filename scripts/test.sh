@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds tpembed with its tests and runs them all (CPU, MPI with 1-4 ranks; GPU tests run where a
+# GPU is present and skip, saying so, where none is).
+#   scripts/test.sh             Release build in build/
+#   scripts/test.sh --sanitize  AddressSanitizer + UndefinedBehaviorSanitizer build in build-sanitize/
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$root/scripts/deps.sh"
+build=${TPEMBED_BUILD_DIR:-$root/build}
+flags=(-DCMAKE_BUILD_TYPE=Release)
+if [[ ${1:-} == --sanitize ]]; then
+  build=${TPEMBED_BUILD_DIR:-$root/build-sanitize}
+  flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTPEMBED_SANITIZE=ON)
+  # OpenMPI's own allocations are not ours to chase; errors and UB still fail the run.
+  export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+fi
+cmake -S "$root" -B "$build" "${flags[@]}" >/dev/null
+cmake --build "$build" -j"$(nproc)"
+cd "$build"
+ctest --output-on-failure -j"$(nproc)"
