@@ -30,6 +30,9 @@ class Communicator {
   virtual int size() const = 0;
   /// Engine name: "single", "mpi", ...
   virtual std::string engine() const = 0;
+  /// True when collectives take CUDA device buffers directly (NCCL). Engines that return false get
+  /// host buffers only; the op layer stages device data through host memory for them.
+  virtual bool accepts_device_buffers() const { return false; }
 
   /// Element-wise sum over all ranks of `count` elements of `dtype` (f32, f16, bf16, i32, i64).
   /// `send == recv` reduces in place. f16 and bf16 are summed in f32 and rounded once per step.

@@ -55,6 +55,12 @@ struct LookupParams {
 /// Runs the gather on the host, splitting large work over the machine's cores.
 void lookup_cpu(const LookupParams& params);
 
+/// Launches the gather on a CUDA `stream` (a cudaStream_t; null: the default stream). All pointers
+/// are device memory (bad_id_count too). No allocation, no host synchronisation and no device-side
+/// assert: the launch can be captured in a CUDA graph. Returns the launch's cudaError_t (0 is
+/// success). Rows go through 16-byte loads and stores where widths and alignment allow.
+int lookup_cuda(const LookupParams& params, void* stream);
+
 /// Scans host ids for the first one outside [0, valid_ids). Returns its flat position, or -1.
 std::int64_t find_first_bad_id(const void* ids, DType id_dtype, std::int64_t num_ids,
                                std::int64_t valid_ids);

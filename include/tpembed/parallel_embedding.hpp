@@ -41,16 +41,26 @@ class ParallelEmbedding {
   ParallelEmbedding& operator=(ParallelEmbedding&&) noexcept;
 
   /// Looks up `ids` (any shape, i32/i64) on every rank of the group; returns ids.shape + [H].
+  /// Host tables only (for a table on a GPU, pass `out`).
   Tensor forward(const TensorView& ids);
-  /// As forward(ids), into `out`.
-  void forward(const TensorView& ids, const TensorView& out);
+  /// As forward(ids), into `out` (ids and out on the table's device). For a table on a GPU the work
+  /// is queued on `stream` (a cudaStream_t; null: the default stream). With tp_size 1 and strict
+  /// off, nothing synchronises with the host and nothing is allocated, so the call can be captured
+  /// in a CUDA graph. With tp_size > 1 and a host-only communicator (MPI), device data is staged
+  /// through host memory and the call returns when the output is complete.
+  void forward(const TensorView& ids, const TensorView& out, void* stream = nullptr);
 
   /// Where the shards sit.
   const ShardLayout& layout() const;
   /// The group communicator (size tp_size).
   Communicator& group();
-  /// Ids found out of range by the last forward (every rank counts the same ids).
+  /// Ids found out of range by the last forward (every rank counts the same ids). For a GPU table
+  /// this waits for the lookup and reads the device counter.
   std::uint64_t last_bad_id_count() const;
+  /// The device counter of out-of-range ids that a GPU lookup adds to (an unsigned long long in
+  /// device memory, zeroed at the start of each forward); null for host tables. Graph users read it
+  /// after replay instead of calling last_bad_id_count().
+  const unsigned long long* bad_id_counter() const;
 
  private:
   struct Impl;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "tpembed/communicator.hpp"
+#include "tpembed/cuda.hpp"
 #include "tpembed/dtype.hpp"
 #include "tpembed/embedding.hpp"
 #include "tpembed/error.hpp"

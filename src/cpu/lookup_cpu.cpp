@@ -43,15 +43,16 @@ void parallel_for(std::int64_t count, std::int64_t work_per_item, Body body) {
   for (auto& thread : threads) thread.join();
 }
 
-// Row copies of random table rows run at about 60% of a large memcpy when done with one memcpy per
-// row (bench/bench_cpu_lookup, bench/RESULTS.md). Two things make up the gap:
+// Copying random table rows with one memcpy per row reached about 75% of a large memcpy's bandwidth
+// on our 2-core machine, 68% when it was busy; the two measures below make it about 83%
+// (bench/bench_cpu_lookup, bench/RESULTS.md). What the gap was made of:
 //  - each row starts at a random place, so the hardware prefetchers (which stop at 4 KiB pages)
 //    restart on every page of it; we prefetch a row further on while copying this one;
-//  - ordinary stores read each destination line before writing it, a third more traffic than the
-//    copy itself; for outputs too large to stay in the cache we store around it (non-temporal),
-//    as memcpy does for large sizes.
-constexpr std::int64_t kCopyPieceBytes = 1024;  // copied per step, and as much prefetched
-constexpr std::int64_t kPrefetchAheadBytes = 16384;  // the row prefetched is this many bytes of rows on
+//  - ordinary stores read each destination line before writing it, so 3 bytes move for every 2
+//    copied; for outputs too large to stay in the cache we store around it (non-temporal), as
+//    memcpy does for large sizes. (Either measure alone gained little here; both, ~10% of time.)
+constexpr std::int64_t kCopyPieceBytes = 1024;       // copied per step, and as much prefetched
+constexpr std::int64_t kPrefetchAheadBytes = 16384;  // how many bytes of rows ahead to prefetch
 constexpr std::int64_t kStreamingOutputBytes = std::int64_t{32} << 20;  // beyond the L3s we target
 
 inline void prefetch_bytes(const std::uint8_t* bytes, std::int64_t count) {
@@ -152,9 +153,9 @@ void gather(const LookupParams& p) {
       } else if (src == nullptr) {
         std::memset(dst, 0, written_bytes);
       } else if (plain_copy && source.scales == nullptr) {
+        const std::int64_t next = i + prefetch_ahead;
         const std::uint8_t* ahead =
-            i + prefetch_ahead < end ? locate(static_cast<std::int64_t>(ids[i + prefetch_ahead])).row
-                                     : nullptr;
+            next < end ? locate(static_cast<std::int64_t>(ids[next])).row : nullptr;
         copy_row(dst, src, ahead, static_cast<std::int64_t>(written_bytes), streaming);
       } else if (source.scales == nullptr) {
         for (std::int64_t c = 0; c < p.cols; ++c) store_element<Out>(dst, c, load_element<Table>(src, c));

@@ -1,5 +1,8 @@
 #include "op/checks.hpp"
 
+#include "cuda/runtime.hpp"
+#include "tpembed/cuda.hpp"
+
 #include <algorithm>
 #include <sstream>
 
@@ -71,6 +74,17 @@ DType check_local_shard(const EmbeddingShard& shard, const EmbeddingConfig& conf
   TPEMBED_EXPECTS(weight.ndim() == 2, ShapeError, "weight must be 2-D [rows, cols], got shape ",
                   shape_text(weight.shape));
   const std::int64_t rows = weight.shape[0], cols = weight.shape[1];
+  if (weight.device.kind == DeviceKind::cuda) {
+    TPEMBED_EXPECTS(cuda_built(), UnsupportedError, "the table is on ", device_name(weight.device),
+                    " but this build of tpembed has no CUDA backend");
+    const int devices = cuda_device_count();
+    TPEMBED_EXPECTS(weight.device.index >= 0 && weight.device.index < devices, InvalidArgumentError,
+                    "the table is on ", device_name(weight.device), " but ", devices,
+                    " CUDA device(s) are visible");
+    TPEMBED_EXPECTS(weight.numel() == 0 || cuda_runtime::device_of(weight.data) == weight.device.index,
+                    InvalidArgumentError, "the table is labelled ", device_name(weight.device),
+                    " but its memory is not device memory of that GPU");
+  }
 
   const bool quantized = is_quantized(weight.dtype);
   if (shard.scale.absent()) {

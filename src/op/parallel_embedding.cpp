@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "op/checks.hpp"
+#include "op/place.hpp"
 #include "tpembed/lookup.hpp"
 
 namespace tpembed {
@@ -19,12 +20,15 @@ struct ParallelEmbedding::Impl {
   ShardLayout layout;
   std::unique_ptr<Communicator> group;
   std::vector<int> tp_rank_of_member;  // tp_rank of each group rank
-  std::vector<std::uint8_t> gather_buffer;  // sharding_dim 1: the all-gather's landing area
-  std::uint64_t last_bad_id_count = 0;
+  op::Workspace workspace;             // gather blocks, staging, the device bad-id counter
+  unsigned long long host_bad_id_count = 0;
 
+  bool on_gpu() const { return shard.weight.device.kind == DeviceKind::cuda; }
   void setup(Communicator& comm);
-  void forward(const TensorView& ids, const TensorView& out);
+  void forward(const TensorView& ids, const TensorView& out, void* stream);
+  OutOfRangeError first_bad_id_error(const TensorView& ids, std::uint64_t bad, op::Place& place) const;
   LookupParams lookup_params(const TensorView& ids, void* out, std::int64_t out_row_stride) const;
+  std::uint64_t bad_id_count(void* stream) const;
 };
 
 namespace {
@@ -72,6 +76,11 @@ void ParallelEmbedding::Impl::setup(Communicator& comm) {
   group->all_gather(&mine, all.data(), sizeof mine, DType::i8);
   layout = op::plan_layout(all, group->rank());
   for (const auto& description : all) tp_rank_of_member.push_back(description.tp_rank);
+  // The device counter exists before the first forward, so that one can be graph-captured.
+  if (on_gpu()) {
+    op::Place place(shard.weight.device, nullptr);
+    workspace.device_counter(place);
+  }
 }
 
 LookupParams ParallelEmbedding::Impl::lookup_params(const TensorView& ids, void* out,
@@ -100,7 +109,7 @@ LookupParams ParallelEmbedding::Impl::lookup_params(const TensorView& ids, void*
   return p;
 }
 
-void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& out) {
+void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& out, void* stream) {
   const int tp = layout.tp_size;
   std::exception_ptr local_error = run_caught([&] {
     op::check_ids(ids, shard.weight.device);
@@ -122,50 +131,67 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
     std::rethrow_exception(local_error);
   }
 
-  unsigned long long bad = 0;
+  op::Place place(shard.weight.device, stream);
+  unsigned long long* counter = on_gpu() ? workspace.device_counter(place) : &host_bad_id_count;
+  place.zero(counter, sizeof *counter);
   const std::int64_t cols = shard.weight.shape[1];
-  const std::int64_t out_elements = num_ids * layout.global_cols;
+  const std::int64_t out_bytes = num_ids * row_bytes(layout.out_dtype, layout.global_cols);
+  const DType bytes = DType::i8;  // collectives below move raw bytes unless they sum
   if (layout.sharding_dim == 0 || tp == 1) {
     // The masked lookup writes straight into out; the sum then completes it in place.
     LookupParams p = lookup_params(ids, out.mutable_data(), cols);
-    p.bad_id_count = &bad;
+    p.bad_id_count = counter;
     p.unowned_negative_zero = tp > 1;  // keeps -0.0 rows exact through the sum
-    lookup_cpu(p);
-    if (tp > 1) group->all_reduce_sum(out.data, out.mutable_data(), out_elements, layout.out_dtype);
+    place.lookup(p);
+    if (tp > 1) {
+      const std::int64_t elements = num_ids * layout.global_cols;
+      if (place.is_host() || group->accepts_device_buffers()) {
+        group->all_reduce_sum(out.data, out.mutable_data(), elements, layout.out_dtype);
+      } else {
+        void* staged = workspace.host_stage(static_cast<std::size_t>(out_bytes));
+        place.to_host(staged, out.data, static_cast<std::size_t>(out_bytes));
+        group->all_reduce_sum(staged, staged, elements, layout.out_dtype);
+        place.from_host(out.mutable_data(), staged, static_cast<std::size_t>(out_bytes));
+        place.synchronize();  // the staging buffer is reused by the next call
+      }
+    }
   } else {
     // Each rank writes its columns into its own block of the gather buffer ([tp][ids][widest]),
     // the blocks are gathered, then laid out as [ids, H] in tp_rank order.
     const std::int64_t widest = *std::max_element(layout.sizes.begin(), layout.sizes.end());
-    const std::int64_t block_bytes = row_bytes(layout.out_dtype, widest) * num_ids;
-    gather_buffer.resize(static_cast<std::size_t>(block_bytes * tp));
-    std::uint8_t* blocks = gather_buffer.data();
-    LookupParams p = lookup_params(ids, blocks + group->rank() * block_bytes, widest);
-    p.bad_id_count = &bad;
-    lookup_cpu(p);
-    group->all_gather(blocks + group->rank() * block_bytes, blocks, block_bytes, DType::i8);
+    const std::int64_t widest_bytes = row_bytes(layout.out_dtype, widest);
+    const std::int64_t block_bytes = widest_bytes * num_ids;
+    auto* blocks = static_cast<std::uint8_t*>(workspace.gather_blocks(place, static_cast<std::size_t>(block_bytes * tp)));
+    std::uint8_t* own_block = blocks + group->rank() * block_bytes;
+    LookupParams p = lookup_params(ids, own_block, widest);
+    p.bad_id_count = counter;
+    place.lookup(p);
+    if (place.is_host() || group->accepts_device_buffers()) {
+      group->all_gather(own_block, blocks, block_bytes, bytes);
+    } else {
+      auto* staged = static_cast<std::uint8_t*>(workspace.host_stage(static_cast<std::size_t>(block_bytes * tp)));
+      place.to_host(staged + group->rank() * block_bytes, own_block, static_cast<std::size_t>(block_bytes));
+      group->all_gather(staged + group->rank() * block_bytes, staged, block_bytes, bytes);
+      place.from_host(blocks, staged, static_cast<std::size_t>(block_bytes * tp));
+    }
     auto* dst = static_cast<std::uint8_t*>(out.mutable_data());
     const std::int64_t out_row = row_bytes(layout.out_dtype, layout.global_cols);
     for (int member = 0; member < tp; ++member) {
       const int t = tp_rank_of_member[member];
-      const std::int64_t piece = row_bytes(layout.out_dtype, layout.sizes[t]);
-      const std::int64_t start = row_bytes(layout.out_dtype, layout.offsets[t]);
-      const std::uint8_t* block = blocks + member * block_bytes;
-      if (piece == 0) continue;
-      for (std::int64_t i = 0; i < num_ids; ++i) {
-        std::memcpy(dst + i * out_row + start, block + i * row_bytes(layout.out_dtype, widest),
-                    static_cast<std::size_t>(piece));
-      }
+      place.copy_2d(dst + row_bytes(layout.out_dtype, layout.offsets[t]), static_cast<std::size_t>(out_row),
+                    blocks + member * block_bytes, static_cast<std::size_t>(widest_bytes),
+                    static_cast<std::size_t>(row_bytes(layout.out_dtype, layout.sizes[t])),
+                    static_cast<std::size_t>(num_ids));
     }
+    if (!place.is_host() && !group->accepts_device_buffers()) place.synchronize();
   }
-  last_bad_id_count = bad;
 
   if (config.strict) {
+    // Strict mode reads the count once, after the lookup (a host synchronisation on a GPU).
+    const std::uint64_t bad = bad_id_count(stream);
     std::exception_ptr strict_error;
     if (bad > 0) {
-      const std::int64_t position =
-          find_first_bad_id(ids.data, ids.dtype, num_ids, layout.valid_ids());
-      strict_error = std::make_exception_ptr(op::out_of_range_error(
-          ids, position, static_cast<std::int64_t>(bad), layout.valid_ids()));
+      strict_error = std::make_exception_ptr(first_bad_id_error(ids, bad, place));
     }
     if (tp > 1) {
       agree_or_throw(*group, strict_error);
@@ -173,6 +199,27 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
       std::rethrow_exception(strict_error);
     }
   }
+}
+
+std::uint64_t ParallelEmbedding::Impl::bad_id_count(void* stream) const {
+  if (!on_gpu()) return host_bad_id_count;
+  unsigned long long count = 0;
+  op::Place(shard.weight.device, stream).to_host(&count, workspace.device_counter_if_any(), sizeof count);
+  return count;
+}
+
+OutOfRangeError ParallelEmbedding::Impl::first_bad_id_error(const TensorView& ids, std::uint64_t bad,
+                                                            op::Place& place) const {
+  // Find the first bad id on the host (ids on a GPU are copied back: this is the error path).
+  std::vector<std::uint8_t> host_ids;
+  TensorView host_view = ids;
+  if (!place.is_host()) {
+    host_ids.resize(static_cast<std::size_t>(ids.nbytes()));
+    place.to_host(host_ids.data(), ids.data, host_ids.size());
+    host_view = TensorView(host_ids.data(), ids.dtype, ids.shape);
+  }
+  const std::int64_t position = find_first_bad_id(host_view.data, host_view.dtype, host_view.numel(), layout.valid_ids());
+  return op::out_of_range_error(host_view, position, static_cast<std::int64_t>(bad), layout.valid_ids());
 }
 
 ParallelEmbedding::ParallelEmbedding(Communicator& comm, EmbeddingShard shard,
@@ -188,6 +235,9 @@ ParallelEmbedding::ParallelEmbedding(ParallelEmbedding&&) noexcept = default;
 ParallelEmbedding& ParallelEmbedding::operator=(ParallelEmbedding&&) noexcept = default;
 
 Tensor ParallelEmbedding::forward(const TensorView& ids) {
+  TPEMBED_EXPECTS(!impl_->on_gpu(), InvalidArgumentError, "the table is on ",
+                  device_name(impl_->shard.weight.device),
+                  ": forward(ids) returns a host tensor; pass an output tensor on that device");
   std::vector<std::int64_t> shape = ids.shape;
   shape.push_back(impl_->layout.global_cols);
   // Bad extents are reported (on every rank) by forward's checks, not by the allocation.
@@ -197,12 +247,15 @@ Tensor ParallelEmbedding::forward(const TensorView& ids) {
   return out;
 }
 
-void ParallelEmbedding::forward(const TensorView& ids, const TensorView& out) {
-  impl_->forward(ids, out);
+void ParallelEmbedding::forward(const TensorView& ids, const TensorView& out, void* stream) {
+  impl_->forward(ids, out, stream);
 }
 
 const ShardLayout& ParallelEmbedding::layout() const { return impl_->layout; }
 Communicator& ParallelEmbedding::group() { return *impl_->group; }
-std::uint64_t ParallelEmbedding::last_bad_id_count() const { return impl_->last_bad_id_count; }
+std::uint64_t ParallelEmbedding::last_bad_id_count() const { return impl_->bad_id_count(nullptr); }
+const unsigned long long* ParallelEmbedding::bad_id_counter() const {
+  return impl_->on_gpu() ? impl_->workspace.device_counter_if_any() : nullptr;
+}
 
 }  // namespace tpembed

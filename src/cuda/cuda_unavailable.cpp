@@ -1,0 +1,39 @@
+// Stand-ins for the CUDA backend in builds without CUDA: asking for it is an UnsupportedError.
+#include "cuda/runtime.hpp"
+#include "tpembed/cuda.hpp"
+#include "tpembed/error.hpp"
+#include "tpembed/lookup.hpp"
+
+namespace tpembed {
+
+namespace {
+[[noreturn]] void no_cuda() {
+  throw UnsupportedError("this build of tpembed has no CUDA backend (rebuild where nvcc is found)");
+}
+}  // namespace
+
+namespace cuda_runtime {
+void copy_to_host(void*, const void*, std::size_t, void*) { no_cuda(); }
+void copy_to_device(void*, const void*, std::size_t, void*) { no_cuda(); }
+void copy_2d(void*, std::size_t, const void*, std::size_t, std::size_t, std::size_t, void*) { no_cuda(); }
+void fill(void*, int, std::size_t, void*) { no_cuda(); }
+void* alloc_host(std::size_t) { no_cuda(); }
+void free_host(void*) noexcept {}
+void check(int, const char*) { no_cuda(); }
+int device_of(const void*) { return -1; }
+void set_device(int) { no_cuda(); }
+}  // namespace cuda_runtime
+
+bool cuda_built() { return false; }
+int cuda_device_count() { return 0; }
+void cuda_synchronize(void*) { no_cuda(); }
+DeviceBuffer::DeviceBuffer(std::size_t, int) { no_cuda(); }
+DeviceBuffer::~DeviceBuffer() = default;
+DeviceBuffer::DeviceBuffer(DeviceBuffer&&) noexcept = default;
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&&) noexcept = default;
+void DeviceBuffer::copy_from_host(const void*, std::size_t) { no_cuda(); }
+void DeviceBuffer::copy_to_host(void*, std::size_t) const { no_cuda(); }
+
+int lookup_cuda(const LookupParams&, void*) { no_cuda(); }
+
+}  // namespace tpembed

@@ -1,0 +1,51 @@
+// lookup_cuda(): dispatches the dtypes once and launches the gather kernel.
+#include "cuda/instantiate.cuh"
+#include "cuda/lookup_kernel.cuh"
+
+namespace tpembed {
+
+namespace cuda_kernels {
+TPEMBED_FLOAT_TABLES(TPEMBED_DECLARE_GATHER)
+TPEMBED_QUANTIZED_TABLES(TPEMBED_DECLARE_GATHER)
+}  // namespace cuda_kernels
+
+namespace {
+
+using cuda_kernels::launch_gather_impl;
+
+template <typename Id, DType Table>
+cudaError_t dispatch_out(const LookupParams& p, cudaStream_t stream) {
+  switch (p.out_dtype) {
+    case DType::f32: return launch_gather_impl<Id, Table, DType::f32>(p, stream);
+    case DType::f16: return launch_gather_impl<Id, Table, DType::f16>(p, stream);
+    case DType::bf16: return launch_gather_impl<Id, Table, DType::bf16>(p, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+template <typename Id>
+cudaError_t dispatch_table(const LookupParams& p, cudaStream_t stream) {
+  switch (p.table_dtype) {
+    case DType::f32: return dispatch_out<Id, DType::f32>(p, stream);
+    case DType::f16: return dispatch_out<Id, DType::f16>(p, stream);
+    case DType::bf16: return dispatch_out<Id, DType::bf16>(p, stream);
+    case DType::i8: return dispatch_out<Id, DType::i8>(p, stream);
+    case DType::fp8_e4m3: return dispatch_out<Id, DType::fp8_e4m3>(p, stream);
+    case DType::i4: return dispatch_out<Id, DType::i4>(p, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace
+
+int lookup_cuda(const LookupParams& params, void* stream) {
+  if (params.num_ids == 0) return cudaSuccess;
+  const auto s = static_cast<cudaStream_t>(stream);
+  switch (params.id_dtype) {
+    case DType::i32: return dispatch_table<std::int32_t>(params, s);
+    case DType::i64: return dispatch_table<std::int64_t>(params, s);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace tpembed

@@ -1,0 +1,99 @@
+#include "op/place.hpp"
+
+#include <cstring>
+
+#include "cuda/runtime.hpp"
+#include "tpembed/error.hpp"
+
+namespace tpembed::op {
+
+Place::Place(const Device& device, void* stream) : device_(device), stream_(stream) {
+  if (!is_host()) cuda_runtime::set_device(device.index);
+}
+
+void Place::lookup(const LookupParams& params) {
+  if (is_host()) {
+    lookup_cpu(params);
+  } else {
+    cuda_runtime::check(lookup_cuda(params, stream_), "the lookup kernel launch");
+  }
+}
+
+void Place::zero(void* memory, std::size_t bytes) {
+  if (is_host()) {
+    if (bytes > 0) std::memset(memory, 0, bytes);
+  } else {
+    cuda_runtime::fill(memory, 0, bytes, stream_);
+  }
+}
+
+void Place::to_host(void* host, const void* source, std::size_t bytes) {
+  if (is_host()) {
+    if (bytes > 0) std::memcpy(host, source, bytes);
+  } else {
+    cuda_runtime::copy_to_host(host, source, bytes, stream_);
+  }
+}
+
+void Place::from_host(void* destination, const void* host, std::size_t bytes) {
+  if (is_host()) {
+    if (bytes > 0) std::memcpy(destination, host, bytes);
+  } else {
+    cuda_runtime::copy_to_device(destination, host, bytes, stream_);
+  }
+}
+
+void Place::copy_2d(void* destination, std::size_t destination_pitch, const void* source,
+                    std::size_t source_pitch, std::size_t width, std::size_t height) {
+  if (!is_host()) {
+    cuda_runtime::copy_2d(destination, destination_pitch, source, source_pitch, width, height, stream_);
+    return;
+  }
+  if (width == 0) return;
+  auto* to = static_cast<std::uint8_t*>(destination);
+  const auto* from = static_cast<const std::uint8_t*>(source);
+  for (std::size_t row = 0; row < height; ++row) {
+    std::memcpy(to + row * destination_pitch, from + row * source_pitch, width);
+  }
+}
+
+void Place::synchronize() {
+  if (!is_host()) cuda_synchronize(stream_);
+}
+
+Workspace::Workspace() = default;
+Workspace::~Workspace() = default;
+Workspace::Workspace(Workspace&&) noexcept = default;
+Workspace& Workspace::operator=(Workspace&&) noexcept = default;
+
+void Workspace::PinnedFree::operator()(void* memory) const noexcept { cuda_runtime::free_host(memory); }
+
+unsigned long long* Workspace::device_counter(const Place& place) {
+  if (counter_.data() == nullptr) counter_ = DeviceBuffer(sizeof(unsigned long long), place.device().index);
+  return static_cast<unsigned long long*>(counter_.data());
+}
+
+const unsigned long long* Workspace::device_counter_if_any() const {
+  return static_cast<const unsigned long long*>(counter_.data());
+}
+
+void* Workspace::gather_blocks(const Place& place, std::size_t bytes) {
+  if (place.is_host()) {
+    if (host_blocks_.size() < bytes) host_blocks_.resize(bytes);
+    return host_blocks_.data();
+  }
+  if (device_blocks_.size() < bytes || device_blocks_.data() == nullptr) {
+    device_blocks_ = DeviceBuffer(bytes, place.device().index);
+  }
+  return device_blocks_.data();
+}
+
+void* Workspace::host_stage(std::size_t bytes) {
+  if (stage_bytes_ < bytes || stage_ == nullptr) {
+    stage_.reset(cuda_runtime::alloc_host(bytes));
+    stage_bytes_ = bytes;
+  }
+  return stage_.get();
+}
+
+}  // namespace tpembed::op

@@ -1,0 +1,71 @@
+// Where the op layer's work runs (the host, or a CUDA device with a stream), and the buffers it
+// keeps between calls. The op code is written once against these; the CUDA calls live in src/cuda.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "tpembed/cuda.hpp"
+#include "tpembed/lookup.hpp"
+#include "tpembed/tensor.hpp"
+
+namespace tpembed::op {
+
+/// The host, or one CUDA device and the stream its work is queued on.
+class Place {
+ public:
+  /// Makes the device current for the calling thread when it is a CUDA device.
+  Place(const Device& device, void* stream);
+
+  bool is_host() const { return device_.kind == DeviceKind::cpu; }
+  const Device& device() const { return device_; }
+
+  /// The lookup on this place (lookup_cpu, or a lookup_cuda launch whose status is checked).
+  void lookup(const LookupParams& params);
+  /// Sets `bytes` at `memory` (on this place) to zero.
+  void zero(void* memory, std::size_t bytes);
+  /// Copies from this place to host memory; returns once the data is there.
+  void to_host(void* host, const void* source, std::size_t bytes);
+  /// Copies from host memory to this place (queued on the stream for a device).
+  void from_host(void* destination, const void* host, std::size_t bytes);
+  /// Copies `height` rows of `width` bytes between buffers on this place.
+  void copy_2d(void* destination, std::size_t destination_pitch, const void* source,
+               std::size_t source_pitch, std::size_t width, std::size_t height);
+  /// Waits for the work queued on this place.
+  void synchronize();
+
+ private:
+  Device device_;
+  void* stream_;
+};
+
+/// Buffers a ParallelEmbedding keeps between calls: grown when a call needs more, never per call.
+class Workspace {
+ public:
+  Workspace();
+  ~Workspace();
+  Workspace(Workspace&&) noexcept;
+  Workspace& operator=(Workspace&&) noexcept;
+
+  /// The device counter of bad ids (allocated once, on `place`'s device).
+  unsigned long long* device_counter(const Place& place);
+  /// The counter if it was allocated, else null.
+  const unsigned long long* device_counter_if_any() const;
+  /// At least `bytes` of scratch on `place` for the all-gather blocks.
+  void* gather_blocks(const Place& place, std::size_t bytes);
+  /// At least `bytes` of page-locked host memory for staging device data through MPI.
+  void* host_stage(std::size_t bytes);
+
+ private:
+  DeviceBuffer counter_;
+  DeviceBuffer device_blocks_;
+  std::vector<std::uint8_t> host_blocks_;
+  struct PinnedFree {
+    void operator()(void* memory) const noexcept;
+  };
+  std::unique_ptr<void, PinnedFree> stage_;
+  std::size_t stage_bytes_ = 0;
+};
+
+}  // namespace tpembed::op
