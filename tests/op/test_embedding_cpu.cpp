@@ -5,32 +5,11 @@
 #include <cstring>
 #include <sstream>
 
+#include "embedding_cases.hpp"
 #include "reference.hpp"
 
 namespace tpembed::testing {
 namespace {
-
-struct Case {
-  DType table;
-  DType id;
-  DType out;
-  std::optional<DType> scale;
-  std::int64_t vocab;
-  std::int64_t hidden;
-  std::int64_t padding_rows;
-  std::vector<std::int64_t> ids_shape;  ///< Leading dims; the last one is filled with ids.
-};
-
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  const Case& c = info.param;
-  std::ostringstream name;
-  name << dtype_name(c.table) << "_" << dtype_name(c.id) << "_to_" << dtype_name(c.out) << "_scale_"
-       << (c.scale ? dtype_name(*c.scale) : "none") << "_V" << c.vocab << "_H" << c.hidden << "_P"
-       << c.padding_rows << "_ids";
-  for (auto extent : c.ids_shape) name << "x" << extent;
-  name << "_" << info.index;
-  return name.str();
-}
 
 constexpr std::uint8_t kPoison = 0xcd;  // unwritten output shows up as this pattern
 constexpr std::uint8_t kGuard = 0xa5;   // bytes after the output must keep this
@@ -85,43 +64,6 @@ TEST_P(EmbeddingCpu, MatchesReference) {
   const Tensor returned = embedding.forward(TensorView(id_bytes.data(), c.id, c.ids_shape));
   EXPECT_EQ(returned.shape(), out_shape);
   EXPECT_TRUE(expected.empty() || 0 == std::memcmp(returned.data(), expected.data(), expected.size()));
-}
-
-std::vector<Case> dtype_matrix() {
-  std::vector<Case> cases;
-  const DType tables[] = {DType::f32, DType::f16, DType::bf16, DType::i8, DType::fp8_e4m3, DType::i4};
-  const DType outs[] = {DType::f32, DType::f16, DType::bf16};
-  for (DType table : tables) {
-    for (DType id : {DType::i32, DType::i64}) {
-      for (DType out : outs) {
-        std::vector<std::optional<DType>> scales = {DType::f32, DType::f16, DType::bf16};
-        if (!is_quantized(table)) scales.push_back(std::nullopt);
-        for (auto scale : scales) cases.push_back({table, id, out, scale, 127, 733, 3, {5, 41}});
-      }
-    }
-  }
-  return cases;
-}
-
-std::vector<Case> shape_sweep() {
-  std::vector<Case> cases;
-  const std::int64_t sizes[] = {1, 3, 7, 127, 733, 4096};
-  for (auto vocab : sizes) {
-    for (auto hidden : sizes) {
-      cases.push_back({DType::bf16, DType::i64, DType::bf16, std::nullopt, vocab, hidden, 0, {67}});
-      cases.push_back({DType::i4, DType::i32, DType::f32, DType::bf16, vocab, hidden, 2, {67}});
-    }
-  }
-  return cases;
-}
-
-std::vector<Case> id_shapes() {
-  std::vector<Case> cases;
-  for (auto shape : std::vector<std::vector<std::int64_t>>{{0}, {1}, {2, 3, 5}, {0, 4}, {3, 0}}) {
-    cases.push_back({DType::f16, DType::i32, DType::f32, std::nullopt, 7, 3, 1, shape});
-    cases.push_back({DType::fp8_e4m3, DType::i64, DType::bf16, DType::f16, 7, 3, 1, shape});
-  }
-  return cases;
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, EmbeddingCpu, ::testing::ValuesIn(dtype_matrix()), case_name);
@@ -208,6 +150,32 @@ TEST(EmbeddingCpuOp, LargeLookupUsesAllCoresAndStaysExact) {
   std::uint64_t bad = 0;
   for (auto id : ids) bad += (id < 0 || id >= 1000) ? 1 : 0;
   EXPECT_EQ(embedding.last_bad_id_count(), bad);
+}
+
+}  // namespace
+}  // namespace tpembed::testing
+
+namespace tpembed::testing {
+namespace {
+
+TEST(EmbeddingCpuOp, LargeOutputsTakeTheStreamingCopyAndStayExact) {
+  // > 32 MiB of output switches the row copy to non-temporal stores; an output 4 bytes off
+  // 16-byte alignment exercises the unaligned head and tail of each row.
+  const Problem problem = random_problem(DType::f32, 300, 4099, std::nullopt, 0, 77);
+  std::vector<std::int64_t> ids(2100);
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>(i * 37 % 311) - 3;
+  const auto expected = reference_lookup(problem, ids, DType::f32);
+  ASSERT_GT(expected.size(), std::size_t{32} << 20);
+  std::vector<std::uint8_t> out(expected.size() + 4 + 64, 0xcd);
+  EmbeddingShard shard;
+  shard.weight = problem.table.view();
+  auto single = make_single_communicator();
+  ParallelEmbedding embedding(*single, shard, {});
+  embedding.forward(TensorView(ids.data(), DType::i64, {2100}),
+                    TensorView(out.data() + 4, DType::f32, {2100, 4099}));
+  const std::vector<std::uint8_t> actual(out.begin() + 4, out.begin() + 4 + static_cast<std::ptrdiff_t>(expected.size()));
+  EXPECT_EQ(actual, expected) << first_difference(actual, expected, DType::f32, 4099);
+  for (std::size_t g = 4 + expected.size(); g < out.size(); ++g) ASSERT_EQ(out[g], 0xcd) << "guard byte " << g;
 }
 
 }  // namespace

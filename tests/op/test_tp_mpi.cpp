@@ -9,10 +9,19 @@
 #include <numeric>
 #include <sstream>
 
+#include "device_tables.hpp"
 #include "reference.hpp"
+
+// Built twice: with host tables (test_tp_mpi) and with every rank's shard on the GPU, all ranks
+// sharing it, collectives staged through host memory (test_tp_mpi_gpu).
+#ifndef TPEMBED_TEST_ON_GPU
+#define TPEMBED_TEST_ON_GPU 0
+#endif
 
 namespace tpembed::testing {
 namespace {
+
+constexpr bool kOnGpu = TPEMBED_TEST_ON_GPU != 0;
 
 Communicator& world() {
   static std::unique_ptr<Communicator> comm = make_mpi_communicator();
@@ -118,7 +127,7 @@ void run_and_check(const TpCase& base_case, const std::vector<int>& group_ranks,
   config.placement = c.placement;
   if (c.sharding_dim == 0 && c.placement == ShardPlacement::equal) config.vocab_size = c.vocab;
   if (c.out != c.table || is_quantized(c.table)) config.out_dtype = c.out;
-  ParallelEmbedding embedding(world(), shard.view(), config);
+  ParallelEmbedding embedding(world(), kOnGpu ? upload_shard(shard.view()) : shard.view(), config);
 
   const std::int64_t padding = c.sharding_dim == 1 ? c.padding_rows : 0;
   std::vector<std::int64_t> boundaries;
@@ -127,11 +136,20 @@ void run_and_check(const TpCase& base_case, const std::vector<int>& group_ranks,
   const auto id_bytes = encode_ids(ids, c.id);
   const std::int64_t count = static_cast<std::int64_t>(ids.size());
 
-  const Tensor out = embedding.forward(TensorView(id_bytes.data(), c.id, {count}));
   const auto expected = reference_lookup(problem, ids, c.out);
-  ASSERT_EQ(out.shape(), (std::vector<std::int64_t>{count, c.hidden}));
-  std::vector<std::uint8_t> actual(static_cast<const std::uint8_t*>(out.data()),
-                                   static_cast<const std::uint8_t*>(out.data()) + expected.size());
+  std::vector<std::uint8_t> actual;
+  if (kOnGpu) {
+    const DeviceCopy device_ids = upload_bytes(id_bytes, c.id, {count});
+    DeviceBuffer out(expected.size() + 16, 0);
+    cuda_fill(out.data(), 0xcd, out.size());  // poison: unwritten elements show
+    embedding.forward(device_ids.view, out.view(c.out, {count, c.hidden}));
+    actual = download(out.data(), expected.size());
+  } else {
+    const Tensor out = embedding.forward(TensorView(id_bytes.data(), c.id, {count}));
+    ASSERT_EQ(out.shape(), (std::vector<std::int64_t>{count, c.hidden}));
+    actual.assign(static_cast<const std::uint8_t*>(out.data()),
+                  static_cast<const std::uint8_t*>(out.data()) + expected.size());
+  }
   EXPECT_EQ(actual, expected) << "world rank " << world().rank() << ": "
                               << first_difference(actual, expected, c.out, c.hidden);
   std::uint64_t bad = 0;

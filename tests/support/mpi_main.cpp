@@ -6,6 +6,12 @@
 
 #include <cstdio>
 
+#include "tpembed/cuda.hpp"
+
+#ifndef TPEMBED_TEST_ON_GPU
+#define TPEMBED_TEST_ON_GPU 0
+#endif
+
 namespace {
 
 class FailurePrinter : public testing::EmptyTestEventListener {
@@ -30,6 +36,11 @@ int main(int argc, char** argv) {
   testing::InitGoogleTest(&argc, argv);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (TPEMBED_TEST_ON_GPU && tpembed::cuda_device_count() == 0) {
+    if (rank == 0) std::printf("SKIPPED: no CUDA device visible; these GPU tests did not run.\n");
+    MPI_Finalize();
+    return 77;  // CTest's SKIP_RETURN_CODE for GPU tests
+  }
   if (rank != 0) {
     auto& listeners = testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());

@@ -1,0 +1,171 @@
+// The CUDA backend against the reference: the whole single-rank matrix of the CPU tests, with
+// aligned and misaligned buffers (vector and scalar paths), poisoned outputs, guard bytes after
+// them, strict mode, and capture in a CUDA graph replayed with new ids.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "device_tables.hpp"
+#include "embedding_cases.hpp"
+#include "reference.hpp"
+
+namespace tpembed::testing {
+namespace {
+
+constexpr std::uint8_t kPoison = 0xcd;
+constexpr std::uint8_t kGuard = 0xa5;
+constexpr std::size_t kGuardBytes = 256;
+
+#define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+EmbeddingShard host_shard(const Problem& problem) {
+  EmbeddingShard shard;
+  shard.weight = problem.table.view();
+  if (problem.scale) shard.scale = problem.scale->view();
+  if (problem.padding) shard.padding = problem.padding->view();
+  if (problem.padding_scale) shard.padding_scale = problem.padding_scale->view();
+  return shard;
+}
+
+class EmbeddingCuda : public ::testing::TestWithParam<Case> {};
+
+TEST_P(EmbeddingCuda, MatchesReference) {
+  const Case& c = GetParam();
+  const std::uint64_t seed = 1000 + static_cast<std::uint64_t>(c.vocab * 31 + c.hidden);
+  const Problem problem = random_problem(c.table, c.vocab, c.hidden, c.scale, c.padding_rows, seed);
+  std::int64_t count = 1;
+  for (auto extent : c.ids_shape) count *= extent;
+  const auto pool = interesting_ids(c.vocab, c.padding_rows, {c.vocab / 2}, 97, seed);
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(count));
+  for (std::int64_t i = 0; i < count; ++i) ids[i] = pool[static_cast<std::size_t>(i) % pool.size()];
+  std::uint64_t expected_bad = 0;
+  for (auto id : ids) expected_bad += (id < 0 || id >= c.vocab + c.padding_rows) ? 1 : 0;
+  const auto expected = reference_lookup(problem, ids, c.out);
+
+  EmbeddingConfig config;
+  if (c.out != c.table || is_quantized(c.table)) config.out_dtype = c.out;
+  auto single = make_single_communicator();
+  const DeviceCopy device_ids = upload_bytes(encode_ids(ids, c.id), c.id, c.ids_shape);
+  std::vector<std::int64_t> out_shape = c.ids_shape;
+  out_shape.push_back(c.hidden);
+
+  // Offset 0: 16-byte aligned buffers (the vector path where widths allow); offset 4: every
+  // buffer off 16-byte alignment, which must take the element-wise path and give the same bits.
+  for (std::size_t offset : {std::size_t{0}, std::size_t{4}}) {
+    SCOPED_TRACE("byte offset " + std::to_string(offset));
+    ParallelEmbedding embedding(*single, upload_shard(host_shard(problem), offset), config);
+    DeviceBuffer out(expected.size() + offset + kGuardBytes, 0);
+    auto* out_start = static_cast<std::uint8_t*>(out.data()) + offset;
+    cuda_fill(out.data(), kPoison, offset + expected.size());
+    cuda_fill(out_start + expected.size(), kGuard, kGuardBytes);
+
+    embedding.forward(device_ids.view, TensorView(out_start, c.out, out_shape, Device::cuda(0)));
+    cuda_synchronize();
+    const auto actual = download(out_start, expected.size());
+    EXPECT_EQ(actual, expected) << first_difference(actual, expected, c.out, c.hidden);
+    const auto guard = download(out_start + expected.size(), kGuardBytes);
+    for (std::size_t g = 0; g < kGuardBytes; ++g) {
+      ASSERT_EQ(guard[g], kGuard) << "write past the end of the output at guard byte " << g;
+    }
+    EXPECT_EQ(embedding.last_bad_id_count(), expected_bad);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, EmbeddingCuda, ::testing::ValuesIn(dtype_matrix()), case_name);
+INSTANTIATE_TEST_SUITE_P(Shapes, EmbeddingCuda, ::testing::ValuesIn(shape_sweep()), case_name);
+INSTANTIATE_TEST_SUITE_P(IdShapes, EmbeddingCuda, ::testing::ValuesIn(id_shapes()), case_name);
+
+TEST(EmbeddingCudaOp, StrictModeRaisesTheCpuError) {
+  const Problem problem = random_problem(DType::bf16, 10, 8, std::nullopt, 0, 7);
+  const std::vector<std::int64_t> ids = {1, 2, 3, 4, 10, -5};
+  EmbeddingConfig config;
+  config.strict = true;
+  auto single = make_single_communicator();
+  ParallelEmbedding embedding(*single, upload_shard(host_shard(problem)), config);
+  const DeviceCopy device_ids = upload_bytes(encode_ids(ids, DType::i64), DType::i64, {2, 3});
+  DeviceBuffer out(6 * 8 * 2, 0);
+  try {
+    embedding.forward(device_ids.view, out.view(DType::bf16, {2, 3, 8}));
+    FAIL() << "strict mode accepted out-of-range ids on the GPU";
+  } catch (const OutOfRangeError& error) {
+    EXPECT_EQ(error.first_bad_id(), 10);
+    EXPECT_EQ(error.position(), 4);
+    EXPECT_EQ(error.count(), 2);
+    EXPECT_NE(std::string(error.what()).find("id 10 at position 4 (index [1, 1]) is out of range [0, 10)"),
+              std::string::npos)
+        << error.what();
+  }
+}
+
+TEST(EmbeddingCudaOp, HostMemoryLabelledAsDeviceIsRefused) {
+  const Problem problem = random_problem(DType::f32, 4, 4, std::nullopt, 0, 1);
+  EmbeddingShard shard;
+  shard.weight = TensorView(problem.table.bytes.data(), DType::f32, {4, 4}, Device::cuda(0));
+  auto single = make_single_communicator();
+  try {
+    ParallelEmbedding embedding(*single, shard, {});
+    FAIL() << "a host pointer labelled cuda:0 was accepted";
+  } catch (const InvalidArgumentError& error) {
+    EXPECT_NE(std::string(error.what()).find("is not device memory of that GPU"), std::string::npos) << error.what();
+  }
+}
+
+TEST(EmbeddingCudaOp, IdsOnTheWrongDeviceAreRefused) {
+  const Problem problem = random_problem(DType::f32, 4, 4, std::nullopt, 0, 1);
+  auto single = make_single_communicator();
+  ParallelEmbedding embedding(*single, upload_shard(host_shard(problem)), {});
+  const std::int64_t host_ids[2] = {0, 1};
+  DeviceBuffer out(2 * 4 * 4, 0);
+  try {
+    embedding.forward(TensorView(host_ids, DType::i64, {2}), out.view(DType::f32, {2, 4}));
+    FAIL() << "host ids accepted for a GPU table";
+  } catch (const InvalidArgumentError& error) {
+    EXPECT_NE(std::string(error.what()).find("ids are on cpu but the table is on cuda:0"), std::string::npos)
+        << error.what();
+  }
+}
+
+TEST(EmbeddingCudaGraph, CaptureOnceReplayWithNewIds) {
+  const Problem problem = random_problem(DType::i8, 733, 256, DType::bf16, 2, 21);
+  EmbeddingConfig config;
+  config.out_dtype = DType::bf16;
+  auto single = make_single_communicator();
+  ParallelEmbedding embedding(*single, upload_shard(host_shard(problem)), config);
+  constexpr std::int64_t kTokens = 37;
+  DeviceBuffer ids(kTokens * sizeof(std::int32_t), 0);
+  DeviceBuffer out(kTokens * 256 * 2, 0);
+  cudaStream_t stream = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  embedding.forward(ids.view(DType::i32, {kTokens}), out.view(DType::bf16, {kTokens, 256}), stream);
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+
+  for (int round = 0; round < 4; ++round) {
+    auto id_list = interesting_ids(733, 2, {}, kTokens, 300 + round);
+    id_list.resize(kTokens);
+    const auto id_bytes = encode_ids(id_list, DType::i32);
+    CUDA_OK(cudaMemcpyAsync(ids.data(), id_bytes.data(), id_bytes.size(), cudaMemcpyHostToDevice, stream));
+    CUDA_OK(cudaMemsetAsync(out.data(), kPoison, out.size(), stream));
+    CUDA_OK(cudaGraphLaunch(exec, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    const auto expected = reference_lookup(problem, id_list, DType::bf16);
+    const auto actual = download(out.data(), expected.size());
+    EXPECT_EQ(actual, expected) << "replay " << round << ": " << first_difference(actual, expected, DType::bf16, 256);
+    unsigned long long bad = 0;
+    cuda_copy(&bad, embedding.bad_id_counter(), sizeof bad);
+    std::uint64_t expected_bad = 0;
+    for (auto id : id_list) expected_bad += (id < 0 || id >= 735) ? 1 : 0;
+    EXPECT_EQ(bad, expected_bad) << "replay " << round;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+}  // namespace
+}  // namespace tpembed::testing

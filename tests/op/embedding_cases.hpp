@@ -1,0 +1,75 @@
+// The single-rank test matrix, shared by the CPU and the GPU tests: every (table dtype x id
+// dtype x output dtype x scale dtype), V and H over odd sizes, and ids of several shapes.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tpembed/tpembed.hpp"
+
+namespace tpembed::testing {
+
+struct Case {
+  DType table;
+  DType id;
+  DType out;
+  std::optional<DType> scale;
+  std::int64_t vocab;
+  std::int64_t hidden;
+  std::int64_t padding_rows;
+  std::vector<std::int64_t> ids_shape;  ///< Leading dims; the last one is filled with ids.
+};
+
+inline std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  const Case& c = info.param;
+  std::ostringstream name;
+  name << dtype_name(c.table) << "_" << dtype_name(c.id) << "_to_" << dtype_name(c.out) << "_scale_"
+       << (c.scale ? dtype_name(*c.scale) : "none") << "_V" << c.vocab << "_H" << c.hidden << "_P"
+       << c.padding_rows << "_ids";
+  for (auto extent : c.ids_shape) name << "x" << extent;
+  name << "_" << info.index;
+  return name.str();
+}
+
+inline std::vector<Case> dtype_matrix() {
+  std::vector<Case> cases;
+  const DType tables[] = {DType::f32, DType::f16, DType::bf16, DType::i8, DType::fp8_e4m3, DType::i4};
+  const DType outs[] = {DType::f32, DType::f16, DType::bf16};
+  for (DType table : tables) {
+    for (DType id : {DType::i32, DType::i64}) {
+      for (DType out : outs) {
+        std::vector<std::optional<DType>> scales = {DType::f32, DType::f16, DType::bf16};
+        if (!is_quantized(table)) scales.push_back(std::nullopt);
+        for (auto scale : scales) cases.push_back({table, id, out, scale, 127, 733, 3, {5, 41}});
+      }
+    }
+  }
+  return cases;
+}
+
+inline std::vector<Case> shape_sweep() {
+  std::vector<Case> cases;
+  const std::int64_t sizes[] = {1, 3, 7, 127, 733, 4096};
+  for (auto vocab : sizes) {
+    for (auto hidden : sizes) {
+      cases.push_back({DType::bf16, DType::i64, DType::bf16, std::nullopt, vocab, hidden, 0, {67}});
+      cases.push_back({DType::i4, DType::i32, DType::f32, DType::bf16, vocab, hidden, 2, {67}});
+    }
+  }
+  return cases;
+}
+
+inline std::vector<Case> id_shapes() {
+  std::vector<Case> cases;
+  for (auto shape : std::vector<std::vector<std::int64_t>>{{0}, {1}, {2, 3, 5}, {0, 4}, {3, 0}}) {
+    cases.push_back({DType::f16, DType::i32, DType::f32, std::nullopt, 7, 3, 1, shape});
+    cases.push_back({DType::fp8_e4m3, DType::i64, DType::bf16, DType::f16, 7, 3, 1, shape});
+  }
+  return cases;
+}
+
+}  // namespace tpembed::testing
