@@ -18,6 +18,12 @@ int cuda_device_count();
 /// Waits for all work queued on `stream` (a cudaStream_t; null is the legacy default stream).
 void cuda_synchronize(void* stream = nullptr);
 
+/// Copies `bytes` between any two places (host or device; cudaMemcpyDefault) and waits for it.
+void cuda_copy(void* destination, const void* source, std::size_t bytes);
+
+/// Sets `bytes` of device memory to the byte `value` and waits for it.
+void cuda_fill(void* device, int value, std::size_t bytes);
+
 /// An owning block of device memory on one CUDA device.
 class DeviceBuffer {
  public:

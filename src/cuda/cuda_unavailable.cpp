@@ -27,6 +27,8 @@ void set_device(int) { no_cuda(); }
 bool cuda_built() { return false; }
 int cuda_device_count() { return 0; }
 void cuda_synchronize(void*) { no_cuda(); }
+void cuda_copy(void*, const void*, std::size_t) { no_cuda(); }
+void cuda_fill(void*, int, std::size_t) { no_cuda(); }
 DeviceBuffer::DeviceBuffer(std::size_t, int) { no_cuda(); }
 DeviceBuffer::~DeviceBuffer() = default;
 DeviceBuffer::DeviceBuffer(DeviceBuffer&&) noexcept = default;

@@ -84,6 +84,16 @@ void cuda_synchronize(void* stream) {
   cuda_runtime::check(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
 }
 
+void cuda_copy(void* destination, const void* source, std::size_t bytes) {
+  if (bytes == 0) return;
+  cuda_runtime::check(cudaMemcpy(destination, source, bytes, cudaMemcpyDefault), "cudaMemcpy");
+}
+
+void cuda_fill(void* device, int value, std::size_t bytes) {
+  if (bytes == 0) return;
+  cuda_runtime::check(cudaMemset(device, value, bytes), "cudaMemset");
+}
+
 DeviceBuffer::DeviceBuffer(std::size_t bytes, int device) : bytes_(bytes), device_(device) {
   int previous = 0;
   cuda_runtime::check(cudaGetDevice(&previous), "cudaGetDevice");

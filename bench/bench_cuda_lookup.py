@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""CUDA lookup benchmark: tpembed's kernel against PyTorch on the same GPU, in the same run.
+
+Every row gives the bytes the lookup must move (ids read + table rows read + row scales read +
+output written), the achieved GB/s, the % of the device-to-device copy ceiling measured at the
+start of this run, and the same case through PyTorch (index_select for float tables; gather, then
+multiply by the scale, for quantised ones) with the speed ratio. Outputs of both are compared bit
+for bit once per case before timing.
+
+Timing: CUDA events after warm-up, the median of many repeats. Each repeat uses another of K id
+sets and output buffers (K grows as the case shrinks) so the L2 cache does not flatter small cases;
+ids are random over the whole vocab. Cases of <= 128 tokens are captured in a CUDA graph of K
+lookups and replayed (time per lookup = replay time / K); larger ones run eagerly, K back-to-back
+launches between the events. The floor of one graph node is measured the same way with a 64 KB copy.
+
+Usage (on the GPU machine, after building with CUDA):
+  python3 bench/bench_cuda_lookup.py --lib build/bench/libtpembed_bench_capi.so [--json out.json]
+"""
+import argparse
+import ctypes
+import json
+import math
+import statistics
+import sys
+import time
+
+import torch
+
+DTYPE_CODE = {"f32": 0, "f16": 1, "bf16": 2, "i8": 3, "fp8_e4m3": 4, "i4": 5, "i32": 6, "i64": 7}
+L2_FLUSH_BYTES = 200e6  # about 4x the H100's 50 MB L2
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lib", required=True, help="path to libtpembed_bench_capi.so")
+    parser.add_argument("--vocab", type=int, default=128256)
+    parser.add_argument("--hidden", default="4096,8192")
+    parser.add_argument("--tokens", default="1,16,128,1024,8192,32768")
+    parser.add_argument("--cases", default="bf16,f32,i8,fp8_e4m3,i4",
+                        help="table dtypes; quantised ones give bf16 output with f32 row scales")
+    parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--json", help="write all rows here")
+    return parser.parse_args()
+
+
+def median_event_time_ms(fn, repeats, per_call):
+    """Median of `repeats` timings of fn() with CUDA events, divided by per_call."""
+    times = []
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for _ in range(repeats):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / per_call)
+    return statistics.median(times), min(times), max(times)
+
+
+def copy_ceiling_gbs(nbytes=1 << 31):
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    ms, _, _ = median_event_time_ms(lambda: dst.copy_(src), 20, 1)
+    del src, dst
+    return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+def graph_node_floor_us(copies=64, nbytes=64 << 10):
+    srcs = [torch.empty(nbytes, dtype=torch.uint8, device="cuda").random_() for _ in range(copies)]
+    dsts = [torch.empty_like(s) for s in srcs]
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        for s, d in zip(srcs, dsts):
+            d.copy_(s)
+        torch.cuda.synchronize()
+        with torch.cuda.graph(graph, stream=stream):
+            for s, d in zip(srcs, dsts):
+                d.copy_(s)
+    for _ in range(5):
+        graph.replay()
+    ms, _, _ = median_event_time_ms(graph.replay, 50, copies)
+    return ms * 1e3
+
+
+class Case:
+    """One table on the GPU, its row scales, and both lookups."""
+
+    def __init__(self, lib, dtype, vocab, hidden):
+        self.lib, self.dtype, self.vocab, self.hidden = lib, dtype, vocab, hidden
+        gen = torch.Generator(device="cuda").manual_seed(hidden)
+        self.scale = None
+        if dtype == "bf16":
+            self.table = torch.randn(vocab, hidden, device="cuda", dtype=torch.bfloat16, generator=gen)
+            self.out_dtype, self.row_bytes = torch.bfloat16, hidden * 2
+        elif dtype == "f32":
+            self.table = torch.randn(vocab, hidden, device="cuda", dtype=torch.float32, generator=gen)
+            self.out_dtype, self.row_bytes = torch.float32, hidden * 4
+        else:
+            self.scale = torch.rand(vocab, device="cuda", generator=gen) * 0.02 + 1e-3
+            self.out_dtype = torch.bfloat16
+            if dtype == "i8":
+                self.table = torch.randint(-128, 128, (vocab, hidden), device="cuda", dtype=torch.int8, generator=gen)
+                self.row_bytes = hidden
+            elif dtype == "fp8_e4m3":
+                values = (torch.randn(vocab, hidden, device="cuda", generator=gen) * 64).clamp(-448, 448)
+                self.table = values.to(torch.float8_e4m3fn).view(torch.uint8)
+                self.row_bytes = hidden
+            else:
+                self.table = torch.randint(0, 256, (vocab, hidden // 2), device="cuda", dtype=torch.uint8, generator=gen)
+                self.row_bytes = hidden // 2
+        self.out_code = DTYPE_CODE["f32" if self.out_dtype == torch.float32 else "bf16"]
+        self.bad = torch.zeros(1, dtype=torch.int64, device="cuda")
+
+    def bytes_moved(self, tokens):
+        out_size = 4 if self.out_dtype == torch.float32 else 2
+        scales = 4 * tokens if self.scale is not None else 0
+        return tokens * 8 + tokens * self.row_bytes + scales + tokens * self.hidden * out_size
+
+    def ours(self, ids, out):
+        status = self.lib.tpembed_bench_lookup(
+            ctypes.c_void_p(self.table.data_ptr()), DTYPE_CODE[self.dtype], self.vocab, self.hidden,
+            ctypes.c_void_p(self.scale.data_ptr() if self.scale is not None else None), DTYPE_CODE["f32"],
+            ctypes.c_void_p(ids.data_ptr()), DTYPE_CODE["i64"], ids.numel(), ctypes.c_void_p(out.data_ptr()),
+            self.out_code, ctypes.c_void_p(self.bad.data_ptr()),
+            ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))
+        if status != 0:
+            raise RuntimeError(f"tpembed_bench_lookup failed with cudaError {status}")
+
+    def torch_peer(self, ids, out):
+        if self.scale is None:
+            torch.index_select(self.table, 0, ids, out=out)
+            return
+        scale = self.scale.index_select(0, ids).unsqueeze(1)
+        rows = self.table.index_select(0, ids)
+        if self.dtype == "i8":
+            values = rows.to(torch.bfloat16) * scale
+        elif self.dtype == "fp8_e4m3":
+            values = rows.view(torch.float8_e4m3fn).to(torch.float32) * scale
+        else:  # int4: two per byte, low nibble first, signed
+            low = (rows << 4).view(torch.int8) >> 4
+            high = rows.view(torch.int8) >> 4
+            values = torch.stack((low, high), dim=-1).view(rows.shape[0], self.hidden).to(torch.float32) * scale
+        out.copy_(values)
+
+
+def time_case(case, tokens, repeats):
+    out_bytes = case.bytes_moved(tokens)
+    sets = max(2, min(64, math.ceil(L2_FLUSH_BYTES / out_bytes)))
+    ids = [torch.randint(0, case.vocab, (tokens,), device="cuda", dtype=torch.int64) for _ in range(sets)]
+    outs_ours = [torch.empty(tokens, case.hidden, device="cuda", dtype=case.out_dtype) for _ in range(sets)]
+    outs_torch = [torch.empty_like(o) for o in outs_ours]
+
+    # Same function: bit for bit.
+    case.ours(ids[0], outs_ours[0])
+    case.torch_peer(ids[0], outs_torch[0])
+    torch.cuda.synchronize()
+    if not torch.equal(outs_ours[0].view(torch.int16 if case.out_dtype != torch.float32 else torch.int32),
+                       outs_torch[0].view(torch.int16 if case.out_dtype != torch.float32 else torch.int32)):
+        raise RuntimeError(f"{case.dtype} H={case.hidden} tokens={tokens}: tpembed and PyTorch outputs differ")
+
+    results = {}
+    for name, fn, outs in (("ours", case.ours, outs_ours), ("torch", case.torch_peer, outs_torch)):
+        def run_all():
+            for k in range(sets):
+                fn(ids[k], outs[k])
+        if tokens <= 128:
+            graph = torch.cuda.CUDAGraph()
+            stream = torch.cuda.Stream()
+            with torch.cuda.stream(stream):
+                run_all()
+                torch.cuda.synchronize()
+                with torch.cuda.graph(graph, stream=stream):
+                    run_all()
+            for _ in range(3):
+                graph.replay()
+            torch.cuda.synchronize()
+            results[name] = median_event_time_ms(graph.replay, repeats, sets)
+        else:
+            for _ in range(2):
+                run_all()
+            torch.cuda.synchronize()
+            results[name] = median_event_time_ms(run_all, repeats, sets)
+    return out_bytes, sets, results
+
+
+def main():
+    args = parse_args()
+    lib = ctypes.CDLL(args.lib)
+    lib.tpembed_bench_lookup.restype = ctypes.c_int
+    lib.tpembed_bench_lookup.argtypes = [
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_int,
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+        ctypes.c_void_p]
+    props = torch.cuda.get_device_properties(0)
+    ceiling = copy_ceiling_gbs()
+    floor_us = graph_node_floor_us()
+    header = {
+        "device": props.name, "sms": props.multi_processor_count, "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "copy_ceiling_gbs": ceiling,
+        "graph_node_floor_us": floor_us, "vocab": args.vocab, "command": " ".join(sys.argv),
+    }
+    print(f"# {props.name}, {props.multi_processor_count} SMs, torch {torch.__version__}, {header['date']}")
+    print(f"# device-to-device copy ceiling (2 GiB, read+write): {ceiling:.0f} GB/s; "
+          f"graph-node floor (64 KB copy, replayed): {floor_us:.2f} us")
+    print("| table -> out | H | tokens | mode | bytes moved | tpembed us | GB/s | % ceiling | "
+          "PyTorch us | PyTorch GB/s | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for dtype in args.cases.split(","):
+        for hidden in (int(h) for h in args.hidden.split(",")):
+            case = Case(lib, dtype, args.vocab, hidden)
+            for tokens in (int(t) for t in args.tokens.split(",")):
+                moved, sets, results = time_case(case, tokens, args.repeats)
+                ours_ms, torch_ms = results["ours"][0], results["torch"][0]
+                ours_gbs, torch_gbs = moved / (ours_ms * 1e-3) / 1e9, moved / (torch_ms * 1e-3) / 1e9
+                row = {
+                    "table": dtype, "out": "f32" if case.out_dtype == torch.float32 else "bf16", "hidden": hidden,
+                    "tokens": tokens, "mode": "graph" if tokens <= 128 else "eager", "rotating_sets": sets,
+                    "bytes": moved, "ours_us": ours_ms * 1e3, "ours_gbs": ours_gbs,
+                    "ours_pct_ceiling": 100 * ours_gbs / ceiling, "torch_us": torch_ms * 1e3,
+                    "torch_gbs": torch_gbs, "torch_pct_ceiling": 100 * torch_gbs / ceiling,
+                    "speedup": torch_ms / ours_ms, "ours_min_max_us": [results["ours"][1] * 1e3, results["ours"][2] * 1e3],
+                }
+                rows.append(row)
+                print(f"| {dtype} -> {row['out']} | {hidden} | {tokens} | {row['mode']} | {moved:,} | "
+                      f"{row['ours_us']:.2f} | {ours_gbs:.0f} | {row['ours_pct_ceiling']:.1f}% | "
+                      f"{row['torch_us']:.2f} | {torch_gbs:.0f} | {row['speedup']:.2f}x |", flush=True)
+            del case
+            torch.cuda.empty_cache()
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"header": header, "rows": rows}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One full pass on the GPU machine (run through the device tool from the repository root):
+# builds with -j16 for sm_90, runs every test (GPU ones included), compute-sanitizer memcheck and
+# racecheck on a reduced GPU matrix, the CUDA benchmark against PyTorch, and dumps the kernels'
+# resource usage and SASS. Logs go to $OUT (or ./device-out).
+set -uo pipefail
+out=${OUT:-$PWD/device-out}
+mkdir -p "$out"
+export NCCL_NVLS_ENABLE=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+step() { echo; echo "=== $* ($(date -u +%T))"; }
+step "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+nvcc --version | tail -1; cmake --version | head -1; which mpirun python3
+gtest=()
+[[ -d .device/googletest ]] && gtest=(-DTPEMBED_GTEST_SOURCE=$PWD/.device/googletest)
+step "build"
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${gtest[@]}" >"$out/configure.log" 2>&1 \
+  || { tail -30 "$out/configure.log"; exit 1; }
+cmake --build build-gpu -j16 >"$out/build.log" 2>&1 || { grep -E "error" -A5 "$out/build.log" | head -60; exit 1; }
+step "tests (all, GPU included)"
+(cd build-gpu && ctest --output-on-failure -j4 --timeout 900) >"$out/ctest.log" 2>&1
+grep -E "tests passed|tests failed|Failed|Skipped|\*\*\*" "$out/ctest.log" | tail -25
+step "compute-sanitizer"
+filter='Dtypes/EmbeddingCuda.*i64_to_bf16*:IdShapes/*:EmbeddingCudaOp.*:EmbeddingCudaGraph.*'
+for tool in memcheck racecheck; do
+  compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/tests/cuda/test_embedding_cuda \
+    --gtest_filter="$filter" >"$out/sanitizer_$tool.log" 2>&1
+  echo "$tool: exit $? ($(grep -cE '^\[       OK' "$out/sanitizer_$tool.log") tests OK; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer_$tool.log" | tail -1))"
+done
+step "kernel resources and SASS"
+obj=build-gpu/CMakeFiles/tpembed.dir/src/cuda
+cuobjdump -res-usage $obj/lookup_float_tables.cu.o $obj/lookup_quantized_tables.cu.o >"$out/res_usage.txt" 2>&1
+cuobjdump -sass $obj/lookup_float_tables.cu.o $obj/lookup_quantized_tables.cu.o >"$out/sass.txt" 2>&1
+echo "global loads/stores by width:"; grep -oE "(LDG|STG)\.E[.A-Z0-9]*" "$out/sass.txt" | sort | uniq -c
+grep -E "STACK:[1-9]|LOCAL:[1-9]" "$out/res_usage.txt" | head -5
+step "benchmark"
+python3 bench/bench_cuda_lookup.py --lib build-gpu/bench/libtpembed_bench_capi.so --json "$out/bench_cuda.json" \
+  ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_cuda.md"
+step "done"
