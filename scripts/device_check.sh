@@ -29,10 +29,14 @@ for tool in memcheck racecheck; do
 done
 step "kernel resources and SASS"
 obj=build-gpu/CMakeFiles/tpembed.dir/src/cuda
-cuobjdump -res-usage $obj/lookup_float_tables.cu.o $obj/lookup_quantized_tables.cu.o >"$out/res_usage.txt" 2>&1
-cuobjdump -sass $obj/lookup_float_tables.cu.o $obj/lookup_quantized_tables.cu.o >"$out/sass.txt" 2>&1
-echo "global loads/stores by width:"; grep -oE "(LDG|STG)\.E[.A-Z0-9]*" "$out/sass.txt" | sort | uniq -c
-grep -E "STACK:[1-9]|LOCAL:[1-9]" "$out/res_usage.txt" | head -5
+for f in lookup_float_tables lookup_quantized_tables; do
+  cuobjdump -res-usage $obj/$f.cu.o >>"$out/res_usage.txt" 2>&1
+  cuobjdump -sass $obj/$f.cu.o >>"$out/sass.txt" 2>&1
+done
+echo "global loads/stores by width (all kernels):"; grep -oE "(LDG|STG)\.E[.A-Z0-9]*" "$out/sass.txt" | sort | uniq -c
+echo "registers per kernel (count of kernels):"; grep -oE "REG:[0-9]+" "$out/res_usage.txt" | sort | uniq -c
+echo "kernels with stack or local memory:"; grep -cE "STACK:[1-9]|LOCAL:[1-9]" "$out/res_usage.txt"
+gzip -f "$out/sass.txt"
 step "benchmark"
 python3 bench/bench_cuda_lookup.py --lib build-gpu/bench/libtpembed_bench_capi.so --json "$out/bench_cuda.json" \
   ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_cuda.md"

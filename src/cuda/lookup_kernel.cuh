@@ -125,6 +125,17 @@ __device__ __forceinline__ uint4 splat_zero(bool negative) {
   return make_uint4(word, word, word, word);
 }
 
+/// Programmatic dependent launch (sm_90): the kernel may start while the previous kernel in the
+/// stream finishes; it waits here, before reading anything that kernel may have written (the ids),
+/// and lets the next kernel start its own launch right away. Correct with any neighbour: the wait
+/// returns once the previous grid has completed and flushed its memory.
+__device__ __forceinline__ void wait_for_previous_grid_and_release_next() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 /// Where row `row` comes from: a table or padding row (with its scale), a bad id, or another rank.
 struct RowSource {
   const std::uint8_t* src = nullptr;
@@ -162,6 +173,7 @@ __global__ void __launch_bounds__(kBlockThreads) gather_vector(const LookupParam
   constexpr int kOutputs = outputs_per_vector<Out>();
   constexpr int kInBytes = input_bytes_per_vector<Table, Out>();
   constexpr bool kPlainCopy = Table == Out;
+  wait_for_previous_grid_and_release_next();
   const std::int64_t vectors = p.cols / kOutputs;
   const std::int64_t out_row_bytes = row_bytes(Out, p.out_row_stride);
   const std::int64_t padding_row_bytes = row_bytes(Table, p.cols);
@@ -230,6 +242,7 @@ __device__ __forceinline__ void store_code(std::uint8_t* row, std::int64_t col, 
 /// The path for any width and alignment: one element per thread and step (element-aligned data).
 template <typename Id, DType Table, DType Out>
 __global__ void __launch_bounds__(kBlockThreads) gather_scalar(const LookupParams p) {
+  wait_for_previous_grid_and_release_next();
   const std::int64_t out_row_bytes = row_bytes(Out, p.out_row_stride);
   const std::int64_t padding_row_bytes = row_bytes(Table, p.cols);
   const std::int64_t row_step = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
@@ -278,12 +291,18 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   const dim3 block(threads_x, kBlockThreads / threads_x);
   const std::int64_t blocks = (p.num_ids + block.y - 1) / block.y;
   const dim3 grid(static_cast<unsigned>(blocks < (1 << 24) ? blocks : (1 << 24)));
-  if (vector) {
-    gather_vector<Id, Table, Out><<<grid, block, 0, stream>>>(p);
-  } else {
-    gather_scalar<Id, Table, Out><<<grid, block, 0, stream>>>(p);
-  }
-  return cudaGetLastError();
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.stream = stream;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  const cudaError_t status = vector ? cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out>, p)
+                                    : cudaLaunchKernelEx(&config, gather_scalar<Id, Table, Out>, p);
+  return status != cudaSuccess ? status : cudaGetLastError();
 }
 
 }  // namespace tpembed::cuda_kernels
