@@ -36,7 +36,7 @@ done
 echo "global loads/stores by width (all kernels):"; grep -oE "(LDG|STG)\.E[.A-Z0-9]*" "$out/sass.txt" | sort | uniq -c
 echo "registers per kernel (count of kernels):"; grep -oE "REG:[0-9]+" "$out/res_usage.txt" | sort | uniq -c
 echo "kernels with stack or local memory:"; grep -cE "STACK:[1-9]|LOCAL:[1-9]" "$out/res_usage.txt"
-gzip -f "$out/sass.txt"
+gzip -f "$out/sass.txt"; rm -f "$out/configure.log"
 step "benchmark"
 python3 bench/bench_cuda_lookup.py --lib build-gpu/bench/libtpembed_bench_capi.so --json "$out/bench_cuda.json" \
   ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_cuda.md"

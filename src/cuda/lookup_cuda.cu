@@ -1,4 +1,6 @@
 // lookup_cuda(): dispatches the dtypes once and launches the gather kernel.
+#include <atomic>
+
 #include "cuda/instantiate.cuh"
 #include "cuda/lookup_kernel.cuh"
 
@@ -7,6 +9,21 @@ namespace tpembed {
 namespace cuda_kernels {
 TPEMBED_FLOAT_TABLES(TPEMBED_DECLARE_GATHER)
 TPEMBED_QUANTIZED_TABLES(TPEMBED_DECLARE_GATHER)
+
+int multiprocessor_count() {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> counts[kMaxDevices] = {};
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return 132;
+  int count = counts[device].load(std::memory_order_relaxed);
+  if (count == 0) {
+    if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || count <= 0) {
+      count = 132;
+    }
+    counts[device].store(count, std::memory_order_relaxed);
+  }
+  return count;
+}
 }  // namespace cuda_kernels
 
 namespace {

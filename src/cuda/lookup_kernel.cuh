@@ -69,42 +69,50 @@ __device__ __forceinline__ float load_scale(const void* scales, DType dtype, std
   }
 }
 
-/// Raw table bits behind one output vector, as 32-bit words (at least one).
+/// Output vectors fed by one 16-byte table load (1 when a vector needs 16 or more table bytes).
+template <DType Table, DType Out>
+__host__ __device__ constexpr int vectors_per_load() {
+  return input_bytes_per_vector<Table, Out>() >= 16 ? 1 : 16 / input_bytes_per_vector<Table, Out>();
+}
+
+/// Raw table bits as 32-bit words (at least one).
 template <int Bytes>
 struct RawVector {
   std::uint32_t words[Bytes >= 4 ? Bytes / 4 : 1];
 };
 
+/// Loads `Bytes` of table through the read-only data path (the table does not change during a
+/// lookup): 16-byte loads where Bytes >= 16.
 template <int Bytes>
 __device__ __forceinline__ void load_raw(const std::uint8_t* __restrict__ src, RawVector<Bytes>& raw) {
-  if constexpr (Bytes == 32) {
-    const uint4 a = *reinterpret_cast<const uint4*>(src), b = *reinterpret_cast<const uint4*>(src + 16);
-    raw.words[0] = a.x, raw.words[1] = a.y, raw.words[2] = a.z, raw.words[3] = a.w;
-    raw.words[4] = b.x, raw.words[5] = b.y, raw.words[6] = b.z, raw.words[7] = b.w;
-  } else if constexpr (Bytes == 16) {
-    const uint4 a = *reinterpret_cast<const uint4*>(src);
-    raw.words[0] = a.x, raw.words[1] = a.y, raw.words[2] = a.z, raw.words[3] = a.w;
+  if constexpr (Bytes >= 16) {
+#pragma unroll
+    for (int q = 0; q < Bytes / 16; ++q) {
+      const uint4 a = __ldg(reinterpret_cast<const uint4*>(src) + q);
+      raw.words[4 * q] = a.x, raw.words[4 * q + 1] = a.y, raw.words[4 * q + 2] = a.z, raw.words[4 * q + 3] = a.w;
+    }
   } else if constexpr (Bytes == 8) {
-    const uint2 a = *reinterpret_cast<const uint2*>(src);
+    const uint2 a = __ldg(reinterpret_cast<const uint2*>(src));
     raw.words[0] = a.x, raw.words[1] = a.y;
   } else if constexpr (Bytes == 4) {
-    raw.words[0] = *reinterpret_cast<const std::uint32_t*>(src);
+    raw.words[0] = __ldg(reinterpret_cast<const unsigned int*>(src));
   } else {
     static_assert(Bytes == 2, "unexpected vector width");
-    raw.words[0] = *reinterpret_cast<const std::uint16_t*>(src);
+    raw.words[0] = __ldg(reinterpret_cast<const unsigned short*>(src));
   }
 }
 
-/// Converts the raw bits of one vector into 16 bytes of output: value * factor, rounded once.
-template <DType Table, DType Out, bool kScaled>
-__device__ __forceinline__ uint4 convert(const RawVector<input_bytes_per_vector<Table, Out>()>& raw, float factor) {
+/// Converts output vector `j` of the raw bits into 16 bytes of output: value * factor, rounded once.
+template <DType Table, DType Out, bool kScaled, int Bytes>
+__device__ __forceinline__ uint4 convert(const RawVector<Bytes>& raw, int j, float factor) {
   constexpr int kOutputs = outputs_per_vector<Out>();
   constexpr int kBits = bits_of<Table>();
   constexpr std::uint32_t kMask = kBits == 32 ? 0xffffffffu : ((1u << kBits) - 1u);
   std::uint32_t packed[4] = {0, 0, 0, 0};
 #pragma unroll
   for (int k = 0; k < kOutputs; ++k) {
-    const std::uint32_t code = (raw.words[(k * kBits) / 32] >> ((k * kBits) % 32)) & kMask;
+    const int bit = (j * kOutputs + k) * kBits;
+    const std::uint32_t code = (raw.words[bit / 32] >> (bit % 32)) & kMask;
     float value = decode<Table>(code);
     if constexpr (kScaled) value = value * factor;
     const std::uint32_t bits = encode<Out>(value);
@@ -168,51 +176,73 @@ __device__ __forceinline__ RowSource resolve_row(const LookupParams& p, std::int
   return source;
 }
 
-template <typename Id, DType Table, DType Out>
-__global__ void __launch_bounds__(kBlockThreads) gather_vector(const LookupParams p) {
+/// How the vector path splits the work: each row is cut into chunks of `chunk_items` items
+/// (blockIdx.y picks the chunk; one chunk per row unless the problem is too small to fill the GPU
+/// otherwise); an item is `kGroup` output vectors fed by one table load.
+struct VectorPlan {
+  std::int64_t chunk_items;
+  bool wide;  ///< items of vectors_per_load() vectors (16-byte table loads); else one vector each
+};
+
+template <typename Id, DType Table, DType Out, int kGroup>
+__device__ __forceinline__ void gather_vector_rows(const LookupParams& p, std::int64_t chunk_items) {
   constexpr int kOutputs = outputs_per_vector<Out>();
-  constexpr int kInBytes = input_bytes_per_vector<Table, Out>();
+  constexpr int kItemBytes = input_bytes_per_vector<Table, Out>() * kGroup;
   constexpr bool kPlainCopy = Table == Out;
-  wait_for_previous_grid_and_release_next();
-  const std::int64_t vectors = p.cols / kOutputs;
+  const std::int64_t items = p.cols / kOutputs / kGroup;
+  const std::int64_t chunk_begin = static_cast<std::int64_t>(blockIdx.y) * chunk_items;
+  const std::int64_t chunk_end = chunk_begin + chunk_items < items ? chunk_begin + chunk_items : items;
   const std::int64_t out_row_bytes = row_bytes(Out, p.out_row_stride);
   const std::int64_t padding_row_bytes = row_bytes(Table, p.cols);
   const std::int64_t row_step = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
   for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; row < p.num_ids;
        row += row_step) {
     const RowSource source = resolve_row<Id>(p, row, padding_row_bytes);
-    if (source.bad && threadIdx.x == 0 && p.bad_id_count != nullptr) atomicAdd(p.bad_id_count, 1ull);
+    if (source.bad && threadIdx.x == 0 && blockIdx.y == 0 && p.bad_id_count != nullptr) {
+      atomicAdd(p.bad_id_count, 1ull);
+    }
     const float factor = source.scales != nullptr ? load_scale(source.scales, p.scale_dtype, source.scale_index) : 1.0f;
     const uint4 zero = splat_zero<Out>(source.unowned && p.unowned_negative_zero);
     auto* dst = reinterpret_cast<uint4*>(static_cast<std::uint8_t*>(p.out) + row * out_row_bytes);
-    for (std::int64_t first = threadIdx.x; first < vectors; first += static_cast<std::int64_t>(blockDim.x) * kUnroll) {
-      RawVector<kInBytes> raw[kUnroll];
+    for (std::int64_t first = chunk_begin + threadIdx.x; first < chunk_end;
+         first += static_cast<std::int64_t>(blockDim.x) * kUnroll) {
+      RawVector<kItemBytes> raw[kUnroll];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const std::int64_t v = first + static_cast<std::int64_t>(u) * blockDim.x;
-        if (source.src != nullptr && v < vectors) load_raw<kInBytes>(source.src + v * kInBytes, raw[u]);
+        const std::int64_t item = first + static_cast<std::int64_t>(u) * blockDim.x;
+        if (source.src != nullptr && item < chunk_end) load_raw<kItemBytes>(source.src + item * kItemBytes, raw[u]);
       }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const std::int64_t v = first + static_cast<std::int64_t>(u) * blockDim.x;
-        if (v >= vectors) break;
-        uint4 value = zero;
-        if (source.src != nullptr) {
-          if constexpr (kPlainCopy) {
-            if (source.scales == nullptr) {
+        const std::int64_t item = first + static_cast<std::int64_t>(u) * blockDim.x;
+        if (item >= chunk_end) break;
+#pragma unroll
+        for (int j = 0; j < kGroup; ++j) {
+          uint4 value = zero;
+          if (source.src != nullptr) {
+            if (source.scales != nullptr) {
+              value = convert<Table, Out, true>(raw[u], j, factor);
+            } else if constexpr (kPlainCopy) {
               value = make_uint4(raw[u].words[0], raw[u].words[1], raw[u].words[2], raw[u].words[3]);
             } else {
-              value = convert<Table, Out, true>(raw[u], factor);
+              value = convert<Table, Out, false>(raw[u], j, factor);
             }
-          } else if (source.scales == nullptr) {
-            value = convert<Table, Out, false>(raw[u], factor);
-          } else {
-            value = convert<Table, Out, true>(raw[u], factor);
           }
+          dst[item * kGroup + j] = value;
         }
-        dst[v] = value;
       }
     }
+  }
+}
+
+template <typename Id, DType Table, DType Out>
+__global__ void __launch_bounds__(kBlockThreads) gather_vector(const LookupParams p, const VectorPlan plan) {
+  wait_for_previous_grid_and_release_next();
+  constexpr int kWide = vectors_per_load<Table, Out>();
+  if (kWide > 1 && plan.wide) {
+    gather_vector_rows<Id, Table, Out, kWide>(p, plan.chunk_items);
+  } else {
+    gather_vector_rows<Id, Table, Out, 1>(p, plan.chunk_items);
   }
 }
 
@@ -274,34 +304,65 @@ __global__ void __launch_bounds__(kBlockThreads) gather_scalar(const LookupParam
 template <typename Id, DType Table, DType Out>
 cudaError_t launch_gather(const LookupParams& p, cudaStream_t stream);
 
+/// Multiprocessors of the current device (queried once per device).
+int multiprocessor_count();
+
 template <typename Id, DType Table, DType Out>
 cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   constexpr int kOutputs = outputs_per_vector<Out>();
   constexpr int kInAlign = input_bytes_per_vector<Table, Out>() < 16 ? input_bytes_per_vector<Table, Out>() : 16;
+  constexpr int kWide = vectors_per_load<Table, Out>();
   auto aligned = [](const void* pointer, std::int64_t alignment) {
     return reinterpret_cast<std::uintptr_t>(pointer) % static_cast<std::uintptr_t>(alignment) == 0;
   };
+  auto tables_aligned = [&](std::int64_t alignment) {
+    return aligned(p.table, alignment) && p.table_row_bytes % alignment == 0 &&
+           (p.padding == nullptr || aligned(p.padding, alignment));
+  };
   const bool vector = p.cols % kOutputs == 0 && aligned(p.out, 16) && row_bytes(Out, p.out_row_stride) % 16 == 0 &&
-                      aligned(p.table, kInAlign) && p.table_row_bytes % kInAlign == 0 &&
-                      (p.padding == nullptr || aligned(p.padding, kInAlign));
-  // Threads along a row: enough for the row's work items, a power of two up to the block.
-  const std::int64_t items = vector ? (p.cols / kOutputs + kUnroll - 1) / kUnroll : p.cols;
-  int threads_x = 1;
-  while (threads_x < items && threads_x < kBlockThreads) threads_x *= 2;
-  const dim3 block(threads_x, kBlockThreads / threads_x);
-  const std::int64_t blocks = (p.num_ids + block.y - 1) / block.y;
-  const dim3 grid(static_cast<unsigned>(blocks < (1 << 24) ? blocks : (1 << 24)));
+                      tables_aligned(kInAlign);
+
   cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = block;
   config.stream = stream;
   cudaLaunchAttribute attribute{};
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &attribute;
   config.numAttrs = 1;
-  const cudaError_t status = vector ? cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out>, p)
-                                    : cudaLaunchKernelEx(&config, gather_scalar<Id, Table, Out>, p);
+  auto pow2_at_least = [](std::int64_t n) {
+    int threads = 1;
+    while (threads < n && threads < kBlockThreads) threads *= 2;
+    return threads;
+  };
+  auto row_grid = [&](unsigned rows_per_block) {
+    const std::int64_t blocks = (p.num_ids + rows_per_block - 1) / rows_per_block;
+    return static_cast<unsigned>(blocks < (1 << 24) ? blocks : (1 << 24));
+  };
+
+  if (!vector) {
+    const int threads_x = pow2_at_least(p.cols);
+    config.blockDim = dim3(threads_x, kBlockThreads / threads_x);
+    config.gridDim = dim3(row_grid(config.blockDim.y));
+    const cudaError_t status = cudaLaunchKernelEx(&config, gather_scalar<Id, Table, Out>, p);
+    return status != cudaSuccess ? status : cudaGetLastError();
+  }
+
+  VectorPlan plan{};
+  const std::int64_t vectors = p.cols / kOutputs;
+  plan.wide = kWide > 1 && vectors % kWide == 0 && tables_aligned(16);
+  const std::int64_t items = plan.wide ? vectors / kWide : vectors;
+  // Enough work for every SM at kUnroll items a thread? Otherwise one item a thread, and rows cut
+  // into chunks over blockIdx.y, so that small lookups still spread over the whole GPU.
+  const std::int64_t enough = std::int64_t{2} * multiprocessor_count() * kBlockThreads * kUnroll;
+  const int per_thread = p.num_ids * items >= enough ? kUnroll : 1;
+  const int threads_x = pow2_at_least((items + per_thread - 1) / per_thread);
+  plan.chunk_items = static_cast<std::int64_t>(threads_x) * per_thread;
+  const std::int64_t chunks = (items + plan.chunk_items - 1) / plan.chunk_items;
+  if (chunks > 65535) plan.chunk_items = (items + 65534) / 65535;
+  const std::int64_t grid_y = (items + plan.chunk_items - 1) / plan.chunk_items;
+  config.blockDim = dim3(threads_x, grid_y == 1 ? kBlockThreads / threads_x : 1);
+  config.gridDim = dim3(row_grid(config.blockDim.y), static_cast<unsigned>(grid_y > 0 ? grid_y : 1));
+  const cudaError_t status = cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out>, p, plan);
   return status != cudaSuccess ? status : cudaGetLastError();
 }
 
