@@ -33,7 +33,7 @@ for f in lookup_float_tables lookup_quantized_tables; do
   cuobjdump -res-usage $obj/$f.cu.o >>"$out/res_usage.txt" 2>&1
   cuobjdump -sass $obj/$f.cu.o >>"$out/sass.txt" 2>&1
 done
-echo "global loads/stores by width (all kernels):"; grep -oE "(LDG|STG)\.E[.A-Z0-9]*" "$out/sass.txt" | sort | uniq -c
+echo "global loads/stores by width (all kernels):"; grep -oE "(LDG|STG|LD|ST)\.E[.A-Z0-9]*" "$out/sass.txt" | sort | uniq -c
 echo "registers per kernel (count of kernels):"; grep -oE "REG:[0-9]+" "$out/res_usage.txt" | sort | uniq -c
 echo "kernels with stack or local memory:"; grep -cE "STACK:[1-9]|LOCAL:[1-9]" "$out/res_usage.txt"
 gzip -f "$out/sass.txt"; rm -f "$out/configure.log"
