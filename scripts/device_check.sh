@@ -21,7 +21,7 @@ step "tests (all, GPU included)"
 (cd build-gpu && ctest --output-on-failure -j4 --timeout 900) >"$out/ctest.log" 2>&1
 grep -E "tests passed|tests failed|Failed|Skipped|\*\*\*" "$out/ctest.log" | tail -25
 step "compute-sanitizer"
-filter='Dtypes/EmbeddingCuda.*i64_to_bf16*:IdShapes/*:EmbeddingCudaOp.*:EmbeddingCudaGraph.*'
+filter='Dtypes/EmbeddingCuda.*i64_to_bf16*:IdShapes/*:Widths/*:EmbeddingCudaOp.*:EmbeddingCudaGraph.*'
 for tool in memcheck racecheck; do
   compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/tests/cuda/test_embedding_cuda \
     --gtest_filter="$filter" >"$out/sanitizer_$tool.log" 2>&1

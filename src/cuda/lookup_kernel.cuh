@@ -69,10 +69,12 @@ __device__ __forceinline__ float load_scale(const void* scales, DType dtype, std
   }
 }
 
-/// Output vectors fed by one 16-byte table load (1 when a vector needs 16 or more table bytes).
+/// Output vectors fed by one 16-byte table load: 2 or 4 where a vector needs 8 or 4 table bytes, else
+/// 1 (vectors of 16 or 32 table bytes load them whole; 2-byte vectors, int4 to f32, stay narrow).
 template <DType Table, DType Out>
 __host__ __device__ constexpr int vectors_per_load() {
-  return input_bytes_per_vector<Table, Out>() >= 16 ? 1 : 16 / input_bytes_per_vector<Table, Out>();
+  constexpr int kBytes = input_bytes_per_vector<Table, Out>();
+  return kBytes == 8 ? 2 : kBytes == 4 ? 4 : 1;
 }
 
 /// Raw table bits as 32-bit words (at least one).
@@ -184,10 +186,34 @@ struct VectorPlan {
   bool wide;  ///< items of vectors_per_load() vectors (16-byte table loads); else one vector each
 };
 
+/// Output vector `j` (0..kGroup-1) of this lane's share of a warp tile, when each lane loaded one
+/// item of kGroup vectors: the warp's 32 * kGroup output vectors are handed out so that store j of
+/// the warp covers 32 consecutive vectors (512 contiguous bytes). The lane fetches that vector's
+/// table bits from the lane that loaded them.
+template <int kGroup, int kItemBytes>
+__device__ __forceinline__ RawVector<kItemBytes / kGroup> exchange_for_store(const RawVector<kItemBytes>& mine, int j,
+                                                                            int lane) {
+  static_assert(kItemBytes == 16 && (kGroup == 2 || kGroup == 4), "wide items are 16 bytes of 2 or 4 vectors");
+  const int vector = j * 32 + lane;
+  const int source_lane = vector / kGroup, part = vector % kGroup;
+  std::uint32_t words[4];
+#pragma unroll
+  for (int q = 0; q < 4; ++q) words[q] = __shfl_sync(0xffffffffu, mine.words[q], source_lane);
+  RawVector<kItemBytes / kGroup> result;
+  if constexpr (kGroup == 2) {
+    result.words[0] = part ? words[2] : words[0];
+    result.words[1] = part ? words[3] : words[1];
+  } else {
+    result.words[0] = part == 0 ? words[0] : part == 1 ? words[1] : part == 2 ? words[2] : words[3];
+  }
+  return result;
+}
+
 template <typename Id, DType Table, DType Out, int kGroup>
 __device__ __forceinline__ void gather_vector_rows(const LookupParams& p, std::int64_t chunk_items) {
   constexpr int kOutputs = outputs_per_vector<Out>();
-  constexpr int kItemBytes = input_bytes_per_vector<Table, Out>() * kGroup;
+  constexpr int kVectorBytes = input_bytes_per_vector<Table, Out>();
+  constexpr int kItemBytes = kVectorBytes * kGroup;
   constexpr bool kPlainCopy = Table == Out;
   const std::int64_t items = p.cols / kOutputs / kGroup;
   const std::int64_t chunk_begin = static_cast<std::int64_t>(blockIdx.y) * chunk_items;
@@ -195,18 +221,25 @@ __device__ __forceinline__ void gather_vector_rows(const LookupParams& p, std::i
   const std::int64_t out_row_bytes = row_bytes(Out, p.out_row_stride);
   const std::int64_t padding_row_bytes = row_bytes(Table, p.cols);
   const std::int64_t row_step = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
-  for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; row < p.num_ids;
-       row += row_step) {
-    const RowSource source = resolve_row<Id>(p, row, padding_row_bytes);
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+  // The next row's source is resolved (its id loaded) while this row's data is in flight.
+  RowSource source;
+  if (row < p.num_ids) source = resolve_row<Id>(p, row, padding_row_bytes);
+  for (; row < p.num_ids; row += row_step) {
+    const RowSource next = row + row_step < p.num_ids ? resolve_row<Id>(p, row + row_step, padding_row_bytes)
+                                                      : RowSource{};
     if (source.bad && threadIdx.x == 0 && blockIdx.y == 0 && p.bad_id_count != nullptr) {
       atomicAdd(p.bad_id_count, 1ull);
     }
     const float factor = source.scales != nullptr ? load_scale(source.scales, p.scale_dtype, source.scale_index) : 1.0f;
     const uint4 zero = splat_zero<Out>(source.unowned && p.unowned_negative_zero);
     auto* dst = reinterpret_cast<uint4*>(static_cast<std::uint8_t*>(p.out) + row * out_row_bytes);
-    for (std::int64_t first = chunk_begin + threadIdx.x; first < chunk_end;
+    // With kGroup > 1 the whole warp walks the row together (its lanes exchange table bits), so
+    // the loop runs on the warp's first item: uniform across the warp.
+    for (std::int64_t first = chunk_begin + threadIdx.x; first - (kGroup > 1 ? lane : 0) < chunk_end;
          first += static_cast<std::int64_t>(blockDim.x) * kUnroll) {
-      RawVector<kItemBytes> raw[kUnroll];
+      RawVector<kItemBytes> raw[kUnroll] = {};
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const std::int64_t item = first + static_cast<std::int64_t>(u) * blockDim.x;
@@ -215,23 +248,37 @@ __device__ __forceinline__ void gather_vector_rows(const LookupParams& p, std::i
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const std::int64_t item = first + static_cast<std::int64_t>(u) * blockDim.x;
-        if (item >= chunk_end) break;
-#pragma unroll
-        for (int j = 0; j < kGroup; ++j) {
+        if constexpr (kGroup == 1) {
+          if (item >= chunk_end) break;
           uint4 value = zero;
           if (source.src != nullptr) {
             if (source.scales != nullptr) {
-              value = convert<Table, Out, true>(raw[u], j, factor);
+              value = convert<Table, Out, true>(raw[u], 0, factor);
             } else if constexpr (kPlainCopy) {
               value = make_uint4(raw[u].words[0], raw[u].words[1], raw[u].words[2], raw[u].words[3]);
             } else {
-              value = convert<Table, Out, false>(raw[u], j, factor);
+              value = convert<Table, Out, false>(raw[u], 0, factor);
             }
           }
-          dst[item * kGroup + j] = value;
+          dst[item] = value;
+        } else {
+          const std::int64_t warp_item = item - lane;
+          if (warp_item >= chunk_end) break;  // uniform across the warp
+#pragma unroll
+          for (int j = 0; j < kGroup; ++j) {
+            const std::int64_t vector = warp_item * kGroup + j * 32 + lane;
+            uint4 value = zero;
+            if (source.src != nullptr) {  // uniform: the warp is on one row
+              const auto part = exchange_for_store<kGroup, kItemBytes>(raw[u], j, lane);
+              value = source.scales != nullptr ? convert<Table, Out, true>(part, 0, factor)
+                                               : convert<Table, Out, false>(part, 0, factor);
+            }
+            if (vector < chunk_end * kGroup) dst[vector] = value;
+          }
         }
       }
     }
+    source = next;
   }
 }
 
@@ -307,6 +354,9 @@ cudaError_t launch_gather(const LookupParams& p, cudaStream_t stream);
 /// Multiprocessors of the current device (queried once per device).
 int multiprocessor_count();
 
+/// EXPERIMENT: an integer from the environment, read once (tuning runs only; to be removed).
+int experiment_knob(const char* name, int fallback);
+
 template <typename Id, DType Table, DType Out>
 cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   constexpr int kOutputs = outputs_per_vector<Out>();
@@ -349,19 +399,31 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
 
   VectorPlan plan{};
   const std::int64_t vectors = p.cols / kOutputs;
-  plan.wide = kWide > 1 && vectors % kWide == 0 && tables_aligned(16);
-  const std::int64_t items = plan.wide ? vectors / kWide : vectors;
   // Enough work for every SM at kUnroll items a thread? Otherwise one item a thread, and rows cut
   // into chunks over blockIdx.y, so that small lookups still spread over the whole GPU.
   const std::int64_t enough = std::int64_t{2} * multiprocessor_count() * kBlockThreads * kUnroll;
-  const int per_thread = p.num_ids * items >= enough ? kUnroll : 1;
-  const int threads_x = pow2_at_least((items + per_thread - 1) / per_thread);
+  auto threads_for = [&](std::int64_t items, int per_thread) {
+    return pow2_at_least((items + per_thread - 1) / per_thread);
+  };
+  plan.wide = kWide > 1 && vectors % kWide == 0 && tables_aligned(16) && experiment_knob("TPEMBED_X_WIDE", 1) != 0;
+  std::int64_t items = plan.wide ? vectors / kWide : vectors;
+  int per_thread = p.num_ids * items >= enough ? kUnroll : 1;
+  if (plan.wide && threads_for(items, per_thread) < 32) {  // wide items need whole warps on a row
+    plan.wide = false;
+    items = vectors;
+    per_thread = p.num_ids * items >= enough ? kUnroll : 1;
+  }
+  const int threads_x = threads_for(items, per_thread);
   plan.chunk_items = static_cast<std::int64_t>(threads_x) * per_thread;
   const std::int64_t chunks = (items + plan.chunk_items - 1) / plan.chunk_items;
   if (chunks > 65535) plan.chunk_items = (items + 65534) / 65535;
   const std::int64_t grid_y = (items + plan.chunk_items - 1) / plan.chunk_items;
   config.blockDim = dim3(threads_x, grid_y == 1 ? kBlockThreads / threads_x : 1);
   config.gridDim = dim3(row_grid(config.blockDim.y), static_cast<unsigned>(grid_y > 0 ? grid_y : 1));
+  const int cap = experiment_knob("TPEMBED_X_GRID_CAP", 0);  // blocks per SM; 0: one row group a block
+  if (cap > 0 && config.gridDim.x > static_cast<unsigned>(cap * multiprocessor_count())) {
+    config.gridDim.x = static_cast<unsigned>(cap * multiprocessor_count());
+  }
   const cudaError_t status = cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out>, p, plan);
   return status != cudaSuccess ? status : cudaGetLastError();
 }

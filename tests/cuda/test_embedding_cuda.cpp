@@ -75,6 +75,7 @@ TEST_P(EmbeddingCuda, MatchesReference) {
 INSTANTIATE_TEST_SUITE_P(Dtypes, EmbeddingCuda, ::testing::ValuesIn(dtype_matrix()), case_name);
 INSTANTIATE_TEST_SUITE_P(Shapes, EmbeddingCuda, ::testing::ValuesIn(shape_sweep()), case_name);
 INSTANTIATE_TEST_SUITE_P(IdShapes, EmbeddingCuda, ::testing::ValuesIn(id_shapes()), case_name);
+INSTANTIATE_TEST_SUITE_P(Widths, EmbeddingCuda, ::testing::ValuesIn(vector_widths()), case_name);
 
 TEST(EmbeddingCudaOp, StrictModeRaisesTheCpuError) {
   const Problem problem = random_problem(DType::bf16, 10, 8, std::nullopt, 0, 7);

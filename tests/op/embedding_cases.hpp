@@ -72,4 +72,21 @@ inline std::vector<Case> id_shapes() {
   return cases;
 }
 
+/// Widths that divide into 16-byte output vectors, small and large: the GPU's vector paths (narrow
+/// and wide loads, rows split over several blocks, warps past the row's end) for every dtype pair.
+inline std::vector<Case> vector_widths() {
+  std::vector<Case> cases;
+  const DType tables[] = {DType::f32, DType::f16, DType::bf16, DType::i8, DType::fp8_e4m3, DType::i4};
+  for (DType table : tables) {
+    for (DType out : {DType::f32, DType::f16, DType::bf16}) {
+      for (std::int64_t hidden : {64, 1024, 2112}) {
+        const std::optional<DType> scale = is_quantized(table) || hidden == 1024 ? std::optional<DType>(DType::f32)
+                                                                                 : std::nullopt;
+        cases.push_back({table, DType::i64, out, scale, 127, hidden, 2, {3, 29}});
+      }
+    }
+  }
+  return cases;
+}
+
 }  // namespace tpembed::testing

@@ -69,6 +69,7 @@ TEST_P(EmbeddingCpu, MatchesReference) {
 INSTANTIATE_TEST_SUITE_P(Dtypes, EmbeddingCpu, ::testing::ValuesIn(dtype_matrix()), case_name);
 INSTANTIATE_TEST_SUITE_P(Shapes, EmbeddingCpu, ::testing::ValuesIn(shape_sweep()), case_name);
 INSTANTIATE_TEST_SUITE_P(IdShapes, EmbeddingCpu, ::testing::ValuesIn(id_shapes()), case_name);
+INSTANTIATE_TEST_SUITE_P(Widths, EmbeddingCpu, ::testing::ValuesIn(vector_widths()), case_name);
 
 TEST(EmbeddingCpuOp, FunctionFormMatchesHandComputedValues) {
   // A 3 x 2 i8 table with scales: out = w * s, computed by hand.
