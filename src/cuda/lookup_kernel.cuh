@@ -283,7 +283,7 @@ __device__ __forceinline__ void gather_vector_rows(const LookupParams& p, std::i
 }
 
 template <typename Id, DType Table, DType Out>
-__global__ void __launch_bounds__(kBlockThreads) gather_vector(const LookupParams p, const VectorPlan plan) {
+__global__ void __launch_bounds__(512) gather_vector(const LookupParams p, const VectorPlan plan) {
   wait_for_previous_grid_and_release_next();
   constexpr int kWide = vectors_per_load<Table, Out>();
   if (kWide > 1 && plan.wide) {
@@ -379,9 +379,10 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   attribute.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &attribute;
   config.numAttrs = 1;
-  auto pow2_at_least = [](std::int64_t n) {
+  const int block_threads = experiment_knob("TPEMBED_X_BLOCK", kBlockThreads);
+  auto pow2_at_least = [&](std::int64_t n) {
     int threads = 1;
-    while (threads < n && threads < kBlockThreads) threads *= 2;
+    while (threads < n && threads < block_threads) threads *= 2;
     return threads;
   };
   auto row_grid = [&](unsigned rows_per_block) {
@@ -401,29 +402,23 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   const std::int64_t vectors = p.cols / kOutputs;
   // Enough work for every SM at kUnroll items a thread? Otherwise one item a thread, and rows cut
   // into chunks over blockIdx.y, so that small lookups still spread over the whole GPU.
-  const std::int64_t enough = std::int64_t{2} * multiprocessor_count() * kBlockThreads * kUnroll;
+  const std::int64_t enough = std::int64_t{2} * multiprocessor_count() * block_threads * kUnroll;
   auto threads_for = [&](std::int64_t items, int per_thread) {
     return pow2_at_least((items + per_thread - 1) / per_thread);
   };
-  plan.wide = kWide > 1 && vectors % kWide == 0 && tables_aligned(16) && experiment_knob("TPEMBED_X_WIDE", 1) != 0;
-  std::int64_t items = plan.wide ? vectors / kWide : vectors;
-  int per_thread = p.num_ids * items >= enough ? kUnroll : 1;
-  if (plan.wide && threads_for(items, per_thread) < 32) {  // wide items need whole warps on a row
-    plan.wide = false;
-    items = vectors;
-    per_thread = p.num_ids * items >= enough ? kUnroll : 1;
-  }
+  // Wide items (16-byte table loads, exchanged within the warp for coalesced stores) pay off when
+  // there is bandwidth to win; small lookups are latency-bound and do better one vector a thread.
+  const int per_thread = p.num_ids * vectors >= enough ? kUnroll : 1;
+  plan.wide = kWide > 1 && per_thread == kUnroll && vectors % kWide == 0 && tables_aligned(16) &&
+              threads_for(vectors / kWide, per_thread) >= 32;  // whole warps on a row
+  const std::int64_t items = plan.wide ? vectors / kWide : vectors;
   const int threads_x = threads_for(items, per_thread);
   plan.chunk_items = static_cast<std::int64_t>(threads_x) * per_thread;
   const std::int64_t chunks = (items + plan.chunk_items - 1) / plan.chunk_items;
   if (chunks > 65535) plan.chunk_items = (items + 65534) / 65535;
   const std::int64_t grid_y = (items + plan.chunk_items - 1) / plan.chunk_items;
-  config.blockDim = dim3(threads_x, grid_y == 1 ? kBlockThreads / threads_x : 1);
+  config.blockDim = dim3(threads_x, grid_y == 1 ? block_threads / threads_x : 1);
   config.gridDim = dim3(row_grid(config.blockDim.y), static_cast<unsigned>(grid_y > 0 ? grid_y : 1));
-  const int cap = experiment_knob("TPEMBED_X_GRID_CAP", 0);  // blocks per SM; 0: one row group a block
-  if (cap > 0 && config.gridDim.x > static_cast<unsigned>(cap * multiprocessor_count())) {
-    config.gridDim.x = static_cast<unsigned>(cap * multiprocessor_count());
-  }
   const cudaError_t status = cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out>, p, plan);
   return status != cudaSuccess ? status : cudaGetLastError();
 }
