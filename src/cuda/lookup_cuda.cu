@@ -1,6 +1,5 @@
 // lookup_cuda(): dispatches the dtypes once and launches the gather kernel.
 #include <atomic>
-#include <cstdlib>
 
 #include "cuda/instantiate.cuh"
 #include "cuda/lookup_kernel.cuh"
@@ -10,11 +9,6 @@ namespace tpembed {
 namespace cuda_kernels {
 TPEMBED_FLOAT_TABLES(TPEMBED_DECLARE_GATHER)
 TPEMBED_QUANTIZED_TABLES(TPEMBED_DECLARE_GATHER)
-
-int experiment_knob(const char* name, int fallback) {
-  const char* text = std::getenv(name);
-  return text == nullptr ? fallback : std::atoi(text);
-}
 
 int multiprocessor_count() {
   constexpr int kMaxDevices = 64;

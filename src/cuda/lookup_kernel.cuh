@@ -283,7 +283,7 @@ __device__ __forceinline__ void gather_vector_rows(const LookupParams& p, std::i
 }
 
 template <typename Id, DType Table, DType Out>
-__global__ void __launch_bounds__(512) gather_vector(const LookupParams p, const VectorPlan plan) {
+__global__ void __launch_bounds__(kBlockThreads) gather_vector(const LookupParams p, const VectorPlan plan) {
   wait_for_previous_grid_and_release_next();
   constexpr int kWide = vectors_per_load<Table, Out>();
   if (kWide > 1 && plan.wide) {
@@ -354,9 +354,6 @@ cudaError_t launch_gather(const LookupParams& p, cudaStream_t stream);
 /// Multiprocessors of the current device (queried once per device).
 int multiprocessor_count();
 
-/// EXPERIMENT: an integer from the environment, read once (tuning runs only; to be removed).
-int experiment_knob(const char* name, int fallback);
-
 template <typename Id, DType Table, DType Out>
 cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   constexpr int kOutputs = outputs_per_vector<Out>();
@@ -379,10 +376,9 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   attribute.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &attribute;
   config.numAttrs = 1;
-  const int block_threads = experiment_knob("TPEMBED_X_BLOCK", kBlockThreads);
-  auto pow2_at_least = [&](std::int64_t n) {
+  auto pow2_at_least = [](std::int64_t n) {
     int threads = 1;
-    while (threads < n && threads < block_threads) threads *= 2;
+    while (threads < n && threads < kBlockThreads) threads *= 2;
     return threads;
   };
   auto row_grid = [&](unsigned rows_per_block) {
@@ -402,7 +398,7 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   const std::int64_t vectors = p.cols / kOutputs;
   // Enough work for every SM at kUnroll items a thread? Otherwise one item a thread, and rows cut
   // into chunks over blockIdx.y, so that small lookups still spread over the whole GPU.
-  const std::int64_t enough = std::int64_t{2} * multiprocessor_count() * block_threads * kUnroll;
+  const std::int64_t enough = std::int64_t{2} * multiprocessor_count() * kBlockThreads * kUnroll;
   auto threads_for = [&](std::int64_t items, int per_thread) {
     return pow2_at_least((items + per_thread - 1) / per_thread);
   };
@@ -417,7 +413,7 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   const std::int64_t chunks = (items + plan.chunk_items - 1) / plan.chunk_items;
   if (chunks > 65535) plan.chunk_items = (items + 65534) / 65535;
   const std::int64_t grid_y = (items + plan.chunk_items - 1) / plan.chunk_items;
-  config.blockDim = dim3(threads_x, grid_y == 1 ? block_threads / threads_x : 1);
+  config.blockDim = dim3(threads_x, grid_y == 1 ? kBlockThreads / threads_x : 1);
   config.gridDim = dim3(row_grid(config.blockDim.y), static_cast<unsigned>(grid_y > 0 ? grid_y : 1));
   const cudaError_t status = cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out>, p, plan);
   return status != cudaSuccess ? status : cudaGetLastError();
