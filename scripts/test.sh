@@ -10,7 +10,8 @@ build=${TPEMBED_BUILD_DIR:-$root/build}
 flags=(-DCMAKE_BUILD_TYPE=Release)
 if [[ ${1:-} == --sanitize ]]; then
   build=${TPEMBED_BUILD_DIR:-$root/build-sanitize}
-  flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTPEMBED_SANITIZE=ON)
+  # CUDA off here: the sanitizers watch host code, and this also builds the no-CUDA variant.
+  flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTPEMBED_SANITIZE=ON -DTPEMBED_CUDA=OFF)
   # OpenMPI's own allocations are not ours to chase; errors and UB still fail the run.
   export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
