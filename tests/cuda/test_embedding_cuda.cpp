@@ -19,32 +19,16 @@ constexpr std::size_t kGuardBytes = 256;
 
 #define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
 
-EmbeddingShard host_shard(const Problem& problem) {
-  EmbeddingShard shard;
-  shard.weight = problem.table.view();
-  if (problem.scale) shard.scale = problem.scale->view();
-  if (problem.padding) shard.padding = problem.padding->view();
-  if (problem.padding_scale) shard.padding_scale = problem.padding_scale->view();
-  return shard;
-}
-
 class EmbeddingCuda : public ::testing::TestWithParam<Case> {};
 
 TEST_P(EmbeddingCuda, MatchesReference) {
   const Case& c = GetParam();
-  const std::uint64_t seed = 1000 + static_cast<std::uint64_t>(c.vocab * 31 + c.hidden);
-  const Problem problem = random_problem(c.table, c.vocab, c.hidden, c.scale, c.padding_rows, seed);
-  std::int64_t count = 1;
-  for (auto extent : c.ids_shape) count *= extent;
-  const auto pool = interesting_ids(c.vocab, c.padding_rows, {c.vocab / 2}, 97, seed);
-  std::vector<std::int64_t> ids(static_cast<std::size_t>(count));
-  for (std::int64_t i = 0; i < count; ++i) ids[i] = pool[static_cast<std::size_t>(i) % pool.size()];
-  std::uint64_t expected_bad = 0;
-  for (auto id : ids) expected_bad += (id < 0 || id >= c.vocab + c.padding_rows) ? 1 : 0;
-  const auto expected = reference_lookup(problem, ids, c.out);
-
-  EmbeddingConfig config;
-  if (c.out != c.table || is_quantized(c.table)) config.out_dtype = c.out;
+  const CaseData data = case_data(c);
+  const auto& expected = data.expected;
+  const auto& config = data.config;
+  const auto& ids = data.ids;
+  const auto expected_bad = data.expected_bad;
+  const auto& problem = data.problem;
   auto single = make_single_communicator();
   const DeviceCopy device_ids = upload_bytes(encode_ids(ids, c.id), c.id, c.ids_shape);
   std::vector<std::int64_t> out_shape = c.ids_shape;
@@ -54,7 +38,7 @@ TEST_P(EmbeddingCuda, MatchesReference) {
   // buffer off 16-byte alignment, which must take the element-wise path and give the same bits.
   for (std::size_t offset : {std::size_t{0}, std::size_t{4}}) {
     SCOPED_TRACE("byte offset " + std::to_string(offset));
-    ParallelEmbedding embedding(*single, upload_shard(host_shard(problem), offset), config);
+    ParallelEmbedding embedding(*single, upload_shard(whole_shard(problem), offset), config);
     DeviceBuffer out(expected.size() + offset + kGuardBytes, 0);
     auto* out_start = static_cast<std::uint8_t*>(out.data()) + offset;
     cuda_fill(out.data(), kPoison, offset + expected.size());
@@ -83,7 +67,7 @@ TEST(EmbeddingCudaOp, StrictModeRaisesTheCpuError) {
   EmbeddingConfig config;
   config.strict = true;
   auto single = make_single_communicator();
-  ParallelEmbedding embedding(*single, upload_shard(host_shard(problem)), config);
+  ParallelEmbedding embedding(*single, upload_shard(whole_shard(problem)), config);
   const DeviceCopy device_ids = upload_bytes(encode_ids(ids, DType::i64), DType::i64, {2, 3});
   DeviceBuffer out(6 * 8 * 2, 0);
   try {
@@ -115,7 +99,7 @@ TEST(EmbeddingCudaOp, HostMemoryLabelledAsDeviceIsRefused) {
 TEST(EmbeddingCudaOp, IdsOnTheWrongDeviceAreRefused) {
   const Problem problem = random_problem(DType::f32, 4, 4, std::nullopt, 0, 1);
   auto single = make_single_communicator();
-  ParallelEmbedding embedding(*single, upload_shard(host_shard(problem)), {});
+  ParallelEmbedding embedding(*single, upload_shard(whole_shard(problem)), {});
   const std::int64_t host_ids[2] = {0, 1};
   DeviceBuffer out(2 * 4 * 4, 0);
   try {
@@ -132,7 +116,7 @@ TEST(EmbeddingCudaGraph, CaptureOnceReplayWithNewIds) {
   EmbeddingConfig config;
   config.out_dtype = DType::bf16;
   auto single = make_single_communicator();
-  ParallelEmbedding embedding(*single, upload_shard(host_shard(problem)), config);
+  ParallelEmbedding embedding(*single, upload_shard(whole_shard(problem)), config);
   constexpr std::int64_t kTokens = 37;
   DeviceBuffer ids(kTokens * sizeof(std::int32_t), 0);
   DeviceBuffer out(kTokens * 256 * 2, 0);

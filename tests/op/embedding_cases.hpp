@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "reference.hpp"
 #include "tpembed/tpembed.hpp"
 
 namespace tpembed::testing {
@@ -70,6 +71,44 @@ inline std::vector<Case> id_shapes() {
     cases.push_back({DType::fp8_e4m3, DType::i64, DType::bf16, DType::f16, 7, 3, 1, shape});
   }
   return cases;
+}
+
+/// Host views of a whole problem as one rank's shard (views into `problem`, which must outlive them).
+inline EmbeddingShard whole_shard(const Problem& problem) {
+  EmbeddingShard shard;
+  shard.weight = problem.table.view();
+  if (problem.scale) shard.scale = problem.scale->view();
+  if (problem.padding) shard.padding = problem.padding->view();
+  if (problem.padding_scale) shard.padding_scale = problem.padding_scale->view();
+  return shard;
+}
+
+/// A case's data: the random problem, its ids (the interesting ones, cycled to fill the shape),
+/// the reference output, the count of bad ids, and the shard of the whole table (host views).
+struct CaseData {
+  Problem problem;
+  std::vector<std::int64_t> ids;
+  std::int64_t count = 0;
+  std::uint64_t expected_bad = 0;
+  std::vector<std::uint8_t> expected;
+  EmbeddingConfig config;
+
+  EmbeddingShard shard() const { return whole_shard(problem); }
+};
+
+inline CaseData case_data(const Case& c) {
+  CaseData data;
+  const std::uint64_t seed = 1000 + static_cast<std::uint64_t>(c.vocab * 31 + c.hidden);
+  data.problem = random_problem(c.table, c.vocab, c.hidden, c.scale, c.padding_rows, seed);
+  data.count = 1;
+  for (auto extent : c.ids_shape) data.count *= extent;
+  const auto pool = interesting_ids(c.vocab, c.padding_rows, {c.vocab / 2}, 97, seed);
+  data.ids.resize(static_cast<std::size_t>(data.count));
+  for (std::size_t i = 0; i < data.ids.size(); ++i) data.ids[i] = pool[i % pool.size()];
+  for (auto id : data.ids) data.expected_bad += (id < 0 || id >= c.vocab + c.padding_rows) ? 1 : 0;
+  data.expected = reference_lookup(data.problem, data.ids, c.out);
+  if (c.out != c.table || is_quantized(c.table)) data.config.out_dtype = c.out;
+  return data;
 }
 
 /// Widths that divide into 16-byte output vectors, small and large: the GPU's vector paths (narrow

@@ -19,46 +19,26 @@ class EmbeddingCpu : public ::testing::TestWithParam<Case> {};
 
 TEST_P(EmbeddingCpu, MatchesReference) {
   const Case& c = GetParam();
-  const std::uint64_t seed = 1000 + static_cast<std::uint64_t>(c.vocab * 31 + c.hidden);
-  const Problem problem = random_problem(c.table, c.vocab, c.hidden, c.scale, c.padding_rows, seed);
-
-  // Ids: the interesting ones, cycled to fill the requested shape.
-  std::int64_t count = 1;
-  for (auto extent : c.ids_shape) count *= extent;
-  const auto pool = interesting_ids(c.vocab, c.padding_rows, {c.vocab / 2}, 97, seed);
-  std::vector<std::int64_t> ids(static_cast<std::size_t>(count));
-  for (std::int64_t i = 0; i < count; ++i) ids[i] = pool[static_cast<std::size_t>(i) % pool.size()];
-  const auto id_bytes = encode_ids(ids, c.id);
-
-  std::int64_t expected_bad = 0;
-  for (auto id : ids) expected_bad += (id < 0 || id >= c.vocab + c.padding_rows) ? 1 : 0;
-
-  EmbeddingConfig config;
-  if (c.out != c.table || is_quantized(c.table)) config.out_dtype = c.out;
-  EmbeddingShard shard;
-  shard.weight = problem.table.view();
-  if (problem.scale) shard.scale = problem.scale->view();
-  if (problem.padding) shard.padding = problem.padding->view();
-  if (problem.padding_scale) shard.padding_scale = problem.padding_scale->view();
+  const CaseData data = case_data(c);
+  const auto id_bytes = encode_ids(data.ids, c.id);
   auto single = make_single_communicator();
-  ParallelEmbedding embedding(*single, shard, config);
+  ParallelEmbedding embedding(*single, data.shard(), data.config);
 
   std::vector<std::int64_t> out_shape = c.ids_shape;
   out_shape.push_back(c.hidden);
-  const std::size_t out_bytes = static_cast<std::size_t>(count * row_bytes(c.out, c.hidden));
+  const std::size_t out_bytes = data.expected.size();
   std::vector<std::uint8_t> out(out_bytes + kGuardBytes, kPoison);
   std::memset(out.data() + out_bytes, kGuard, kGuardBytes);
 
-  embedding.forward(TensorView(id_bytes.data(), c.id, c.ids_shape),
-                    TensorView(out.data(), c.out, out_shape));
+  embedding.forward(TensorView(id_bytes.data(), c.id, c.ids_shape), TensorView(out.data(), c.out, out_shape));
 
-  const auto expected = reference_lookup(problem, ids, c.out);
+  const auto& expected = data.expected;
   std::vector<std::uint8_t> actual(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(out_bytes));
   EXPECT_EQ(actual, expected) << first_difference(actual, expected, c.out, c.hidden);
   for (std::size_t g = 0; g < kGuardBytes; ++g) {
     ASSERT_EQ(out[out_bytes + g], kGuard) << "write past the end of the output at guard byte " << g;
   }
-  EXPECT_EQ(embedding.last_bad_id_count(), static_cast<std::uint64_t>(expected_bad));
+  EXPECT_EQ(embedding.last_bad_id_count(), data.expected_bad);
 
   // The returning overload computes the same.
   const Tensor returned = embedding.forward(TensorView(id_bytes.data(), c.id, c.ids_shape));
