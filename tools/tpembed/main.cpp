@@ -12,6 +12,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int exit_code = 0;
   tpembed::cli::add_demo_command(app, exit_code);
+  tpembed::cli::add_lookup_command(app, exit_code);
+  tpembed::cli::add_quantize_command(app, exit_code);
+  tpembed::cli::add_verify_command(app, exit_code);
+  tpembed::cli::add_bench_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
