@@ -2,9 +2,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 namespace tpembed::cli {
@@ -64,6 +68,84 @@ void Progress::step(const std::string& detail) {
   std::fprintf(stderr, "\r\033[K%s [%lld/%lld] %s", what_.c_str(), static_cast<long long>(done_),
                static_cast<long long>(total_), detail.c_str());
   std::fflush(stderr);
+}
+
+Tensor generate_table(std::int64_t vocab, std::int64_t hidden, std::uint64_t seed) {
+  Tensor table(DType::f32, {vocab, hidden});
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  float* values = table.data_as<float>();
+  for (std::int64_t i = 0; i < table.numel(); ++i) values[i] = normal(rng);
+  return table;
+}
+
+QuantizedTable table_as(const Tensor& f32_table, DType dtype) {
+  if (is_quantized(dtype)) return quantize_rows(f32_table.view(), dtype, DType::f32);
+  QuantizedTable result{Tensor(dtype, f32_table.shape()), Tensor()};
+  const float* in = f32_table.data_as<float>();
+  const std::int64_t count = f32_table.numel();
+  if (dtype == DType::f32) {
+    std::memcpy(result.weight.data(), in, static_cast<std::size_t>(count) * 4);
+  } else {
+    auto* bits = result.weight.data_as<std::uint16_t>();
+    for (std::int64_t i = 0; i < count; ++i) {
+      bits[i] = dtype == DType::f16 ? f32_to_f16_bits(in[i]) : f32_to_bf16_bits(in[i]);
+    }
+  }
+  return result;
+}
+
+EmbeddingShard cut_shard(const TensorView& weight, const TensorView& scale, int sharding_dim, int tp_size,
+                         int tp_rank, ShardPlacement placement) {
+  const std::int64_t total = weight.shape[static_cast<std::size_t>(sharding_dim)];
+  const auto [offset, size] = shard_range(total, tp_size, tp_rank, placement);
+  const std::int64_t present = sharding_dim == 1 ? std::max<std::int64_t>(0, std::min(size, total - offset)) : size;
+  Tensor weight_shard = sharding_dim == 0 ? slice_rows(weight, offset, size) : slice_cols(weight, offset, present);
+  Tensor scale_shard;
+  if (!scale.absent()) scale_shard = sharding_dim == 0 ? slice_rows(scale, offset, size) : slice_cols(scale, 0, 0);
+  return EmbeddingShard::owning(std::move(weight_shard), std::move(scale_shard));
+}
+
+EmbeddingShard to_device(const EmbeddingShard& host, int device) {
+  auto buffers = std::make_shared<std::vector<DeviceBuffer>>();
+  auto upload = [&](const TensorView& view) {
+    if (view.absent()) return TensorView();
+    buffers->emplace_back(static_cast<std::size_t>(view.nbytes()), device);
+    buffers->back().copy_from_host(view.data, static_cast<std::size_t>(view.nbytes()));
+    return buffers->back().view(view.dtype, view.shape);
+  };
+  EmbeddingShard shard;
+  buffers->reserve(4);
+  shard.weight = upload(host.weight);
+  shard.scale = upload(host.scale);
+  shard.padding = upload(host.padding);
+  shard.padding_scale = upload(host.padding_scale);
+  shard.owner = buffers;
+  return shard;
+}
+
+int device_for_rank(int world_rank) {
+  const int devices = cuda_device_count();
+  TPEMBED_EXPECTS(devices > 0, UnsupportedError, "no CUDA device visible");
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  const int local_rank = local != nullptr ? std::atoi(local) : world_rank;
+  return local_rank % devices;
+}
+
+std::vector<std::int64_t> sample_ids(std::int64_t vocab, std::int64_t count, int tp, std::uint64_t seed) {
+  std::vector<std::int64_t> ids;
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<std::int64_t> any(0, vocab - 1);
+  for (std::int64_t i = 0; i < count; ++i) ids.push_back(any(rng));
+  for (auto placement : {ShardPlacement::packed, ShardPlacement::equal}) {
+    for (int t = 0; t < tp; ++t) {
+      const std::int64_t first = shard_range(vocab, tp, t, placement).first;
+      if (first < vocab) ids.push_back(first);
+      if (first > 0 && first - 1 < vocab) ids.push_back(first - 1);
+    }
+  }
+  for (std::int64_t bad : {std::int64_t{-1}, vocab, std::int64_t{1} << 40}) ids.push_back(bad);
+  return ids;
 }
 
 std::vector<std::string> table_dtype_names() { return {"f32", "f16", "bf16", "i8", "fp8_e4m3", "i4"}; }

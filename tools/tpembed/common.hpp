@@ -35,6 +35,28 @@ class Progress {
   bool enabled_;
 };
 
+/// A table drawn from N(0, 0.02) (an embedding layer at initialisation), as f32 [vocab, hidden].
+Tensor generate_table(std::int64_t vocab, std::int64_t hidden, std::uint64_t seed);
+
+/// A whole table of `dtype` made from an f32 table: rounded for float dtypes (no scale), quantised
+/// per row with f32 scales for i8, fp8_e4m3 and i4.
+QuantizedTable table_as(const Tensor& f32_table, DType dtype);
+
+/// Rank `tp_rank`'s shard of a whole table and its scales (owned copies; hidden shards keep every
+/// scale), laid out as `placement` says.
+EmbeddingShard cut_shard(const TensorView& weight, const TensorView& scale, int sharding_dim, int tp_size,
+                         int tp_rank, ShardPlacement placement);
+
+/// The same shard in device memory of CUDA device `device` (the shard owns the buffers).
+EmbeddingShard to_device(const EmbeddingShard& host, int device);
+
+/// The CUDA device this rank should use: its node-local rank modulo the visible devices.
+int device_for_rank(int world_rank);
+
+/// Random ids over [0, vocab), then every shard boundary of `tp` packed and equal shards and three
+/// out-of-range ids (-1, vocab, 2^40).
+std::vector<std::int64_t> sample_ids(std::int64_t vocab, std::int64_t count, int tp, std::uint64_t seed);
+
 /// CLI11 validators/transformers for dtype names.
 std::vector<std::string> table_dtype_names();
 std::vector<std::string> output_dtype_names();

@@ -1,6 +1,183 @@
-// PLACEHOLDER: `tpembed verify` is being written.
+// `tpembed verify`: runs every path this machine supports — the CPU and CUDA backends, one rank and
+// every rank of the world, both sharding dims, equal and packed shards — against the reference
+// (the CPU backend on the whole, unsharded table) and prints a pass/fail table.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
 #include "commands.hpp"
+#include "common.hpp"
 
 namespace tpembed::cli {
-void add_verify_command(CLI::App&, int&) {}
+
+namespace {
+
+struct VerifyOptions {
+  std::int64_t vocab = 1003;
+  std::int64_t hidden = 256;
+  std::int64_t tokens = 2048;
+  std::vector<std::string> dtypes = {"f32", "bf16", "f16", "i8", "fp8_e4m3", "i4"};
+  std::string device = "all";
+  std::uint64_t seed = 3;
+};
+
+struct Path {
+  bool cuda;
+  int tp;
+  int sharding_dim;
+  ShardPlacement placement;
+};
+
+std::string describe(const Path& path) {
+  std::string text = path.cuda ? "cuda" : "cpu";
+  text += " tp=" + std::to_string(path.tp);
+  if (path.tp > 1) {
+    text += " dim=" + std::to_string(path.sharding_dim);
+    text += path.placement == ShardPlacement::equal ? " equal" : " packed";
+  }
+  return text;
+}
+
+// One lookup over the whole world on `path`; returns this rank's output (host bytes).
+std::vector<std::uint8_t> run_path(Communicator& world, const Path& path, const QuantizedTable& table, DType out_dtype,
+                                   const std::vector<std::int64_t>& ids, std::int64_t vocab, std::uint64_t& bad) {
+  const int tp = path.tp;
+  EmbeddingConfig config;
+  config.tp_size = tp;
+  config.sharding_dim = path.sharding_dim;
+  config.placement = path.placement;
+  config.out_dtype = out_dtype;
+  if (tp > 1) {
+    config.tp_group.resize(static_cast<std::size_t>(tp));
+    for (int r = 0; r < tp; ++r) config.tp_group[static_cast<std::size_t>(r)] = r;
+  }
+  if (tp > 1 && path.sharding_dim == 0 && path.placement == ShardPlacement::equal) config.vocab_size = vocab;
+  const TensorView scale = table.scale.data() ? table.scale.view() : TensorView();
+  EmbeddingShard shard = tp == 1 ? cut_shard(table.weight.view(), scale, 0, 1, 0, ShardPlacement::packed)
+                                 : cut_shard(table.weight.view(), scale, path.sharding_dim, tp, world.rank(),
+                                             path.placement);
+  const auto count = static_cast<std::int64_t>(ids.size());
+  const std::int64_t hidden = table.weight.shape()[1];
+  const std::size_t out_bytes = static_cast<std::size_t>(count * row_bytes(out_dtype, hidden));
+  std::vector<std::uint8_t> out(out_bytes);
+  if (!path.cuda) {
+    ParallelEmbedding layer(world, std::move(shard), config);
+    layer.forward(TensorView(ids.data(), DType::i64, {count}), TensorView(out.data(), out_dtype, {count, hidden}));
+    bad = layer.last_bad_id_count();
+    return out;
+  }
+  const int device = device_for_rank(world.rank());
+  ParallelEmbedding layer(world, to_device(shard, device), config);
+  DeviceBuffer device_ids(ids.size() * sizeof(std::int64_t), device), device_out(out_bytes, device);
+  device_ids.copy_from_host(ids.data(), ids.size() * sizeof(std::int64_t));
+  cuda_fill(device_out.data(), 0xcd, out_bytes);  // poison: an unwritten element shows
+  layer.forward(device_ids.view(DType::i64, {count}), device_out.view(out_dtype, {count, hidden}));
+  device_out.copy_to_host(out.data(), out_bytes);
+  bad = layer.last_bad_id_count();
+  return out;
+}
+
+int run_verify(const VerifyOptions& options) {
+  auto world = make_world();
+  const bool lead = world->rank() == 0;
+  const int ranks = world->size();
+  const bool have_cuda = cuda_device_count() > 0;
+  TPEMBED_EXPECTS(options.device != "cuda" || have_cuda, UnsupportedError,
+                  "--device cuda: no CUDA device visible on this machine");
+
+  std::vector<Path> paths;
+  for (bool cuda : {false, true}) {
+    if (cuda ? (!have_cuda || options.device == "cpu") : options.device == "cuda") continue;
+    if (cuda) paths.push_back({cuda, 1, 0, ShardPlacement::packed});  // cpu tp=1 is the reference
+    if (ranks == 1) continue;
+    for (int dim : {0, 1}) {
+      for (auto placement : {ShardPlacement::packed, ShardPlacement::equal}) {
+        if (dim == 1 && placement == ShardPlacement::equal && options.hidden % ranks != 0) continue;
+        paths.push_back({cuda, ranks, dim, placement});
+      }
+    }
+  }
+
+  const Tensor original = generate_table(options.vocab, options.hidden, options.seed);
+  const auto ids = sample_ids(options.vocab, options.tokens, ranks, options.seed + 1);
+  const auto count = static_cast<std::int64_t>(ids.size());
+  if (lead) {
+    std::printf("tpembed verify: generated table V=%lld x H=%lld, %lld ids (3 out of range), %d rank%s, %s\n",
+                static_cast<long long>(options.vocab), static_cast<long long>(options.hidden),
+                static_cast<long long>(count), ranks, ranks == 1 ? "" : "s",
+                have_cuda ? "CUDA devices visible" : "no CUDA device (cuda paths skipped)");
+    std::printf("reference: the CPU backend on the whole table, one rank\n\n");
+    std::printf("%-28s %-16s %-8s %s\n", "path", "table -> out", "bad ids", "result");
+  }
+  Progress progress("verify", static_cast<std::int64_t>(options.dtypes.size() * paths.size()), lead);
+  int failures = 0;
+  for (const std::string& name : options.dtypes) {
+    const DType dtype = dtype_from_name(name);
+    const DType out_dtype = is_quantized(dtype) ? DType::bf16 : dtype;
+    const QuantizedTable table = table_as(original, dtype);
+    EmbeddingOptions whole;
+    whole.out_dtype = out_dtype;
+    if (table.scale.data()) whole.per_token_scale = table.scale.view();
+    const Tensor expected = embedding(TensorView(ids.data(), DType::i64, {count}), table.weight.view(), whole);
+    for (const Path& path : paths) {
+      progress.step(describe(path) + " " + name);
+      std::uint64_t bad = 0;
+      std::string problem;
+      std::int64_t wrong_rows = 0;
+      try {
+        const auto out = run_path(*world, path, table, out_dtype, ids, options.vocab, bad);
+        const std::size_t row = static_cast<std::size_t>(row_bytes(out_dtype, options.hidden));
+        for (std::int64_t t = 0; t < count; ++t) {
+          wrong_rows += std::memcmp(out.data() + t * row, static_cast<const std::uint8_t*>(expected.data()) + t * row,
+                                    row) != 0;
+        }
+        if (bad != 3) problem = "bad-id count " + std::to_string(bad) + ", expected 3";
+      } catch (const Error& error) {
+        problem = error.what();
+      }
+      std::int64_t verdict[2] = {wrong_rows, problem.empty() ? 0 : 1}, total[2] = {0, 0};
+      world->all_reduce_sum(verdict, total, 2, DType::i64);
+      const bool ok = total[0] == 0 && total[1] == 0;
+      failures += ok ? 0 : 1;
+      if (lead) {
+        std::string result = ok ? "PASS (bit-exact on every rank)" : "FAIL";
+        if (total[0] > 0) result += ": " + std::to_string(total[0]) + " wrong rows over all ranks";
+        if (!problem.empty()) result += ": " + problem;
+        std::printf("%-28s %-16s %-8llu %s\n", describe(path).c_str(),
+                    (name + " -> " + dtype_name(out_dtype)).c_str(), static_cast<unsigned long long>(bad),
+                    result.c_str());
+      }
+    }
+  }
+  if (lead) {
+    std::printf("\n%s: %d of %zu checks failed\n", failures == 0 ? "PASS" : "FAIL", failures,
+                options.dtypes.size() * paths.size());
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+void add_verify_command(CLI::App& app, int& exit_code) {
+  auto options = std::make_shared<VerifyOptions>();
+  CLI::App* verify = app.add_subcommand(
+      "verify",
+      "Check every lookup path this machine supports against the reference: the CPU and CUDA backends,\n"
+      "one rank and all ranks of mpirun, vocab and hidden sharding, equal and packed shards, for each\n"
+      "table dtype (quantised ones per-row absmax with f32 scales, looked up as bf16). The reference is\n"
+      "the CPU backend on the whole, unsharded table. Prints a pass/fail table; exits 1 on any failure.\n"
+      "Example: mpirun -np 4 tpembed verify --vocab 32000 --hidden 512");
+  verify->add_option("--vocab", options->vocab, "rows of the generated table")->check(CLI::PositiveNumber)->capture_default_str();
+  verify->add_option("--hidden", options->hidden, "columns of the generated table")->check(CLI::PositiveNumber)->capture_default_str();
+  verify->add_option("--tokens", options->tokens, "random ids to look up (shard boundaries and 3 bad ids are added)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  verify->add_option("--dtypes", options->dtypes, "table dtypes to check")
+      ->delimiter(',')->check(CLI::IsMember(table_dtype_names()))->capture_default_str();
+  verify->add_option("--device", options->device, "which backends: all (those present), cpu or cuda")
+      ->check(CLI::IsMember({"all", "cpu", "cuda"}))->capture_default_str();
+  verify->add_option("--seed", options->seed, "random seed")->capture_default_str();
+  verify->callback([options, &exit_code] { exit_code = run_verify(*options); });
+}
+
 }  // namespace tpembed::cli
