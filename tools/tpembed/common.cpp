@@ -148,6 +148,47 @@ std::vector<std::int64_t> sample_ids(std::int64_t vocab, std::int64_t count, int
   return ids;
 }
 
+std::string default_scale_name(const std::string& tensor) { return tensor + "_scale"; }
+
+EmbeddingShard load_shard(SafetensorsCheckpoint& checkpoint, const std::string& tensor,
+                          const std::string& scale_tensor, int sharding_dim, int tp_size, int tp_rank,
+                          ShardPlacement placement, std::optional<std::int64_t> int4_columns) {
+  const SafetensorsFile& file = checkpoint.file(tensor);
+  const TensorView whole = file.tensor(tensor, int4_columns);
+  TPEMBED_EXPECTS(whole.ndim() == 2, ShapeError, file.path(), ": tensor '", tensor,
+                  "' is not a 2-D table: ", whole.describe());
+  const std::int64_t total = whole.shape[static_cast<std::size_t>(sharding_dim)];
+  const auto [offset, size] = shard_range(total, tp_size, tp_rank, placement);
+  auto owned = std::make_shared<std::vector<std::shared_ptr<const void>>>();
+  owned->push_back(file.keep_alive());
+  auto keep = [&](Tensor tensor_copy) {
+    auto holder = std::make_shared<Tensor>(std::move(tensor_copy));
+    owned->push_back(holder);
+    return holder->view();
+  };
+  EmbeddingShard shard;
+  if (sharding_dim == 0) {
+    shard.weight = offset + size <= total ? file.rows(tensor, offset, size, int4_columns)
+                                          : keep(file.copy_rows(tensor, offset, size, int4_columns));
+  } else {
+    const std::int64_t present = std::max<std::int64_t>(0, std::min(size, total - offset));
+    shard.weight = keep(file.columns(tensor, offset, present, int4_columns));
+  }
+  if (!scale_tensor.empty()) {
+    const SafetensorsFile& scale_file = checkpoint.file(scale_tensor);
+    owned->push_back(scale_file.keep_alive());
+    const TensorView scales = scale_file.tensor(scale_tensor);
+    if (sharding_dim == 1) {
+      shard.scale = scales;
+    } else {
+      shard.scale = offset + size <= scales.shape[0] ? scale_file.rows(scale_tensor, offset, size)
+                                                     : keep(scale_file.copy_rows(scale_tensor, offset, size));
+    }
+  }
+  shard.owner = owned;
+  return shard;
+}
+
 std::vector<std::string> table_dtype_names() { return {"f32", "f16", "bf16", "i8", "fp8_e4m3", "i4"}; }
 std::vector<std::string> output_dtype_names() { return {"f32", "f16", "bf16"}; }
 

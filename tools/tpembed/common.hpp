@@ -4,9 +4,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "tpembed/safetensors.hpp"
 #include "tpembed/tpembed.hpp"
 
 namespace tpembed::cli {
@@ -56,6 +58,17 @@ int device_for_rank(int world_rank);
 /// Random ids over [0, vocab), then every shard boundary of `tp` packed and equal shards and three
 /// out-of-range ids (-1, vocab, 2^40).
 std::vector<std::int64_t> sample_ids(std::int64_t vocab, std::int64_t count, int tp, std::uint64_t seed);
+
+/// Rank `tp_rank`'s shard of tensor `tensor` (and of its row scales `scale_tensor`, if named) read
+/// from a checkpoint: only that rank's rows (zero copy from the file's mapping where they lie inside
+/// the tensor) or columns (copied; only those bytes are read). The shard keeps the mapping alive.
+EmbeddingShard load_shard(SafetensorsCheckpoint& checkpoint, const std::string& tensor,
+                          const std::string& scale_tensor, int sharding_dim, int tp_size, int tp_rank,
+                          ShardPlacement placement, std::optional<std::int64_t> int4_columns);
+
+/// The default name of a table's row scales in a checkpoint: "<tensor>_scale" (as `quantize` writes,
+/// and as the compressed-tensors convention names "weight_scale").
+std::string default_scale_name(const std::string& tensor);
 
 /// CLI11 validators/transformers for dtype names.
 std::vector<std::string> table_dtype_names();

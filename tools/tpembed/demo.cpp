@@ -1,54 +1,44 @@
-// `tpembed demo`: the embedded default job. Generates a table, quantises it, shards it over the
-// ranks of the world (mpirun), looks ids up with both sharding dims and several dtypes, and checks
-// every rank's output against the lookup of the unsharded table.
+// `tpembed demo`: the embedded default job. Rank 0 writes a small bf16 checkpoint (safetensors) and
+// quantises it to int8, fp8 e4m3 and int4 checkpoints; then every rank reads only its shard of each
+// from the files, the ranks look ids up together (vocab- and hidden-parallel, equal and packed
+// shards, out-of-range ids included), and every rank's output is checked against the lookup of the
+// whole, unsharded table. A short report says what was done and whether it matched.
+#include <unistd.h>
+
 #include <chrono>
-#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <random>
+#include <filesystem>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "commands.hpp"
-#include "tpembed/tpembed.hpp"
+#include "common.hpp"
+#include "quantize_report.hpp"
 
 namespace tpembed::cli {
 
 namespace {
 
+constexpr const char* kTensor = "model.embed_tokens.weight";
+
 struct DemoOptions {
   std::int64_t vocab = 1003;  // odd on purpose: shards come out uneven
-  std::int64_t hidden = 250;
+  std::int64_t hidden = 256;
   std::int64_t tokens = 4096;
   std::uint64_t seed = 1;
+  std::string keep;  // directory to write the checkpoints into and keep
 };
 
 struct DemoCase {
   const char* name;
-  DType table;
+  const char* file;  // checkpoint file in the demo directory
   DType out;
   int sharding_dim;
   ShardPlacement placement;
 };
-
-// A table drawn from N(0, 0.02), like an embedding layer at initialisation, as f32.
-Tensor generate_table(const DemoOptions& options) {
-  Tensor table(DType::f32, {options.vocab, options.hidden});
-  std::mt19937_64 rng(options.seed);
-  std::normal_distribution<float> normal(0.0f, 0.02f);
-  float* values = table.data_as<float>();
-  for (std::int64_t i = 0; i < table.numel(); ++i) values[i] = normal(rng);
-  return table;
-}
-
-Tensor to_bf16(const Tensor& table) {
-  Tensor out(DType::bf16, table.shape());
-  const float* in = table.data_as<float>();
-  auto* bits = out.data_as<std::uint16_t>();
-  for (std::int64_t i = 0; i < table.numel(); ++i) bits[i] = f32_to_bf16_bits(in[i]);
-  return out;
-}
 
 std::string join(const std::vector<std::int64_t>& values) {
   std::ostringstream text;
@@ -56,91 +46,103 @@ std::string join(const std::vector<std::int64_t>& values) {
   return text.str();
 }
 
-// Relative RMS error of dequantised rows (the whole table looked up) against the f32 original.
-double relative_rms_error(const Tensor& original, const TensorView& weight, const TensorView& scale) {
-  std::vector<std::int64_t> ids(static_cast<std::size_t>(original.shape()[0]));
-  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>(i);
-  EmbeddingOptions options;
-  options.per_token_scale = scale;
-  options.out_dtype = DType::f32;
-  const Tensor restored =
-      embedding(TensorView(ids.data(), DType::i64, {static_cast<std::int64_t>(ids.size())}), weight, options);
-  double error = 0, norm = 0;
-  for (std::int64_t i = 0; i < original.numel(); ++i) {
-    const double a = original.data_as<float>()[i], b = restored.data_as<float>()[i];
-    error += (a - b) * (a - b);
-    norm += a * a;
+// Rank 0's choice of directory, known to every rank.
+std::string shared_directory(Communicator& world, const DemoOptions& options) {
+  char path[512] = {};
+  if (world.rank() == 0) {
+    std::string chosen = options.keep;
+    if (chosen.empty()) {
+      std::string pattern = (std::filesystem::temp_directory_path() / "tpembed-demo-XXXXXX").string();
+      TPEMBED_EXPECTS(mkdtemp(pattern.data()) != nullptr, BackendError, "cannot create a directory under ",
+                      std::filesystem::temp_directory_path().string());
+      chosen = pattern;
+    } else {
+      std::filesystem::create_directories(chosen);
+    }
+    TPEMBED_EXPECTS(chosen.size() < sizeof path, InvalidArgumentError, "--keep path too long: ", chosen);
+    std::strncpy(path, chosen.c_str(), sizeof path - 1);
   }
-  return std::sqrt(error / std::max(norm, 1e-30));
+  std::vector<char> all(sizeof path * static_cast<std::size_t>(world.size()));
+  world.all_gather(path, all.data(), sizeof path, DType::i8);
+  return std::string(all.data());
 }
 
 int run_demo(const DemoOptions& options) {
-  std::unique_ptr<Communicator> world = mpi_available() ? make_mpi_communicator() : make_single_communicator();
+  std::unique_ptr<Communicator> world = make_world();
   const int tp = world->size(), rank = world->rank();
   const bool lead = rank == 0;
+  const std::string directory = shared_directory(*world, options);
+  auto file_in = [&](const char* name) { return (std::filesystem::path(directory) / name).string(); };
 
-  const Tensor original = generate_table(options);
-  const Tensor bf16_table = to_bf16(original);
-  const QuantizedTable int8 = quantize_rows(original.view(), DType::i8, DType::f32);
-  const QuantizedTable fp8 = quantize_rows(original.view(), DType::fp8_e4m3, DType::bf16);
-  const QuantizedTable int4 = quantize_rows(original.view(), DType::i4, DType::f16);
-
-  // Ids: random in-range, plus every shard boundary and a few out-of-range ones.
-  std::vector<std::int64_t> ids;
-  std::mt19937_64 rng(options.seed + 7);
-  std::uniform_int_distribution<std::int64_t> any(0, options.vocab - 1);
-  for (std::int64_t i = 0; i < options.tokens; ++i) ids.push_back(any(rng));
-  for (int t = 0; t < tp; ++t) ids.push_back(shard_range(options.vocab, tp, t, ShardPlacement::packed).first);
-  for (std::int64_t bad : {std::int64_t{-1}, options.vocab, std::int64_t{1} << 40}) ids.push_back(bad);
-  const TensorView id_view(ids.data(), DType::i64, {static_cast<std::int64_t>(ids.size())});
-
+  // 1. Rank 0 writes the checkpoint and its quantised versions; the others wait for the files.
+  std::exception_ptr setup_error;
+  QuantizeReport reports[3];
+  const char* quantised_files[3] = {"embed_i8.safetensors", "embed_fp8.safetensors", "embed_i4.safetensors"};
+  const DType quantised_dtypes[3] = {DType::i8, DType::fp8_e4m3, DType::i4};
   if (lead) {
-    std::printf("tpembed demo: table V=%lld x H=%lld (N(0, 0.02)), %d rank%s (%s communicator), %zu ids "
-                "of which 3 are out of range\n",
-                static_cast<long long>(options.vocab), static_cast<long long>(options.hidden), tp,
-                tp == 1 ? "" : "s", world->engine().c_str(), ids.size());
-    std::printf("quantised per row (absmax): int8 rel. RMS error %.2e, fp8 %.2e, int4 %.2e\n\n",
-                relative_rms_error(original, int8.weight, int8.scale),
-                relative_rms_error(original, fp8.weight, fp8.scale),
-                relative_rms_error(original, int4.weight, int4.scale));
-    std::printf("%-30s %-6s %-3s %-24s %-8s %-14s %s\n", "case", "out", "dim", "shard sizes", "bad ids",
-                "vs unsharded", "time");
+    try {
+      const Tensor original = generate_table(options.vocab, options.hidden, options.seed);
+      const QuantizedTable bf16 = table_as(original, DType::bf16);
+      write_safetensors(file_in("model.safetensors"), {{kTensor, bf16.weight.view()}},
+                        {{"format", "pt"}, {"tpembed.demo", "N(0, 0.02) table, rounded to bf16"}});
+      for (int q = 0; q < 3; ++q) {
+        reports[q] = quantize_checkpoint_tensor(file_in("model.safetensors"), kTensor, quantised_dtypes[q], DType::f32,
+                                                file_in(quantised_files[q]), default_scale_name(kTensor), false);
+      }
+    } catch (...) {
+      setup_error = std::current_exception();
+    }
+  }
+  agree_or_throw(*world, setup_error);
+
+  // Ids: random in-range, every shard boundary, and three out-of-range ones.
+  const std::vector<std::int64_t> ids = sample_ids(options.vocab, options.tokens, tp, options.seed + 7);
+  const auto count = static_cast<std::int64_t>(ids.size());
+  const TensorView id_view(ids.data(), DType::i64, {count});
+  if (lead) {
+    std::printf("tpembed demo: %d rank%s (%s communicator); checkpoints in %s%s\n", tp, tp == 1 ? "" : "s",
+                world->engine().c_str(), directory.c_str(), options.keep.empty() ? " (removed at the end)" : "");
+    std::printf("  model.safetensors: '%s' bf16 [%lld, %lld], drawn from N(0, 0.02)\n", kTensor,
+                static_cast<long long>(options.vocab), static_cast<long long>(options.hidden));
+    for (int q = 0; q < 3; ++q) {
+      std::printf("  %s: %s with f32 row scales; error max %.2e of row absmax, RMS %.2e of the table's norm\n",
+                  quantised_files[q], dtype_name(quantised_dtypes[q]), reports[q].max_relative_error,
+                  reports[q].rms_relative_error);
+    }
+    std::printf("  %lld ids: random, every shard boundary, and 3 out of range (-1, V, 2^40)\n\n",
+                static_cast<long long>(count));
+    std::printf("%-30s %-6s %-3s %-7s %-22s %-8s %-14s %s\n", "case (each rank reads its shard)", "out", "dim",
+                "shards", "rows/cols per rank", "bad ids", "vs unsharded", "time");
   }
 
+  // 2. Every case: shards read from the files, looked up together, checked against the whole table.
   const DemoCase cases[] = {
-      {"bf16, vocab-parallel", DType::bf16, DType::bf16, 0, ShardPlacement::packed},
-      {"bf16, hidden-parallel", DType::bf16, DType::bf16, 1, ShardPlacement::packed},
-      {"int8, vocab-parallel (seed)", DType::i8, DType::bf16, 0, ShardPlacement::equal},
-      {"fp8 e4m3, hidden-parallel", DType::fp8_e4m3, DType::f32, 1, ShardPlacement::packed},
-      {"int4, vocab-parallel", DType::i4, DType::bf16, 0, ShardPlacement::packed},
+      {"bf16, vocab-parallel", "model.safetensors", DType::bf16, 0, ShardPlacement::packed},
+      {"bf16, hidden-parallel", "model.safetensors", DType::bf16, 1, ShardPlacement::packed},
+      {"int8, vocab-parallel", "embed_i8.safetensors", DType::bf16, 0, ShardPlacement::equal},
+      {"fp8 e4m3, hidden-parallel", "embed_fp8.safetensors", DType::f32, 1, ShardPlacement::packed},
+      {"int4, vocab-parallel", "embed_i4.safetensors", DType::bf16, 0, ShardPlacement::packed},
   };
   int failures = 0;
   for (const DemoCase& c : cases) {
-    TensorView weight = bf16_table.view(), scale;
-    if (c.table == DType::i8) weight = int8.weight, scale = int8.scale;
-    if (c.table == DType::fp8_e4m3) weight = fp8.weight, scale = fp8.scale;
-    if (c.table == DType::i4) weight = int4.weight, scale = int4.scale;
+    SafetensorsCheckpoint checkpoint(file_in(c.file));
+    const std::string scales = checkpoint.contains(default_scale_name(kTensor)) ? default_scale_name(kTensor) : "";
 
-    // The reference: the unsharded table, looked up on this rank alone.
+    // The reference: the whole table from the same file, looked up on this rank alone.
     EmbeddingOptions whole;
-    whole.per_token_scale = scale;
     whole.out_dtype = c.out;
-    const Tensor expected = embedding(id_view, weight, whole);
+    if (!scales.empty()) whole.per_token_scale = checkpoint.file(scales).tensor(scales);
+    const Tensor expected = embedding(id_view, checkpoint.file(kTensor).tensor(kTensor), whole);
 
-    // This rank's shard.
-    const std::int64_t total = c.sharding_dim == 0 ? options.vocab : options.hidden;
-    const auto [offset, size] = shard_range(total, tp, rank, c.placement);
-    Tensor scale_shard = scale.absent() ? Tensor() : (c.sharding_dim == 0 ? slice_rows(scale, offset, size)
-                                                                          : slice_cols(scale, 0, 0));
-    Tensor weight_shard = c.sharding_dim == 0 ? slice_rows(weight, offset, size) : slice_cols(weight, offset, size);
     EmbeddingConfig config;
     config.tp_size = tp;
     config.sharding_dim = c.sharding_dim;
     config.placement = c.placement;
     config.out_dtype = c.out;
     if (c.sharding_dim == 0 && c.placement == ShardPlacement::equal) config.vocab_size = options.vocab;
-    ParallelEmbedding layer(*world, EmbeddingShard::owning(std::move(weight_shard), std::move(scale_shard)), config);
-
+    ParallelEmbedding layer(*world,
+                            load_shard(checkpoint, kTensor, scales, c.sharding_dim, tp, rank, c.placement, std::nullopt),
+                            config);
     const auto start = std::chrono::steady_clock::now();
     const Tensor out = layer.forward(id_view);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -150,16 +152,19 @@ int run_demo(const DemoOptions& options) {
     world->all_reduce_sum(&mismatched, &mismatched_ranks, 1, DType::i64);
     failures += mismatched_ranks > 0;
     if (lead) {
-      std::printf("%-30s %-6s %-3d %-24s %-8llu %-14s %.2f ms\n", c.name, dtype_name(c.out), c.sharding_dim,
-                  join(layer.layout().sizes).c_str(), static_cast<unsigned long long>(layer.last_bad_id_count()),
+      std::printf("%-30s %-6s %-3d %-7s %-22s %-8llu %-14s %.2f ms\n", c.name, dtype_name(c.out), c.sharding_dim,
+                  c.placement == ShardPlacement::equal ? "equal" : "packed", join(layer.layout().sizes).c_str(),
+                  static_cast<unsigned long long>(layer.last_bad_id_count()),
                   mismatched_ranks ? "MISMATCH" : "bit-exact", ms);
     }
   }
+  world->barrier();
   if (lead) {
+    if (options.keep.empty()) std::filesystem::remove_all(directory);
     if (failures == 0) {
-      std::printf("\nPASS: on every rank, every case equals the unsharded lookup bit for bit.\n");
+      std::printf("\nPASS: on every rank, every case equals the lookup of the unsharded table, bit for bit.\n");
     } else {
-      std::printf("\nFAIL: %d case(s) differ from the unsharded lookup.\n", failures);
+      std::printf("\nFAIL: %d case(s) differ from the lookup of the unsharded table.\n", failures);
     }
   }
   return failures == 0 ? 0 : 1;
@@ -171,14 +176,16 @@ void add_demo_command(CLI::App& app, int& exit_code) {
   auto options = std::make_shared<DemoOptions>();
   CLI::App* demo = app.add_subcommand(
       "demo",
-      "Run the embedded end-to-end job: generate a table, quantise it (int8, fp8, int4), shard it over\n"
-      "the ranks of the world by vocab and by hidden columns, look ids up (out-of-range ones too), and\n"
-      "check every rank's output against the lookup of the unsharded table.\n"
-      "Example: mpirun -np 4 tpembed demo --vocab 32000 --hidden 512");
+      "Run the embedded end-to-end job: write a small bf16 checkpoint (safetensors), quantise it to int8,\n"
+      "fp8 e4m3 and int4 checkpoints, have every rank of mpirun read only its shard of each (by vocab\n"
+      "rows or hidden columns), look ids up together (out-of-range ones too), and check every rank's\n"
+      "output against the lookup of the whole table. Prints a report; exits 1 on any mismatch.\n"
+      "Example: mpirun -np 4 tpembed demo --vocab 32000 --hidden 512 --keep ./demo-checkpoints");
   demo->add_option("--vocab", options->vocab, "rows of the generated table")->check(CLI::PositiveNumber)->capture_default_str();
   demo->add_option("--hidden", options->hidden, "columns of the generated table")->check(CLI::PositiveNumber)->capture_default_str();
   demo->add_option("--tokens", options->tokens, "random ids to look up")->check(CLI::NonNegativeNumber)->capture_default_str();
   demo->add_option("--seed", options->seed, "random seed")->capture_default_str();
+  demo->add_option("--keep", options->keep, "write the checkpoints into this directory and keep them");
   demo->callback([options, &exit_code] { exit_code = run_demo(*options); });
 }
 

@@ -1,6 +1,174 @@
-// PLACEHOLDER: `tpembed lookup` is being written.
+// `tpembed lookup`: ids looked up in a checkpoint's table, on the CPU or a GPU, by one rank or by the
+// ranks of mpirun with the table sharded by vocab rows or hidden columns (each rank reads only its
+// shard of the file). Prints a summary, or writes the embeddings to a safetensors file.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+#include <string>
+
 #include "commands.hpp"
+#include "common.hpp"
 
 namespace tpembed::cli {
-void add_lookup_command(CLI::App&, int&) {}
+
+namespace {
+
+struct LookupOptions {
+  std::string table;
+  std::string tensor = "model.embed_tokens.weight";
+  std::string scale_tensor;
+  std::string ids;
+  std::string ids_file;
+  int tp = 0;
+  int sharding_dim = 0;
+  std::string placement = "packed";
+  std::string device = "cpu";
+  std::string out_dtype;
+  bool strict = false;
+  std::string out;
+  std::int64_t int4_columns = 0;
+  int show = 3;
+};
+
+float element_as_f32(const Tensor& out, std::int64_t index) {
+  const auto* bytes = static_cast<const std::uint8_t*>(out.data());
+  switch (out.dtype()) {
+    case DType::f16: return f16_bits_to_f32(reinterpret_cast<const std::uint16_t*>(bytes)[index]);
+    case DType::bf16: return bf16_bits_to_f32(reinterpret_cast<const std::uint16_t*>(bytes)[index]);
+    default: return reinterpret_cast<const float*>(bytes)[index];
+  }
+}
+
+int run_lookup(const LookupOptions& options) {
+  auto world = make_world();
+  const int tp = options.tp == 0 ? world->size() : options.tp;
+  TPEMBED_EXPECTS(tp >= 1 && world->size() % tp == 0, InvalidArgumentError, "--tp ", tp, " does not divide the ",
+                  world->size(), " ranks of the world into tensor-parallel groups");
+  const bool lead = world->rank() == 0;
+  std::vector<std::int64_t> ids = options.ids_file.empty() ? parse_id_list(options.ids) : read_id_file(options.ids_file);
+  const auto count = static_cast<std::int64_t>(ids.size());
+
+  SafetensorsCheckpoint checkpoint(options.table);
+  const SafetensorsFile& file = checkpoint.file(options.tensor);
+  const std::optional<std::int64_t> int4_columns =
+      options.int4_columns > 0 ? std::optional<std::int64_t>(options.int4_columns) : std::nullopt;
+  const TensorView whole = file.tensor(options.tensor, int4_columns);
+  std::string scale_tensor = options.scale_tensor;
+  if (scale_tensor.empty() && checkpoint.contains(default_scale_name(options.tensor))) {
+    scale_tensor = default_scale_name(options.tensor);
+  }
+  TPEMBED_EXPECTS(!is_quantized(whole.dtype) || !scale_tensor.empty(), InvalidArgumentError, file.path(),
+                  ": tensor '", options.tensor, "' is ", dtype_name(whole.dtype), " and needs row scales: pass "
+                  "--scale-tensor (no '", default_scale_name(options.tensor), "' in the checkpoint)");
+  TPEMBED_EXPECTS(!is_quantized(whole.dtype) || !options.out_dtype.empty(), InvalidArgumentError, file.path(),
+                  ": tensor '", options.tensor, "' is ", dtype_name(whole.dtype),
+                  ": name the output dtype with --out-dtype f32|f16|bf16");
+
+  const int group_rank = world->rank() % tp;
+  const auto placement = options.placement == "equal" ? ShardPlacement::equal : ShardPlacement::packed;
+  EmbeddingShard shard = load_shard(checkpoint, options.tensor, scale_tensor, options.sharding_dim, tp, group_rank,
+                                    placement, int4_columns);
+  EmbeddingConfig config;
+  config.tp_size = tp;
+  config.sharding_dim = options.sharding_dim;
+  config.placement = placement;
+  config.strict = options.strict;
+  if (!options.out_dtype.empty()) config.out_dtype = dtype_from_name(options.out_dtype);
+  if (tp > 1) {
+    const int first = world->rank() / tp * tp;
+    for (int r = 0; r < tp; ++r) config.tp_group.push_back(first + r);
+  }
+  if (tp > 1 && options.sharding_dim == 0 && placement == ShardPlacement::equal) config.vocab_size = whole.shape[0];
+  const DType out_dtype = config.out_dtype ? *config.out_dtype : whole.dtype;
+  const std::int64_t hidden = whole.shape[1];
+  Tensor out(out_dtype, {count, hidden});
+
+  const auto start = std::chrono::steady_clock::now();
+  std::uint64_t bad = 0;
+  if (options.device == "cuda") {
+    const int device = device_for_rank(world->rank());
+    ParallelEmbedding layer(*world, to_device(shard, device), config);
+    DeviceBuffer device_ids(ids.size() * 8, device), device_out(static_cast<std::size_t>(out.nbytes()), device);
+    device_ids.copy_from_host(ids.data(), ids.size() * 8);
+    layer.forward(device_ids.view(DType::i64, {count}), device_out.view(out_dtype, {count, hidden}));
+    device_out.copy_to_host(out.data(), static_cast<std::size_t>(out.nbytes()));
+    bad = layer.last_bad_id_count();
+  } else {
+    ParallelEmbedding layer(*world, std::move(shard), config);
+    layer.forward(TensorView(ids.data(), DType::i64, {count}), out.view());
+    bad = layer.last_bad_id_count();
+  }
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+
+  if (!lead) return 0;
+  std::printf("looked up %lld ids in %s '%s' (%s [%lld, %lld]%s) on %s, tp %d, sharding dim %d (%s): out %s [%lld, %lld]"
+              " in %.2f ms; %llu ids out of range\n",
+              static_cast<long long>(count), file.path().c_str(), options.tensor.c_str(), dtype_name(whole.dtype),
+              static_cast<long long>(whole.shape[0]), static_cast<long long>(hidden),
+              scale_tensor.empty() ? "" : (", scales '" + scale_tensor + "'").c_str(), options.device.c_str(), tp,
+              options.sharding_dim, options.placement.c_str(), dtype_name(out_dtype), static_cast<long long>(count),
+              static_cast<long long>(hidden), ms, static_cast<unsigned long long>(bad));
+  if (!options.out.empty()) {
+    write_safetensors(options.out, {{"embeddings", out.view()}},
+                      {{"tpembed.table", file.path() + ":" + options.tensor}, {"tpembed.ids", std::to_string(count)}});
+    std::printf("wrote tensor 'embeddings' to %s\n", options.out.c_str());
+    return 0;
+  }
+  for (std::int64_t t = 0; t < std::min<std::int64_t>(count, options.show); ++t) {
+    double norm = 0;
+    for (std::int64_t c = 0; c < hidden; ++c) norm += std::pow(double{element_as_f32(out, t * hidden + c)}, 2);
+    std::printf("  id %lld: norm %.6g, first values", static_cast<long long>(ids[static_cast<std::size_t>(t)]),
+                std::sqrt(norm));
+    for (std::int64_t c = 0; c < std::min<std::int64_t>(hidden, 6); ++c) {
+      std::printf(" %.6g", double{element_as_f32(out, t * hidden + c)});
+    }
+    std::printf("%s\n", hidden > 6 ? " ..." : "");
+  }
+  if (count > options.show) std::printf("  ... %lld more rows\n", static_cast<long long>(count - options.show));
+  return 0;
+}
+
+}  // namespace
+
+void add_lookup_command(CLI::App& app, int& exit_code) {
+  auto options = std::make_shared<LookupOptions>();
+  CLI::App* command = app.add_subcommand(
+      "lookup",
+      "Look ids up in a table of a safetensors checkpoint. Under mpirun the table is sharded over the\n"
+      "ranks (--tp, default all of them) by vocab rows (--sharding-dim 0) or hidden columns (1), and each\n"
+      "rank reads only its shard from the file. Quantised tables (i8, fp8 e4m3, int4 stored as U8) use\n"
+      "their row scales (<tensor>_scale unless --scale-tensor says otherwise) and need --out-dtype.\n"
+      "Prints the output's shape, norms and first values, or writes it to --out as safetensors.\n"
+      "Example: mpirun -np 2 tpembed lookup --table model.safetensors --tensor model.embed_tokens.weight \\\n"
+      "           --ids 1,2,3 --tp 2 --sharding-dim 1 --device cuda");
+  command->add_option("--table", options->table, "checkpoint: a .safetensors file, an index.json or a directory")
+      ->required()->check(CLI::ExistingPath);
+  command->add_option("--tensor", options->tensor, "the table's tensor name")->capture_default_str();
+  command->add_option("--scale-tensor", options->scale_tensor, "tensor name of the row scales");
+  auto* ids = command->add_option("--ids", options->ids, "comma-separated ids, e.g. 1,2,3 (negative ids are bad ids)");
+  auto* ids_file = command->add_option("--ids-file", options->ids_file, "a text file of ids (commas, spaces or newlines)")
+                       ->check(CLI::ExistingFile);
+  ids->excludes(ids_file);
+  command->add_option("--tp", options->tp, "tensor-parallel size (default: every rank of mpirun)")
+      ->check(CLI::NonNegativeNumber);
+  command->add_option("--sharding-dim", options->sharding_dim, "0: shard vocab rows, 1: shard hidden columns")
+      ->check(CLI::IsMember({0, 1}))->capture_default_str();
+  command->add_option("--placement", options->placement, "packed (any sizes) or equal (the seed's layout)")
+      ->check(CLI::IsMember({"packed", "equal"}))->capture_default_str();
+  command->add_option("--device", options->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  command->add_option("--out-dtype", options->out_dtype, "output dtype (default: the table's; required if quantised)")
+      ->check(CLI::IsMember(output_dtype_names()));
+  command->add_flag("--strict", options->strict, "fail (on every rank) when an id is out of range");
+  command->add_option("--out", options->out, "write the embeddings to this safetensors file (tensor 'embeddings')");
+  command->add_option("--int4-columns", options->int4_columns,
+                      "columns of an int4 table stored as U8 without tpembed's metadata");
+  command->add_option("--show", options->show, "rows to print")->capture_default_str();
+  command->callback([options, &exit_code, ids, ids_file] {
+    TPEMBED_EXPECTS(ids->count() + ids_file->count() > 0, InvalidArgumentError, "give the ids with --ids or --ids-file");
+    exit_code = run_lookup(*options);
+  });
+}
+
 }  // namespace tpembed::cli
