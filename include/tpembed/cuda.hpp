@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
+#include <string>
 
 #include "tpembed/tensor.hpp"
 
@@ -23,6 +25,44 @@ void cuda_copy(void* destination, const void* source, std::size_t bytes);
 
 /// Sets `bytes` of device memory to the byte `value` and waits for it.
 void cuda_fill(void* device, int value, std::size_t bytes);
+
+/// Throws BackendError naming `what` and the CUDA error when `status` (a cudaError_t, such as
+/// lookup_cuda's return) is not success.
+void cuda_check(int status, const char* what);
+
+/// CUDA device `device` in words: name, SMs, compute capability, memory
+/// (e.g. "NVIDIA H100 80GB HBM3, 132 SMs, sm_90, 79.1 GiB").
+std::string cuda_device_description(int device = 0);
+
+// ---- benchmark timing (used by `tpembed bench`) ------------------------------------------------
+// Every timed run below is preceded, on the same stream, by ~100 us of GPU busy-waiting (a
+// one-thread spin kernel), so the host has queued the timed work before the start event is reached:
+// the CUDA events then time the GPU's work, not the host's launch. All run on the current device.
+
+/// Median, fastest and slowest time per launch of a replayed graph (milliseconds).
+struct CudaGraphTiming {
+  double median_ms = 0;
+  double min_ms = 0;
+  double max_ms = 0;
+};
+
+/// Times work as a CUDA graph. `queue_work(stream)` (a cudaStream_t, internal and non-blocking)
+/// must queue `launches_per_graph` launches on that stream, capturably: no synchronisation, no
+/// allocation. It runs once eagerly (warm-up), is captured into a graph, which is replayed 3 times,
+/// then `repeats` times under CUDA events; each replay time is divided by `launches_per_graph`.
+/// An exception thrown by `queue_work` ends the capture and propagates.
+CudaGraphTiming cuda_graph_time(const std::function<void(void* stream)>& queue_work,
+                                int launches_per_graph, int repeats);
+
+/// The device-to-device copy ceiling: one cudaMemcpyAsync of `bytes` between two buffers allocated
+/// for the call (2 x `bytes` of device memory), 3 warm-up copies, then the median of `repeats`
+/// timed copies. Returns GB/s (1 GB = 1e9 bytes) counting bytes read + bytes written.
+double cuda_copy_ceiling_gbps(std::size_t bytes = std::size_t{1} << 31, int repeats = 20);
+
+/// The floor of one graph node: a graph of `copies` device-to-device copies of `bytes` each, timed
+/// as cuda_graph_time() does; returns the median microseconds per copy.
+double cuda_graph_node_floor_us(std::size_t bytes = std::size_t{64} << 10, int copies = 64,
+                                int repeats = 50);
 
 /// An owning block of device memory on one CUDA device.
 class DeviceBuffer {

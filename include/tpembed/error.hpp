@@ -17,6 +17,7 @@ enum class ErrorCode : std::uint8_t {
   communicator,      ///< A collective or communicator set-up failed.
   backend,           ///< The backend (CUDA, NCCL, MPI library) reported a failure.
   unsupported,       ///< The feature was not built in (e.g. MPI or CUDA missing).
+  checkpoint,        ///< A checkpoint file is missing, unreadable, malformed or lacks a tensor.
 };
 
 /// Name of an error code ("invalid_argument", ...).
@@ -81,6 +82,13 @@ class BackendError : public Error {
 class UnsupportedError : public Error {
  public:
   explicit UnsupportedError(const std::string& m) : Error(ErrorCode::unsupported, m) {}
+};
+
+/// A checkpoint (safetensors file or index) that cannot be opened, is malformed or hostile, or
+/// lacks a requested tensor. The message starts with the file's path and says what is wrong.
+class CheckpointError : public Error {
+ public:
+  explicit CheckpointError(const std::string& m) : Error(ErrorCode::checkpoint, m) {}
 };
 
 /// Throws the Error subclass that matches `code`, with `message`. (Not for out_of_range, which

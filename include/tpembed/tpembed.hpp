@@ -10,5 +10,6 @@
 #include "tpembed/numeric.hpp"
 #include "tpembed/parallel_embedding.hpp"
 #include "tpembed/quantize.hpp"
+#include "tpembed/safetensors.hpp"
 #include "tpembed/sharding.hpp"
 #include "tpembed/tensor.hpp"

@@ -10,6 +10,7 @@ const char* error_code_name(ErrorCode code) {
     case ErrorCode::communicator: return "communicator";
     case ErrorCode::backend: return "backend";
     case ErrorCode::unsupported: return "unsupported";
+    case ErrorCode::checkpoint: return "checkpoint";
   }
   return "unknown";
 }
@@ -21,6 +22,7 @@ void throw_error(ErrorCode code, const std::string& message) {
     case ErrorCode::communicator: throw CommunicatorError(message);
     case ErrorCode::backend: throw BackendError(message);
     case ErrorCode::unsupported: throw UnsupportedError(message);
+    case ErrorCode::checkpoint: throw CheckpointError(message);
     case ErrorCode::out_of_range: break;
   }
   throw Error(code, message);

@@ -29,6 +29,11 @@ int cuda_device_count() { return 0; }
 void cuda_synchronize(void*) { no_cuda(); }
 void cuda_copy(void*, const void*, std::size_t) { no_cuda(); }
 void cuda_fill(void*, int, std::size_t) { no_cuda(); }
+void cuda_check(int, const char*) { no_cuda(); }
+std::string cuda_device_description(int) { no_cuda(); }
+CudaGraphTiming cuda_graph_time(const std::function<void(void*)>&, int, int) { no_cuda(); }
+double cuda_copy_ceiling_gbps(std::size_t, int) { no_cuda(); }
+double cuda_graph_node_floor_us(std::size_t, int, int) { no_cuda(); }
 DeviceBuffer::DeviceBuffer(std::size_t, int) { no_cuda(); }
 DeviceBuffer::~DeviceBuffer() = default;
 DeviceBuffer::DeviceBuffer(DeviceBuffer&&) noexcept = default;

@@ -1,6 +1,12 @@
 // CUDA runtime wrappers: DeviceBuffer, the public helpers of cuda.hpp and the op layer's calls.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
 #include "cuda/runtime.hpp"
 #include "tpembed/cuda.hpp"
 #include "tpembed/error.hpp"
@@ -140,6 +146,194 @@ void DeviceBuffer::copy_to_host(void* host, std::size_t bytes) const {
                   " bytes exceed a buffer of ", bytes_);
   if (bytes == 0) return;
   cuda_runtime::check(cudaMemcpy(host, data_, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy (to host)");
+}
+
+void cuda_check(int status, const char* what) {
+  cuda_runtime::check(status, what);
+}
+
+std::string cuda_device_description(int device) {
+  cudaDeviceProp properties{};
+  cuda_runtime::check(cudaGetDeviceProperties(&properties, device), "cudaGetDeviceProperties");
+  char memory[32];
+  std::snprintf(memory, sizeof memory, "%.1f GiB",
+                static_cast<double>(properties.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0));
+  return detail::concat(properties.name, ", ", properties.multiProcessorCount, " SMs, sm_",
+                        properties.major, properties.minor, ", ", memory);
+}
+
+// ---- benchmark timing ---------------------------------------------------------------------------
+
+namespace {
+
+// Clock cycles of the busy-wait before each start event: ~100 us at the H100's ~2 GHz SM clock
+// (torch.cuda._sleep(200000) in bench/bench_cuda_lookup.py, so both benches time alike).
+constexpr long long kBusyWaitCycles = 200000;
+constexpr int kWarmUpReplays = 3;
+
+__global__ void busy_wait_kernel(long long cycles) {
+  const long long start = clock64();
+  while (clock64() - start < cycles) {
+  }
+}
+
+class Stream {
+ public:
+  Stream() {
+    cuda_runtime::check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
+                        "cudaStreamCreateWithFlags");
+  }
+  ~Stream() { cudaStreamDestroy(stream_); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return stream_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
+class Event {
+ public:
+  Event() { cuda_runtime::check(cudaEventCreate(&event_), "cudaEventCreate"); }
+  ~Event() { cudaEventDestroy(event_); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
+// A captured graph and its executable instance.
+class Graph {
+ public:
+  Graph(cudaStream_t stream, const std::function<void(void*)>& queue_work) {
+    cuda_runtime::check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
+                        "cudaStreamBeginCapture");
+    try {
+      queue_work(stream);
+    } catch (...) {
+      cudaGraph_t broken = nullptr;
+      cudaStreamEndCapture(stream, &broken);
+      if (broken != nullptr) cudaGraphDestroy(broken);
+      cudaGetLastError();  // the failed capture's error is not the caller's
+      throw;
+    }
+    cuda_runtime::check(cudaStreamEndCapture(stream, &graph_),
+                        "cudaStreamEndCapture (the captured work must be capturable)");
+    const cudaError_t status = cudaGraphInstantiate(&exec_, graph_, 0);
+    if (status != cudaSuccess) {
+      cudaGraphDestroy(graph_);  // the destructor of a throwing constructor does not run
+      cuda_runtime::check(status, "cudaGraphInstantiate");
+    }
+  }
+  ~Graph() {
+    if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+    if (graph_ != nullptr) cudaGraphDestroy(graph_);
+  }
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  void launch(cudaStream_t stream) const {
+    cuda_runtime::check(cudaGraphLaunch(exec_, stream), "cudaGraphLaunch");
+  }
+
+ private:
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+// `repeats` runs of launch() on `stream`, each after the busy-wait, timed by events (ms).
+std::vector<double> time_runs(cudaStream_t stream, const std::function<void()>& launch,
+                              int repeats) {
+  Event start, end;
+  std::vector<double> times;
+  for (int r = 0; r < repeats; ++r) {
+    busy_wait_kernel<<<1, 1, 0, stream>>>(kBusyWaitCycles);
+    cuda_runtime::check(cudaGetLastError(), "busy_wait_kernel launch");
+    cuda_runtime::check(cudaEventRecord(start.get(), stream), "cudaEventRecord");
+    launch();
+    cuda_runtime::check(cudaEventRecord(end.get(), stream), "cudaEventRecord");
+    cuda_runtime::check(cudaEventSynchronize(end.get()), "cudaEventSynchronize");
+    float elapsed_ms = 0;
+    cuda_runtime::check(cudaEventElapsedTime(&elapsed_ms, start.get(), end.get()),
+                        "cudaEventElapsedTime");
+    times.push_back(elapsed_ms);
+  }
+  return times;
+}
+
+double median_of(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+int current_device() {
+  int device = 0;
+  cuda_runtime::check(cudaGetDevice(&device), "cudaGetDevice");
+  return device;
+}
+
+}  // namespace
+
+CudaGraphTiming cuda_graph_time(const std::function<void(void* stream)>& queue_work,
+                                int launches_per_graph, int repeats) {
+  TPEMBED_EXPECTS(launches_per_graph > 0 && repeats > 0, InvalidArgumentError,
+                  "cuda_graph_time: launches_per_graph (", launches_per_graph, ") and repeats (",
+                  repeats, ") must be positive");
+  const Stream stream;
+  queue_work(stream.get());  // warm-up, and the lazy loading of its kernels outside the capture
+  cuda_runtime::check(cudaStreamSynchronize(stream.get()), "cudaStreamSynchronize");
+  const Graph graph(stream.get(), queue_work);
+  for (int r = 0; r < kWarmUpReplays; ++r) graph.launch(stream.get());
+  cuda_runtime::check(cudaStreamSynchronize(stream.get()), "cudaStreamSynchronize");
+  std::vector<double> times = time_runs(
+      stream.get(), [&] { graph.launch(stream.get()); }, repeats);
+  for (double& time : times) time /= launches_per_graph;
+  CudaGraphTiming timing;
+  timing.median_ms = median_of(times);
+  timing.min_ms = *std::min_element(times.begin(), times.end());
+  timing.max_ms = *std::max_element(times.begin(), times.end());
+  return timing;
+}
+
+double cuda_copy_ceiling_gbps(std::size_t bytes, int repeats) {
+  TPEMBED_EXPECTS(bytes > 0 && repeats > 0, InvalidArgumentError, "cuda_copy_ceiling_gbps: bytes (",
+                  bytes, ") and repeats (", repeats, ") must be positive");
+  const int device = current_device();
+  const DeviceBuffer source(bytes, device), destination(bytes, device);
+  cuda_fill(source.data(), 1, bytes);
+  const Stream stream;
+  const auto copy = [&] {
+    cuda_runtime::check(cudaMemcpyAsync(destination.data(), source.data(), bytes,
+                                        cudaMemcpyDeviceToDevice, stream.get()),
+                        "cudaMemcpyAsync (device to device)");
+  };
+  for (int r = 0; r < kWarmUpReplays; ++r) copy();
+  cuda_runtime::check(cudaStreamSynchronize(stream.get()), "cudaStreamSynchronize");
+  const double ms = median_of(time_runs(stream.get(), copy, repeats));
+  return 2.0 * static_cast<double>(bytes) / (ms * 1e-3) / 1e9;
+}
+
+double cuda_graph_node_floor_us(std::size_t bytes, int copies, int repeats) {
+  TPEMBED_EXPECTS(bytes > 0 && copies > 0, InvalidArgumentError,
+                  "cuda_graph_node_floor_us: bytes (", bytes, ") and copies (", copies,
+                  ") must be positive");
+  const int device = current_device();
+  const std::size_t total = bytes * static_cast<std::size_t>(copies);
+  const DeviceBuffer sources(total, device), destinations(total, device);
+  cuda_fill(sources.data(), 1, total);
+  const auto queue_copies = [&](void* stream) {
+    for (int c = 0; c < copies; ++c) {
+      const std::size_t offset = bytes * static_cast<std::size_t>(c);
+      cuda_runtime::check(
+          cudaMemcpyAsync(static_cast<char*>(destinations.data()) + offset,
+                          static_cast<const char*>(sources.data()) + offset, bytes,
+                          cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(stream)),
+          "cudaMemcpyAsync (device to device)");
+    }
+  };
+  return cuda_graph_time(queue_copies, copies, repeats).median_ms * 1e3;
 }
 
 }  // namespace tpembed

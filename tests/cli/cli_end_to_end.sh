@@ -41,7 +41,7 @@ check "strict mode names the bad id" 1 "id -1 at position 4" -- "$tpembed" looku
 check "not a checkpoint" 1 "$work/ids.txt" -- bash -c "echo 1 2 3 > '$work/ids.txt'; '$tpembed' lookup --table '$work/ids.txt' --ids 1"
 check "ids from a file" 0 "looked up 3 ids" -- "$tpembed" lookup --table "$work/ckpt/model.safetensors" --ids-file "$work/ids.txt"
 check "help explains with an example" 0 "Example:" -- "$tpembed" lookup --help
-check "unknown option" 109 "--nonsense" -- "$tpembed" lookup --nonsense
+check "unknown option" 109 "--nonsense" -- "$tpembed" lookup --table "$work/ckpt/model.safetensors" --ids 1 --nonsense
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -1,0 +1,79 @@
+#include "io/opened_file.hpp"
+
+#include "io/checkpoint_error.hpp"
+
+namespace tpembed::io {
+
+namespace {
+
+// Logical column count of a U8 tensor read as int4: the caller's, else the metadata's.
+std::int64_t int4_columns(const std::string& path, const SafetensorsTensorInfo& info,
+                          std::optional<std::int64_t> requested) {
+  const std::string where = path + ": tensor " + in_quotes(info.name);
+  TPEMBED_EXPECTS(requested || info.int4_columns, InvalidArgumentError, where, " is stored as U8 ",
+                  shape_text(info.stored_shape),
+                  ", which tpembed reads as packed int4: pass as_int4_columns (the logical column "
+                  "count) or record it in the metadata entry '",
+                  kInt4ColumnsKeyPrefix, info.name, "'");
+  TPEMBED_EXPECTS(!info.stored_shape.empty(), InvalidArgumentError, where,
+                  " is a 0-d U8 tensor; int4 needs at least one dimension");
+  if (!requested) return *info.int4_columns;
+  TPEMBED_EXPECTS(!info.int4_columns || *info.int4_columns == *requested, InvalidArgumentError,
+                  where, ": as_int4_columns = ", *requested, " but the metadata records ",
+                  info.int4_columns.value_or(0), " columns");
+  const std::int64_t row_bytes = info.stored_shape.back();
+  TPEMBED_EXPECTS(*requested >= 0 && *requested / 2 + *requested % 2 == row_bytes,
+                  InvalidArgumentError, where, ": as_int4_columns = ", *requested,
+                  " does not fit rows of ", row_bytes, " bytes (expected ",
+                  int4_columns_fitting(row_bytes), ")");
+  return *requested;
+}
+
+}  // namespace
+
+OpenedFile::OpenedFile(const std::string& path) : file(path) {
+  unsigned char length_bytes[8] = {};
+  if (file.size() >= 8) file.read_at(length_bytes, 0, 8);
+  const std::int64_t length = checked_header_length(length_bytes, file.size(), path);
+  std::string text(static_cast<std::size_t>(length), '\0');
+  file.read_at(text.data(), 8, length);
+  header = parse_safetensors_header(text, 8 + length, file.size() - 8 - length, path);
+  names.reserve(header.tensors.size());
+  for (const SafetensorsTensorInfo& info : header.tensors) names.push_back(info.name);
+}
+
+const SafetensorsTensorInfo& OpenedFile::info(const std::string& name) const {
+  const auto found = header.position.find(name);
+  if (found == header.position.end())
+    fail(file.path(), missing_tensor_message(name, names, "file"));
+  return header.tensors[found->second];
+}
+
+ResolvedTensor resolve(const OpenedFile& opened, const std::string& name,
+                       std::optional<std::int64_t> as_int4_columns) {
+  const SafetensorsTensorInfo& info = opened.info(name);
+  const StoredDType* stored = find_stored_dtype(info.stored_dtype);  // validated: never null
+  ResolvedTensor tensor;
+  tensor.info = &info;
+  tensor.shape = info.stored_shape;
+  if (!stored->dtype) {
+    fail(opened.file.path(), "tensor ", in_quotes(name), " has dtype ", info.stored_dtype,
+         ", which tpembed cannot read (it reads F32, F16, BF16, I8, F8_E4M3, I32, I64 and U8 as "
+         "int4)");
+  }
+  tensor.dtype = *stored->dtype;
+  if (tensor.dtype == DType::i4) {
+    tensor.shape.back() = int4_columns(opened.file.path(), info, as_int4_columns);
+  } else {
+    TPEMBED_EXPECTS(!as_int4_columns, InvalidArgumentError, opened.file.path(), ": tensor ",
+                    in_quotes(name), " has dtype ", info.stored_dtype,
+                    "; as_int4_columns applies only to U8 tensors");
+  }
+  tensor.file_offset = opened.header.data_offset + info.begin;
+  if (!info.stored_shape.empty() && info.stored_shape[0] > 0) {
+    tensor.row_bytes = (info.end - info.begin) / info.stored_shape[0];
+  }
+  return tensor;
+}
+
+}  // namespace tpembed::io

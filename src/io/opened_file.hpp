@@ -1,0 +1,43 @@
+// An opened safetensors file (map + validated header) and the logical view of one of its tensors.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "io/mapped_file.hpp"
+#include "io/safetensors_header.hpp"
+
+namespace tpembed::io {
+
+struct OpenedFile {
+  MappedFile file;
+  SafetensorsHeader header;
+  std::vector<std::string> names;  ///< In file order.
+
+  /// Maps `path`, reads its header with pread and validates it.
+  explicit OpenedFile(const std::string& path);
+  /// The entry called `name`; CheckpointError listing the tensors when there is none.
+  const SafetensorsTensorInfo& info(const std::string& name) const;
+};
+
+/// A tensor as tpembed sees it: its dtype (U8 read as i4), logical shape, where its bytes are.
+struct ResolvedTensor {
+  const SafetensorsTensorInfo* info = nullptr;
+  DType dtype = DType::f32;
+  std::vector<std::int64_t> shape;
+  std::int64_t file_offset = 0;  ///< Of its first byte.
+  std::int64_t row_bytes = 0;    ///< Bytes of one index of the first dimension (0 when none).
+};
+
+/// Resolves `name`; `as_int4_columns` as in SafetensorsFile::tensor().
+ResolvedTensor resolve(const OpenedFile& opened, const std::string& name,
+                       std::optional<std::int64_t> as_int4_columns);
+
+/// Columns [first, first + count) of every row of a 2-D tensor, read with pread (see
+/// SafetensorsFile::columns()). The range has been checked.
+Tensor read_columns(const OpenedFile& opened, const ResolvedTensor& tensor, std::int64_t first,
+                    std::int64_t count);
+
+}  // namespace tpembed::io

@@ -1,0 +1,146 @@
+// SafetensorsCheckpoint: one file, or several resolved through model.safetensors.index.json.
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "io/checkpoint_error.hpp"
+#include "io/safetensors_header.hpp"
+#include "io/strict_json.hpp"
+#include "tpembed/safetensors.hpp"
+
+namespace tpembed {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kIndexName = "model.safetensors.index.json";
+// An index holds a tensor -> file map and a little metadata; nothing deeper than that is needed,
+// but writers nest metadata a little, so allow a few levels.
+constexpr int kMaxIndexDepth = 8;
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) io::fail(path, "cannot open");
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  if (size < 0) io::fail(path, "cannot read");
+  if (size > io::kMaxHeaderBytes) {
+    io::fail(path, "index is ", size, " bytes, more than the ", io::kMaxHeaderBytes, "-byte limit");
+  }
+  in.seekg(0);
+  std::string text(static_cast<std::size_t>(size), '\0');
+  if (!in.read(text.data(), size)) io::fail(path, "cannot read");
+  return text;
+}
+
+// Where an index's file entry points; the entry must stay inside the index's directory.
+std::string resolve_shard_path(const std::string& index, const std::string& tensor,
+                               const std::string& file) {
+  const fs::path relative(file);
+  bool escapes = file.empty() || relative.is_absolute();
+  for (const fs::path& part : relative) escapes = escapes || part == "..";
+  if (escapes) {
+    io::fail(index, "weight_map sends tensor ", io::in_quotes(tensor), " to ", io::in_quotes(file),
+             ", which is not a file inside the checkpoint's directory");
+  }
+  return (fs::path(index).parent_path() / relative).string();
+}
+
+}  // namespace
+
+SafetensorsCheckpoint::SafetensorsCheckpoint(const std::string& path) : source_(path) {
+  std::error_code error;
+  const fs::file_status status = fs::status(path, error);
+  if (error || !fs::exists(status)) io::fail(path, "cannot open: no such file or directory");
+  std::string single = path, index;
+  if (fs::is_directory(status)) {
+    const fs::path directory(path);
+    std::vector<std::string> files;
+    for (const auto& entry : fs::directory_iterator(directory, error)) {
+      if (entry.path().extension() == ".safetensors") files.push_back(entry.path().string());
+    }
+    if (fs::exists(directory / kIndexName)) {
+      index = (directory / kIndexName).string();
+    } else if (fs::exists(directory / "model.safetensors")) {
+      single = (directory / "model.safetensors").string();
+    } else if (files.size() == 1) {
+      single = files[0];
+    } else {
+      io::fail(path, "directory holds no ", kIndexName, ", no model.safetensors and ",
+               files.empty() ? "no other .safetensors file"
+                             : std::to_string(files.size()) + " .safetensors files to choose from");
+    }
+  } else if (fs::path(path).extension() == ".json") {
+    index = path;
+  }
+  if (index.empty()) {
+    auto file = std::make_shared<SafetensorsFile>(single);
+    for (const std::string& name : file->names()) file_of_tensor_.emplace(name, single);
+    metadata_ = file->metadata();
+    open_files_.emplace(single, std::move(file));
+    source_ = single;
+    return;
+  }
+
+  source_ = index;
+  const nlohmann::json root =
+      io::parse_strict_json(read_text_file(index), index, "index", kMaxIndexDepth, 2);
+  if (!root.is_object()) io::fail(index, "index is a JSON ", root.type_name(), ", not an object");
+  const auto weight_map = root.find("weight_map");
+  if (weight_map == root.end() || !weight_map->is_object()) {
+    io::fail(index, "index has no \"weight_map\" object mapping tensor names to files");
+  }
+  for (const auto& [tensor, file] : weight_map->items()) {
+    if (!file.is_string()) {
+      io::fail(index, "weight_map entry ", io::in_quotes(tensor), " is ", file.type_name(), " ",
+               io::shown(file), ", not a file name");
+    }
+    file_of_tensor_.emplace(tensor, resolve_shard_path(index, tensor, file.get<std::string>()));
+  }
+  const auto metadata = root.find("metadata");
+  if (metadata != root.end() && metadata->is_object()) {
+    for (const auto& [key, value] : metadata->items()) {
+      if (value.is_string()) metadata_.emplace(key, value.get<std::string>());
+      if (value.is_number()) metadata_.emplace(key, value.dump());
+    }
+  }
+}
+
+std::vector<std::string> SafetensorsCheckpoint::names() const {
+  std::vector<std::string> names;
+  names.reserve(file_of_tensor_.size());
+  for (const auto& entry : file_of_tensor_) names.push_back(entry.first);
+  return names;
+}
+
+bool SafetensorsCheckpoint::contains(const std::string& name) const {
+  return file_of_tensor_.count(name) != 0;
+}
+
+const std::string& SafetensorsCheckpoint::file_path(const std::string& name) const {
+  const auto found = file_of_tensor_.find(name);
+  if (found == file_of_tensor_.end()) {
+    io::fail(source_, io::missing_tensor_message(name, names(), "checkpoint"));
+  }
+  return found->second;
+}
+
+const SafetensorsFile& SafetensorsCheckpoint::file(const std::string& name) {
+  const std::string& path = file_path(name);
+  auto opened = open_files_.find(path);
+  if (opened == open_files_.end()) {
+    opened = open_files_.emplace(path, std::make_shared<SafetensorsFile>(path)).first;
+  }
+  if (!opened->second->contains(name)) {
+    io::fail(path, "the index ", source_, " puts tensor ", io::in_quotes(name), " here, but ",
+             io::missing_tensor_message(name, opened->second->names(), "file"));
+  }
+  return *opened->second;
+}
+
+const std::map<std::string, std::string>& SafetensorsCheckpoint::metadata() const {
+  return metadata_;
+}
+
+}  // namespace tpembed
