@@ -15,3 +15,9 @@ if ((${#missing[@]})); then
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# The Python module's build backend and tests (PyPI, into the python3 on PATH); mpi4py is built
+# against Debian's Open MPI (libopenmpi-dev above), not taken as a wheel with its own MPI.
+python3 -c "import scikit_build_core, nanobind, numpy, pytest" 2>/dev/null \
+  || python3 -m pip install --quiet --root-user-action=ignore scikit-build-core nanobind numpy pytest
+python3 -c "import mpi4py" 2>/dev/null \
+  || python3 -m pip install --quiet --root-user-action=ignore --no-binary=mpi4py mpi4py

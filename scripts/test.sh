@@ -20,3 +20,11 @@ cmake -S "$root" -B "$build" "${flags[@]}" >/dev/null
 cmake --build "$build" -j"$(nproc)"
 cd "$build"
 ctest --output-on-failure -j"$(nproc)"
+# The Python module (README "Use it from Python"): built by pip, tested on NumPy and over 2 MPI ranks.
+if [[ ${1:-} != --sanitize ]]; then
+  cd "$root"
+  python3 -m pip install --quiet --root-user-action=ignore --no-build-isolation --no-deps .
+  python3 -m pytest python/tests -q --color=no
+  timeout 600 mpirun -np 2 --oversubscribe --allow-run-as-root \
+    python3 -m pytest python/tests/test_parallel_mpi.py -q --color=no
+fi

@@ -71,6 +71,11 @@ bool mpi_available();
 /// and then finalises it at process exit. Throws UnsupportedError when built without MPI.
 std::unique_ptr<Communicator> make_mpi_communicator();
 
+/// A communicator over a duplicate (MPI_Comm_dup: collective over that communicator) of the MPI_Comm
+/// stored at `mpi_comm_address` (for example mpi4py's `MPI._addressof(comm)`). MPI must already be
+/// initialised by its owner, who also finalises it. Throws UnsupportedError when built without MPI.
+std::unique_ptr<Communicator> make_mpi_communicator(const void* mpi_comm_address);
+
 /// Makes every rank agree on whether a step succeeded, so a failure on one rank cannot leave the
 /// others waiting in a collective. Each rank passes the error it hit (or nothing); when any rank
 /// failed, every rank throws the same Error (the type of the lowest failing rank's error), whose

@@ -55,7 +55,7 @@ class ParallelEmbedding {
   /// The group communicator (size tp_size).
   Communicator& group();
   /// Ids found out of range by the last forward (every rank counts the same ids). For a GPU table
-  /// this waits for the lookup and reads the device counter.
+  /// this waits for the last forward's stream and reads the device counter.
   std::uint64_t last_bad_id_count() const;
   /// The device counter of out-of-range ids that a GPU lookup adds to (an unsigned long long in
   /// device memory, zeroed at the start of each forward); null for host tables. Graph users read it

@@ -302,3 +302,21 @@ std::unique_ptr<Communicator> make_mpi_communicator() {
 }
 
 }  // namespace tpembed
+
+namespace tpembed {
+
+std::unique_ptr<Communicator> make_mpi_communicator(const void* mpi_comm_address) {
+  TPEMBED_EXPECTS(mpi_comm_address != nullptr, InvalidArgumentError,
+                  "make_mpi_communicator: null address of an MPI_Comm");
+  int initialized = 0;
+  TPEMBED_MPI_TRY(MPI_Initialized(&initialized));
+  TPEMBED_EXPECTS(initialized && !is_finalized(), CommunicatorError,
+                  "make_mpi_communicator: MPI must be initialised (and not finalised) by whoever owns the MPI_Comm");
+  const MPI_Comm given = *static_cast<const MPI_Comm*>(mpi_comm_address);
+  TPEMBED_EXPECTS(given != MPI_COMM_NULL, InvalidArgumentError, "make_mpi_communicator: the MPI_Comm is MPI_COMM_NULL");
+  MPI_Comm comm = MPI_COMM_NULL;
+  TPEMBED_MPI_TRY(MPI_Comm_dup(given, &comm));
+  return std::make_unique<MpiCommunicator>(comm);
+}
+
+}  // namespace tpembed

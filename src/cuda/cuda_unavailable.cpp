@@ -22,6 +22,8 @@ void free_host(void*) noexcept {}
 void check(int, const char*) { no_cuda(); }
 int device_of(const void*) { return -1; }
 void set_device(int) { no_cuda(); }
+int current_device() { no_cuda(); }
+void restore_device(int) noexcept {}
 }  // namespace cuda_runtime
 
 bool cuda_built() { return false; }

@@ -73,6 +73,14 @@ int device_of(const void* pointer) {
 
 void set_device(int device) { check(cudaSetDevice(device), "cudaSetDevice"); }
 
+int current_device() {
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  return device;
+}
+
+void restore_device(int device) noexcept { cudaSetDevice(device); }
+
 }  // namespace cuda_runtime
 
 bool cuda_built() { return true; }

@@ -24,5 +24,9 @@ void check(int status, const char* what);
 int device_of(const void* pointer);
 /// Makes `device` current for the calling thread.
 void set_device(int device);
+/// The calling thread's current device.
+int current_device();
+/// Makes `device` current again, without throwing (for destructors).
+void restore_device(int device) noexcept;
 
 }  // namespace tpembed::cuda_runtime

@@ -22,6 +22,7 @@ struct ParallelEmbedding::Impl {
   std::vector<int> tp_rank_of_member;  // tp_rank of each group rank
   op::Workspace workspace;             // gather blocks, staging, the device bad-id counter
   unsigned long long host_bad_id_count = 0;
+  void* last_stream = nullptr;  // the stream the last forward queued its work on
 
   bool on_gpu() const { return shard.weight.device.kind == DeviceKind::cuda; }
   void setup(Communicator& comm);
@@ -132,6 +133,7 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
   }
 
   op::Place place(shard.weight.device, stream);
+  last_stream = stream;
   unsigned long long* counter = on_gpu() ? workspace.device_counter(place) : &host_bad_id_count;
   place.zero(counter, sizeof *counter);
   const std::int64_t cols = shard.weight.shape[1];
@@ -253,7 +255,7 @@ void ParallelEmbedding::forward(const TensorView& ids, const TensorView& out, vo
 
 const ShardLayout& ParallelEmbedding::layout() const { return impl_->layout; }
 Communicator& ParallelEmbedding::group() { return *impl_->group; }
-std::uint64_t ParallelEmbedding::last_bad_id_count() const { return impl_->bad_id_count(nullptr); }
+std::uint64_t ParallelEmbedding::last_bad_id_count() const { return impl_->bad_id_count(impl_->last_stream); }
 const unsigned long long* ParallelEmbedding::bad_id_counter() const {
   return impl_->on_gpu() ? impl_->workspace.device_counter_if_any() : nullptr;
 }

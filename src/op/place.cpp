@@ -8,7 +8,13 @@
 namespace tpembed::op {
 
 Place::Place(const Device& device, void* stream) : device_(device), stream_(stream) {
-  if (!is_host()) cuda_runtime::set_device(device.index);
+  if (is_host()) return;
+  previous_device_ = cuda_runtime::current_device();
+  if (previous_device_ != device.index) cuda_runtime::set_device(device.index);
+}
+
+Place::~Place() {
+  if (previous_device_ >= 0 && previous_device_ != device_.index) cuda_runtime::restore_device(previous_device_);
 }
 
 void Place::lookup(const LookupParams& params) {

@@ -15,8 +15,12 @@ namespace tpembed::op {
 /// The host, or one CUDA device and the stream its work is queued on.
 class Place {
  public:
-  /// Makes the device current for the calling thread when it is a CUDA device.
+  /// Makes the device current for the calling thread when it is a CUDA device; the destructor
+  /// makes the previous one current again (the caller's framework keeps its device).
   Place(const Device& device, void* stream);
+  ~Place();
+  Place(const Place&) = delete;
+  Place& operator=(const Place&) = delete;
 
   bool is_host() const { return device_.kind == DeviceKind::cpu; }
   const Device& device() const { return device_; }
@@ -38,6 +42,7 @@ class Place {
  private:
   Device device_;
   void* stream_;
+  int previous_device_ = -1;
 };
 
 /// Buffers a ParallelEmbedding keeps between calls: grown when a call needs more, never per call.

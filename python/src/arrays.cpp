@@ -1,0 +1,179 @@
+#include "arrays.hpp"
+
+#include <sstream>
+#include <vector>
+
+#include "tpembed/error.hpp"
+
+namespace tpembed::python {
+
+namespace dl = nanobind::dlpack;
+
+namespace {
+
+// DLPack device types (dlpack.h): the two tpembed runs on.
+constexpr int kDLCPU = 1;
+constexpr int kDLCUDA = 2;
+
+std::string dlpack_dtype_name(const dl::dtype& dtype) {
+  std::string base;
+  switch (static_cast<dl::dtype_code>(dtype.code)) {
+    case dl::dtype_code::Int:
+      base = "int";
+      break;
+    case dl::dtype_code::UInt:
+      base = "uint";
+      break;
+    case dl::dtype_code::Float:
+      base = "float";
+      break;
+    case dl::dtype_code::Bfloat:
+      base = "bfloat";
+      break;
+    case dl::dtype_code::Complex:
+      base = "complex";
+      break;
+    case dl::dtype_code::Bool:
+      return "bool";
+    case dl::dtype_code::Float8_E4M3FN:
+      return "float8_e4m3fn";
+    case dl::dtype_code::Float8_E5M2:
+      return "float8_e5m2";
+    default:
+      base = detail::concat("dlpack_type", int(dtype.code), "_");
+      break;
+  }
+  std::string name = detail::concat(base, int(dtype.bits));
+  if (dtype.lanes != 1) name += detail::concat("x", int(dtype.lanes));
+  return name;
+}
+
+// The tpembed dtype an array holds by its DLPack dtype alone, if any.
+std::optional<DType> natural_dtype(const dl::dtype& dtype) {
+  if (dtype.lanes != 1) return std::nullopt;
+  const auto code = static_cast<dl::dtype_code>(dtype.code);
+  if (code == dl::dtype_code::Float && dtype.bits == 32) return DType::f32;
+  if (code == dl::dtype_code::Float && dtype.bits == 16) return DType::f16;
+  if (code == dl::dtype_code::Bfloat && dtype.bits == 16) return DType::bf16;
+  if (code == dl::dtype_code::Float8_E4M3FN && dtype.bits == 8) return DType::fp8_e4m3;
+  if (code == dl::dtype_code::Int && dtype.bits == 8) return DType::i8;
+  if (code == dl::dtype_code::Int && dtype.bits == 32) return DType::i32;
+  if (code == dl::dtype_code::Int && dtype.bits == 64) return DType::i64;
+  return std::nullopt;
+}
+
+// Raw bytes that hold a dtype DLPack (or NumPy) cannot name, when the caller declares it.
+bool holds_declared_bits(const dl::dtype& dtype, DType declared) {
+  const bool uint8 = dtype.code == std::uint8_t(dl::dtype_code::UInt) && dtype.bits == 8;
+  const bool uint16 = dtype.code == std::uint8_t(dl::dtype_code::UInt) && dtype.bits == 16;
+  return dtype.lanes == 1 && (((declared == DType::fp8_e4m3 || declared == DType::i4) && uint8) ||
+                              (declared == DType::bf16 && uint16));
+}
+
+template <typename Array>
+TensorView make_view(const Array& array, const char* name, const Declared& declared) {
+  // Device: the host or one CUDA device, nothing else.
+  Device device;
+  if (array.device_type() == kDLCPU) {
+    device = Device::cpu();
+  } else if (array.device_type() == kDLCUDA) {
+    device = Device::cuda(array.device_id());
+  } else {
+    throw InvalidArgumentError(
+        detail::concat(name, " is on DLPack device type ", array.device_type(),
+                       ": tpembed takes host (CPU) arrays and CUDA tensors; move it explicitly"));
+  }
+
+  // Dtype: the array's own, or the declared one where the array holds its raw bits.
+  const dl::dtype dtype = array.dtype();
+  const std::optional<DType> natural = natural_dtype(dtype);
+  DType resolved;
+  if (declared.dtype) {
+    if (natural == declared.dtype || holds_declared_bits(dtype, *declared.dtype)) {
+      resolved = *declared.dtype;
+    } else {
+      throw InvalidArgumentError(
+          detail::concat(name, " holds ", dlpack_dtype_name(dtype), " but was declared ",
+                         dtype_name(*declared.dtype),
+                         " (fp8_e4m3 and i4 come as uint8 bytes, bf16 as bfloat16 "
+                         "or uint16 bits); tpembed does not convert dtypes"));
+    }
+  } else if (natural) {
+    resolved = *natural;
+  } else {
+    throw InvalidArgumentError(detail::concat(
+        name, " has dtype ", dlpack_dtype_name(dtype),
+        ", which tpembed does not take: tables are f32, f16, bf16, i8, fp8_e4m3 or i4, ids int32 "
+        "or "
+        "int64, scales and outputs f32, f16 or bf16; raw bits need their dtype declared "
+        "(uint8: weight_dtype='fp8_e4m3' or 'i4' with hidden=; uint16: weight_dtype or "
+        "scale_dtype 'bf16'); tpembed does not convert dtypes"));
+  }
+
+  // Shape and layout: dense row-major only.
+  std::vector<std::int64_t> shape(array.ndim());
+  for (std::size_t d = 0; d < array.ndim(); ++d)
+    shape[d] = static_cast<std::int64_t>(array.shape(d));
+  std::int64_t expected_stride = 1;
+  bool empty = false;
+  for (std::size_t d = 0; d < array.ndim(); ++d) empty = empty || shape[d] == 0;
+  for (std::size_t d = array.ndim(); d-- > 0;) {
+    if (!empty && shape[d] != 1 && array.stride(d) != expected_stride) {
+      std::ostringstream strides;
+      for (std::size_t k = 0; k < array.ndim(); ++k) strides << (k ? ", " : "") << array.stride(k);
+      throw InvalidArgumentError(
+          detail::concat(name, " is not C-contiguous (strides [", strides.str(),
+                         "] in elements); pass a contiguous array (e.g. numpy.ascontiguousarray or "
+                         "tensor.contiguous()): tpembed does not copy"));
+    }
+    expected_stride *= shape[d];
+  }
+
+  if (resolved == DType::i4) {
+    if (!declared.int4_columns) {
+      throw InvalidArgumentError(detail::concat(
+          name,
+          " is declared i4 (two values a byte), so it needs hidden=, the logical number of "
+          "columns"));
+    }
+    const std::int64_t columns = *declared.int4_columns;
+    if (shape.size() != 2 || columns < 0 || shape[1] != (columns + 1) / 2) {
+      throw ShapeError(detail::concat(
+          name, " is declared i4 with hidden=", columns, ", so it must be uint8 [rows, ",
+          (columns + 1) / 2, "] (ceil(hidden / 2) bytes a row), got ", shape.size(), "-D with ",
+          shape.empty() ? 0 : shape.back(), " bytes in the last dimension"));
+    }
+    shape[1] = columns;
+  } else if (declared.int4_columns) {
+    throw InvalidArgumentError(detail::concat("hidden= applies to i4 tables only, but ", name,
+                                              " is ", dtype_name(resolved)));
+  }
+  const void* data = static_cast<const std::uint8_t*>(array.data_handle()) + array.byte_offset();
+  return TensorView(data, resolved, std::move(shape), device);
+}
+
+}  // namespace
+
+TensorView to_view(const InputArray& array, const char* name, const Declared& declared) {
+  return make_view(array, name, declared);
+}
+
+TensorView to_view(const OutputArray& array, const char* name, const Declared& declared) {
+  return make_view(array, name, declared);
+}
+
+DType parse_dtype(const std::string& name, const char* what) {
+  try {
+    return dtype_from_name(name);
+  } catch (const Error&) {
+    throw InvalidArgumentError(detail::concat(
+        what, " '", name, "' is not a tpembed dtype (f32, f16, bf16, i8, fp8_e4m3, i4)"));
+  }
+}
+
+std::optional<DType> parse_dtype(const std::optional<std::string>& name, const char* what) {
+  if (!name) return std::nullopt;
+  return parse_dtype(*name, what);
+}
+
+}  // namespace tpembed::python

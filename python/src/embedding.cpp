@@ -1,0 +1,100 @@
+// tpembed.embedding(): the one-call op for tp 1, into an output the caller passes or the Python
+// layer allocates (in the table's framework) once the op has checked the arguments.
+//
+// A lookup on a GPU table needs a device counter of bad ids that outlives the call: a CUDA graph
+// that captured the call writes to it at every replay. So GPU set-ups (a ParallelEmbedding over
+// the caller's views, holding that counter) are kept per distinct table and options, and a later
+// call with the same ones neither allocates nor synchronises. Host set-ups are made per call.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+
+#include <map>
+#include <memory>
+#include <sstream>
+
+#include "arrays.hpp"
+#include "bindings.hpp"
+#include "embedding_common.hpp"
+#include "tpembed/parallel_embedding.hpp"
+
+namespace nb = nanobind;
+
+namespace tpembed::python {
+
+namespace {
+
+// GPU set-ups by key; never evicted implicitly (a captured graph may still use the counter).
+std::map<std::string, std::unique_ptr<ParallelEmbedding>>& gpu_setups() {
+  static auto* setups = new std::map<std::string, std::unique_ptr<ParallelEmbedding>>();
+  return *setups;  // leaked on purpose: no cudaFree during interpreter teardown
+}
+
+void describe(std::ostringstream& key, const TensorView& view) {
+  key << view.data << ':' << int(view.dtype) << ':' << device_name(view.device) << '[';
+  for (std::int64_t extent : view.shape) key << extent << ',';
+  key << "];";
+}
+
+std::string setup_key(const EmbeddingShard& shard, const EmbeddingConfig& config) {
+  std::ostringstream key;
+  for (const TensorView* view :
+       {&shard.weight, &shard.scale, &shard.padding, &shard.padding_scale}) {
+    describe(key, *view);
+  }
+  key << (config.out_dtype ? int(*config.out_dtype) : -1) << ';' << config.strict;
+  return key.str();
+}
+
+nb::object embedding(const InputArray& ids, const InputArray& weight, const nb::object& out,
+                     const nb::callable& allocate, const std::optional<InputArray>& per_token_scale,
+                     const std::optional<InputArray>& padding,
+                     const std::optional<InputArray>& padding_scale,
+                     const std::optional<std::string>& out_dtype,
+                     const std::optional<std::string>& weight_dtype,
+                     const std::optional<std::string>& scale_dtype,
+                     std::optional<std::int64_t> hidden, bool strict, std::uintptr_t stream) {
+  EmbeddingConfig config;
+  config.out_dtype = parse_dtype(out_dtype, "out_dtype");
+  config.strict = strict;
+  const EmbeddingShard shard = make_shard(weight, per_token_scale, padding, padding_scale,
+                                          weight_dtype, scale_dtype, hidden);
+  const TensorView ids_view = to_view(ids, "ids");
+
+  std::unique_ptr<ParallelEmbedding> host_setup;
+  ParallelEmbedding* layer = nullptr;
+  if (shard.weight.device.kind == DeviceKind::cuda) {
+    auto& setups = gpu_setups();
+    std::unique_ptr<ParallelEmbedding>& entry = setups[setup_key(shard, config)];
+    if (!entry) {
+      try {
+        entry = std::make_unique<ParallelEmbedding>(*make_single_communicator(), shard, config);
+      } catch (...) {
+        setups.erase(setup_key(shard, config));
+        throw;
+      }
+    }
+    layer = entry.get();
+  } else {
+    host_setup = std::make_unique<ParallelEmbedding>(*make_single_communicator(), shard, config);
+    layer = host_setup.get();
+  }
+  return forward_into(*layer, ids_view, out, allocate, stream, host_setup != nullptr);
+}
+
+}  // namespace
+
+void bind_embedding(nb::module_& m) {
+  m.def("_embedding", &embedding, nb::arg("ids").noconvert(), nb::arg("weight").noconvert(),
+        nb::arg("out").none(), nb::arg("allocate"), nb::arg("per_token_scale").none().noconvert(),
+        nb::arg("padding").none().noconvert(), nb::arg("padding_scale").none().noconvert(),
+        nb::arg("out_dtype").none(), nb::arg("weight_dtype").none(), nb::arg("scale_dtype").none(),
+        nb::arg("hidden").none(), nb::arg("strict"), nb::arg("stream"),
+        "Core of tpembed.embedding(); returns the allocated output, or None when `out` was given.");
+  m.def(
+      "_clear_embedding_cache", [] { gpu_setups().clear(); },
+      "Frees the GPU set-ups (and their device counters) tpembed.embedding() keeps.");
+}
+
+}  // namespace tpembed::python

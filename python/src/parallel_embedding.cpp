@@ -1,0 +1,232 @@
+// tpembed.ParallelEmbedding's core: owns the C++ ParallelEmbedding and keeps what its views point
+// into alive (the caller's arrays, or a checkpoint's mapping).
+#include "tpembed/parallel_embedding.hpp"
+
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <vector>
+
+#include "arrays.hpp"
+#include "bindings.hpp"
+#include "checkpoint.hpp"
+#include "embedding_common.hpp"
+#include "tpembed/communicator.hpp"
+#include "tpembed/error.hpp"
+#include "tpembed/sharding.hpp"
+
+namespace nb = nanobind;
+
+namespace tpembed::python {
+
+namespace {
+
+ShardPlacement parse_placement(const std::string& name) {
+  if (name == "equal") return ShardPlacement::equal;
+  if (name == "packed") return ShardPlacement::packed;
+  throw InvalidArgumentError(
+      detail::concat("placement '", name, "' is neither 'equal' (the seed's shards) nor 'packed'"));
+}
+
+std::unique_ptr<Communicator> make_communicator(const std::string& engine) {
+  if (engine == "single") return make_single_communicator();
+  if (engine == "mpi") return make_mpi_communicator();
+  // "mpi@<address>": an mpi4py communicator, by the address of its MPI_Comm handle.
+  if (engine.rfind("mpi@", 0) == 0) {
+    const auto address = static_cast<std::uintptr_t>(std::stoull(engine.substr(4)));
+    return make_mpi_communicator(reinterpret_cast<const void*>(address));
+  }
+  throw InvalidArgumentError(
+      detail::concat("communicator '", engine, "' is neither 'single' nor 'mpi'"));
+}
+
+// The group settings, as the Python constructor passes them.
+struct GroupOptions {
+  std::optional<int> tp_size;  // default: len(tp_group), else the communicator's size
+  std::vector<int> tp_group;
+  int sharding_dim = 0;
+  std::optional<int> tp_rank;
+  std::string placement;
+  std::optional<std::int64_t> vocab_size;
+  std::optional<std::string> out_dtype;
+  bool strict = false;
+
+  EmbeddingConfig config(const Communicator& comm) const {
+    EmbeddingConfig config;
+    config.tp_size =
+        tp_size ? *tp_size : (tp_group.empty() ? comm.size() : static_cast<int>(tp_group.size()));
+    config.tp_group = tp_group;
+    config.sharding_dim = sharding_dim;
+    config.tp_rank = tp_rank;
+    config.placement = parse_placement(placement);
+    config.vocab_size = vocab_size;
+    config.out_dtype = parse_dtype(out_dtype, "out_dtype");
+    config.strict = strict;
+    return config;
+  }
+
+  // This rank's shard index as ParallelEmbedding derives it: tp_rank, else its place in the group.
+  int my_tp_rank(const Communicator& comm) const {
+    if (tp_rank) return *tp_rank;
+    if (tp_group.empty()) return comm.rank();
+    const auto place = std::find(tp_group.begin(), tp_group.end(), comm.rank());
+    TPEMBED_EXPECTS(place != tp_group.end(), InvalidArgumentError, "rank ", comm.rank(),
+                    " is not in its tp_group");
+    return static_cast<int>(place - tp_group.begin());
+  }
+};
+
+class Layer {
+ public:
+  Layer(std::vector<InputArray> arrays, std::unique_ptr<ParallelEmbedding> layer)
+      : arrays_(std::move(arrays)), layer_(std::move(layer)) {}
+
+  static Layer from_arrays(const InputArray& weight,
+                           const std::optional<InputArray>& per_token_scale,
+                           const std::optional<InputArray>& padding,
+                           const std::optional<InputArray>& padding_scale,
+                           const std::optional<std::string>& weight_dtype,
+                           const std::optional<std::string>& scale_dtype,
+                           std::optional<std::int64_t> hidden, const std::string& communicator,
+                           const GroupOptions& options) {
+    std::unique_ptr<Communicator> comm = make_communicator(communicator);
+    const EmbeddingConfig config = options.config(*comm);
+    EmbeddingShard shard = make_shard(weight, per_token_scale, padding, padding_scale, weight_dtype,
+                                      scale_dtype, hidden);
+    // The views point into these arrays: keep them (and the memory they own) with the layer.
+    std::vector<InputArray> arrays{weight};
+    for (const auto* array : {&per_token_scale, &padding, &padding_scale}) {
+      if (*array) arrays.push_back(**array);
+    }
+    return Layer(std::move(arrays),
+                 std::make_unique<ParallelEmbedding>(*comm, std::move(shard), config));
+  }
+
+  static Layer from_checkpoint(const std::string& path, const std::string& tensor,
+                               const std::optional<std::string>& scale_tensor,
+                               std::optional<std::int64_t> hidden, const std::string& communicator,
+                               const GroupOptions& options) {
+    std::unique_ptr<Communicator> comm = make_communicator(communicator);
+    EmbeddingConfig config = options.config(*comm);
+    CheckpointShard read;
+    std::exception_ptr failure;
+    try {
+      read =
+          read_checkpoint_shard(path, tensor, scale_tensor, hidden, config.tp_size,
+                                options.my_tp_rank(*comm), config.sharding_dim, config.placement);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    // A rank that cannot read its shard must not leave the others waiting in the set-up.
+    agree_or_throw(*comm, failure);
+    if (config.sharding_dim == 0 && config.placement == ShardPlacement::equal &&
+        !config.vocab_size) {
+      config.vocab_size = read.vocab_rows;  // the last equal shard may be zero-padded
+    }
+    return Layer({}, std::make_unique<ParallelEmbedding>(*comm, std::move(read.shard), config));
+  }
+
+  nb::object forward(const InputArray& ids, const nb::object& out, const nb::callable& allocate,
+                     std::uintptr_t stream) {
+    return forward_into(*layer_, to_view(ids, "ids"), out, allocate, stream, /*release_gil=*/false);
+  }
+
+  nb::dict layout() const {
+    const ShardLayout& layout = layer_->layout();
+    nb::dict d;
+    d["sharding_dim"] = layout.sharding_dim;
+    d["tp_size"] = layout.tp_size;
+    d["tp_rank"] = layout.tp_rank;
+    d["global_rows"] = layout.global_rows;
+    d["global_cols"] = layout.global_cols;
+    d["padding_rows"] = layout.padding_rows;
+    d["offsets"] = layout.offsets;
+    d["sizes"] = layout.sizes;
+    d["table_dtype"] = dtype_name(layout.table_dtype);
+    d["out_dtype"] = dtype_name(layout.out_dtype);
+    return d;
+  }
+
+  std::uint64_t last_bad_id_count() const { return layer_->last_bad_id_count(); }
+  std::uintptr_t bad_id_counter() const {
+    return reinterpret_cast<std::uintptr_t>(layer_->bad_id_counter());
+  }
+
+ private:
+  std::vector<InputArray> arrays_;
+  std::unique_ptr<ParallelEmbedding> layer_;
+};
+
+GroupOptions group_options(std::optional<int> tp_size, const std::vector<int>& tp_group,
+                           int sharding_dim, std::optional<int> tp_rank,
+                           const std::string& placement, std::optional<std::int64_t> vocab_size,
+                           const std::optional<std::string>& out_dtype, bool strict) {
+  return GroupOptions{tp_size,   tp_group,   sharding_dim, tp_rank,
+                      placement, vocab_size, out_dtype,    strict};
+}
+
+}  // namespace
+
+void bind_parallel_embedding(nb::module_& m) {
+  nb::class_<Layer>(m, "_ParallelEmbedding", "Core of tpembed.ParallelEmbedding.")
+      .def_static(
+          "from_arrays",
+          [](const InputArray& weight, const std::optional<InputArray>& per_token_scale,
+             const std::optional<InputArray>& padding,
+             const std::optional<InputArray>& padding_scale,
+             const std::optional<std::string>& weight_dtype,
+             const std::optional<std::string>& scale_dtype, std::optional<std::int64_t> hidden,
+             const std::string& communicator, std::optional<int> tp_size,
+             const std::vector<int>& tp_group, int sharding_dim, std::optional<int> tp_rank,
+             const std::string& placement, std::optional<std::int64_t> vocab_size,
+             const std::optional<std::string>& out_dtype, bool strict) {
+            return Layer::from_arrays(weight, per_token_scale, padding, padding_scale, weight_dtype,
+                                      scale_dtype, hidden, communicator,
+                                      group_options(tp_size, tp_group, sharding_dim, tp_rank,
+                                                    placement, vocab_size, out_dtype, strict));
+          },
+          nb::arg("weight").noconvert(), nb::arg("per_token_scale").none().noconvert(),
+          nb::arg("padding").none().noconvert(), nb::arg("padding_scale").none().noconvert(),
+          nb::arg("weight_dtype").none(), nb::arg("scale_dtype").none(), nb::arg("hidden").none(),
+          nb::arg("communicator"), nb::arg("tp_size").none(), nb::arg("tp_group"),
+          nb::arg("sharding_dim"), nb::arg("tp_rank").none(), nb::arg("placement"),
+          nb::arg("vocab_size").none(), nb::arg("out_dtype").none(), nb::arg("strict"))
+      .def_static(
+          "from_checkpoint",
+          [](const std::string& path, const std::string& tensor,
+             const std::optional<std::string>& scale_tensor, std::optional<std::int64_t> hidden,
+             const std::string& communicator, std::optional<int> tp_size,
+             const std::vector<int>& tp_group, int sharding_dim, std::optional<int> tp_rank,
+             const std::string& placement, std::optional<std::int64_t> vocab_size,
+             const std::optional<std::string>& out_dtype, bool strict) {
+            return Layer::from_checkpoint(path, tensor, scale_tensor, hidden, communicator,
+                                          group_options(tp_size, tp_group, sharding_dim, tp_rank,
+                                                        placement, vocab_size, out_dtype, strict));
+          },
+          nb::arg("path"), nb::arg("tensor"), nb::arg("scale_tensor").none(),
+          nb::arg("hidden").none(), nb::arg("communicator"), nb::arg("tp_size").none(),
+          nb::arg("tp_group"), nb::arg("sharding_dim"), nb::arg("tp_rank").none(),
+          nb::arg("placement"), nb::arg("vocab_size").none(), nb::arg("out_dtype").none(),
+          nb::arg("strict"))
+      .def("forward", &Layer::forward, nb::arg("ids").noconvert(), nb::arg("out").none(),
+           nb::arg("allocate"), nb::arg("stream"))
+      .def("layout", &Layer::layout)
+      .def("last_bad_id_count", &Layer::last_bad_id_count)
+      .def("bad_id_counter", &Layer::bad_id_counter);
+
+  m.def(
+      "_shard_range",
+      [](std::int64_t total, int tp_size, int tp_rank, const std::string& placement) {
+        return shard_range(total, tp_size, tp_rank, parse_placement(placement));
+      },
+      nb::arg("total"), nb::arg("tp_size"), nb::arg("tp_rank"), nb::arg("placement"));
+}
+
+}  // namespace tpembed::python

@@ -1,0 +1,282 @@
+"""tpembed: embedding lookup with tensor parallelism, for NumPy arrays and CUDA tensors.
+
+Tensors go in and out through DLPack, zero copy: NumPy arrays on the CPU, PyTorch or CuPy tensors on
+the CPU or a CUDA device. The module does not link PyTorch.
+
+    out = tpembed.embedding(ids, weight)                      # tp 1, a float table
+    out = tpembed.embedding(ids, table_i8, per_token_scale=scale, out_dtype="bf16")
+    layer = tpembed.ParallelEmbedding(shard, comm=MPI.COMM_WORLD, tp_size=2)   # under mpirun
+    out = layer.forward(ids)                                   # the same full output on every rank
+
+Dtypes are never converted. Tables are f32, f16, bf16, i8, fp8_e4m3 or i4; ids int32 or int64;
+scales f32, f16 or bf16; outputs f32, f16 or bf16 (a float table's own dtype by default, named with
+`out_dtype` for a quantized one). Where DLPack or NumPy has no such dtype, pass the raw bits and
+declare them: fp8_e4m3 as uint8 with ``weight_dtype="fp8_e4m3"``, int4 as uint8 ``[rows,
+ceil(hidden/2)]`` (two signed values a byte, low nibble first) with ``weight_dtype="i4",
+hidden=H``, bf16 as uint16 with ``weight_dtype="bf16"`` (or ``scale_dtype="bf16"``). ml_dtypes
+bfloat16 and float8_e4m3fn arrays are recognised as such. A bf16 output on the CPU is an
+ml_dtypes.bfloat16 array where ml_dtypes is installed, else a uint16 array of the bf16 bits.
+
+Errors carry the library's message: bad arguments and shapes raise ValueError; ids out of range in
+strict mode raise OutOfRangeError (an IndexError with ``first_bad_id``, ``position`` and ``count``);
+communicator, backend and unsupported-feature failures raise RuntimeError.
+
+CUDA tensors run on the caller's stream: ``stream=`` takes an integer cudaStream_t handle or an
+object with ``cuda_stream`` (a torch.cuda.Stream); by default the current PyTorch (or CuPy) stream
+of the table's framework, else the legacy default stream. Nothing synchronises with the host
+unless ``strict=True``, so a PyTorch CUDA graph can capture the call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence, Tuple
+
+from . import _tpembed as _core
+from ._tpembed import OutOfRangeError, cuda_built, cuda_device_count, mpi_available
+
+__all__ = [
+    "embedding",
+    "ParallelEmbedding",
+    "Layout",
+    "OutOfRangeError",
+    "shard_range",
+    "cuda_built",
+    "cuda_device_count",
+    "mpi_available",
+    "clear_embedding_cache",
+]
+
+from ._frameworks import allocator as _allocator
+from ._frameworks import dtype_name as _dtype_name
+from ._frameworks import prepare as _prepare
+from ._frameworks import prepare_out as _prepare_out
+from ._frameworks import stream_handle as _stream_handle
+
+
+def embedding(ids: Any, weight: Any, *, per_token_scale: Any = None, padding: Any = None,
+              padding_scale: Any = None, out_dtype: Any = None, strict: bool = False,
+              out: Any = None, stream: Any = None, weight_dtype: Any = None,
+              scale_dtype: Any = None, hidden: Optional[int] = None) -> Any:
+    """Looks up `ids` in `weight` (tp 1): returns ``out`` of shape ``ids.shape + (H,)``.
+
+    ids: int32 or int64 array of any shape (empty allowed), on the table's device.
+    weight: the table, ``[V, H]`` (i4: uint8 ``[V, ceil(H/2)]`` with ``weight_dtype="i4",
+        hidden=H``).
+    per_token_scale: one f32/f16/bf16 scale per table row; required for quantized tables.
+        ``out[t] = float(weight[id]) * float(scale[id])`` in fp32, rounded once.
+    padding: extra rows logically after the table (same dtype and columns; ids ``V..V+P-1``
+        select them), with ``padding_scale`` (one per padding row) when the table has scales.
+    out_dtype: "f32", "f16" or "bf16" (or a NumPy/PyTorch dtype); default the table's dtype,
+        required for quantized tables.
+    strict: raise OutOfRangeError when an id is negative or past the last row (the lookup itself
+        writes zero rows for such ids in any mode). On a GPU this reads the count back: a host
+        synchronisation.
+    out: an output array to write (C-contiguous, right shape and dtype, on the table's device);
+        by default one is allocated in the table's framework (NumPy for host arrays).
+    stream: CUDA tables only: an integer cudaStream_t or an object with ``cuda_stream``; default
+        the framework's current stream.
+    weight_dtype, scale_dtype, hidden: declare what raw uint8/uint16 bits hold (see the module
+        docstring).
+
+    Returns ``out`` (the given one, or the new array).
+
+    For a CUDA table the set-up (its checks, and the device counter of bad ids that a captured
+    graph writes to) is kept per distinct table address, dtypes, shapes and options, so repeated
+    calls neither allocate nor synchronise; clear_embedding_cache() frees these set-ups.
+    """
+    declared_table = _dtype_name(weight_dtype, "weight_dtype")
+    declared_scale = _dtype_name(scale_dtype, "scale_dtype")
+    table, declared_table = _prepare(weight, "weight", declared_table)
+    scale, declared_scale = _prepare(per_token_scale, "per_token_scale", declared_scale)
+    pad, declared_table = _prepare(padding, "padding", declared_table)
+    pad_scale, declared_scale = _prepare(padding_scale, "padding_scale", declared_scale)
+    ids_arg, _ = _prepare(ids, "ids")
+    allocated = _core._embedding(
+        ids_arg, table, _prepare_out(out), _allocator(weight), scale, pad, pad_scale,
+        _dtype_name(out_dtype, "out_dtype"), declared_table, declared_scale, hidden, bool(strict),
+        _stream_handle(stream, weight))
+    return out if out is not None else allocated
+
+
+def clear_embedding_cache() -> None:
+    """Frees the CUDA set-ups that embedding() keeps (one small device counter each).
+
+    Only when no captured CUDA graph that replays an embedding() call is still in use.
+    """
+    _core._clear_embedding_cache()
+
+
+def shard_range(total: int, tp_size: int, tp_rank: int,
+                placement: str = "equal") -> Tuple[int, int]:
+    """(offset, size) of the rows (or columns) of `total` that `tp_rank` of `tp_size` holds.
+
+    "equal": ceil(total / tp_size) each, so the last shard may reach past `total` (pad it with
+    zero rows and pass vocab_size=total to ParallelEmbedding); "packed": the first
+    total % tp_size ranks hold one more than the rest.
+    """
+    return _core._shard_range(total, tp_size, tp_rank, placement)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where the shards of a ParallelEmbedding's group sit, as agreed at set-up."""
+
+    sharding_dim: int          #: 0: vocab rows are sharded; 1: hidden columns
+    tp_size: int
+    tp_rank: int               #: this rank's shard index
+    global_rows: int           #: V, the addressable rows (padding excluded)
+    global_cols: int           #: H, the output's columns
+    padding_rows: int          #: P, rows after V that ids may select (tp 1 or sharding_dim 1)
+    offsets: Tuple[int, ...]   #: first row (dim 0) or column (dim 1) of each tp_rank
+    sizes: Tuple[int, ...]     #: rows (dim 0) or columns (dim 1) of each tp_rank
+    table_dtype: str
+    out_dtype: str
+
+
+def _communicator(comm: Any) -> str:
+    """The engine for `comm`: None -> "single"; "mpi" or an mpi4py communicator -> "mpi"."""
+    if comm is None or comm == "single":
+        return "single"
+    if comm == "mpi":
+        return "mpi"
+    if type(comm).__module__.startswith("mpi4py"):
+        from mpi4py import MPI
+        if MPI.Comm.Compare(comm, MPI.COMM_WORLD) == MPI.IDENT:
+            return "mpi"
+        # Any other communicator: the library duplicates it (collective over `comm`).
+        return f"mpi@{MPI._addressof(comm)}"
+    raise TypeError("comm must be None (one rank), 'mpi' or an mpi4py communicator, got "
+                    f"{type(comm).__name__}")
+
+
+def _group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement, vocab_size, out_dtype,
+                     strict) -> tuple:
+    return (None if tp_size is None else int(tp_size), [int(r) for r in (tp_group or [])],
+            int(sharding_dim), None if tp_rank is None else int(tp_rank), placement,
+            None if vocab_size is None else int(vocab_size), _dtype_name(out_dtype, "out_dtype"),
+            bool(strict))
+
+
+def _layout(impl: Any) -> Layout:
+    info = impl.layout()
+    info["offsets"] = tuple(info["offsets"])
+    info["sizes"] = tuple(info["sizes"])
+    return Layout(**info)
+
+
+class ParallelEmbedding:
+    """A rank's part of a tensor-parallel embedding: set up once, then forward(ids) many times.
+
+    Construction is collective over the communicator: every rank calls it with its own shard,
+    the tp groups are formed and the shards are checked against each other (a shard that does not
+    fit raises the same error on every rank, naming the rank at fault).
+
+    weight: this rank's shard ([rows, cols]; with sharding_dim=0 its rows of the vocab, with
+        sharding_dim=1 its columns of every row). per_token_scale, padding, padding_scale,
+        weight_dtype, scale_dtype, hidden: as for embedding().
+    comm: None for one rank; "mpi" for MPI_COMM_WORLD, or any mpi4py communicator (run under
+        mpirun; the library works on a duplicate of it). (An NCCL communicator comes with the
+        library's NCCL engine.)
+    tp_size: ranks sharing the table; default len(tp_group), else the communicator's size.
+    tp_group: world ranks of this rank's group, for several groups in one world.
+    tp_rank: this rank's shard index; default its place in tp_group.
+    sharding_dim: 0 (vocab rows) or 1 (hidden columns).
+    placement: "equal" (the seed's shards: rank r starts at r * rows) or "packed" (shards of any
+        size, back to back in tp_rank order).
+    vocab_size: equal vocab shards only: the real vocab, when the last shard is zero-padded.
+    out_dtype, strict: as for embedding(); strict raises on every rank of the group.
+
+    The arrays are kept (not copied): the layer keeps them alive and reads them at every forward.
+    """
+
+    def __init__(self, weight: Any, *, per_token_scale: Any = None, padding: Any = None,
+                 padding_scale: Any = None, comm: Any = None, tp_size: Optional[int] = None,
+                 tp_group: Optional[Sequence[int]] = None, tp_rank: Optional[int] = None,
+                 sharding_dim: int = 0, placement: str = "equal",
+                 vocab_size: Optional[int] = None, out_dtype: Any = None, strict: bool = False,
+                 weight_dtype: Any = None, scale_dtype: Any = None,
+                 hidden: Optional[int] = None) -> None:
+        declared_table = _dtype_name(weight_dtype, "weight_dtype")
+        declared_scale = _dtype_name(scale_dtype, "scale_dtype")
+        table, declared_table = _prepare(weight, "weight", declared_table)
+        scale, declared_scale = _prepare(per_token_scale, "per_token_scale", declared_scale)
+        pad, declared_table = _prepare(padding, "padding", declared_table)
+        pad_scale, declared_scale = _prepare(padding_scale, "padding_scale", declared_scale)
+        self._table = weight  # decides the framework of allocated outputs and the default stream
+        self._impl = _core._ParallelEmbedding.from_arrays(
+            table, scale, pad, pad_scale, declared_table, declared_scale, hidden,
+            _communicator(comm), *_group_arguments(tp_size, tp_group, sharding_dim, tp_rank,
+                                                   placement, vocab_size, out_dtype, strict))
+        self._layout = _layout(self._impl)
+
+    @classmethod
+    def from_checkpoint(cls, path: Any, tensor: str, *, scale_tensor: Optional[str] = None,
+                        hidden: Optional[int] = None, comm: Any = None,
+                        tp_size: Optional[int] = None, tp_group: Optional[Sequence[int]] = None,
+                        tp_rank: Optional[int] = None, sharding_dim: int = 0,
+                        placement: str = "equal", vocab_size: Optional[int] = None,
+                        out_dtype: Any = None, strict: bool = False) -> "ParallelEmbedding":
+        """Builds the layer from a safetensors checkpoint: each rank reads only its shard.
+
+        path: a .safetensors file, a model.safetensors.index.json, or a directory holding either.
+        tensor: the table's name (e.g. "model.embed_tokens.weight"); scale_tensor: the name of its
+            per-row scales (quantized tables). An int4 table is stored as U8 [V, ceil(H/2)]; its
+            column count comes from the file's metadata (as tpembed writes it) or from `hidden`.
+        The other arguments are the constructor's. Vocab shards are views of the memory-mapped
+        file (zero-padded copies where an equal shard reaches past the vocab, whose size is then
+        passed as vocab_size); hidden shards are copies of their columns. The table stays in host
+        memory. A rank that cannot read its shard raises the same error on every rank (a
+        RuntimeError naming the file and the problem) instead of leaving the others waiting.
+        """
+        layer = cls.__new__(cls)
+        layer._table = None  # host tables: NumPy outputs
+        layer._impl = _core._ParallelEmbedding.from_checkpoint(
+            str(path), tensor, scale_tensor, hidden, _communicator(comm),
+            *_group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement, vocab_size,
+                              out_dtype, strict))
+        layer._layout = _layout(layer._impl)
+        return layer
+
+    def forward(self, ids: Any, out: Any = None, stream: Any = None) -> Any:
+        """Looks up `ids` on every rank of the group: returns ``out`` of shape ids.shape + (H,).
+
+        Every rank of the group calls it with the same ids and gets the same full output. ids and
+        out live on the table's device; `out` defaults to a new array of the table's framework.
+        A CUDA table's work runs on `stream` (default: the framework's current stream); with
+        tp_size 1 and strict off nothing synchronises with the host or allocates (with an `out`
+        passed, or PyTorch's allocator), so a CUDA graph can capture the call. With tp_size > 1
+        over MPI, device data is staged through host memory and the call returns when done.
+        """
+        ids_arg, _ = _prepare(ids, "ids")
+        allocated = self._impl.forward(ids_arg, _prepare_out(out), _allocator(self._table),
+                                       _stream_handle(stream, self._table))
+        return out if out is not None else allocated
+
+    __call__ = forward
+
+    @property
+    def layout(self) -> Layout:
+        """Where the shards of the group sit (V, H, offsets, sizes, dtypes)."""
+        return self._layout
+
+    @property
+    def tp_rank(self) -> int:
+        """This rank's shard index."""
+        return self._layout.tp_rank
+
+    def last_bad_id_count(self) -> int:
+        """Ids found out of range by the last forward (a GPU table: waits and reads the counter)."""
+        return self._impl.last_bad_id_count()
+
+    @property
+    def bad_id_counter(self) -> int:
+        """Device address of the GPU bad-id counter (an unsigned 64-bit integer, zeroed at each
+        forward; read it after a graph replay), or 0 for a host table."""
+        return self._impl.bad_id_counter()
+
+    def __repr__(self) -> str:
+        layout = self._layout
+        return (f"ParallelEmbedding(V={layout.global_rows}, H={layout.global_cols}, "
+                f"{layout.table_dtype}->{layout.out_dtype}, tp {layout.tp_rank}/{layout.tp_size}, "
+                f"sharding_dim={layout.sharding_dim})")
