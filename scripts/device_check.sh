@@ -37,6 +37,20 @@ echo "global loads/stores by width (all kernels):"; grep -oE "(LDG|STG|LD|ST)\.E
 echo "registers per kernel (count of kernels):"; grep -oE "REG:[0-9]+" "$out/res_usage.txt" | sort | uniq -c
 echo "kernels with stack or local memory:"; grep -cE "STACK:[1-9]|LOCAL:[1-9]" "$out/res_usage.txt"
 gzip -f "$out/sass.txt"; rm -f "$out/configure.log"
+step "tpembed command on the GPU"
+(cd build-gpu && mpirun -np 2 tools/tpembed verify --device cuda --vocab 4099 --hidden 512 --tokens 3000) 2>&1 | tail -22
+build-gpu/tools/tpembed bench --device cuda --hidden 4096 --tokens 1,128,8192 --dtype bf16,i8 2>&1 | tail -12
+step "python module (PyTorch on CUDA)"
+if [[ -d .device/wheels ]]; then
+  mkdir -p /tmp/pylibs && for w in .device/wheels/*.whl; do python3 -m zipfile -e "$w" /tmp/pylibs; done
+  export PYTHONPATH=/tmp/pylibs
+  cmake -S . -B build-gpu-py -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DTPEMBED_PYTHON=ON \
+    -DTPEMBED_BUILD_TESTS=OFF -DTPEMBED_BUILD_BENCH=OFF -DTPEMBED_BUILD_TOOLS=OFF \
+    -DPython_EXECUTABLE="$(command -v python3)" -DCMAKE_PREFIX_PATH=/tmp/pylibs >"$out/py_configure.log" 2>&1 \
+    && cmake --build build-gpu-py --target _tpembed -j16 >"$out/py_build.log" 2>&1 \
+    && PYTHONPATH=build-gpu-py/python:/tmp/pylibs python3 -m pytest python/tests -q --color=no -rs 2>&1 | tail -25 \
+    || { echo "python module build failed:"; tail -20 "$out/py_configure.log" "$out/py_build.log"; }
+fi
 step "benchmark"
 python3 bench/bench_cuda_lookup.py --lib build-gpu/bench/libtpembed_bench_capi.so --json "$out/bench_cuda.json" \
   ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_cuda.md"
