@@ -11,8 +11,11 @@ step() { echo; echo "=== $* ($(date -u +%T))"; }
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
 nvcc --version | tail -1; cmake --version | head -1; which mpirun python3
+# What the GPU machine lacks travels in .device/ (git-ignored, carried): GoogleTest's sources, and
+# header-only nlohmann-json and CLI11 with their CMake configs under .device/prefix.
 gtest=()
 [[ -d .device/googletest ]] && gtest=(-DTPEMBED_GTEST_SOURCE=$PWD/.device/googletest)
+[[ -d .device/prefix ]] && gtest+=(-DCMAKE_PREFIX_PATH=$PWD/.device/prefix)
 step "build"
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${gtest[@]}" >"$out/configure.log" 2>&1 \
   || { tail -30 "$out/configure.log"; exit 1; }
@@ -46,7 +49,7 @@ if [[ -d .device/wheels ]]; then
   export PYTHONPATH=/tmp/pylibs
   cmake -S . -B build-gpu-py -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DTPEMBED_PYTHON=ON \
     -DTPEMBED_BUILD_TESTS=OFF -DTPEMBED_BUILD_BENCH=OFF -DTPEMBED_BUILD_TOOLS=OFF \
-    -DPython_EXECUTABLE="$(command -v python3)" -DCMAKE_PREFIX_PATH=/tmp/pylibs >"$out/py_configure.log" 2>&1 \
+    -DPython_EXECUTABLE="$(command -v python3)" -DCMAKE_PREFIX_PATH="$PWD/.device/prefix;/tmp/pylibs" >"$out/py_configure.log" 2>&1 \
     && cmake --build build-gpu-py --target _tpembed -j16 >"$out/py_build.log" 2>&1 \
     && PYTHONPATH=build-gpu-py/python:/tmp/pylibs python3 -m pytest python/tests -q --color=no -rs 2>&1 | tail -25 \
     || { echo "python module build failed:"; tail -20 "$out/py_configure.log" "$out/py_build.log"; }
