@@ -45,7 +45,7 @@ void parallel_for(std::int64_t count, std::int64_t work_per_item, Body body) {
 
 // Copying random table rows with one memcpy per row reached about 75% of a large memcpy's bandwidth
 // on our 2-core machine, 68% when it was busy; the two measures below make it about 83%
-// (bench/bench_cpu_lookup, bench/RESULTS.md). What the gap was made of:
+// (`tpembed bench --device cpu`, bench/RESULTS.md). What the gap was made of:
 //  - each row starts at a random place, so the hardware prefetchers (which stop at 4 KiB pages)
 //    restart on every page of it; we prefetch a row further on while copying this one;
 //  - ordinary stores read each destination line before writing it, so 3 bytes move for every 2

@@ -276,12 +276,6 @@ double median_of(std::vector<double> values) {
   return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
-int current_device() {
-  int device = 0;
-  cuda_runtime::check(cudaGetDevice(&device), "cudaGetDevice");
-  return device;
-}
-
 }  // namespace
 
 CudaGraphTiming cuda_graph_time(const std::function<void(void* stream)>& queue_work,
@@ -308,7 +302,7 @@ CudaGraphTiming cuda_graph_time(const std::function<void(void* stream)>& queue_w
 double cuda_copy_ceiling_gbps(std::size_t bytes, int repeats) {
   TPEMBED_EXPECTS(bytes > 0 && repeats > 0, InvalidArgumentError, "cuda_copy_ceiling_gbps: bytes (",
                   bytes, ") and repeats (", repeats, ") must be positive");
-  const int device = current_device();
+  const int device = cuda_runtime::current_device();
   const DeviceBuffer source(bytes, device), destination(bytes, device);
   cuda_fill(source.data(), 1, bytes);
   const Stream stream;
@@ -327,7 +321,7 @@ double cuda_graph_node_floor_us(std::size_t bytes, int copies, int repeats) {
   TPEMBED_EXPECTS(bytes > 0 && copies > 0, InvalidArgumentError,
                   "cuda_graph_node_floor_us: bytes (", bytes, ") and copies (", copies,
                   ") must be positive");
-  const int device = current_device();
+  const int device = cuda_runtime::current_device();
   const std::size_t total = bytes * static_cast<std::size_t>(copies);
   const DeviceBuffer sources(total, device), destinations(total, device);
   cuda_fill(sources.data(), 1, total);
