@@ -24,6 +24,11 @@ TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat
 INT_VIEW = {4: torch.int32, 2: torch.int16, 1: torch.int8}
 
 
+def _cases(*axes):
+    """Every combination of the axes, as a list (pytest wants a collection)."""
+    return list(itertools.product(*axes))
+
+
 def bits(tensor):
     """Raw bits, so that -0.0 and +0.0 differ."""
     return tensor.contiguous().view(INT_VIEW[tensor.element_size()])
@@ -84,7 +89,7 @@ def gather_then_multiply(ids, rows_f32, scale, out_dtype):
 
 # ---- float tables: bit for bit against F.embedding -----------------------------------------------
 
-@pytest.mark.parametrize("table_dtype,id_dtype", itertools.product(
+@pytest.mark.parametrize("table_dtype,id_dtype", _cases(
     ["f32", "f16", "bf16"], [torch.int32, torch.int64]))
 def test_float_tables_match_f_embedding_bit_for_bit(table_dtype, id_dtype):
     table = float_table(table_dtype)
@@ -95,7 +100,7 @@ def test_float_tables_match_f_embedding_bit_for_bit(table_dtype, id_dtype):
     assert_bit_equal(out, F.embedding(ids, table))
 
 
-@pytest.mark.parametrize("table_dtype,out_dtype,scale_dtype", itertools.product(
+@pytest.mark.parametrize("table_dtype,out_dtype,scale_dtype", _cases(
     ["f32", "f16", "bf16"], ["f32", "f16", "bf16"], [None, "f32", "bf16"]))
 def test_float_tables_with_conversion_and_scales(table_dtype, out_dtype, scale_dtype):
     table = float_table(table_dtype, seed=4)
@@ -113,7 +118,7 @@ def test_float_tables_with_conversion_and_scales(table_dtype, out_dtype, scale_d
 
 # ---- quantized tables: against gather-then-multiply ----------------------------------------------
 
-@pytest.mark.parametrize("table_dtype,out_dtype,scale_dtype", itertools.product(
+@pytest.mark.parametrize("table_dtype,out_dtype,scale_dtype", _cases(
     ["i8", "fp8_e4m3", "i4"], ["f32", "f16", "bf16"], ["f32", "f16", "bf16"]))
 def test_quantized_tables_match_gather_then_multiply(table_dtype, out_dtype, scale_dtype):
     table, kwargs, rows_f32 = quantized_table(table_dtype)

@@ -58,9 +58,7 @@ std::vector<std::int64_t> read_id_file(const std::string& path) {
 Progress::Progress(std::string what, std::int64_t total, bool enabled)
     : what_(std::move(what)), total_(total), enabled_(enabled && isatty(STDERR_FILENO) != 0) {}
 
-Progress::~Progress() {
-  if (enabled_ && done_ > 0) std::fprintf(stderr, "\r\033[K");
-}
+Progress::~Progress() { clear(); }
 
 void Progress::step(const std::string& detail) {
   ++done_;
@@ -68,6 +66,14 @@ void Progress::step(const std::string& detail) {
   std::fprintf(stderr, "\r\033[K%s [%lld/%lld] %s", what_.c_str(), static_cast<long long>(done_),
                static_cast<long long>(total_), detail.c_str());
   std::fflush(stderr);
+  drawn_ = true;
+}
+
+void Progress::clear() {
+  if (!drawn_) return;
+  std::fputs("\r\033[K", stderr);
+  std::fflush(stderr);
+  drawn_ = false;
 }
 
 Tensor generate_table(std::int64_t vocab, std::int64_t hidden, std::uint64_t seed) {

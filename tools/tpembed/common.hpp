@@ -29,12 +29,16 @@ class Progress {
   Progress(std::string what, std::int64_t total, bool enabled);
   ~Progress();
   void step(const std::string& detail = "");
+  /// Wipes the line if it is drawn, so that other output on the terminal starts on a clean line;
+  /// the next step() draws it again.
+  void clear();
 
  private:
   std::string what_;
   std::int64_t total_;
   std::int64_t done_ = 0;
   bool enabled_;
+  bool drawn_ = false;
 };
 
 /// A table drawn from N(0, 0.02) (an embedding layer at initialisation), as f32 [vocab, hidden].
