@@ -47,6 +47,10 @@ struct EmbeddingShard {
                                Tensor padding_scale = {});
 };
 
+/// A copy of a host shard in the memory of CUDA device `device` (every part that is present); the
+/// returned shard owns its device buffers. Throws UnsupportedError in a build without CUDA.
+EmbeddingShard copy_shard_to_device(const EmbeddingShard& host, int device);
+
 /// Everything the one-call op takes besides ids and table: the group settings and the optional
 /// tensors, as in the seed's signature.
 struct EmbeddingOptions : EmbeddingConfig {

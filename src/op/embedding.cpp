@@ -3,7 +3,9 @@
 
 #include <array>
 #include <memory>
+#include <vector>
 
+#include "tpembed/cuda.hpp"
 #include "tpembed/parallel_embedding.hpp"
 
 namespace tpembed {
@@ -48,6 +50,26 @@ EmbeddingShard EmbeddingShard::owning(Tensor weight, Tensor scale, Tensor paddin
   shard.padding = view_or_absent((*owned)[2]);
   shard.padding_scale = view_or_absent((*owned)[3]);
   shard.owner = owned;
+  return shard;
+}
+
+EmbeddingShard copy_shard_to_device(const EmbeddingShard& host, int device) {
+  auto buffers = std::make_shared<std::vector<DeviceBuffer>>();
+  buffers->reserve(4);  // views below point into these buffers: no reallocation
+  auto upload = [&](const TensorView& view, const char* name) {
+    if (view.absent()) return TensorView();
+    TPEMBED_EXPECTS(view.device.kind == DeviceKind::cpu, InvalidArgumentError, "copy_shard_to_device: ", name,
+                    " is on ", device_name(view.device), ", not in host memory");
+    buffers->emplace_back(static_cast<std::size_t>(view.nbytes()), device);
+    buffers->back().copy_from_host(view.data, static_cast<std::size_t>(view.nbytes()));
+    return buffers->back().view(view.dtype, view.shape);
+  };
+  EmbeddingShard shard;
+  shard.weight = upload(host.weight, "weight");
+  shard.scale = upload(host.scale, "scale");
+  shard.padding = upload(host.padding, "padding");
+  shard.padding_scale = upload(host.padding_scale, "padding_scale");
+  shard.owner = buffers;
   return shard;
 }
 

@@ -5,21 +5,15 @@
 #include <filesystem>
 #include <functional>
 
+#include "expect_error.hpp"
 #include "safetensors_files.hpp"
 #include "tpembed/safetensors.hpp"
 
 namespace tpembed::testing {
 namespace {
 
-void expect_error(const std::function<void()>& call, const std::string& needle) {
-  try {
-    call();
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const CheckpointError& error) {
-    EXPECT_NE(std::string(error.what()).find(needle), std::string::npos) << error.what();
-  } catch (const std::exception& error) {
-    ADD_FAILURE() << "wrong exception type: " << error.what();
-  }
+void expect_checkpoint_error(const std::function<void()>& call, const std::string& needle) {
+  expect_error<CheckpointError>(call, needle);
 }
 
 class ShardedCheckpoint : public ::testing::Test {
@@ -58,7 +52,7 @@ TEST_F(ShardedCheckpoint, ResolvesEveryTensorToItsFile) {
     EXPECT_EQ(&checkpoint.file("norm"), &checkpoint.file("embed")) << "a file is opened once";
     EXPECT_EQ(checkpoint.metadata(),
               (std::map<std::string, std::string>{{"format", "pt"}, {"total_size", "36"}}));
-    expect_error([&] { checkpoint.file_path("nope"); },
+    expect_checkpoint_error([&] { checkpoint.file_path("nope"); },
                  "model.safetensors.index.json: no tensor named 'nope'; the checkpoint holds 3 "
                  "tensors: 'embed', 'lm_head', 'norm'");
   }
@@ -67,7 +61,7 @@ TEST_F(ShardedCheckpoint, ResolvesEveryTensorToItsFile) {
 TEST_F(ShardedCheckpoint, ATensorTheIndexPlacesInTheWrongFileIsNamed) {
   write_index(R"({"weight_map": {"embed": "model-00002-of-00002.safetensors"}})");
   SafetensorsCheckpoint checkpoint(dir_.path());
-  expect_error(
+  expect_checkpoint_error(
       [&] { checkpoint.file("embed"); },
       "model-00002-of-00002.safetensors: the index " + dir_.file("model.safetensors.index.json") +
           " puts tensor 'embed' here, but no tensor named 'embed'; the file holds 1 tensor: "
@@ -77,7 +71,7 @@ TEST_F(ShardedCheckpoint, ATensorTheIndexPlacesInTheWrongFileIsNamed) {
 TEST_F(ShardedCheckpoint, AMissingShardFileIsNamed) {
   write_index(R"({"weight_map": {"embed": "model-00009-of-00009.safetensors"}})");
   SafetensorsCheckpoint checkpoint(dir_.path());
-  expect_error([&] { checkpoint.file("embed"); }, "model-00009-of-00009.safetensors: cannot open");
+  expect_checkpoint_error([&] { checkpoint.file("embed"); }, "model-00009-of-00009.safetensors: cannot open");
 }
 
 TEST_F(ShardedCheckpoint, MalformedIndexes) {
@@ -96,7 +90,7 @@ TEST_F(ShardedCheckpoint, MalformedIndexes) {
   for (const auto& [json, needle] : cases) {
     SCOPED_TRACE(json);
     write_index(json);
-    expect_error([&] { SafetensorsCheckpoint checkpoint(dir_.path()); }, needle);
+    expect_checkpoint_error([&] { SafetensorsCheckpoint checkpoint(dir_.path()); }, needle);
   }
 }
 
@@ -114,15 +108,15 @@ TEST(CheckpointSources, SingleFilesAndDirectoriesWithoutAnIndex) {
   }
   // Two files and no index: ambiguous, unless one is model.safetensors.
   write_safetensors(dir.file("other.safetensors"), {{"x", TensorView(&value, DType::i32, {1})}});
-  expect_error([&] { SafetensorsCheckpoint checkpoint(dir.path()); },
+  expect_checkpoint_error([&] { SafetensorsCheckpoint checkpoint(dir.path()); },
                "directory holds no model.safetensors.index.json, no model.safetensors and 2 "
                ".safetensors files to choose from");
   write_safetensors(dir.file("model.safetensors"), {{"m", TensorView(&value, DType::i32, {1})}});
   EXPECT_EQ(SafetensorsCheckpoint(dir.path()).names(), std::vector<std::string>{"m"});
-  expect_error([&] { SafetensorsCheckpoint checkpoint(dir.file("absent")); },
+  expect_checkpoint_error([&] { SafetensorsCheckpoint checkpoint(dir.file("absent")); },
                "absent: cannot open: no such file or directory");
   ScratchDir empty;
-  expect_error([&] { SafetensorsCheckpoint checkpoint(empty.path()); },
+  expect_checkpoint_error([&] { SafetensorsCheckpoint checkpoint(empty.path()); },
                "no other .safetensors file");
 }
 

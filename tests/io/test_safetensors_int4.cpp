@@ -4,23 +4,12 @@
 
 #include <functional>
 
+#include "expect_error.hpp"
 #include "safetensors_files.hpp"
 #include "tpembed/safetensors.hpp"
 
 namespace tpembed::testing {
 namespace {
-
-template <typename E>
-void expect_error(const std::function<void()>& call, const std::string& needle) {
-  try {
-    call();
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const E& error) {
-    EXPECT_NE(std::string(error.what()).find(needle), std::string::npos) << error.what();
-  } catch (const std::exception& error) {
-    ADD_FAILURE() << "wrong exception type: " << error.what();
-  }
-}
 
 class Int4Reads : public ::testing::Test {
  protected:

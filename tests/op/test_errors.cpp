@@ -3,24 +3,11 @@
 
 #include <functional>
 
+#include "expect_error.hpp"
 #include "reference.hpp"
 
 namespace tpembed::testing {
 namespace {
-
-// Runs `call`, expects an exception of type E whose message contains `needle`.
-template <typename E>
-void expect_error(const std::function<void()>& call, const std::string& needle) {
-  try {
-    call();
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const E& error) {
-    EXPECT_NE(std::string(error.what()).find(needle), std::string::npos)
-        << "message '" << error.what() << "' does not mention '" << needle << "'";
-  } catch (const std::exception& error) {
-    ADD_FAILURE() << "wrong exception type; message: " << error.what();
-  }
-}
 
 class EmbeddingErrors : public ::testing::Test {
  protected:
@@ -174,6 +161,13 @@ TEST_F(EmbeddingErrors, VocabSizeMustFitTheShards) {
   options.vocab_size = 9;
   expect_error<ShapeError>([&] { embedding(id_view(), float_problem.table.view(), options); },
                            "vocab_size 9 does not fit 1 equal shards of 8 rows");
+}
+
+TEST_F(EmbeddingErrors, CopyShardToDeviceTakesHostTensorsOnly) {
+  EmbeddingShard shard;
+  shard.weight = TensorView(float_problem.table.bytes.data(), DType::f32, {8, 4}, Device::cuda(0));
+  expect_error<InvalidArgumentError>([&] { copy_shard_to_device(shard, 0); },
+                                     "copy_shard_to_device: weight is on cuda:0, not in host memory");
 }
 
 }  // namespace

@@ -112,24 +112,6 @@ EmbeddingShard cut_shard(const TensorView& weight, const TensorView& scale, int 
   return EmbeddingShard::owning(std::move(weight_shard), std::move(scale_shard));
 }
 
-EmbeddingShard to_device(const EmbeddingShard& host, int device) {
-  auto buffers = std::make_shared<std::vector<DeviceBuffer>>();
-  auto upload = [&](const TensorView& view) {
-    if (view.absent()) return TensorView();
-    buffers->emplace_back(static_cast<std::size_t>(view.nbytes()), device);
-    buffers->back().copy_from_host(view.data, static_cast<std::size_t>(view.nbytes()));
-    return buffers->back().view(view.dtype, view.shape);
-  };
-  EmbeddingShard shard;
-  buffers->reserve(4);
-  shard.weight = upload(host.weight);
-  shard.scale = upload(host.scale);
-  shard.padding = upload(host.padding);
-  shard.padding_scale = upload(host.padding_scale);
-  shard.owner = buffers;
-  return shard;
-}
-
 int device_for_rank(int world_rank) {
   const int devices = cuda_device_count();
   TPEMBED_EXPECTS(devices > 0, UnsupportedError, "no CUDA device visible");

@@ -53,9 +53,6 @@ QuantizedTable table_as(const Tensor& f32_table, DType dtype);
 EmbeddingShard cut_shard(const TensorView& weight, const TensorView& scale, int sharding_dim, int tp_size,
                          int tp_rank, ShardPlacement placement);
 
-/// The same shard in device memory of CUDA device `device` (the shard owns the buffers).
-EmbeddingShard to_device(const EmbeddingShard& host, int device);
-
 /// The CUDA device this rank should use: its node-local rank modulo the visible devices.
 int device_for_rank(int world_rank);
 

@@ -68,7 +68,7 @@ std::vector<std::uint8_t> run_path(Communicator& world, const Path& path, const 
     return out;
   }
   const int device = device_for_rank(world.rank());
-  ParallelEmbedding layer(world, to_device(shard, device), config);
+  ParallelEmbedding layer(world, copy_shard_to_device(shard, device), config);
   DeviceBuffer device_ids(ids.size() * sizeof(std::int64_t), device), device_out(out_bytes, device);
   device_ids.copy_from_host(ids.data(), ids.size() * sizeof(std::int64_t));
   cuda_fill(device_out.data(), 0xcd, out_bytes);  // poison: an unwritten element shows
