@@ -36,11 +36,15 @@ class Communicator {
 
   /// Element-wise sum over all ranks of `count` elements of `dtype` (f32, f16, bf16, i32, i64).
   /// `send == recv` reduces in place. f16 and bf16 are summed in f32 and rounded once per step.
-  void all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype);
+  /// Engines that take device buffers queue the work on `stream` (a cudaStream_t); host engines
+  /// ignore it.
+  void all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype,
+                      void* stream = nullptr);
 
   /// Gathers `count` elements of `dtype` from every rank: rank r's block lands at
   /// `recv + r * count` elements. `send` may point into `recv` at this rank's own block.
-  void all_gather(const void* send, void* recv, std::int64_t count, DType dtype);
+  void all_gather(const void* send, void* recv, std::int64_t count, DType dtype,
+                  void* stream = nullptr);
 
   /// Waits until every rank has arrived.
   void barrier() { do_barrier(); }
@@ -53,9 +57,10 @@ class Communicator {
   std::unique_ptr<Communicator> split(const std::vector<int>& group);
 
  protected:
-  virtual void do_all_reduce_sum(const void* send, void* recv, std::int64_t count,
-                                 DType dtype) = 0;
-  virtual void do_all_gather(const void* send, void* recv, std::int64_t bytes_per_rank) = 0;
+  virtual void do_all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype,
+                                 void* stream) = 0;
+  virtual void do_all_gather(const void* send, void* recv, std::int64_t bytes_per_rank,
+                             void* stream) = 0;
   virtual void do_barrier() = 0;
   /// Ranks with the same `color` form a group, ordered by `key`.
   virtual std::unique_ptr<Communicator> do_split(int color, int key) = 0;
@@ -75,6 +80,32 @@ std::unique_ptr<Communicator> make_mpi_communicator();
 /// stored at `mpi_comm_address` (for example mpi4py's `MPI._addressof(comm)`). MPI must already be
 /// initialised by its owner, who also finalises it. Throws UnsupportedError when built without MPI.
 std::unique_ptr<Communicator> make_mpi_communicator(const void* mpi_comm_address);
+
+/// Options of the NCCL engine.
+struct NcclOptions {
+  /// Longest wait, in seconds, for set-up, a split or a collective; past it the communicator is
+  /// aborted and CommunicatorError is thrown on this rank (a dead or missing peer cannot hang us).
+  double timeout_seconds = 300.0;
+};
+
+/// True when this build includes the NCCL engine (it needs the CUDA backend and NCCL).
+bool nccl_available();
+
+/// A new NCCL unique id (bytes of an ncclUniqueId): made by one rank, handed to all of the group.
+std::vector<std::uint8_t> make_nccl_unique_id();
+
+/// This rank's member of an NCCL communicator of `size` ranks on CUDA device `device`, from a
+/// unique id every rank shares. For one process driving several GPUs, call it from one thread per
+/// GPU. Collectives take device buffers on the caller's stream (host buffers are staged); outside
+/// graph capture each waits for completion against the timeout. Sets NCCL_NVLS_ENABLE=0.
+std::unique_ptr<Communicator> make_nccl_communicator(const std::vector<std::uint8_t>& unique_id, int rank, int size,
+                                                     int device, const NcclOptions& options = {});
+
+/// An NCCL communicator over the ranks of `bootstrap` (typically MPI under mpirun, one process per
+/// GPU): rank 0 makes the unique id and `bootstrap` hands it out. `device` < 0 picks the node-local
+/// rank modulo the visible GPUs. Collective over `bootstrap`.
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int device = -1,
+                                                     const NcclOptions& options = {});
 
 /// Makes every rank agree on whether a step succeeded, so a failure on one rank cannot leave the
 /// others waiting in a collective. Each rank passes the error it hit (or nothing); when any rank

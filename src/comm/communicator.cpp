@@ -74,18 +74,20 @@ static_assert(sizeof(ErrorRecord) == 1024, "ErrorRecord is exchanged as raw byte
 
 }  // namespace
 
-void Communicator::all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype) {
+void Communicator::all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype,
+                                  void* stream) {
   check_buffers("all_reduce_sum", send, recv, count, dtype);
   TPEMBED_EXPECTS(reducible(dtype), InvalidArgumentError, "all_reduce_sum: cannot sum ",
                   dtype_name(dtype), " (supported: f32, f16, bf16, i32, i64)");
   if (count == 0) return;
-  do_all_reduce_sum(send, recv, count, dtype);
+  do_all_reduce_sum(send, recv, count, dtype, stream);
 }
 
-void Communicator::all_gather(const void* send, void* recv, std::int64_t count, DType dtype) {
+void Communicator::all_gather(const void* send, void* recv, std::int64_t count, DType dtype,
+                              void* stream) {
   check_buffers("all_gather", send, recv, count, dtype);
   if (count == 0) return;
-  do_all_gather(send, recv, count * static_cast<std::int64_t>(element_size(dtype)));
+  do_all_gather(send, recv, count * static_cast<std::int64_t>(element_size(dtype)), stream);
 }
 
 std::unique_ptr<Communicator> Communicator::split(const std::vector<int>& group) {

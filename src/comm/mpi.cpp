@@ -201,7 +201,7 @@ class MpiCommunicator final : public Communicator {
   std::string engine() const override { return "mpi"; }
 
  protected:
-  void do_all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype) override {
+  void do_all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype, void*) override {
     MPI_Datatype type = MPI_DATATYPE_NULL;
     MPI_Op op = MPI_SUM;
     switch (dtype) {
@@ -242,7 +242,7 @@ class MpiCommunicator final : public Communicator {
     }
   }
 
-  void do_all_gather(const void* send, void* recv, std::int64_t bytes_per_rank) override {
+  void do_all_gather(const void* send, void* recv, std::int64_t bytes_per_rank, void*) override {
     char* own_block = static_cast<char*>(recv) + rank_ * bytes_per_rank;
     // In place when `send` is this rank's block; any other overlap with `recv` is copied there
     // first, since MPI forbids aliased buffers.

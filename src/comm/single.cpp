@@ -14,10 +14,10 @@ class SingleCommunicator final : public Communicator {
   std::string engine() const override { return "single"; }
 
  protected:
-  void do_all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype) override {
+  void do_all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype, void*) override {
     if (send != recv) std::memmove(recv, send, static_cast<std::size_t>(count) * element_size(dtype));
   }
-  void do_all_gather(const void* send, void* recv, std::int64_t bytes_per_rank) override {
+  void do_all_gather(const void* send, void* recv, std::int64_t bytes_per_rank, void*) override {
     if (send != recv) std::memmove(recv, send, static_cast<std::size_t>(bytes_per_rank));
   }
   void do_barrier() override {}

@@ -148,7 +148,7 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
     if (tp > 1) {
       const std::int64_t elements = num_ids * layout.global_cols;
       if (place.is_host() || group->accepts_device_buffers()) {
-        group->all_reduce_sum(out.data, out.mutable_data(), elements, layout.out_dtype);
+        group->all_reduce_sum(out.data, out.mutable_data(), elements, layout.out_dtype, stream);
       } else {
         void* staged = workspace.host_stage(static_cast<std::size_t>(out_bytes));
         place.to_host(staged, out.data, static_cast<std::size_t>(out_bytes));
@@ -169,7 +169,7 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
     p.bad_id_count = counter;
     place.lookup(p);
     if (place.is_host() || group->accepts_device_buffers()) {
-      group->all_gather(own_block, blocks, block_bytes, bytes);
+      group->all_gather(own_block, blocks, block_bytes, bytes, stream);
     } else {
       auto* staged = static_cast<std::uint8_t*>(workspace.host_stage(static_cast<std::size_t>(block_bytes * tp)));
       place.to_host(staged + group->rank() * block_bytes, own_block, static_cast<std::size_t>(block_bytes));

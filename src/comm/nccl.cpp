@@ -1,0 +1,271 @@
+// The NCCL engine: collectives on device buffers, queued on the caller's stream. Communicators are
+// created non-blocking, so that set-up, splits and collectives can be watched against a deadline:
+// one that does not finish in time aborts the communicator and throws CommunicatorError on this
+// rank instead of hanging (a peer that died or never came).
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "cuda/runtime.hpp"
+#include "tpembed/communicator.hpp"
+#include "tpembed/cuda.hpp"
+
+namespace tpembed {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+[[noreturn]] void throw_nccl(ncclResult_t status, const char* what, int rank) {
+  throw BackendError(detail::concat("rank ", rank, ": ", what, " failed: ", ncclGetErrorString(status),
+                                    " (", ncclGetLastError(nullptr), ")"));
+}
+
+// NVLink multicast (NVLS) stays off wherever we set NCCL's environment: on shared machines a program
+// that uses it can take the host's GPUs out of service.
+void keep_nvls_off() { setenv("NCCL_NVLS_ENABLE", "0", 1); }
+
+ncclConfig_t nonblocking_config() {
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  return config;
+}
+
+bool is_device_memory(const void* pointer) { return cuda_runtime::device_of(pointer) >= 0; }
+
+class NcclCommunicator final : public Communicator {
+ public:
+  // Takes `comm` (possibly still initialising) and waits until it is ready.
+  NcclCommunicator(ncclComm_t comm, int device, const NcclOptions& options, const char* what, int rank_hint)
+      : comm_(comm), device_(device), options_(options) {
+    wait_ready(what, rank_hint);
+    ncclCommUserRank(comm_, &rank_);
+    ncclCommCount(comm_, &size_);
+  }
+  ~NcclCommunicator() override {
+    if (comm_ == nullptr) return;
+    if (aborted_) return;
+    cuda_runtime::restore_device(device_);
+    ncclCommFinalize(comm_);
+    ncclResult_t state = ncclInProgress;
+    const auto deadline = Clock::now() + seconds(options_.timeout_seconds);
+    while (ncclCommGetAsyncError(comm_, &state) == ncclSuccess && state == ncclInProgress && Clock::now() < deadline) {
+      std::this_thread::yield();
+    }
+    if (state == ncclSuccess) {
+      ncclCommDestroy(comm_);
+    } else {
+      ncclCommAbort(comm_);
+    }
+  }
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string engine() const override { return "nccl"; }
+  bool accepts_device_buffers() const override { return true; }
+
+ protected:
+  void do_all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype, void* stream) override {
+    ncclDataType_t type = ncclFloat32;
+    switch (dtype) {
+      case DType::f32: type = ncclFloat32; break;
+      case DType::f16: type = ncclFloat16; break;
+      case DType::bf16: type = ncclBfloat16; break;
+      case DType::i32: type = ncclInt32; break;
+      default: type = ncclInt64; break;
+    }
+    const std::size_t bytes = static_cast<std::size_t>(count) * element_size(dtype);
+    run(send, recv, bytes, bytes, stream, [&](const void* s, void* r, cudaStream_t st) {
+      return ncclAllReduce(s, r, static_cast<std::size_t>(count), type, ncclSum, comm_, st);
+    });
+  }
+
+  void do_all_gather(const void* send, void* recv, std::int64_t bytes_per_rank, void* stream) override {
+    const auto bytes = static_cast<std::size_t>(bytes_per_rank);
+    run(send, recv, bytes, bytes * static_cast<std::size_t>(size_), stream, [&](const void* s, void* r, cudaStream_t st) {
+      return ncclAllGather(s, r, bytes, ncclInt8, comm_, st);
+    });
+  }
+
+  void do_barrier() override {
+    std::int32_t token = 1, total = 0;
+    do_all_reduce_sum(&token, &total, 1, DType::i32, nullptr);
+  }
+
+  std::unique_ptr<Communicator> do_split(int color, int key) override {
+    check_usable();
+    cuda_runtime::set_device(device_);
+    ncclConfig_t config = nonblocking_config();
+    ncclComm_t split = nullptr;
+    const ncclResult_t status = ncclCommSplit(comm_, color, key, &split, &config);
+    if (status != ncclSuccess && status != ncclInProgress) throw_nccl(status, "ncclCommSplit", rank_);
+    wait_ready("ncclCommSplit", rank_);  // the parent finishes its part of the split
+    return std::make_unique<NcclCommunicator>(split, device_, options_, "ncclCommSplit", rank_);
+  }
+
+ private:
+  static std::chrono::nanoseconds seconds(double value) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(value));
+  }
+
+  void check_usable() const {
+    TPEMBED_EXPECTS(!aborted_, CommunicatorError, "rank ", rank_, ": the NCCL communicator was aborted earlier (",
+                    abort_reason_, ") and cannot be used");
+  }
+
+  [[noreturn]] void abort_with(const std::string& reason) {
+    ncclCommAbort(comm_);
+    aborted_ = true;
+    abort_reason_ = reason;
+    throw CommunicatorError(reason);
+  }
+
+  // Waits until the communicator has no operation in progress (set-up, split, or the enqueue of a
+  // non-blocking call), or aborts it at the deadline.
+  void wait_ready(const char* what, int rank_hint) {
+    const auto deadline = Clock::now() + seconds(options_.timeout_seconds);
+    ncclResult_t state = ncclInProgress;
+    while (true) {
+      const ncclResult_t status = ncclCommGetAsyncError(comm_, &state);
+      if (status != ncclSuccess) throw_nccl(status, "ncclCommGetAsyncError", rank_hint);
+      if (state == ncclSuccess) return;
+      if (state != ncclInProgress) {
+        abort_with(detail::concat("rank ", rank_hint, ": ", what, " failed: ", ncclGetErrorString(state)));
+      }
+      if (Clock::now() > deadline) {
+        abort_with(detail::concat("rank ", rank_hint, ": ", what, " did not finish within ", options_.timeout_seconds,
+                                  " s; the communicator was aborted (did every rank of the group call it?)"));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+
+  // Waits for the stream's work (the collective) with the deadline, watching NCCL's async errors.
+  void wait_done(cudaStream_t stream, const char* what) {
+    const auto deadline = Clock::now() + seconds(options_.timeout_seconds);
+    while (true) {
+      const cudaError_t done = cudaStreamQuery(stream);
+      if (done == cudaSuccess) return;
+      if (done != cudaErrorNotReady) cuda_runtime::check(done, what);
+      ncclResult_t state = ncclSuccess;
+      ncclCommGetAsyncError(comm_, &state);
+      if (state != ncclSuccess && state != ncclInProgress) {
+        abort_with(detail::concat("rank ", rank_, ": ", what, " failed: ", ncclGetErrorString(state)));
+      }
+      if (Clock::now() > deadline) {
+        abort_with(detail::concat("rank ", rank_, ": ", what, " did not complete within ", options_.timeout_seconds,
+                                  " s; the communicator was aborted (a peer is gone or stuck)"));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  }
+
+  // Runs one collective. Host buffers are staged through a device scratch buffer. Outside graph
+  // capture the call waits for the collective with the deadline; while the stream is being
+  // captured it only enqueues (the graph runs later).
+  template <typename Collective>
+  void run(const void* send, void* recv, std::size_t send_bytes, std::size_t recv_bytes, void* stream_handle,
+           Collective collective) {
+    check_usable();
+    cuda_runtime::set_device(device_);
+    auto stream = static_cast<cudaStream_t>(stream_handle);
+    const bool staged = !is_device_memory(recv);
+    const void* device_send = send;
+    void* device_recv = recv;
+    if (staged) {
+      if (scratch_.size() < send_bytes + recv_bytes) scratch_ = DeviceBuffer(send_bytes + recv_bytes, device_);
+      auto* base = static_cast<std::uint8_t*>(scratch_.data());
+      device_recv = base;
+      // In place stays in place (send inside recv): copy recv, and point send at the same offset.
+      const auto* send_bytes_ptr = static_cast<const std::uint8_t*>(send);
+      const auto* recv_bytes_ptr = static_cast<const std::uint8_t*>(recv);
+      if (send_bytes_ptr >= recv_bytes_ptr && send_bytes_ptr + send_bytes <= recv_bytes_ptr + recv_bytes) {
+        cuda_runtime::copy_to_device(base, recv, recv_bytes, stream);
+        device_send = base + (send_bytes_ptr - recv_bytes_ptr);
+      } else {
+        cuda_runtime::copy_to_device(base + recv_bytes, send, send_bytes, stream);
+        device_send = base + recv_bytes;
+      }
+    }
+    const ncclResult_t status = collective(device_send, device_recv, stream);
+    if (status != ncclSuccess && status != ncclInProgress) throw_nccl(status, "an NCCL collective", rank_);
+    wait_ready("enqueueing an NCCL collective", rank_);
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    cuda_runtime::check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
+    if (capture != cudaStreamCaptureStatusNone) return;
+    wait_done(stream, "an NCCL collective");
+    if (staged) cuda_runtime::copy_to_host(recv, device_recv, recv_bytes, stream);
+  }
+
+  ncclComm_t comm_;
+  int device_;
+  NcclOptions options_;
+  int rank_ = 0;
+  int size_ = 1;
+  bool aborted_ = false;
+  std::string abort_reason_;
+  DeviceBuffer scratch_;
+};
+
+}  // namespace
+
+bool nccl_available() { return true; }
+
+std::vector<std::uint8_t> make_nccl_unique_id() {
+  keep_nvls_off();
+  ncclUniqueId id;
+  const ncclResult_t status = ncclGetUniqueId(&id);
+  if (status != ncclSuccess) throw_nccl(status, "ncclGetUniqueId", -1);
+  return std::vector<std::uint8_t>(reinterpret_cast<const std::uint8_t*>(&id),
+                                   reinterpret_cast<const std::uint8_t*>(&id) + sizeof id);
+}
+
+std::unique_ptr<Communicator> make_nccl_communicator(const std::vector<std::uint8_t>& unique_id, int rank, int size,
+                                                     int device, const NcclOptions& options) {
+  TPEMBED_EXPECTS(unique_id.size() == sizeof(ncclUniqueId), InvalidArgumentError, "make_nccl_communicator: the unique id has ",
+                  unique_id.size(), " bytes, not ", sizeof(ncclUniqueId));
+  TPEMBED_EXPECTS(size >= 1 && rank >= 0 && rank < size, InvalidArgumentError, "make_nccl_communicator: rank ", rank,
+                  " is outside [0, ", size, ")");
+  TPEMBED_EXPECTS(device >= 0 && device < cuda_device_count(), InvalidArgumentError, "make_nccl_communicator: CUDA device ",
+                  device, " is not visible (", cuda_device_count(), " visible)");
+  TPEMBED_EXPECTS(options.timeout_seconds > 0, InvalidArgumentError, "make_nccl_communicator: timeout must be positive");
+  keep_nvls_off();
+  cuda_runtime::set_device(device);
+  ncclUniqueId id;
+  std::memcpy(&id, unique_id.data(), sizeof id);
+  ncclConfig_t config = nonblocking_config();
+  ncclComm_t comm = nullptr;
+  const ncclResult_t status = ncclCommInitRankConfig(&comm, size, id, rank, &config);
+  if (status != ncclSuccess && status != ncclInProgress) throw_nccl(status, "ncclCommInitRankConfig", rank);
+  return std::make_unique<NcclCommunicator>(comm, device, options, "NCCL communicator set-up", rank);
+}
+
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int device, const NcclOptions& options) {
+  // Rank 0 makes the id; every rank gets rank 0's block of an all-gather (a broadcast).
+  std::exception_ptr failure;
+  std::vector<std::uint8_t> mine(sizeof(ncclUniqueId), 0);
+  try {
+    if (bootstrap.rank() == 0) mine = make_nccl_unique_id();
+    if (device < 0) {
+      const int devices = cuda_device_count();
+      TPEMBED_EXPECTS(devices > 0, UnsupportedError, "make_nccl_communicator: no CUDA device visible");
+      const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+      device = (local != nullptr ? std::atoi(local) : bootstrap.rank()) % devices;
+    }
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  agree_or_throw(bootstrap, failure);
+  std::vector<std::uint8_t> all(mine.size() * static_cast<std::size_t>(bootstrap.size()));
+  bootstrap.all_gather(mine.data(), all.data(), static_cast<std::int64_t>(mine.size()), DType::i8);
+  const std::vector<std::uint8_t> id(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(mine.size()));
+  return make_nccl_communicator(id, bootstrap.rank(), bootstrap.size(), device, options);
+}
+
+}  // namespace tpembed
