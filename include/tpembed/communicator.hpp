@@ -46,6 +46,13 @@ class Communicator {
   void all_gather(const void* send, void* recv, std::int64_t count, DType dtype,
                   void* stream = nullptr);
 
+  /// Gathers a different number of bytes from each rank: rank r's `byte_counts[r]` bytes land at
+  /// `recv` + (the sum of the counts of ranks before r). Every rank passes the same counts and a
+  /// `send` of its own count. Buffers of host-only engines are host memory; the NCCL engine takes
+  /// device buffers on `stream`.
+  void all_gather_v(const void* send, void* recv, const std::vector<std::int64_t>& byte_counts,
+                    void* stream = nullptr);
+
   /// Waits until every rank has arrived.
   void barrier() { do_barrier(); }
 
@@ -62,6 +69,9 @@ class Communicator {
   virtual void do_all_gather(const void* send, void* recv, std::int64_t bytes_per_rank,
                              void* stream) = 0;
   virtual void do_barrier() = 0;
+  /// Default: an all_gather of blocks padded to the largest count, then compacted (host memory).
+  virtual void do_all_gather_v(const void* send, void* recv, const std::vector<std::int64_t>& byte_counts,
+                               const std::vector<std::int64_t>& displacements, void* stream);
   /// Ranks with the same `color` form a group, ordered by `key`.
   virtual std::unique_ptr<Communicator> do_split(int color, int key) = 0;
 };

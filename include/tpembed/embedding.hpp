@@ -22,6 +22,23 @@ enum class ShardPlacement : std::uint8_t {
   packed,
 };
 
+/// How vocab-parallel ranks (sharding_dim 0) combine their rows into everyone's output.
+enum class VocabExchange : std::uint8_t {
+  /// all_reduce where the communicator takes device buffers (NCCL: nothing on the host, so the
+  /// call can be captured in a CUDA graph), owned_rows where collectives go through the host (MPI).
+  automatic,
+  /// The seed's: every rank writes the rows it owns and zeros elsewhere, and the group sums
+  /// (each rank moves 2(tp-1)/tp of the output through the ring).
+  all_reduce,
+  /// Each token's row comes from its owner only: ranks look up just the ids they own and gather
+  /// those rows (each rank receives (tp-1)/tp of the output). Plans on the host from the ids, so it
+  /// copies GPU ids to the host first.
+  owned_rows,
+};
+
+/// "automatic", "all_reduce" or "owned_rows".
+const char* vocab_exchange_name(VocabExchange exchange);
+
 /// How a rank takes part in a (possibly tensor-parallel) lookup.
 struct EmbeddingConfig {
   int tp_size = 1;                 ///< Ranks sharing the table.
@@ -32,6 +49,7 @@ struct EmbeddingConfig {
   std::optional<std::int64_t> vocab_size;  ///< Equal vocab shards only: the real (unpadded) vocab.
   std::optional<DType> out_dtype;  ///< Output dtype; default the table's (required if quantized).
   bool strict = false;             ///< Throw OutOfRangeError when any id is out of range.
+  VocabExchange vocab_exchange = VocabExchange::automatic;  ///< sharding_dim 0 with tp > 1 only.
 };
 
 /// A rank's part of the table. Views, plus an optional owner that keeps their memory alive.

@@ -23,6 +23,8 @@ struct ShardLayout {
   std::vector<std::int64_t> sizes;    ///< Rows (dim 0) or columns (dim 1) of each tp_rank.
   DType table_dtype = DType::f32;
   DType out_dtype = DType::f32;
+  /// How vocab-parallel ranks combine rows (resolved: never `automatic`; all_reduce where unused).
+  VocabExchange vocab_exchange = VocabExchange::all_reduce;
 
   /// Ids in [0, valid_ids()) are in range: V + P where padding is addressable, else V.
   std::int64_t valid_ids() const { return global_rows + padding_rows; }

@@ -90,6 +90,42 @@ void Communicator::all_gather(const void* send, void* recv, std::int64_t count, 
   do_all_gather(send, recv, count * static_cast<std::int64_t>(element_size(dtype)), stream);
 }
 
+void Communicator::all_gather_v(const void* send, void* recv, const std::vector<std::int64_t>& byte_counts,
+                                void* stream) {
+  TPEMBED_EXPECTS(static_cast<int>(byte_counts.size()) == size(), InvalidArgumentError, "all_gather_v: ",
+                  byte_counts.size(), " counts for a communicator of ", size(), " ranks");
+  std::vector<std::int64_t> displacements(byte_counts.size(), 0);
+  std::int64_t total = 0;
+  for (std::size_t r = 0; r < byte_counts.size(); ++r) {
+    TPEMBED_EXPECTS(byte_counts[r] >= 0, InvalidArgumentError, "all_gather_v: count ", byte_counts[r], " of rank ", r,
+                    " is negative");
+    displacements[r] = total;
+    total += byte_counts[r];
+  }
+  TPEMBED_EXPECTS(total == 0 || recv != nullptr, InvalidArgumentError, "all_gather_v: null receive buffer for ",
+                  total, " bytes");
+  TPEMBED_EXPECTS(byte_counts[static_cast<std::size_t>(rank())] == 0 || send != nullptr, InvalidArgumentError,
+                  "all_gather_v: null send buffer for ", byte_counts[static_cast<std::size_t>(rank())], " bytes");
+  if (total == 0) return;
+  do_all_gather_v(send, recv, byte_counts, displacements, stream);
+}
+
+void Communicator::do_all_gather_v(const void* send, void* recv, const std::vector<std::int64_t>& byte_counts,
+                                   const std::vector<std::int64_t>& displacements, void* stream) {
+  const std::int64_t widest = *std::max_element(byte_counts.begin(), byte_counts.end());
+  std::vector<std::uint8_t> padded(static_cast<std::size_t>(widest * size()));
+  std::uint8_t* own = padded.data() + rank() * widest;
+  const std::int64_t mine = byte_counts[static_cast<std::size_t>(rank())];
+  if (mine > 0) std::memcpy(own, send, static_cast<std::size_t>(mine));
+  do_all_gather(own, padded.data(), widest, stream);
+  auto* out = static_cast<std::uint8_t*>(recv);
+  for (int r = 0; r < size(); ++r) {
+    const std::int64_t count = byte_counts[static_cast<std::size_t>(r)];
+    if (count > 0) std::memmove(out + displacements[static_cast<std::size_t>(r)], padded.data() + r * widest,
+                                static_cast<std::size_t>(count));
+  }
+}
+
 std::unique_ptr<Communicator> Communicator::split(const std::vector<int>& group) {
   const int ranks = size();
   std::int64_t length = static_cast<std::int64_t>(group.size());

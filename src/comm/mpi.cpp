@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "tpembed/communicator.hpp"
 #include "tpembed/numeric.hpp"
@@ -262,6 +263,22 @@ class MpiCommunicator final : public Communicator {
   }
 
   void do_barrier() override { TPEMBED_MPI_TRY(MPI_Barrier(comm_)); }
+
+  void do_all_gather_v(const void* send, void* recv, const std::vector<std::int64_t>& byte_counts,
+                       const std::vector<std::int64_t>& displacements, void* stream) override {
+    const std::int64_t total = displacements.back() + byte_counts.back();
+    if (total > kMaxCount) {  // MPI's int counts: the padded all-gather handles the large case
+      Communicator::do_all_gather_v(send, recv, byte_counts, displacements, stream);
+      return;
+    }
+    std::vector<int> counts(byte_counts.begin(), byte_counts.end());
+    std::vector<int> displs(displacements.begin(), displacements.end());
+    // In place when `send` already sits at this rank's place in `recv` (MPI forbids aliasing).
+    const bool in_place = send == static_cast<const char*>(recv) + displs[static_cast<std::size_t>(rank_)];
+    const void* source = in_place ? MPI_IN_PLACE : counts[static_cast<std::size_t>(rank_)] == 0 ? recv : send;
+    TPEMBED_MPI_TRY(MPI_Allgatherv(source, counts[static_cast<std::size_t>(rank_)], MPI_BYTE, recv, counts.data(),
+                                   displs.data(), MPI_BYTE, comm_));
+  }
 
   std::unique_ptr<Communicator> do_split(int color, int key) override {
     MPI_Comm group = MPI_COMM_NULL;

@@ -93,6 +93,37 @@ class NcclCommunicator final : public Communicator {
     });
   }
 
+  // Grouped point-to-point: this rank's block to every peer, every peer's block from it. The counts
+  // are on the host, so this is not for graph capture (the all-reduce path is).
+  void do_all_gather_v(const void* send, void* recv, const std::vector<std::int64_t>& byte_counts,
+                       const std::vector<std::int64_t>& displacements, void* stream_handle) override {
+    check_usable();
+    if (!is_device_memory(recv)) {  // host buffers: the padded all-gather, staged
+      Communicator::do_all_gather_v(send, recv, byte_counts, displacements, stream_handle);
+      return;
+    }
+    cuda_runtime::set_device(device_);
+    auto stream = static_cast<cudaStream_t>(stream_handle);
+    auto* out = static_cast<std::uint8_t*>(recv);
+    const auto mine = static_cast<std::size_t>(byte_counts[static_cast<std::size_t>(rank_)]);
+    if (mine > 0 && send != out + displacements[static_cast<std::size_t>(rank_)]) {
+      cuda_runtime::check(cudaMemcpyAsync(out + displacements[static_cast<std::size_t>(rank_)], send, mine,
+                                          cudaMemcpyDeviceToDevice, stream),
+                          "cudaMemcpyAsync");
+    }
+    ncclGroupStart();
+    for (int peer = 0; peer < size_; ++peer) {
+      if (peer == rank_) continue;
+      const auto theirs = static_cast<std::size_t>(byte_counts[static_cast<std::size_t>(peer)]);
+      if (mine > 0) ncclSend(send, mine, ncclInt8, peer, comm_, stream);
+      if (theirs > 0) ncclRecv(out + displacements[static_cast<std::size_t>(peer)], theirs, ncclInt8, peer, comm_, stream);
+    }
+    const ncclResult_t status = ncclGroupEnd();
+    if (status != ncclSuccess && status != ncclInProgress) throw_nccl(status, "ncclGroupEnd (all_gather_v)", rank_);
+    wait_ready("enqueueing an NCCL all_gather_v", rank_);
+    wait_done(stream, "an NCCL all_gather_v");
+  }
+
   void do_barrier() override {
     std::int32_t token = 1, total = 0;
     do_all_reduce_sum(&token, &total, 1, DType::i32, nullptr);

@@ -160,6 +160,7 @@ ShardDescription describe_shard(const EmbeddingShard& shard, const EmbeddingConf
   d.cols = shard.weight.shape[1];
   d.padding_rows = shard.padding.absent() ? 0 : shard.padding.shape[0];
   d.vocab_size = config.vocab_size ? *config.vocab_size : -1;
+  d.vocab_exchange = static_cast<std::int32_t>(config.vocab_exchange);
   return d;
 }
 
@@ -185,6 +186,9 @@ ShardLayout plan_layout(const std::vector<ShardDescription>& shards, int my_grou
                     dtype_name(static_cast<DType>(first.out_dtype)));
     TPEMBED_EXPECTS(s.vocab_size == first.vocab_size, ShapeError, "rank ", r, " has vocab_size ",
                     s.vocab_size, " but rank 0 has ", first.vocab_size);
+    TPEMBED_EXPECTS(s.vocab_exchange == first.vocab_exchange, InvalidArgumentError, "rank ", r, " asks for the ",
+                    vocab_exchange_name(static_cast<VocabExchange>(s.vocab_exchange)), " vocab exchange but rank 0 for ",
+                    vocab_exchange_name(static_cast<VocabExchange>(first.vocab_exchange)));
   }
 
   // tp ranks must be a permutation of 0..tp-1.

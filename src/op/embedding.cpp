@@ -53,6 +53,15 @@ EmbeddingShard EmbeddingShard::owning(Tensor weight, Tensor scale, Tensor paddin
   return shard;
 }
 
+const char* vocab_exchange_name(VocabExchange exchange) {
+  switch (exchange) {
+    case VocabExchange::automatic: return "automatic";
+    case VocabExchange::all_reduce: return "all_reduce";
+    case VocabExchange::owned_rows: return "owned_rows";
+  }
+  return "unknown";
+}
+
 EmbeddingShard copy_shard_to_device(const EmbeddingShard& host, int device) {
   auto buffers = std::make_shared<std::vector<DeviceBuffer>>();
   buffers->reserve(4);  // views below point into these buffers: no reallocation

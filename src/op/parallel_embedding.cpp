@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "op/checks.hpp"
+#include "op/owned_rows.hpp"
 #include "op/place.hpp"
 #include "tpembed/lookup.hpp"
 
@@ -27,6 +28,8 @@ struct ParallelEmbedding::Impl {
   bool on_gpu() const { return shard.weight.device.kind == DeviceKind::cuda; }
   void setup(Communicator& comm);
   void forward(const TensorView& ids, const TensorView& out, void* stream);
+  void exchange_owned_rows(const TensorView& ids, const TensorView& out, op::Place& place,
+                           unsigned long long* counter, void* stream);
   OutOfRangeError first_bad_id_error(const TensorView& ids, std::uint64_t bad, op::Place& place) const;
   LookupParams lookup_params(const TensorView& ids, void* out, std::int64_t out_row_stride) const;
   std::uint64_t bad_id_count(void* stream) const;
@@ -77,6 +80,12 @@ void ParallelEmbedding::Impl::setup(Communicator& comm) {
   group->all_gather(&mine, all.data(), sizeof mine, DType::i8);
   layout = op::plan_layout(all, group->rank());
   for (const auto& description : all) tp_rank_of_member.push_back(description.tp_rank);
+  layout.vocab_exchange = VocabExchange::all_reduce;
+  if (layout.sharding_dim == 0 && layout.tp_size > 1) {
+    layout.vocab_exchange = config.vocab_exchange != VocabExchange::automatic ? config.vocab_exchange
+                            : group->accepts_device_buffers()                  ? VocabExchange::all_reduce
+                                                                              : VocabExchange::owned_rows;
+  }
   // The device counter exists before the first forward, so that one can be graph-captured.
   if (on_gpu()) {
     op::Place place(shard.weight.device, nullptr);
@@ -139,7 +148,9 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
   const std::int64_t cols = shard.weight.shape[1];
   const std::int64_t out_bytes = num_ids * row_bytes(layout.out_dtype, layout.global_cols);
   const DType bytes = DType::i8;  // collectives below move raw bytes unless they sum
-  if (layout.sharding_dim == 0 || tp == 1) {
+  if (layout.sharding_dim == 0 && tp > 1 && layout.vocab_exchange == VocabExchange::owned_rows) {
+    exchange_owned_rows(ids, out, place, counter, stream);
+  } else if (layout.sharding_dim == 0 || tp == 1) {
     // The masked lookup writes straight into out; the sum then completes it in place.
     LookupParams p = lookup_params(ids, out.mutable_data(), cols);
     p.bad_id_count = counter;
@@ -163,7 +174,7 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
     const std::int64_t widest = *std::max_element(layout.sizes.begin(), layout.sizes.end());
     const std::int64_t widest_bytes = row_bytes(layout.out_dtype, widest);
     const std::int64_t block_bytes = widest_bytes * num_ids;
-    auto* blocks = static_cast<std::uint8_t*>(workspace.gather_blocks(place, static_cast<std::size_t>(block_bytes * tp)));
+    auto* blocks = static_cast<std::uint8_t*>(workspace.scratch(place, op::Workspace::Scratch::gather_blocks, static_cast<std::size_t>(block_bytes * tp)));
     std::uint8_t* own_block = blocks + group->rank() * block_bytes;
     LookupParams p = lookup_params(ids, own_block, widest);
     p.bad_id_count = counter;
@@ -201,6 +212,80 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
       std::rethrow_exception(strict_error);
     }
   }
+}
+
+// Each member looks up only the ids it owns (compacted, in token order), the members gather those
+// rows (all_gather_v), and every member scatters them into token order. The scatter is the lookup
+// again: the gathered rows are a table, and each token's position in it is its id (-1: bad id).
+void ParallelEmbedding::Impl::exchange_owned_rows(const TensorView& ids, const TensorView& out, op::Place& place,
+                                                  unsigned long long* counter, void* stream) {
+  using Scratch = op::Workspace::Scratch;
+  const std::int64_t num_ids = ids.numel();
+  const std::int64_t row = row_bytes(layout.out_dtype, layout.global_cols);
+  std::vector<std::uint8_t> host_ids;
+  const void* ids_on_host = ids.data;
+  if (!place.is_host()) {
+    host_ids.resize(static_cast<std::size_t>(ids.nbytes()));
+    place.to_host(host_ids.data(), ids.data, host_ids.size());
+    ids_on_host = host_ids.data();
+  }
+  const op::OwnedRowsPlan plan =
+      op::plan_owned_rows(ids_on_host, ids.dtype, num_ids, layout, tp_rank_of_member, group->rank());
+  const int me = group->rank();
+  const std::int64_t mine = plan.row_counts[static_cast<std::size_t>(me)];
+  std::vector<std::int64_t> byte_counts(plan.row_counts.size()), first_byte(plan.row_counts.size(), 0);
+  std::int64_t total_bytes = 0;
+  for (std::size_t m = 0; m < plan.row_counts.size(); ++m) {
+    byte_counts[m] = plan.row_counts[m] * row;
+    first_byte[m] = total_bytes;
+    total_bytes += byte_counts[m];
+  }
+  auto on_place = [&](Scratch kind, const std::vector<std::int64_t>& values) -> const void* {
+    if (place.is_host()) return values.data();
+    void* copy = workspace.scratch(place, kind, values.size() * sizeof(std::int64_t));
+    place.from_host(copy, values.data(), values.size() * sizeof(std::int64_t));
+    return copy;
+  };
+
+  // 1. This member's rows, compacted.
+  auto* received = static_cast<std::uint8_t*>(workspace.scratch(place, Scratch::exchange_receive,
+                                                                static_cast<std::size_t>(total_bytes)));
+  std::uint8_t* own_rows = received + first_byte[static_cast<std::size_t>(me)];
+  LookupParams compact = lookup_params(TensorView(on_place(Scratch::exchange_ids, plan.my_ids), DType::i64, {mine},
+                                                  place.device()),
+                                       own_rows, layout.global_cols);
+  place.lookup(compact);
+
+  // 2. Everyone's rows, in member order.
+  if (place.is_host() || group->accepts_device_buffers()) {
+    group->all_gather_v(own_rows, received, byte_counts, stream);
+  } else {
+    auto* staged = static_cast<std::uint8_t*>(workspace.host_stage(static_cast<std::size_t>(total_bytes)));
+    std::uint8_t* own_staged = staged + first_byte[static_cast<std::size_t>(me)];
+    place.to_host(own_staged, own_rows, static_cast<std::size_t>(mine * row));
+    group->all_gather_v(own_staged, staged, byte_counts);
+    place.from_host(received, staged, static_cast<std::size_t>(total_bytes));
+  }
+
+  // 3. Token order: a lookup in the gathered rows (same dtype, no scale: rows are copied bit for bit).
+  LookupParams scatter;
+  scatter.table = received;
+  scatter.table_dtype = layout.out_dtype;
+  scatter.table_rows = total_bytes / std::max<std::int64_t>(row, 1);
+  scatter.cols = layout.global_cols;
+  scatter.table_row_bytes = row;
+  scatter.valid_ids = scatter.table_rows;
+  scatter.ids = on_place(Scratch::exchange_positions, plan.positions);
+  scatter.id_dtype = DType::i64;
+  scatter.num_ids = num_ids;
+  scatter.out = out.mutable_data();
+  scatter.out_dtype = layout.out_dtype;
+  scatter.out_row_stride = layout.global_cols;
+  place.lookup(scatter);
+
+  const unsigned long long bad = plan.bad_ids;
+  place.from_host(counter, &bad, sizeof bad);
+  place.synchronize();  // host buffers above (plan, staging, `bad`) are read by queued copies
 }
 
 std::uint64_t ParallelEmbedding::Impl::bad_id_count(void* stream) const {

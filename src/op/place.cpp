@@ -1,5 +1,6 @@
 #include "op/place.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "cuda/runtime.hpp"
@@ -83,15 +84,16 @@ const unsigned long long* Workspace::device_counter_if_any() const {
   return static_cast<const unsigned long long*>(counter_.data());
 }
 
-void* Workspace::gather_blocks(const Place& place, std::size_t bytes) {
+void* Workspace::scratch(const Place& place, Scratch kind, std::size_t bytes) {
+  const auto slot = static_cast<int>(kind);
   if (place.is_host()) {
-    if (host_blocks_.size() < bytes) host_blocks_.resize(bytes);
-    return host_blocks_.data();
+    auto& buffer = host_scratch_[slot];
+    if (buffer.size() < bytes || buffer.empty()) buffer.resize(std::max<std::size_t>(bytes, 1));
+    return buffer.data();
   }
-  if (device_blocks_.size() < bytes || device_blocks_.data() == nullptr) {
-    device_blocks_ = DeviceBuffer(bytes, place.device().index);
-  }
-  return device_blocks_.data();
+  auto& buffer = device_scratch_[slot];
+  if (buffer.size() < bytes || buffer.data() == nullptr) buffer = DeviceBuffer(bytes, place.device().index);
+  return buffer.data();
 }
 
 void* Workspace::host_stage(std::size_t bytes) {

@@ -57,15 +57,17 @@ class Workspace {
   unsigned long long* device_counter(const Place& place);
   /// The counter if it was allocated, else null.
   const unsigned long long* device_counter_if_any() const;
-  /// At least `bytes` of scratch on `place` for the all-gather blocks.
-  void* gather_blocks(const Place& place, std::size_t bytes);
+  /// What a scratch buffer is for (each kind is kept, and grown, separately).
+  enum class Scratch { gather_blocks, exchange_ids, exchange_positions, exchange_send, exchange_receive, count };
+  /// At least `bytes` of scratch of kind `kind` on `place`.
+  void* scratch(const Place& place, Scratch kind, std::size_t bytes);
   /// At least `bytes` of page-locked host memory for staging device data through MPI.
   void* host_stage(std::size_t bytes);
 
  private:
   DeviceBuffer counter_;
-  DeviceBuffer device_blocks_;
-  std::vector<std::uint8_t> host_blocks_;
+  DeviceBuffer device_scratch_[static_cast<int>(Scratch::count)];
+  std::vector<std::uint8_t> host_scratch_[static_cast<int>(Scratch::count)];
   struct PinnedFree {
     void operator()(void* memory) const noexcept;
   };

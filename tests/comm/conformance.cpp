@@ -244,6 +244,30 @@ TEST_P(CommConformance, AllGatherPlacesEveryRanksBlock) {
   }
 }
 
+TEST_P(CommConformance, AllGatherVPlacesUnevenBlocks) {
+  // Rank r sends (r * 37 + 5) % 11 bytes (some ranks send nothing), each byte naming its rank.
+  const int ranks = comm->size();
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(ranks));
+  for (int r = 0; r < ranks; ++r) counts[static_cast<std::size_t>(r)] = (r * 37 + 5) % 11 - (r % 3 == 1 ? 5 : 0);
+  for (auto& count : counts) count = std::max<std::int64_t>(0, count);
+  std::int64_t total = 0;
+  for (auto count : counts) total += count;
+  const std::int64_t mine = counts[static_cast<std::size_t>(comm->rank())];
+  std::vector<std::uint8_t> send(static_cast<std::size_t>(mine));
+  for (std::int64_t i = 0; i < mine; ++i) send[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(comm->rank() * 16 + i);
+  std::vector<std::uint8_t> recv(static_cast<std::size_t>(total) + 8, 0xee);
+  comm->all_gather_v(send.data(), recv.data(), counts);
+  std::int64_t at = 0;
+  for (int r = 0; r < ranks; ++r) {
+    for (std::int64_t i = 0; i < counts[static_cast<std::size_t>(r)]; ++i, ++at) {
+      ASSERT_EQ(recv[static_cast<std::size_t>(at)], static_cast<std::uint8_t>(r * 16 + i)) << "rank " << r << " byte " << i;
+    }
+  }
+  for (std::size_t g = static_cast<std::size_t>(total); g < recv.size(); ++g) ASSERT_EQ(recv[g], 0xee) << "wrote past the end";
+  expect_error<InvalidArgumentError>([&] { comm->all_gather_v(send.data(), recv.data(), {}); },
+                                     "counts for a communicator of");
+}
+
 TEST_P(CommConformance, ZeroCountCollectivesTouchNothing) {
   EXPECT_NO_THROW(comm->all_reduce_sum(nullptr, nullptr, 0, DType::f32));
   EXPECT_NO_THROW(comm->all_gather(nullptr, nullptr, 0, DType::i64));

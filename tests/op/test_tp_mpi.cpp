@@ -39,6 +39,7 @@ struct TpCase {
   std::int64_t hidden;
   std::int64_t padding_rows;  ///< dim 1 only (dim 0 with tp > 1 has no addressable padding)
   bool reverse_tp_ranks;      ///< tp_rank = tp - 1 - rank
+  VocabExchange exchange = VocabExchange::all_reduce;  ///< dim 0: how the rows are combined
 };
 
 std::string tp_case_name(const ::testing::TestParamInfo<TpCase>& info) {
@@ -47,7 +48,8 @@ std::string tp_case_name(const ::testing::TestParamInfo<TpCase>& info) {
   name << dtype_name(c.table) << "_" << dtype_name(c.id) << "_to_" << dtype_name(c.out) << "_dim"
        << c.sharding_dim << (c.placement == ShardPlacement::equal ? "_equal" : "_packed") << "_V"
        << c.vocab << "_H" << c.hidden << "_P" << c.padding_rows
-       << (c.reverse_tp_ranks ? "_reversed" : "") << "_" << info.index;
+       << (c.reverse_tp_ranks ? "_reversed" : "") << (c.sharding_dim == 0 ? std::string("_") + vocab_exchange_name(c.exchange) : "")
+       << "_" << info.index;
   return name.str();
 }
 
@@ -125,6 +127,7 @@ void run_and_check(const TpCase& base_case, const std::vector<int>& group_ranks,
   config.sharding_dim = c.sharding_dim;
   config.tp_rank = tp_rank;
   config.placement = c.placement;
+  config.vocab_exchange = c.exchange;
   if (c.sharding_dim == 0 && c.placement == ShardPlacement::equal) config.vocab_size = c.vocab;
   if (c.out != c.table || is_quantized(c.table)) config.out_dtype = c.out;
   ParallelEmbedding embedding(world(), kOnGpu ? upload_shard(shard.view()) : shard.view(), config);
@@ -195,7 +198,20 @@ std::vector<TpCase> tp_cases() {
   return cases;
 }
 
-INSTANTIATE_TEST_SUITE_P(Matrix, TensorParallel, ::testing::ValuesIn(tp_cases()), tp_case_name);
+// Vocab-parallel cases run with both exchanges.
+std::vector<TpCase> tp_cases_with_exchanges() {
+  std::vector<TpCase> cases;
+  for (TpCase c : tp_cases()) {
+    cases.push_back(c);
+    if (c.sharding_dim == 0) {
+      c.exchange = VocabExchange::owned_rows;
+      cases.push_back(c);
+    }
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Matrix, TensorParallel, ::testing::ValuesIn(tp_cases_with_exchanges()), tp_case_name);
 
 // ---- errors reach every rank ------------------------------------------------------------------
 
@@ -260,6 +276,27 @@ TEST(TensorParallelErrors, DifferentTableDtypes) {
   config.out_dtype = DType::f32;
   expect_error_everywhere<ShapeError>([&] { ParallelEmbedding(world(), shard, config); },
                                       "rank 1 holds a f16 table but rank 0 holds a bf16 table");
+}
+
+TEST(TensorParallelErrors, DifferentVocabExchanges) {
+  const HostTable table = random_table(DType::f32, 4, 4, 1);
+  EmbeddingShard shard;
+  shard.weight = table.view();
+  EmbeddingConfig config = whole_world_config(0);
+  config.vocab_exchange = world().rank() == 1 ? VocabExchange::owned_rows : VocabExchange::all_reduce;
+  expect_error_everywhere<InvalidArgumentError>(
+      [&] { ParallelEmbedding(world(), shard, config); },
+      "rank 1 asks for the owned_rows vocab exchange but rank 0 for all_reduce");
+}
+
+TEST(TensorParallelOp, AutomaticExchangeOverMpiIsOwnedRows) {
+  const HostTable table = random_table(DType::f32, 4, 4, 1);
+  EmbeddingShard shard;
+  shard.weight = table.view();
+  ParallelEmbedding embedding(world(), shard, whole_world_config(0));
+  EXPECT_EQ(embedding.layout().vocab_exchange, VocabExchange::owned_rows);
+  ParallelEmbedding hidden(world(), shard, whole_world_config(1));
+  EXPECT_EQ(hidden.layout().vocab_exchange, VocabExchange::all_reduce);  // unused for hidden sharding
 }
 
 TEST(TensorParallelErrors, CollidingTpRanks) {
