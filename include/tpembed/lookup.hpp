@@ -52,6 +52,33 @@ struct LookupParams {
   bool unowned_negative_zero = false;          ///< Fill rows owned by other ranks with -0.0.
 };
 
+/// One member's block of a hidden-parallel all-gather and where its columns go in the output.
+struct LayoutPiece {
+  std::int64_t source_offset = 0;       ///< Bytes from the start of the gathered buffer to the block.
+  std::int64_t destination_offset = 0;  ///< Bytes from the start of an output row to the piece.
+  std::int64_t bytes = 0;               ///< Bytes of the piece in each row.
+};
+
+/// Lays gathered column blocks out as output rows: for every piece p and row r, `p.bytes` bytes go
+/// from `source + p.source_offset + r * source_pitch` to `out + r * out_pitch + p.destination_offset`.
+struct LayoutParams {
+  const void* source = nullptr;
+  std::int64_t source_pitch = 0;  ///< Bytes between rows inside a block.
+  void* out = nullptr;
+  std::int64_t out_pitch = 0;     ///< Bytes between output rows.
+  std::int64_t rows = 0;
+  const LayoutPiece* pieces = nullptr;  ///< Host array of `num_pieces` pieces.
+  int num_pieces = 0;
+};
+
+/// The layout on the host.
+void layout_columns_cpu(const LayoutParams& params);
+
+/// The layout as one kernel launch on a CUDA `stream` (pieces travel in the launch's parameters;
+/// more than 64 pieces take one launch per 64). Moves 16 bytes at a time where every offset, width
+/// and pitch allows. Returns the launch's cudaError_t.
+int layout_columns_cuda(const LayoutParams& params, void* stream);
+
 /// Runs the gather on the host, splitting large work over the machine's cores.
 void lookup_cpu(const LookupParams& params);
 

@@ -15,7 +15,6 @@ namespace {
 namespace cuda_runtime {
 void copy_to_host(void*, const void*, std::size_t, void*) { no_cuda(); }
 void copy_to_device(void*, const void*, std::size_t, void*) { no_cuda(); }
-void copy_2d(void*, std::size_t, const void*, std::size_t, std::size_t, std::size_t, void*) { no_cuda(); }
 void fill(void*, int, std::size_t, void*) { no_cuda(); }
 void* alloc_host(std::size_t) { no_cuda(); }
 void free_host(void*) noexcept {}
@@ -44,5 +43,6 @@ void DeviceBuffer::copy_from_host(const void*, std::size_t) { no_cuda(); }
 void DeviceBuffer::copy_to_host(void*, std::size_t) const { no_cuda(); }
 
 int lookup_cuda(const LookupParams&, void*) { no_cuda(); }
+int layout_columns_cuda(const LayoutParams&, void*) { no_cuda(); }
 
 }  // namespace tpembed

@@ -37,14 +37,6 @@ void copy_to_device(void* device, const void* host, std::size_t bytes, void* str
         "cudaMemcpyAsync (to device)");
 }
 
-void copy_2d(void* dst, std::size_t dst_pitch, const void* src, std::size_t src_pitch, std::size_t width,
-             std::size_t height, void* stream) {
-  if (width == 0 || height == 0) return;
-  check(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, height, cudaMemcpyDeviceToDevice,
-                          static_cast<cudaStream_t>(stream)),
-        "cudaMemcpy2DAsync");
-}
-
 void fill(void* device, int value, std::size_t bytes, void* stream) {
   if (bytes == 0) return;
   check(cudaMemsetAsync(device, value, bytes, static_cast<cudaStream_t>(stream)), "cudaMemsetAsync");

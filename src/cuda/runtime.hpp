@@ -10,9 +10,6 @@ namespace tpembed::cuda_runtime {
 void copy_to_host(void* host, const void* device, std::size_t bytes, void* stream);
 /// Copies host -> device on `stream` (asynchronous with respect to the host for pinned memory).
 void copy_to_device(void* device, const void* host, std::size_t bytes, void* stream);
-/// Copies a 2-D region (rows of `width` bytes) between device buffers on `stream`.
-void copy_2d(void* dst, std::size_t dst_pitch, const void* src, std::size_t src_pitch,
-             std::size_t width, std::size_t height, void* stream);
 /// Sets `bytes` of device memory to `value` on `stream`.
 void fill(void* device, int value, std::size_t bytes, void* stream);
 /// Allocates / frees page-locked host memory (for staging).

@@ -187,15 +187,21 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
       group->all_gather(staged + group->rank() * block_bytes, staged, block_bytes, bytes);
       place.from_host(blocks, staged, static_cast<std::size_t>(block_bytes * tp));
     }
-    auto* dst = static_cast<std::uint8_t*>(out.mutable_data());
-    const std::int64_t out_row = row_bytes(layout.out_dtype, layout.global_cols);
+    std::vector<LayoutPiece> pieces(static_cast<std::size_t>(tp));
     for (int member = 0; member < tp; ++member) {
-      const int t = tp_rank_of_member[member];
-      place.copy_2d(dst + row_bytes(layout.out_dtype, layout.offsets[t]), static_cast<std::size_t>(out_row),
-                    blocks + member * block_bytes, static_cast<std::size_t>(widest_bytes),
-                    static_cast<std::size_t>(row_bytes(layout.out_dtype, layout.sizes[t])),
-                    static_cast<std::size_t>(num_ids));
+      const int t = tp_rank_of_member[static_cast<std::size_t>(member)];
+      pieces[static_cast<std::size_t>(member)] = {member * block_bytes, row_bytes(layout.out_dtype, layout.offsets[t]),
+                                                  row_bytes(layout.out_dtype, layout.sizes[t])};
     }
+    LayoutParams arrange;
+    arrange.source = blocks;
+    arrange.source_pitch = widest_bytes;
+    arrange.out = out.mutable_data();
+    arrange.out_pitch = row_bytes(layout.out_dtype, layout.global_cols);
+    arrange.rows = num_ids;
+    arrange.pieces = pieces.data();
+    arrange.num_pieces = tp;
+    place.layout_columns(arrange);
     if (!place.is_host() && !group->accepts_device_buffers()) place.synchronize();
   }
 

@@ -50,17 +50,11 @@ void Place::from_host(void* destination, const void* host, std::size_t bytes) {
   }
 }
 
-void Place::copy_2d(void* destination, std::size_t destination_pitch, const void* source,
-                    std::size_t source_pitch, std::size_t width, std::size_t height) {
-  if (!is_host()) {
-    cuda_runtime::copy_2d(destination, destination_pitch, source, source_pitch, width, height, stream_);
-    return;
-  }
-  if (width == 0) return;
-  auto* to = static_cast<std::uint8_t*>(destination);
-  const auto* from = static_cast<const std::uint8_t*>(source);
-  for (std::size_t row = 0; row < height; ++row) {
-    std::memcpy(to + row * destination_pitch, from + row * source_pitch, width);
+void Place::layout_columns(const LayoutParams& params) {
+  if (is_host()) {
+    layout_columns_cpu(params);
+  } else {
+    cuda_runtime::check(layout_columns_cuda(params, stream_), "the layout kernel launch");
   }
 }
 

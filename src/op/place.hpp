@@ -33,9 +33,8 @@ class Place {
   void to_host(void* host, const void* source, std::size_t bytes);
   /// Copies from host memory to this place (queued on the stream for a device).
   void from_host(void* destination, const void* host, std::size_t bytes);
-  /// Copies `height` rows of `width` bytes between buffers on this place.
-  void copy_2d(void* destination, std::size_t destination_pitch, const void* source,
-               std::size_t source_pitch, std::size_t width, std::size_t height);
+  /// Lays gathered column blocks out as output rows (layout_columns_cpu, or one kernel launch).
+  void layout_columns(const LayoutParams& params);
   /// Waits for the work queued on this place.
   void synchronize();
 
