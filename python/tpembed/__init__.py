@@ -54,6 +54,17 @@ from ._frameworks import prepare_out as _prepare_out
 from ._frameworks import stream_handle as _stream_handle
 
 
+
+def _prepare_shard(weight, per_token_scale, padding, padding_scale, weight_dtype, scale_dtype):
+    """The table, its scales and padding as the module takes them, with the dtypes they declare."""
+    declared_table = _dtype_name(weight_dtype, "weight_dtype")
+    declared_scale = _dtype_name(scale_dtype, "scale_dtype")
+    table, declared_table = _prepare(weight, "weight", declared_table)
+    scale, declared_scale = _prepare(per_token_scale, "per_token_scale", declared_scale)
+    pad, declared_table = _prepare(padding, "padding", declared_table)
+    pad_scale, declared_scale = _prepare(padding_scale, "padding_scale", declared_scale)
+    return table, scale, pad, pad_scale, declared_table, declared_scale
+
 def embedding(ids: Any, weight: Any, *, per_token_scale: Any = None, padding: Any = None,
               padding_scale: Any = None, out_dtype: Any = None, strict: bool = False,
               out: Any = None, stream: Any = None, weight_dtype: Any = None,
@@ -85,12 +96,8 @@ def embedding(ids: Any, weight: Any, *, per_token_scale: Any = None, padding: An
     graph writes to) is kept per distinct table address, dtypes, shapes and options, so repeated
     calls neither allocate nor synchronise; clear_embedding_cache() frees these set-ups.
     """
-    declared_table = _dtype_name(weight_dtype, "weight_dtype")
-    declared_scale = _dtype_name(scale_dtype, "scale_dtype")
-    table, declared_table = _prepare(weight, "weight", declared_table)
-    scale, declared_scale = _prepare(per_token_scale, "per_token_scale", declared_scale)
-    pad, declared_table = _prepare(padding, "padding", declared_table)
-    pad_scale, declared_scale = _prepare(padding_scale, "padding_scale", declared_scale)
+    table, scale, pad, pad_scale, declared_table, declared_scale = _prepare_shard(
+        weight, per_token_scale, padding, padding_scale, weight_dtype, scale_dtype)
     ids_arg, _ = _prepare(ids, "ids")
     allocated = _core._embedding(
         ids_arg, table, _prepare_out(out), _allocator(weight), scale, pad, pad_scale,
@@ -197,12 +204,8 @@ class ParallelEmbedding:
                  vocab_size: Optional[int] = None, out_dtype: Any = None, strict: bool = False,
                  weight_dtype: Any = None, scale_dtype: Any = None,
                  hidden: Optional[int] = None) -> None:
-        declared_table = _dtype_name(weight_dtype, "weight_dtype")
-        declared_scale = _dtype_name(scale_dtype, "scale_dtype")
-        table, declared_table = _prepare(weight, "weight", declared_table)
-        scale, declared_scale = _prepare(per_token_scale, "per_token_scale", declared_scale)
-        pad, declared_table = _prepare(padding, "padding", declared_table)
-        pad_scale, declared_scale = _prepare(padding_scale, "padding_scale", declared_scale)
+        table, scale, pad, pad_scale, declared_table, declared_scale = _prepare_shard(
+            weight, per_token_scale, padding, padding_scale, weight_dtype, scale_dtype)
         self._table = weight  # decides the framework of allocated outputs and the default stream
         self._impl = _core._ParallelEmbedding.from_arrays(
             table, scale, pad, pad_scale, declared_table, declared_scale, hidden,
