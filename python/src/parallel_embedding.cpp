@@ -43,8 +43,26 @@ std::unique_ptr<Communicator> make_communicator(const std::string& engine) {
     const auto address = static_cast<std::uintptr_t>(std::stoull(engine.substr(4)));
     return make_mpi_communicator(reinterpret_cast<const void*>(address));
   }
+  // "nccl:<rank>:<size>:<device>:<timeout seconds>:<unique id in hex>" (tpembed.NcclCommunicator).
+  if (engine.rfind("nccl:", 0) == 0) {
+    std::vector<std::string> fields;
+    std::size_t start = 5;
+    for (std::size_t colon; (colon = engine.find(':', start)) != std::string::npos; start = colon + 1) {
+      fields.push_back(engine.substr(start, colon - start));
+    }
+    fields.push_back(engine.substr(start));
+    TPEMBED_EXPECTS(fields.size() == 5 && fields[4].size() % 2 == 0, InvalidArgumentError,
+                    "malformed NCCL communicator description");
+    std::vector<std::uint8_t> id(fields[4].size() / 2);
+    for (std::size_t i = 0; i < id.size(); ++i) {
+      id[i] = static_cast<std::uint8_t>(std::stoul(fields[4].substr(2 * i, 2), nullptr, 16));
+    }
+    NcclOptions options;
+    options.timeout_seconds = std::stod(fields[3]);
+    return make_nccl_communicator(id, std::stoi(fields[0]), std::stoi(fields[1]), std::stoi(fields[2]), options);
+  }
   throw InvalidArgumentError(
-      detail::concat("communicator '", engine, "' is neither 'single' nor 'mpi'"));
+      detail::concat("communicator '", engine, "' is neither 'single', 'mpi' nor an NCCL communicator"));
 }
 
 // The group settings, as the Python constructor passes them.

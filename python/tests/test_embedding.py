@@ -282,3 +282,8 @@ def test_build_queries():
     assert tpembed.cuda_device_count() >= 0
     assert isinstance(tpembed.mpi_available(), bool)
 
+
+
+def test_nccl_communicator_arguments_are_checked():
+    with pytest.raises(TypeError, match="unique_id must be bytes"):
+        tpembed.NcclCommunicator("not bytes", 0, 1)

@@ -44,6 +44,9 @@ __all__ = [
     "cuda_built",
     "cuda_device_count",
     "mpi_available",
+    "nccl_available",
+    "nccl_unique_id",
+    "NcclCommunicator",
     "clear_embedding_cache",
 ]
 
@@ -141,10 +144,39 @@ class Layout:
     out_dtype: str
 
 
+def nccl_unique_id() -> bytes:
+    """A new NCCL unique id: made by one rank (e.g. rank 0), then handed to every rank of the group
+    (through mpi4py, torch.distributed, a file...)."""
+    return _core.nccl_unique_id()
+
+
+def nccl_available() -> bool:
+    """True when this build of tpembed has the NCCL communicator."""
+    return _core.nccl_available()
+
+
+class NcclCommunicator:
+    """An NCCL communicator for ParallelEmbedding(comm=...): this process is `rank` of `size`, on
+    CUDA device `device`, joined through `unique_id` (from nccl_unique_id() on one rank). Set-up and
+    collectives that do not finish within `timeout` seconds abort it and raise RuntimeError on this
+    rank instead of hanging. The library creates the communicator when a ParallelEmbedding is built."""
+
+    def __init__(self, unique_id: bytes, rank: int, size: int, device: int = 0, timeout: float = 300.0):
+        if not isinstance(unique_id, (bytes, bytearray)):
+            raise TypeError(f"unique_id must be bytes (from tpembed.nccl_unique_id()), got {type(unique_id).__name__}")
+        self.unique_id, self.rank, self.size = bytes(unique_id), int(rank), int(size)
+        self.device, self.timeout = int(device), float(timeout)
+
+    def _engine(self) -> str:
+        return f"nccl:{self.rank}:{self.size}:{self.device}:{self.timeout!r}:{self.unique_id.hex()}"
+
+
 def _communicator(comm: Any) -> str:
     """The engine for `comm`: None -> "single"; "mpi" or an mpi4py communicator -> "mpi"."""
     if comm is None or comm == "single":
         return "single"
+    if isinstance(comm, NcclCommunicator):
+        return comm._engine()
     if comm == "mpi":
         return "mpi"
     if type(comm).__module__.startswith("mpi4py"):
@@ -183,8 +215,8 @@ class ParallelEmbedding:
         sharding_dim=1 its columns of every row). per_token_scale, padding, padding_scale,
         weight_dtype, scale_dtype, hidden: as for embedding().
     comm: None for one rank; "mpi" for MPI_COMM_WORLD, or any mpi4py communicator (run under
-        mpirun; the library works on a duplicate of it). (An NCCL communicator comes with the
-        library's NCCL engine.)
+        mpirun; the library works on a duplicate of it); or a tpembed.NcclCommunicator (one
+        process a GPU, or one thread a GPU, joined through an NCCL unique id).
     tp_size: ranks sharing the table; default len(tp_group), else the communicator's size.
     tp_group: world ranks of this rank's group, for several groups in one world.
     tp_rank: this rank's shard index; default its place in tp_group.
