@@ -16,5 +16,7 @@ void add_quantize_command(CLI::App& app, int& exit_code);
 void add_verify_command(CLI::App& app, int& exit_code);
 /// `bench`: the lookup's bandwidth against this machine's copy ceiling (cpu or cuda).
 void add_bench_command(CLI::App& app, int& exit_code);
+/// `bench-tp`: lookup + collective over the ranks of mpirun, for both vocab exchanges.
+void add_bench_tp_command(CLI::App& app, int& exit_code);
 
 }  // namespace tpembed::cli

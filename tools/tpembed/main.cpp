@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   tpembed::cli::add_quantize_command(app, exit_code);
   tpembed::cli::add_verify_command(app, exit_code);
   tpembed::cli::add_bench_command(app, exit_code);
+  tpembed::cli::add_bench_tp_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

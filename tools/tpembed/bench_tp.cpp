@@ -1,0 +1,188 @@
+// `tpembed bench-tp`: the tensor-parallel lookup under mpirun — lookup plus collective for the two
+// vocab exchanges (the seed's all-reduce and the owned-row exchange) and for hidden sharding, with
+// the bytes each rank moves on the wire and the bus bandwidth, and the owned-row exchange's speed-up.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "commands.hpp"
+#include "common.hpp"
+
+namespace tpembed::cli {
+
+namespace {
+
+struct TpBenchOptions {
+  std::string device = "auto";
+  std::string comm = "auto";
+  std::int64_t vocab = 128256;
+  std::int64_t hidden = 8192;
+  std::vector<std::int64_t> tokens = {1, 16, 128, 1024, 8192, 32768};
+  int repeats = 20;
+};
+
+struct Case {
+  const char* name;
+  int sharding_dim;
+  VocabExchange exchange;
+};
+
+// A bf16 shard of seeded values (the timing does not depend on them; the two vocab exchanges are
+// checked against each other).
+Tensor random_bf16(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
+  Tensor shard(DType::bf16, {rows, cols});
+  std::mt19937_64 rng(seed);
+  auto* bits = shard.data_as<std::uint16_t>();
+  for (std::int64_t i = 0; i < shard.numel(); ++i) bits[i] = static_cast<std::uint16_t>(0x3c00u + (rng() & 0x3ffu));
+  return shard;
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+int run_bench_tp(const TpBenchOptions& options) {
+  auto world = make_world();
+  const int tp = world->size(), rank = world->rank();
+  const bool lead = rank == 0;
+  const bool cuda = options.device == "cuda" || (options.device == "auto" && cuda_device_count() > 0);
+  TPEMBED_EXPECTS(!cuda || cuda_device_count() > 0, UnsupportedError, "bench-tp --device cuda: no CUDA device visible");
+  const bool nccl = cuda && (options.comm == "nccl" || (options.comm == "auto" && nccl_available() &&
+                                                        cuda_device_count() >= tp));
+  TPEMBED_EXPECTS(options.comm != "nccl" || nccl, UnsupportedError,
+                  "bench-tp --comm nccl needs the CUDA backend, NCCL and one GPU per rank");
+  const int device = cuda ? device_for_rank(rank) : 0;
+  std::unique_ptr<Communicator> nccl_group = nccl ? make_nccl_communicator(*world, device) : nullptr;
+  Communicator& group = nccl ? *nccl_group : *world;
+
+  const Case cases[] = {{"vocab, all-reduce", 0, VocabExchange::all_reduce},
+                        {"vocab, owned rows", 0, VocabExchange::owned_rows},
+                        {"hidden, all-gather", 1, VocabExchange::all_reduce}};
+  std::vector<std::unique_ptr<ParallelEmbedding>> layers;
+  for (const Case& c : cases) {
+    const std::int64_t total = c.sharding_dim == 0 ? options.vocab : options.hidden;
+    const auto [offset, size] = shard_range(total, tp, rank, ShardPlacement::packed);
+    Tensor shard = c.sharding_dim == 0 ? random_bf16(size, options.hidden, 11 + static_cast<std::uint64_t>(offset))
+                                       : random_bf16(options.vocab, size, 13 + static_cast<std::uint64_t>(offset));
+    EmbeddingShard host = EmbeddingShard::owning(std::move(shard));
+    EmbeddingConfig config;
+    config.tp_size = tp;
+    config.sharding_dim = c.sharding_dim;
+    config.placement = ShardPlacement::packed;
+    config.vocab_exchange = c.exchange;
+    layers.push_back(std::make_unique<ParallelEmbedding>(group, cuda ? copy_shard_to_device(host, device) : host, config));
+  }
+  if (lead) {
+    std::printf("tpembed bench-tp: tp %d over %s (%s), bf16 table V=%lld x H=%lld, packed shards; each row: median of "
+                "%d lookups + collective, wall clock, slowest rank\n",
+                tp, group.engine().c_str(), cuda ? "GPU buffers" : "host buffers", static_cast<long long>(options.vocab),
+                static_cast<long long>(options.hidden), options.repeats);
+    std::printf("| tokens | sharding, exchange | time us | bytes on the wire per rank | bus GB/s | vs all-reduce |\n");
+    std::printf("|---|---|---|---|---|---|\n");
+  }
+  Progress progress("bench-tp", static_cast<std::int64_t>(options.tokens.size() * 3), lead);
+  int failures = 0;
+  for (std::int64_t tokens : options.tokens) {
+    std::vector<std::int64_t> ids(static_cast<std::size_t>(tokens));
+    std::mt19937_64 rng(static_cast<std::uint64_t>(tokens));  // the same ids on every rank
+    std::uniform_int_distribution<std::int64_t> any(0, options.vocab - 1);
+    for (auto& id : ids) id = any(rng);
+    const std::int64_t row = options.hidden * 2, out_bytes = tokens * row;
+    std::unique_ptr<DeviceBuffer> device_ids, device_out;
+    Tensor host_out(DType::bf16, {tokens, options.hidden});
+    TensorView ids_view(ids.data(), DType::i64, {tokens}), out_view = host_out.view();
+    if (cuda) {
+      device_ids = std::make_unique<DeviceBuffer>(ids.size() * 8, device);
+      device_ids->copy_from_host(ids.data(), ids.size() * 8);
+      device_out = std::make_unique<DeviceBuffer>(static_cast<std::size_t>(out_bytes), device);
+      ids_view = device_ids->view(DType::i64, {tokens});
+      out_view = device_out->view(DType::bf16, {tokens, options.hidden});
+    }
+    // Rows this rank owns: the owned-row exchange receives the rest.
+    const auto [first_row, rows_held] = shard_range(options.vocab, tp, rank, ShardPlacement::packed);
+    const std::int64_t owned = std::count_if(ids.begin(), ids.end(), [&](std::int64_t id) {
+      return id >= first_row && id < first_row + rows_held;
+    });
+    const double ring = tp > 1 ? static_cast<double>(tp - 1) / tp : 0.0;
+    const double wire[3] = {2 * ring * static_cast<double>(out_bytes), static_cast<double>((tokens - owned) * row),
+                            ring * static_cast<double>(out_bytes)};
+    std::vector<std::uint8_t> reference;
+    double all_reduce_us = 0;
+    for (int c = 0; c < 3; ++c) {
+      progress.step(std::to_string(tokens) + " tokens, " + cases[c].name);
+      ParallelEmbedding& layer = *layers[static_cast<std::size_t>(c)];
+      for (int warm = 0; warm < 2; ++warm) layer.forward(ids_view, out_view);
+      std::vector<double> samples;
+      for (int r = 0; r < options.repeats; ++r) {
+        if (cuda) cuda_synchronize();
+        const auto start = std::chrono::steady_clock::now();
+        layer.forward(ids_view, out_view);
+        if (cuda) cuda_synchronize();
+        samples.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+      }
+      // The slowest rank's median, and its largest wire volume.
+      double mine[2] = {median(samples), wire[c]};
+      std::vector<double> all(2 * static_cast<std::size_t>(tp));
+      world->all_gather(mine, all.data(), 2 * 8, DType::i8);
+      double us = 0, bytes = 0;
+      for (int r = 0; r < tp; ++r) {
+        us = std::max(us, all[2 * static_cast<std::size_t>(r)]);
+        bytes = std::max(bytes, all[2 * static_cast<std::size_t>(r) + 1]);
+      }
+      if (c < 2) {  // the two vocab exchanges must agree bit for bit
+        std::vector<std::uint8_t> output(static_cast<std::size_t>(out_bytes));
+        if (cuda) {
+          device_out->copy_to_host(output.data(), output.size());
+        } else {
+          std::copy_n(static_cast<const std::uint8_t*>(host_out.data()), output.size(), output.begin());
+        }
+        if (c == 0) reference = output;
+        if (c == 1 && output != reference) ++failures;
+      }
+      if (c == 0) all_reduce_us = us;
+      if (lead) {
+        const std::string versus = c == 1 ? std::to_string(all_reduce_us / us).substr(0, 4) + "x" : "";
+        std::printf("| %lld | %s | %.1f | %.0f | %.1f | %s |\n", static_cast<long long>(tokens), cases[c].name, us, bytes,
+                    us > 0 ? bytes / (us * 1e3) : 0.0, versus.c_str());
+      }
+    }
+  }
+  std::int64_t any_failure = failures, total_failures = 0;
+  world->all_reduce_sum(&any_failure, &total_failures, 1, DType::i64);
+  if (lead) {
+    std::printf("%s\n", total_failures == 0 ? "the owned-row exchange matched the all-reduce bit for bit on every rank"
+                                            : "MISMATCH between the two vocab exchanges");
+  }
+  return total_failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+void add_bench_tp_command(CLI::App& app, int& exit_code) {
+  auto options = std::make_shared<TpBenchOptions>();
+  CLI::App* command = app.add_subcommand(
+      "bench-tp",
+      "Time the tensor-parallel lookup over the ranks of mpirun: lookup + collective for vocab sharding\n"
+      "with the seed's all-reduce and with the owned-row exchange, and for hidden sharding (all-gather).\n"
+      "Each row gives the slowest rank's median wall-clock time, the bytes each rank moves on the wire\n"
+      "(all-reduce 2(tp-1)/tp of the output, owned rows the rows it does not own, all-gather (tp-1)/tp)\n"
+      "and the bus bandwidth; the owned-row rows give their speed-up over the all-reduce.\n"
+      "Example: mpirun -np 4 tpembed bench-tp --device cuda --comm nccl --hidden 8192");
+  command->add_option("--device", options->device, "cpu, cuda, or auto (cuda when a GPU is visible)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  command->add_option("--comm", options->comm, "mpi, nccl (one GPU per rank), or auto (nccl where it can)")
+      ->check(CLI::IsMember({"auto", "mpi", "nccl"}))->capture_default_str();
+  command->add_option("--vocab", options->vocab, "table rows")->check(CLI::PositiveNumber)->capture_default_str();
+  command->add_option("--hidden", options->hidden, "table columns")->check(CLI::PositiveNumber)->capture_default_str();
+  command->add_option("--tokens", options->tokens, "token counts")->delimiter(',')->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command->add_option("--repeats", options->repeats, "timed lookups per row")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command->callback([options, &exit_code] { exit_code = run_bench_tp(*options); });
+}
+
+}  // namespace tpembed::cli
