@@ -84,8 +84,11 @@ struct EmbeddingOptions : EmbeddingConfig {
 Tensor embedding(const TensorView& ids, const TensorView& weight, const EmbeddingOptions& options = {},
                  Communicator* comm = nullptr);
 
-/// As above, writing into `out` (shape ids.shape + [H], dtype the output dtype).
+/// As above, writing into `out` (shape ids.shape + [H], dtype the output dtype). GPU tensors are
+/// looked up on `stream` (a cudaStream_t). With tp_size 1 and strict off this is one gather and
+/// nothing else (no allocation, no host synchronisation: it can be captured in a CUDA graph); the
+/// bad-id count is then not kept (use a ParallelEmbedding for it).
 void embedding(const TensorView& ids, const TensorView& weight, const TensorView& out,
-               const EmbeddingOptions& options, Communicator* comm = nullptr);
+               const EmbeddingOptions& options, Communicator* comm = nullptr, void* stream = nullptr);
 
 }  // namespace tpembed

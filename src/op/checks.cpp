@@ -251,6 +251,32 @@ ShardLayout plan_layout(const std::vector<ShardDescription>& shards, int my_grou
   return layout;
 }
 
+LookupParams lookup_params(const EmbeddingShard& shard, const ShardLayout& layout, const TensorView& ids, void* out,
+                           std::int64_t out_row_stride) {
+  LookupParams p;
+  p.table = shard.weight.data;
+  p.table_dtype = shard.weight.dtype;
+  p.table_rows = shard.weight.shape[0];
+  p.cols = shard.weight.shape[1];
+  p.table_row_bytes = row_bytes(p.table_dtype, p.cols);
+  p.scale = shard.scale.data;
+  p.scale_dtype = shard.scale.absent() ? DType::f32 : shard.scale.dtype;
+  if (!shard.padding.absent() && layout.padding_rows > 0) {
+    p.padding = shard.padding.data;
+    p.padding_rows = layout.padding_rows;
+    p.padding_scale = shard.padding_scale.data;
+  }
+  p.row_offset = layout.sharding_dim == 0 ? layout.offsets[layout.tp_rank] : 0;
+  p.valid_ids = layout.valid_ids();
+  p.ids = ids.data;
+  p.id_dtype = ids.dtype;
+  p.num_ids = ids.numel();
+  p.out = out;
+  p.out_dtype = layout.out_dtype;
+  p.out_row_stride = out_row_stride;
+  return p;
+}
+
 void check_ids(const TensorView& ids, const Device& table_device) {
   TPEMBED_EXPECTS(is_index(ids.dtype), InvalidArgumentError, "ids must be i32 or i64, not ",
                   dtype_name(ids.dtype));
@@ -261,10 +287,14 @@ void check_ids(const TensorView& ids, const Device& table_device) {
 
 void check_out(const TensorView& out, const TensorView& ids, std::int64_t cols, DType out_dtype,
                const Device& table_device) {
-  std::vector<std::int64_t> expected = ids.shape;
-  expected.push_back(cols);
-  TPEMBED_EXPECTS(out.shape == expected, ShapeError, "out has shape ", shape_text(out.shape),
-                  " but ids ", shape_text(ids.shape), " need ", shape_text(expected));
+  const bool fits = out.shape.size() == ids.shape.size() + 1 && out.shape.back() == cols &&
+                   std::equal(ids.shape.begin(), ids.shape.end(), out.shape.begin());
+  if (!fits) {
+    std::vector<std::int64_t> expected = ids.shape;
+    expected.push_back(cols);
+    throw ShapeError(detail::concat("out has shape ", shape_text(out.shape), " but ids ", shape_text(ids.shape),
+                                    " need ", shape_text(expected)));
+  }
   TPEMBED_EXPECTS(out.dtype == out_dtype, InvalidArgumentError, "out has dtype ",
                   dtype_name(out.dtype), " but the lookup produces ", dtype_name(out_dtype));
   check_data(out, "out");

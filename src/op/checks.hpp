@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "tpembed/embedding.hpp"
+#include "tpembed/lookup.hpp"
 #include "tpembed/parallel_embedding.hpp"
 
 namespace tpembed::op {
@@ -36,6 +37,11 @@ ShardDescription describe_shard(const EmbeddingShard& shard, const EmbeddingConf
 /// Checks the shards of a group (indexed by group rank) against each other and lays them out.
 /// Deterministic: every rank given the same descriptions returns or throws the same.
 ShardLayout plan_layout(const std::vector<ShardDescription>& shards, int my_group_rank);
+
+/// The gather of `ids` in `shard` laid out as `layout` says, writing rows `out_row_stride`
+/// elements apart into `out` (no bad-id counter; callers that count set it).
+LookupParams lookup_params(const EmbeddingShard& shard, const ShardLayout& layout, const TensorView& ids, void* out,
+                           std::int64_t out_row_stride);
 
 /// Checks ids (index dtype, data present, device) for a lookup.
 void check_ids(const TensorView& ids, const Device& table_device);

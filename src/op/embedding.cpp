@@ -5,6 +5,8 @@
 #include <memory>
 #include <vector>
 
+#include "op/checks.hpp"
+#include "op/place.hpp"
 #include "tpembed/cuda.hpp"
 #include "tpembed/parallel_embedding.hpp"
 
@@ -88,8 +90,20 @@ Tensor embedding(const TensorView& ids, const TensorView& weight, const Embeddin
 }
 
 void embedding(const TensorView& ids, const TensorView& weight, const TensorView& out,
-               const EmbeddingOptions& options, Communicator* comm) {
-  make_embedding(weight, options, comm).forward(ids, out);
+               const EmbeddingOptions& options, Communicator* comm, void* stream) {
+  if (options.tp_size != 1 || options.strict) {
+    make_embedding(weight, options, comm).forward(ids, out, stream);
+    return;
+  }
+  // One rank, nothing to count: check, then one gather on the table's device. Nothing is allocated
+  // and nothing waits, so on a GPU the call can be captured in a CUDA graph.
+  const EmbeddingShard shard = borrowed_shard(weight, options);
+  const DType out_dtype = op::check_local_shard(shard, options);
+  const ShardLayout layout = op::plan_layout({op::describe_shard(shard, options, 0, out_dtype)}, 0);
+  op::check_ids(ids, weight.device);
+  op::check_out(out, ids, layout.global_cols, out_dtype, weight.device);
+  op::Place place(weight.device, stream);
+  place.lookup(op::lookup_params(shard, layout, ids, out.mutable_data(), layout.global_cols));
 }
 
 }  // namespace tpembed

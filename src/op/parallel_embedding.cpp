@@ -95,28 +95,7 @@ void ParallelEmbedding::Impl::setup(Communicator& comm) {
 
 LookupParams ParallelEmbedding::Impl::lookup_params(const TensorView& ids, void* out,
                                                     std::int64_t out_row_stride) const {
-  LookupParams p;
-  p.table = shard.weight.data;
-  p.table_dtype = shard.weight.dtype;
-  p.table_rows = shard.weight.shape[0];
-  p.cols = shard.weight.shape[1];
-  p.table_row_bytes = row_bytes(p.table_dtype, p.cols);
-  p.scale = shard.scale.data;
-  p.scale_dtype = shard.scale.absent() ? DType::f32 : shard.scale.dtype;
-  if (!shard.padding.absent() && layout.padding_rows > 0) {
-    p.padding = shard.padding.data;
-    p.padding_rows = layout.padding_rows;
-    p.padding_scale = shard.padding_scale.data;
-  }
-  p.row_offset = layout.sharding_dim == 0 ? layout.offsets[layout.tp_rank] : 0;
-  p.valid_ids = layout.valid_ids();
-  p.ids = ids.data;
-  p.id_dtype = ids.dtype;
-  p.num_ids = ids.numel();
-  p.out = out;
-  p.out_dtype = layout.out_dtype;
-  p.out_row_stride = out_row_stride;
-  return p;
+  return op::lookup_params(shard, layout, ids, out, out_row_stride);
 }
 
 void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& out, void* stream) {

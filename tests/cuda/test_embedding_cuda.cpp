@@ -152,5 +152,40 @@ TEST(EmbeddingCudaGraph, CaptureOnceReplayWithNewIds) {
   cudaStreamDestroy(stream);
 }
 
+TEST(EmbeddingCudaGraph, OneCallEmbeddingIsCapturable) {
+  // The seed's one-call op with tp 1: one gather on the caller's stream, nothing allocated.
+  const Problem problem = random_problem(DType::fp8_e4m3, 301, 128, DType::f16, 0, 33);
+  const DeviceCopy table = upload(problem.table), scale = upload(*problem.scale);
+  EmbeddingOptions options;
+  options.per_token_scale = scale.view;
+  options.out_dtype = DType::bf16;
+  constexpr std::int64_t kTokens = 19;
+  DeviceBuffer ids(kTokens * sizeof(std::int64_t), 0);
+  DeviceBuffer out(kTokens * 128 * 2, 0);
+  cudaStream_t stream = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  embedding(ids.view(DType::i64, {kTokens}), table.view, out.view(DType::bf16, {kTokens, 128}), options, nullptr,
+            stream);
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int round = 0; round < 3; ++round) {
+    auto id_list = interesting_ids(301, 0, {}, kTokens, 500 + round);
+    id_list.resize(kTokens);
+    CUDA_OK(cudaMemcpyAsync(ids.data(), id_list.data(), kTokens * sizeof(std::int64_t), cudaMemcpyHostToDevice, stream));
+    CUDA_OK(cudaMemsetAsync(out.data(), kPoison, out.size(), stream));
+    CUDA_OK(cudaGraphLaunch(exec, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    const auto expected = reference_lookup(problem, id_list, DType::bf16);
+    const auto actual = download(out.data(), expected.size());
+    EXPECT_EQ(actual, expected) << "replay " << round << ": " << first_difference(actual, expected, DType::bf16, 128);
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
 }  // namespace
 }  // namespace tpembed::testing
