@@ -102,6 +102,20 @@ std::string concat(const Args&... args) {
   (stream << ... << args);
   return stream.str();
 }
+
+/// "[a, b, c]": a shape or a list of ranks, as messages show them.
+template <typename Values>
+std::string bracketed(const Values& values) {
+  std::ostringstream stream;
+  stream << "[";
+  bool first = true;
+  for (const auto& value : values) {
+    stream << (first ? "" : ", ") << value;
+    first = false;
+  }
+  stream << "]";
+  return stream.str();
+}
 }  // namespace detail
 
 }  // namespace tpembed

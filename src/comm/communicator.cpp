@@ -24,14 +24,6 @@ void check_buffers(const char* what, const void* send, const void* recv, std::in
                   ": i4 has no whole elements; move bytes as i8");
 }
 
-std::string describe_group(const std::vector<std::int64_t>& group) {
-  std::ostringstream text;
-  text << "[";
-  for (std::size_t i = 0; i < group.size(); ++i) text << (i ? ", " : "") << group[i];
-  text << "]";
-  return text.str();
-}
-
 // The same verdict on every rank: every rank runs this over the same gathered lists.
 std::string check_groups(const std::vector<std::vector<std::int64_t>>& groups) {
   const std::int64_t size = static_cast<std::int64_t>(groups.size());
@@ -41,21 +33,21 @@ std::string check_groups(const std::vector<std::vector<std::int64_t>>& groups) {
     std::vector<std::int64_t> sorted = group;
     std::sort(sorted.begin(), sorted.end());
     if (sorted.front() < 0 || sorted.back() >= size) {
-      return detail::concat("rank ", rank, " passed group ", describe_group(group),
+      return detail::concat("rank ", rank, " passed group ", detail::bracketed(group),
                             " with a rank outside [0, ", size, ")");
     }
     if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
-      return detail::concat("rank ", rank, " passed group ", describe_group(group),
+      return detail::concat("rank ", rank, " passed group ", detail::bracketed(group),
                             " that names a rank twice");
     }
     if (!std::binary_search(sorted.begin(), sorted.end(), rank)) {
-      return detail::concat("rank ", rank, " passed group ", describe_group(group),
+      return detail::concat("rank ", rank, " passed group ", detail::bracketed(group),
                             " that does not contain itself");
     }
     for (std::int64_t member : group) {
       if (groups[member] != group) {
-        return detail::concat("rank ", rank, " passed group ", describe_group(group), " but rank ",
-                              member, " passed ", describe_group(groups[member]),
+        return detail::concat("rank ", rank, " passed group ", detail::bracketed(group), " but rank ",
+                              member, " passed ", detail::bracketed(groups[member]),
                               ": groups must be disjoint and every member must pass the same list");
       }
     }

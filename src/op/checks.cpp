@@ -10,21 +10,13 @@ namespace tpembed::op {
 
 namespace {
 
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::ostringstream text;
-  text << "[";
-  for (std::size_t d = 0; d < shape.size(); ++d) text << (d ? ", " : "") << shape[d];
-  text << "]";
-  return text.str();
-}
-
 void check_data(const TensorView& view, const char* name) {
   for (std::int64_t extent : view.shape) {
     TPEMBED_EXPECTS(extent >= 0, ShapeError, name, " has a negative extent: shape ",
-                    shape_text(view.shape));
+                    detail::bracketed(view.shape));
   }
   TPEMBED_EXPECTS(view.data != nullptr || view.numel() == 0, InvalidArgumentError, name,
-                  " has null data but ", view.numel(), " elements (shape ", shape_text(view.shape),
+                  " has null data but ", view.numel(), " elements (shape ", detail::bracketed(view.shape),
                   ")");
 }
 
@@ -34,7 +26,7 @@ void check_scale(const TensorView& scale, const char* name, std::int64_t rows, c
   TPEMBED_EXPECTS(is_float(scale.dtype), InvalidArgumentError, name, " must be f32, f16 or bf16, not ",
                   dtype_name(scale.dtype));
   TPEMBED_EXPECTS(scale.ndim() == 1, ShapeError, name, " must be 1-D with one scale per row, got shape ",
-                  shape_text(scale.shape));
+                  detail::bracketed(scale.shape));
   TPEMBED_EXPECTS(scale.shape[0] == rows, ShapeError, name, " has ", scale.shape[0],
                   " entries but ", rows_of, " has ", rows, " rows");
   TPEMBED_EXPECTS(scale.device == table_device_ref.device, InvalidArgumentError, name, " is on ",
@@ -72,7 +64,7 @@ DType check_local_shard(const EmbeddingShard& shard, const EmbeddingConfig& conf
                   dtype_name(weight.dtype),
                   " is not a table dtype (f32, f16, bf16, i8, fp8_e4m3, i4)");
   TPEMBED_EXPECTS(weight.ndim() == 2, ShapeError, "weight must be 2-D [rows, cols], got shape ",
-                  shape_text(weight.shape));
+                  detail::bracketed(weight.shape));
   const std::int64_t rows = weight.shape[0], cols = weight.shape[1];
   if (weight.device.kind == DeviceKind::cuda) {
     TPEMBED_EXPECTS(cuda_built(), UnsupportedError, "the table is on ", device_name(weight.device),
@@ -100,7 +92,7 @@ DType check_local_shard(const EmbeddingShard& shard, const EmbeddingConfig& conf
     TPEMBED_EXPECTS(padding.dtype == weight.dtype, InvalidArgumentError, "padding dtype ",
                     dtype_name(padding.dtype), " differs from the table's ", dtype_name(weight.dtype));
     TPEMBED_EXPECTS(padding.ndim() == 2 && padding.shape[1] == cols, ShapeError, "padding shape ",
-                    shape_text(padding.shape), " does not fit a table of ", cols, " columns");
+                    detail::bracketed(padding.shape), " does not fit a table of ", cols, " columns");
     TPEMBED_EXPECTS(padding.device == weight.device, InvalidArgumentError, "padding is on ",
                     device_name(padding.device), " but the table is on ", device_name(weight.device));
     TPEMBED_EXPECTS(config.tp_size == 1 || config.sharding_dim == 1, InvalidArgumentError,
@@ -292,8 +284,8 @@ void check_out(const TensorView& out, const TensorView& ids, std::int64_t cols, 
   if (!fits) {
     std::vector<std::int64_t> expected = ids.shape;
     expected.push_back(cols);
-    throw ShapeError(detail::concat("out has shape ", shape_text(out.shape), " but ids ", shape_text(ids.shape),
-                                    " need ", shape_text(expected)));
+    throw ShapeError(detail::concat("out has shape ", detail::bracketed(out.shape), " but ids ", detail::bracketed(ids.shape),
+                                    " need ", detail::bracketed(expected)));
   }
   TPEMBED_EXPECTS(out.dtype == out_dtype, InvalidArgumentError, "out has dtype ",
                   dtype_name(out.dtype), " but the lookup produces ", dtype_name(out_dtype));
@@ -314,7 +306,7 @@ OutOfRangeError out_of_range_error(const TensorView& ids, std::int64_t position,
     rest /= ids.shape[d];
   }
   return OutOfRangeError(detail::concat("id ", id, " at position ", position, " (index ",
-                                        shape_text(index), ") is out of range [0, ", valid_ids,
+                                        detail::bracketed(index), ") is out of range [0, ", valid_ids,
                                         "); ", bad_count, " of ", ids.numel(),
                                         " ids are out of range"),
                          id, position, bad_count);
