@@ -41,6 +41,7 @@ check "bad id token" 1 "'x3' (item 2" -- "$tpembed" lookup --table "$work/ckpt/m
 check "strict mode names the bad id" 1 "id -1 at position 4" -- "$tpembed" lookup --table "$work/ckpt/model.safetensors" --ids "$ids" --strict
 check "not a checkpoint" 1 "$work/ids.txt" -- bash -c "echo 1 2 3 > '$work/ids.txt'; '$tpembed' lookup --table '$work/ids.txt' --ids 1"
 check "ids from a file" 0 "looked up 3 ids" -- "$tpembed" lookup --table "$work/ckpt/model.safetensors" --ids-file "$work/ids.txt"
+check "bench-tp refuses NCCL without GPUs" 1 "--comm nccl needs the CUDA backend" -- "$tpembed" bench-tp --device cpu --comm nccl --tokens 1
 check "help explains with an example" 0 "Example:" -- "$tpembed" lookup --help
 check "unknown option" 109 "--nonsense" -- "$tpembed" lookup --table "$work/ckpt/model.safetensors" --ids 1 --nonsense
 

@@ -266,6 +266,13 @@ TEST_P(CommConformance, AllGatherVPlacesUnevenBlocks) {
   for (std::size_t g = static_cast<std::size_t>(total); g < recv.size(); ++g) ASSERT_EQ(recv[g], 0xee) << "wrote past the end";
   expect_error<InvalidArgumentError>([&] { comm->all_gather_v(send.data(), recv.data(), {}); },
                                      "counts for a communicator of");
+  std::vector<std::int64_t> negative(static_cast<std::size_t>(ranks), 1);
+  negative[0] = -4;
+  expect_error<InvalidArgumentError>([&] { comm->all_gather_v(send.data(), recv.data(), negative); },
+                                     "count -4 of rank 0 is negative");
+  std::vector<std::int64_t> ones(static_cast<std::size_t>(ranks), 1);
+  expect_error<InvalidArgumentError>([&] { comm->all_gather_v(send.data(), nullptr, ones); },
+                                     "null receive buffer");
 }
 
 TEST_P(CommConformance, ZeroCountCollectivesTouchNothing) {

@@ -44,5 +44,28 @@ TEST(MpiCommunicator, TrafficStaysOffTheWorldCommunicator) {
   for (int r = 0; r < size; ++r) EXPECT_EQ(ranks[r], r);
 }
 
+TEST(MpiCommunicator, WrapsAnExistingCommunicator) {
+  MPI_Comm halves = MPI_COMM_NULL;
+  int world_rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  MPI_Comm_split(MPI_COMM_WORLD, world_rank % 2, world_rank, &halves);
+  int half_size = 0;
+  MPI_Comm_size(halves, &half_size);
+  {
+    auto comm = make_mpi_communicator(&halves);
+    EXPECT_EQ(comm->size(), half_size);
+    std::int64_t one = 1, total = 0;
+    comm->all_reduce_sum(&one, &total, 1, DType::i64);
+    EXPECT_EQ(total, half_size);
+  }
+  MPI_Comm_free(&halves);
+  try {
+    make_mpi_communicator(static_cast<const void*>(nullptr));
+    ADD_FAILURE() << "a null MPI_Comm address was accepted";
+  } catch (const InvalidArgumentError& error) {
+    EXPECT_NE(std::string(error.what()).find("null address of an MPI_Comm"), std::string::npos) << error.what();
+  }
+}
+
 }  // namespace
 }  // namespace tpembed
