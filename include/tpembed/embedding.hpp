@@ -24,8 +24,10 @@ enum class ShardPlacement : std::uint8_t {
 
 /// How vocab-parallel ranks (sharding_dim 0) combine their rows into everyone's output.
 enum class VocabExchange : std::uint8_t {
-  /// all_reduce where the communicator takes device buffers (NCCL: nothing on the host, so the
-  /// call can be captured in a CUDA graph), owned_rows where collectives go through the host (MPI).
+  /// peer_rows where every member's table can be mapped into every other (GPU tables, one machine,
+  /// peer access or CUDA IPC); else all_reduce where the communicator takes device buffers (NCCL:
+  /// nothing on the host, so the call can be captured in a CUDA graph), owned_rows where
+  /// collectives go through the host (MPI, host tables).
   automatic,
   /// The seed's: every rank writes the rows it owns and zeros elsewhere, and the group sums
   /// (each rank moves 2(tp-1)/tp of the output through the ring).
@@ -34,9 +36,17 @@ enum class VocabExchange : std::uint8_t {
   /// those rows (each rank receives (tp-1)/tp of the output). Plans on the host from the ids, so it
   /// copies GPU ids to the host first.
   owned_rows,
+  /// Each token's row comes from its owner only, read by one lookup kernel straight out of the
+  /// owner's table in GPU memory: at set-up every member maps the others' tables (CUDA IPC between
+  /// processes of one machine, peer access between GPUs of one process); a forward is then that
+  /// one kernel — no collective, nothing on the host, graph-capturable — and each rank reads
+  /// (tp-1)/tp of the output over NVLink. GPU tables of one machine only (UnsupportedError
+  /// otherwise). Destroying the embedding is then collective (a barrier, so no member frees a table
+  /// that another may still read).
+  peer_rows,
 };
 
-/// "automatic", "all_reduce" or "owned_rows".
+/// "automatic", "all_reduce", "owned_rows" or "peer_rows".
 const char* vocab_exchange_name(VocabExchange exchange);
 
 /// How a rank takes part in a (possibly tensor-parallel) lookup.
@@ -50,6 +60,12 @@ struct EmbeddingConfig {
   std::optional<DType> out_dtype;  ///< Output dtype; default the table's (required if quantized).
   bool strict = false;             ///< Throw OutOfRangeError when any id is out of range.
   VocabExchange vocab_exchange = VocabExchange::automatic;  ///< sharding_dim 0 with tp > 1 only.
+  /// tp > 1: forward() first checks its arguments across the group (host collectives), so that a
+  /// rank with bad arguments or a different number of ids raises the error on every rank instead
+  /// of leaving the others waiting. Off, each rank checks only its own arguments and forward()
+  /// queues nothing but the lookup and the exchange: with NCCL (all_reduce) or peer_rows it can
+  /// then be captured in a CUDA graph. Every rank must set the same value.
+  bool collective_checks = true;
 };
 
 /// A rank's part of the table. Views, plus an optional owner that keeps their memory alive.

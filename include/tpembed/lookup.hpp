@@ -9,6 +9,14 @@
 
 namespace tpembed {
 
+/// One shard of a vocab-sharded table, as LookupParams::shards lists them.
+struct LookupShard {
+  const void* table = nullptr;  ///< rows x cols elements, LookupParams::table_row_bytes apart.
+  const void* scale = nullptr;  ///< One scale per row (LookupParams::scale_dtype), or null.
+  std::int64_t row_offset = 0;  ///< Global id of the shard's row 0.
+  std::int64_t rows = 0;
+};
+
 /// Everything one gather needs. For each flat position i of `ids`:
 ///
 ///   id = ids[i]; local = id - row_offset
@@ -23,6 +31,12 @@ namespace tpembed {
 ///
 /// where f(row)[c] = round_to_out_dtype(float(row[c]) * float(scale[row])), the scale factor
 /// being 1 when no scale is given (a same-dtype float copy is then bit-exact).
+///
+/// With `num_shards` > 0 the table is the whole group's: `shards` lists every shard of a
+/// vocab-sharded table (the same dtype, width and row pitch), and an id in [0, valid_ids) reads the
+/// row of the shard s with shards[s].row_offset <= id < shards[s].row_offset + shards[s].rows (a
+/// zero row, as for an id another rank owns, where none holds it). `table`, `scale`, `table_rows`, `row_offset` and the padding
+/// are then unused. This is how a rank reads rows straight out of its peers' GPU memory.
 struct LookupParams {
   const void* table = nullptr;       ///< Local table: table_rows rows of `cols` elements.
   DType table_dtype = DType::f32;
@@ -50,6 +64,17 @@ struct LookupParams {
 
   unsigned long long* bad_id_count = nullptr;  ///< Incremented by the number of bad ids, or null.
   bool unowned_negative_zero = false;          ///< Fill rows owned by other ranks with -0.0.
+
+  /// The group's shards (see above): an array of `num_shards` in the lookup's memory (device memory
+  /// for lookup_cuda: peers' tables mapped into this process), or null.
+  const LookupShard* shards = nullptr;
+  std::int32_t num_shards = 0;
+  /// The largest power of two up to 16 that divides every shard's table and scale address (the
+  /// CUDA launcher cannot read `shards` to pick its access path).
+  std::int32_t shards_alignment = 1;
+  /// Rows of every shard when shard s starts at s * shard_rows (equal placement): the owner is then
+  /// id / shard_rows. 0: the owner is searched for.
+  std::int64_t shard_rows = 0;
 };
 
 /// One member's block of a hidden-parallel all-gather and where its columns go in the output.

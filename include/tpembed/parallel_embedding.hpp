@@ -34,7 +34,8 @@ struct ShardLayout {
 /// communicator calls it (with its own shard), the tp groups are formed, and the shards are checked
 /// against each other. Any mismatch — a shard that does not fit the others, dtypes that differ, a
 /// quantized table without scales, tp ranks that collide — throws the same error on every rank,
-/// naming the rank at fault.
+/// naming the rank at fault. With the peer_rows exchange the destructor is collective too: it waits
+/// for the group (a barrier), so that no rank frees a table another rank's kernels still read.
 class ParallelEmbedding {
  public:
   ParallelEmbedding(Communicator& comm, EmbeddingShard shard, const EmbeddingConfig& config = {});
@@ -48,8 +49,11 @@ class ParallelEmbedding {
   /// As forward(ids), into `out` (ids and out on the table's device). For a table on a GPU the work
   /// is queued on `stream` (a cudaStream_t; null: the default stream). With tp_size 1 and strict
   /// off, nothing synchronises with the host and nothing is allocated, so the call can be captured
-  /// in a CUDA graph. With tp_size > 1 and a host-only communicator (MPI), device data is staged
-  /// through host memory and the call returns when the output is complete.
+  /// in a CUDA graph; with tp_size > 1 the same holds when collective_checks is off and the
+  /// exchange runs on the device (peer_rows: one kernel; all_reduce or hidden sharding over NCCL),
+  /// once a first call of the same size has grown the workspace. With a host-only communicator
+  /// (MPI) and all_reduce, owned_rows or hidden sharding, device data is staged through host memory
+  /// and the call returns when the output is complete.
   void forward(const TensorView& ids, const TensorView& out, void* stream = nullptr);
 
   /// Where the shards sit.

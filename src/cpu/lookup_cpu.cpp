@@ -97,6 +97,22 @@ inline void finish_streaming_stores() {
 #endif
 }
 
+// The shard of p.shards that holds global row `id`, or null.
+const LookupShard* owner_shard(const LookupParams& p, std::int64_t id) {
+  if (p.shard_rows > 0) {
+    const std::int64_t s = id / p.shard_rows;
+    const LookupShard* shard = s < p.num_shards ? p.shards + s : nullptr;
+    return shard != nullptr && id - shard->row_offset < shard->rows ? shard : nullptr;
+  }
+  const LookupShard* end = p.shards + p.num_shards;
+  const LookupShard* next = std::upper_bound(p.shards, end, id, [](std::int64_t value, const LookupShard& shard) {
+    return value < shard.row_offset;
+  });
+  if (next == p.shards) return nullptr;
+  const LookupShard* shard = next - 1;
+  return id - shard->row_offset < shard->rows ? shard : nullptr;
+}
+
 template <typename Id, DType Table, DType Out>
 void gather(const LookupParams& p) {
   const auto* ids = static_cast<const Id*>(p.ids);
@@ -122,6 +138,15 @@ void gather(const LookupParams& p) {
     Source source;
     if (id < 0 || id >= p.valid_ids) {
       source.bad = true;
+      return source;
+    }
+    if (p.shards != nullptr) {
+      const LookupShard* shard = owner_shard(p, id);
+      if (shard != nullptr) {
+        source.scale_index = id - shard->row_offset;
+        source.row = static_cast<const std::uint8_t*>(shard->table) + source.scale_index * p.table_row_bytes;
+        source.scales = shard->scale;
+      }
       return source;
     }
     const std::int64_t local = id - p.row_offset;

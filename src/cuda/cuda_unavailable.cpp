@@ -23,6 +23,11 @@ int device_of(const void*) { return -1; }
 void set_device(int) { no_cuda(); }
 int current_device() { no_cuda(); }
 void restore_device(int) noexcept {}
+void synchronize_device() noexcept {}
+SharedMemoryHandle share_memory(const void*) { no_cuda(); }
+void* map_memory(const SharedMemoryHandle&) { no_cuda(); }
+void unmap_memory(void*) noexcept {}
+void enable_peer_access(int) { no_cuda(); }
 }  // namespace cuda_runtime
 
 bool cuda_built() { return false; }

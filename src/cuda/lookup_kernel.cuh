@@ -155,12 +155,38 @@ struct RowSource {
   bool unowned = false;
 };
 
+/// A pointer stored in read-only device memory, loaded through the read-only data path.
+__device__ __forceinline__ const void* load_pointer(const void* const* address) {
+  return reinterpret_cast<const void*>(__ldg(reinterpret_cast<const unsigned long long*>(address)));
+}
+
 template <typename Id>
 __device__ __forceinline__ RowSource resolve_row(const LookupParams& p, std::int64_t row, std::int64_t padding_row_bytes) {
   RowSource source;
   const std::int64_t id = static_cast<std::int64_t>(static_cast<const Id*>(p.ids)[row]);
   if (id < 0 || id >= p.valid_ids) {
     source.bad = true;
+    return source;
+  }
+  if (p.shards != nullptr) {
+    // The group's table: the row is read from its owner's shard (a peer's memory, mapped here).
+    int s = 0;
+    if (p.shard_rows > 0) {
+      const std::int64_t owner = id / p.shard_rows;
+      s = owner < p.num_shards ? static_cast<int>(owner) : p.num_shards;
+    } else {
+      while (s + 1 < p.num_shards && id >= __ldg(&p.shards[s + 1].row_offset)) ++s;
+    }
+    source.unowned = true;  // until a shard holds the row
+    if (s >= p.num_shards) return source;
+    const LookupShard* shard = p.shards + s;
+    const std::int64_t row_in_shard = id - __ldg(&shard->row_offset);
+    if (row_in_shard >= 0 && row_in_shard < __ldg(&shard->rows)) {
+      source.src = static_cast<const std::uint8_t*>(load_pointer(&shard->table)) + row_in_shard * p.table_row_bytes;
+      source.scales = load_pointer(&shard->scale);
+      source.scale_index = row_in_shard;
+      source.unowned = false;
+    }
     return source;
   }
   const std::int64_t local = id - p.row_offset;
@@ -363,6 +389,7 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
     return reinterpret_cast<std::uintptr_t>(pointer) % static_cast<std::uintptr_t>(alignment) == 0;
   };
   auto tables_aligned = [&](std::int64_t alignment) {
+    if (p.shards != nullptr) return p.shards_alignment % alignment == 0 && p.table_row_bytes % alignment == 0;
     return aligned(p.table, alignment) && p.table_row_bytes % alignment == 0 &&
            (p.padding == nullptr || aligned(p.padding, alignment));
   };

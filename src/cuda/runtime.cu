@@ -73,6 +73,10 @@ int current_device() {
 
 void restore_device(int device) noexcept { cudaSetDevice(device); }
 
+void synchronize_device() noexcept {
+  if (cudaDeviceSynchronize() != cudaSuccess) cudaGetLastError();
+}
+
 }  // namespace cuda_runtime
 
 bool cuda_built() { return true; }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace tpembed::cuda_runtime {
 
@@ -25,5 +26,28 @@ void set_device(int device);
 int current_device();
 /// Makes `device` current again, without throwing (for destructors).
 void restore_device(int device) noexcept;
+/// Waits for all work on the current device, without throwing (for destructors).
+void synchronize_device() noexcept;
+
+// ---- peer memory (src/cuda/peer_memory.cpp) -----------------------------------------------------
+
+/// Device memory as another process of the node can map it (CUDA IPC): the handle of the whole
+/// allocation and the offset of the pointer in it. Plain bytes, exchanged through a communicator.
+struct SharedMemoryHandle {
+  unsigned char ipc[64];
+  std::int64_t offset;
+};
+/// The handle of the allocation that holds `pointer` (device memory from cudaMalloc or a caching
+/// allocator built on it). Throws BackendError when the memory cannot be shared.
+SharedMemoryHandle share_memory(const void* pointer);
+/// Maps memory another process shared into this one (on the current device, peer access enabled
+/// lazily); returns the base of the mapping, to pass to unmap_memory() once peers are done with it.
+/// Throws BackendError naming the CUDA error (no peer access between the devices, for example).
+void* map_memory(const SharedMemoryHandle& handle);
+/// Undoes map_memory(), without throwing.
+void unmap_memory(void* base) noexcept;
+/// Lets the current device read memory of `peer_device` in this process (nothing to do for the
+/// same device). Throws BackendError when the devices have no peer access.
+void enable_peer_access(int peer_device);
 
 }  // namespace tpembed::cuda_runtime

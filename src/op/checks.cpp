@@ -153,6 +153,7 @@ ShardDescription describe_shard(const EmbeddingShard& shard, const EmbeddingConf
   d.padding_rows = shard.padding.absent() ? 0 : shard.padding.shape[0];
   d.vocab_size = config.vocab_size ? *config.vocab_size : -1;
   d.vocab_exchange = static_cast<std::int32_t>(config.vocab_exchange);
+  d.collective_checks = config.collective_checks ? 1 : 0;
   return d;
 }
 
@@ -181,6 +182,9 @@ ShardLayout plan_layout(const std::vector<ShardDescription>& shards, int my_grou
     TPEMBED_EXPECTS(s.vocab_exchange == first.vocab_exchange, InvalidArgumentError, "rank ", r, " asks for the ",
                     vocab_exchange_name(static_cast<VocabExchange>(s.vocab_exchange)), " vocab exchange but rank 0 for ",
                     vocab_exchange_name(static_cast<VocabExchange>(first.vocab_exchange)));
+    TPEMBED_EXPECTS(s.collective_checks == first.collective_checks, InvalidArgumentError, "rank ", r,
+                    " sets collective_checks ", s.collective_checks ? "on" : "off", " but rank 0 sets it ",
+                    first.collective_checks ? "on" : "off", " (ranks that check would wait for ranks that do not)");
   }
 
   // tp ranks must be a permutation of 0..tp-1.

@@ -24,7 +24,7 @@ struct ShardDescription {
   std::int64_t padding_rows;
   std::int64_t vocab_size;  ///< -1 when not given.
   std::int32_t vocab_exchange;
-  std::int32_t reserved;
+  std::int32_t collective_checks;
 };
 
 /// Checks one rank's shard and config on their own; returns the output dtype.

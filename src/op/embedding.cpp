@@ -60,6 +60,7 @@ const char* vocab_exchange_name(VocabExchange exchange) {
     case VocabExchange::automatic: return "automatic";
     case VocabExchange::all_reduce: return "all_reduce";
     case VocabExchange::owned_rows: return "owned_rows";
+    case VocabExchange::peer_rows: return "peer_rows";
   }
   return "unknown";
 }

@@ -10,6 +10,7 @@
 
 #include "op/checks.hpp"
 #include "op/owned_rows.hpp"
+#include "op/peer_tables.hpp"
 #include "op/place.hpp"
 #include "tpembed/lookup.hpp"
 
@@ -22,6 +23,9 @@ struct ParallelEmbedding::Impl {
   std::unique_ptr<Communicator> group;
   std::vector<int> tp_rank_of_member;  // tp_rank of each group rank
   op::Workspace workspace;             // gather blocks, staging, the device bad-id counter
+  // peer_rows: the peers' tables mapped here. Declared after `group` (its destructor's barrier
+  // needs the group) so that it goes first.
+  std::unique_ptr<op::PeerTables> peer_tables;
   unsigned long long host_bad_id_count = 0;
   void* last_stream = nullptr;  // the stream the last forward queued its work on
 
@@ -82,9 +86,16 @@ void ParallelEmbedding::Impl::setup(Communicator& comm) {
   for (const auto& description : all) tp_rank_of_member.push_back(description.tp_rank);
   layout.vocab_exchange = VocabExchange::all_reduce;
   if (layout.sharding_dim == 0 && layout.tp_size > 1) {
-    layout.vocab_exchange = config.vocab_exchange != VocabExchange::automatic ? config.vocab_exchange
-                            : group->accepts_device_buffers()                  ? VocabExchange::all_reduce
-                                                                              : VocabExchange::owned_rows;
+    const VocabExchange wanted = config.vocab_exchange;
+    if (wanted == VocabExchange::peer_rows || wanted == VocabExchange::automatic) {
+      // Collective; every rank reaches the same verdict (config.vocab_exchange is agreed above).
+      peer_tables = op::PeerTables::connect(*group, shard, layout, tp_rank_of_member,
+                                            wanted == VocabExchange::peer_rows);
+    }
+    layout.vocab_exchange = peer_tables != nullptr                          ? VocabExchange::peer_rows
+                            : wanted != VocabExchange::automatic            ? wanted
+                            : group->accepts_device_buffers()               ? VocabExchange::all_reduce
+                                                                            : VocabExchange::owned_rows;
   }
   // The device counter exists before the first forward, so that one can be graph-captured.
   if (on_gpu()) {
@@ -105,7 +116,7 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
     op::check_out(out, ids, layout.global_cols, layout.out_dtype, shard.weight.device);
   });
   const std::int64_t num_ids = local_error ? -1 : ids.numel();
-  if (tp > 1) {
+  if (tp > 1 && config.collective_checks) {
     // A rank with bad arguments, or with a different number of ids, must not leave the others
     // waiting in the collective below.
     agree_or_throw(*group, local_error);
@@ -129,6 +140,12 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
   const DType bytes = DType::i8;  // collectives below move raw bytes unless they sum
   if (layout.sharding_dim == 0 && tp > 1 && layout.vocab_exchange == VocabExchange::owned_rows) {
     exchange_owned_rows(ids, out, place, counter, stream);
+  } else if (layout.sharding_dim == 0 && tp > 1 && layout.vocab_exchange == VocabExchange::peer_rows) {
+    // One kernel: each token's row read from its owner's table (peers' memory mapped here).
+    LookupParams p = lookup_params(ids, out.mutable_data(), cols);
+    p.bad_id_count = counter;
+    peer_tables->apply(p);
+    place.lookup(p);
   } else if (layout.sharding_dim == 0 || tp == 1) {
     // The masked lookup writes straight into out; the sum then completes it in place.
     LookupParams p = lookup_params(ids, out.mutable_data(), cols);
@@ -191,7 +208,7 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
     if (bad > 0) {
       strict_error = std::make_exception_ptr(first_bad_id_error(ids, bad, place));
     }
-    if (tp > 1) {
+    if (tp > 1 && config.collective_checks) {
       agree_or_throw(*group, strict_error);
     } else if (strict_error) {
       std::rethrow_exception(strict_error);

@@ -13,9 +13,13 @@
 #include "reference.hpp"
 
 // Built twice: with host tables (test_tp_mpi) and with every rank's shard on the GPU, all ranks
-// sharing it, collectives staged through host memory (test_tp_mpi_gpu).
+// sharing it, collectives staged through host memory and peer_rows reading the other ranks'
+// tables through CUDA IPC (test_tp_mpi_gpu).
 #ifndef TPEMBED_TEST_ON_GPU
 #define TPEMBED_TEST_ON_GPU 0
+#endif
+#if TPEMBED_TEST_ON_GPU
+#include <cuda_runtime.h>
 #endif
 
 namespace tpembed::testing {
@@ -198,7 +202,7 @@ std::vector<TpCase> tp_cases() {
   return cases;
 }
 
-// Vocab-parallel cases run with both exchanges.
+// Vocab-parallel cases run with every exchange (peer_rows where the tables are on the GPU).
 std::vector<TpCase> tp_cases_with_exchanges() {
   std::vector<TpCase> cases;
   for (TpCase c : tp_cases()) {
@@ -206,6 +210,10 @@ std::vector<TpCase> tp_cases_with_exchanges() {
     if (c.sharding_dim == 0) {
       c.exchange = VocabExchange::owned_rows;
       cases.push_back(c);
+      if (kOnGpu) {
+        c.exchange = VocabExchange::peer_rows;
+        cases.push_back(c);
+      }
     }
   }
   return cases;
@@ -228,6 +236,13 @@ void expect_error_everywhere(const std::function<void()>& call, const std::strin
   }
   // Every rank is still in step afterwards.
   world().barrier();
+}
+
+// A shard of just a table (host memory).
+EmbeddingShard weight_only(const HostTable& table) {
+  EmbeddingShard shard;
+  shard.weight = table.view();
+  return shard;
 }
 
 EmbeddingConfig whole_world_config(int sharding_dim) {
@@ -280,8 +295,7 @@ TEST(TensorParallelErrors, DifferentTableDtypes) {
 
 TEST(TensorParallelErrors, DifferentVocabExchanges) {
   const HostTable table = random_table(DType::f32, 4, 4, 1);
-  EmbeddingShard shard;
-  shard.weight = table.view();
+  const EmbeddingShard shard = weight_only(table);
   EmbeddingConfig config = whole_world_config(0);
   config.vocab_exchange = world().rank() == 1 ? VocabExchange::owned_rows : VocabExchange::all_reduce;
   expect_error_everywhere<InvalidArgumentError>(
@@ -291,18 +305,54 @@ TEST(TensorParallelErrors, DifferentVocabExchanges) {
 
 TEST(TensorParallelOp, AutomaticExchangeOverMpiIsOwnedRows) {
   const HostTable table = random_table(DType::f32, 4, 4, 1);
-  EmbeddingShard shard;
-  shard.weight = table.view();
+  const EmbeddingShard shard = weight_only(table);
   ParallelEmbedding embedding(world(), shard, whole_world_config(0));
   EXPECT_EQ(embedding.layout().vocab_exchange, VocabExchange::owned_rows);
   ParallelEmbedding hidden(world(), shard, whole_world_config(1));
   EXPECT_EQ(hidden.layout().vocab_exchange, VocabExchange::all_reduce);  // unused for hidden sharding
 }
 
+TEST(TensorParallelErrors, PeerRowsNeedGpuTables) {
+  const HostTable table = random_table(DType::f32, 4, 4, 1);
+  const EmbeddingShard shard = weight_only(table);
+  EmbeddingConfig config = whole_world_config(0);
+  config.vocab_exchange = VocabExchange::peer_rows;
+  expect_error_everywhere<UnsupportedError>(
+      [&] { ParallelEmbedding(world(), shard, config); },
+      "the peer_rows vocab exchange cannot run: rank 0 of the tp group cannot share its table: its table is in host "
+      "memory");
+}
+
+TEST(TensorParallelErrors, DifferentCollectiveChecks) {
+  const HostTable table = random_table(DType::f32, 4, 4, 1);
+  const EmbeddingShard shard = weight_only(table);
+  EmbeddingConfig config = whole_world_config(0);
+  config.collective_checks = world().rank() != 1;
+  expect_error_everywhere<InvalidArgumentError>([&] { ParallelEmbedding(world(), shard, config); },
+                                                "rank 1 sets collective_checks off but rank 0 sets it on");
+}
+
+TEST(TensorParallelOp, WithoutCollectiveChecksEveryExchangeStillMatches) {
+  const int tp = world().size();
+  const Problem problem = random_problem(DType::bf16, 10 * tp, 6, std::nullopt, 0, 9);
+  const RankShard mine = cut_shard(problem, 0, 10 * world().rank(), 10);
+  const std::vector<std::int64_t> ids = {0, 9, 10, 10 * tp - 1, 10 * tp, -1, 3};
+  const auto id_bytes = encode_ids(ids, DType::i64);
+  const auto expected = reference_lookup(problem, ids, DType::bf16);
+  for (VocabExchange exchange : {VocabExchange::all_reduce, VocabExchange::owned_rows}) {
+    EmbeddingConfig config = whole_world_config(0);
+    config.collective_checks = false;
+    config.vocab_exchange = exchange;
+    ParallelEmbedding embedding(world(), mine.view(), config);
+    const Tensor out = embedding.forward(TensorView(id_bytes.data(), DType::i64, {7}));
+    EXPECT_EQ(0, std::memcmp(out.data(), expected.data(), expected.size())) << vocab_exchange_name(exchange);
+    EXPECT_EQ(embedding.last_bad_id_count(), 2u);
+  }
+}
+
 TEST(TensorParallelErrors, CollidingTpRanks) {
   const HostTable table = random_table(DType::f32, 4, 4, 1);
-  EmbeddingShard shard;
-  shard.weight = table.view();
+  const EmbeddingShard shard = weight_only(table);
   EmbeddingConfig config = whole_world_config(0);
   config.tp_rank = 0;  // everyone claims shard 0
   expect_error_everywhere<InvalidArgumentError>([&] { ParallelEmbedding(world(), shard, config); },
@@ -311,8 +361,7 @@ TEST(TensorParallelErrors, CollidingTpRanks) {
 
 TEST(TensorParallelErrors, DifferentIdCountsPerRank) {
   const HostTable table = random_table(DType::f32, 4, 4, 1);
-  EmbeddingShard shard;
-  shard.weight = table.view();
+  const EmbeddingShard shard = weight_only(table);
   ParallelEmbedding embedding(world(), shard, whole_world_config(0));
   const std::int64_t ids[3] = {0, 1, 2};
   const std::int64_t count = world().rank() == 1 ? 2 : 3;
@@ -323,8 +372,7 @@ TEST(TensorParallelErrors, DifferentIdCountsPerRank) {
 
 TEST(TensorParallelErrors, BadIdsOnOneRankReachEveryRank) {
   const HostTable table = random_table(DType::f32, 4, 4, 1);
-  EmbeddingShard shard;
-  shard.weight = table.view();
+  const EmbeddingShard shard = weight_only(table);
   ParallelEmbedding embedding(world(), shard, whole_world_config(0));
   const float float_ids[2] = {0, 1};
   const std::int64_t ids[2] = {0, 1};
@@ -341,8 +389,7 @@ TEST(TensorParallelErrors, BadIdsOnOneRankReachEveryRank) {
 
 TEST(TensorParallelErrors, StrictModeRaisesOnEveryRank) {
   const HostTable table = random_table(DType::f32, 4, 4, 1);
-  EmbeddingShard shard;
-  shard.weight = table.view();
+  const EmbeddingShard shard = weight_only(table);
   EmbeddingConfig config = whole_world_config(0);
   config.strict = true;
   ParallelEmbedding embedding(world(), shard, config);
@@ -379,6 +426,71 @@ TEST(TensorParallelOp, FunctionFormWithGroupAndExplicitRanks) {
   EXPECT_EQ(out.shape(), (std::vector<std::int64_t>{2, 3, 6}));
   EXPECT_EQ(0, std::memcmp(out.data(), expected.data(), expected.size()));
 }
+
+#if TPEMBED_TEST_ON_GPU
+// ---- peer_rows: every rank reads the others' tables (CUDA IPC: ranks are processes) -------------
+
+#define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+TEST(TensorParallelPeerRows, AutomaticPicksPeerRowsForGpuTables) {
+  const HostTable table = random_table(DType::f32, 4, 4, 1);
+  ParallelEmbedding embedding(world(), upload_shard(weight_only(table)), whole_world_config(0));
+  EXPECT_EQ(embedding.layout().vocab_exchange, VocabExchange::peer_rows);
+}
+
+// The whole tp > 1 forward captured once in a CUDA graph (collective checks off: nothing but the
+// lookup kernel), replayed with new ids written into the captured id buffer.
+TEST(TensorParallelPeerRows, CapturedForwardReplaysWithNewIds) {
+  const int tp = world().size();
+  const std::int64_t vocab = 1000, hidden = 256, count = 300;
+  const Problem problem = random_problem(DType::i8, vocab, hidden, DType::f32, 0, 31);
+  const auto sizes = shard_sizes(vocab, tp, ShardPlacement::packed);
+  std::int64_t offset = 0;
+  for (int t = 0; t < world().rank(); ++t) offset += sizes[t];
+  const RankShard mine = cut_shard(problem, 0, offset, sizes[world().rank()]);
+  EmbeddingConfig config = whole_world_config(0);
+  config.placement = ShardPlacement::packed;
+  config.out_dtype = DType::bf16;
+  config.vocab_exchange = VocabExchange::peer_rows;
+  config.collective_checks = false;
+  ParallelEmbedding embedding(world(), upload_shard(mine.view()), config);
+
+  DeviceBuffer ids(count * sizeof(std::int64_t), 0), out(count * hidden * 2, 0);
+  cudaStream_t stream = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  // A first call outside capture (as a caller warms up), then the capture.
+  cuda_fill(ids.data(), 0, ids.size());
+  embedding.forward(ids.view(DType::i64, {count}), out.view(DType::bf16, {count, hidden}), stream);
+  CUDA_OK(cudaStreamSynchronize(stream));
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  embedding.forward(ids.view(DType::i64, {count}), out.view(DType::bf16, {count, hidden}), stream);
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  for (std::uint64_t round = 0; round < 3; ++round) {
+    const auto new_ids = interesting_ids(vocab, 0, {}, count, 700 + round);
+    std::vector<std::int64_t> batch(new_ids.begin(), new_ids.begin() + std::min<std::size_t>(count, new_ids.size()));
+    batch.resize(count, 7);
+    ids.copy_from_host(batch.data(), batch.size() * sizeof(std::int64_t));
+    cuda_fill(out.data(), 0xcd, out.size());
+    CUDA_OK(cudaGraphLaunch(exec, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    const auto expected = reference_lookup(problem, batch, DType::bf16);
+    const auto actual = download(out.data(), expected.size());
+    EXPECT_EQ(actual, expected) << "round " << round << ", world rank " << world().rank() << ": "
+                                << first_difference(actual, expected, DType::bf16, hidden);
+    std::uint64_t bad = 0;
+    for (auto id : batch) bad += (id < 0 || id >= vocab) ? 1 : 0;
+    unsigned long long counted = 0;
+    cuda_copy(&counted, embedding.bad_id_counter(), sizeof counted);
+    EXPECT_EQ(counted, bad) << "round " << round;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+#endif
 
 }  // namespace
 }  // namespace tpembed::testing
