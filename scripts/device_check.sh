@@ -29,7 +29,14 @@ for tool in memcheck racecheck; do
   compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/tests/cuda/test_embedding_cuda \
     --gtest_filter="$filter" >"$out/sanitizer_$tool.log" 2>&1
   echo "$tool: exit $? ($(grep -cE '^\[       OK' "$out/sanitizer_$tool.log") tests OK; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer_$tool.log" | tail -1))"
+  compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/tests/op/test_lookup_shards_cuda \
+    >"$out/sanitizer_shards_$tool.log" 2>&1
+  echo "$tool, shard lookups: exit $? ($(grep -cE '^\[       OK' "$out/sanitizer_shards_$tool.log") tests OK)"
 done
+# peer_rows across processes (CUDA IPC): 2 ranks on the GPU, each under memcheck.
+mpirun -np 2 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/op/test_tp_mpi_gpu \
+  --gtest_filter='*peer_rows*:TensorParallelPeerRows.*' >"$out/sanitizer_peer_rows.log" 2>&1
+echo "memcheck, peer_rows over 2 ranks: exit $? ($(grep -cE '^\[       OK' "$out/sanitizer_peer_rows.log") tests OK on rank 0; $(grep -E 'ERROR SUMMARY' "$out/sanitizer_peer_rows.log" | sort | uniq -c | tr '\n' ' '))"
 step "kernel resources and SASS"
 obj=build-gpu/CMakeFiles/tpembed.dir/src/cuda
 for f in lookup_float_tables lookup_quantized_tables; do
@@ -53,7 +60,21 @@ if [[ -d .device/wheels ]]; then
     && cmake --build build-gpu-py --target _tpembed -j16 >"$out/py_build.log" 2>&1 \
     && PYTHONPATH=build-gpu-py/python:/tmp/pylibs python3 -m pytest python/tests -q --color=no -rs 2>&1 | tail -25 \
     || { echo "python module build failed:"; tail -20 "$out/py_configure.log" "$out/py_build.log"; }
+  # mpi4py travels as its source (it must be built against this machine's MPI).
+  for sdist in .device/sdists/mpi4py-*.tar.gz; do
+    [[ -f $sdist ]] && python3 -m pip install --quiet --no-index --no-build-isolation --no-deps --target /tmp/pylibs \
+      "$sdist" >"$out/mpi4py_build.log" 2>&1 || echo "mpi4py did not build: $(tail -3 "$out/mpi4py_build.log")"
+  done
+  PYTHONPATH=build-gpu-py/python:/tmp/pylibs:python/tests timeout 600 mpirun -np 2 \
+    python3 -m pytest python/tests/test_parallel_mpi.py -q --color=no -rs -p no:cacheprovider 2>&1 | tail -8
 fi
+step "tensor-parallel benchmark on one GPU (MPI ranks share it; tp 1 over NCCL)"
+(cd build-gpu && mpirun -np 2 tools/tpembed bench-tp --device cuda --comm mpi --hidden 8192 \
+  --tokens ${TP_TOKENS:-1,16,128,1024,8192,32768}) 2>&1 | tee "$out/bench_tp_np2.md" | tail -24
+(cd build-gpu && mpirun -np 4 tools/tpembed bench-tp --device cuda --comm mpi --hidden 8192 \
+  --tokens ${TP_TOKENS:-1,16,128,1024,8192,32768}) 2>&1 | tee "$out/bench_tp_np4.md" | tail -24
+(cd build-gpu && tools/tpembed bench-tp --device cuda --comm nccl --hidden 8192 --tokens 1,128,8192) 2>&1 \
+  | tee "$out/bench_tp_nccl1.md" | tail -8
 step "benchmark"
 python3 bench/bench_cuda_lookup.py --lib build-gpu/bench/libtpembed_bench_capi.so --json "$out/bench_cuda.json" \
   ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_cuda.md"

@@ -35,6 +35,17 @@ ShardPlacement parse_placement(const std::string& name) {
       detail::concat("placement '", name, "' is neither 'equal' (the seed's shards) nor 'packed'"));
 }
 
+VocabExchange parse_vocab_exchange(const std::string& name) {
+  for (VocabExchange exchange : {VocabExchange::automatic, VocabExchange::all_reduce, VocabExchange::owned_rows,
+                                 VocabExchange::peer_rows}) {
+    if (name == vocab_exchange_name(exchange) || (name == "auto" && exchange == VocabExchange::automatic)) {
+      return exchange;
+    }
+  }
+  throw InvalidArgumentError(detail::concat("vocab_exchange '", name,
+                                            "' is none of 'auto', 'all_reduce', 'owned_rows', 'peer_rows'"));
+}
+
 std::unique_ptr<Communicator> make_communicator(const std::string& engine) {
   if (engine == "single") return make_single_communicator();
   if (engine == "mpi") return make_mpi_communicator();
@@ -75,6 +86,8 @@ struct GroupOptions {
   std::optional<std::int64_t> vocab_size;
   std::optional<std::string> out_dtype;
   bool strict = false;
+  std::string vocab_exchange = "auto";
+  bool collective_checks = true;
 
   EmbeddingConfig config(const Communicator& comm) const {
     EmbeddingConfig config;
@@ -87,6 +100,8 @@ struct GroupOptions {
     config.vocab_size = vocab_size;
     config.out_dtype = parse_dtype(out_dtype, "out_dtype");
     config.strict = strict;
+    config.vocab_exchange = parse_vocab_exchange(vocab_exchange);
+    config.collective_checks = collective_checks;
     return config;
   }
 
@@ -169,6 +184,7 @@ class Layer {
     d["sizes"] = layout.sizes;
     d["table_dtype"] = dtype_name(layout.table_dtype);
     d["out_dtype"] = dtype_name(layout.out_dtype);
+    d["vocab_exchange"] = vocab_exchange_name(layout.vocab_exchange);
     return d;
   }
 
@@ -185,9 +201,10 @@ class Layer {
 GroupOptions group_options(std::optional<int> tp_size, const std::vector<int>& tp_group,
                            int sharding_dim, std::optional<int> tp_rank,
                            const std::string& placement, std::optional<std::int64_t> vocab_size,
-                           const std::optional<std::string>& out_dtype, bool strict) {
-  return GroupOptions{tp_size,   tp_group,   sharding_dim, tp_rank,
-                      placement, vocab_size, out_dtype,    strict};
+                           const std::optional<std::string>& out_dtype, bool strict,
+                           const std::string& vocab_exchange, bool collective_checks) {
+  return GroupOptions{tp_size,   tp_group,   sharding_dim, tp_rank,        placement,
+                      vocab_size, out_dtype, strict,       vocab_exchange, collective_checks};
 }
 
 }  // namespace
@@ -204,18 +221,21 @@ void bind_parallel_embedding(nb::module_& m) {
              const std::string& communicator, std::optional<int> tp_size,
              const std::vector<int>& tp_group, int sharding_dim, std::optional<int> tp_rank,
              const std::string& placement, std::optional<std::int64_t> vocab_size,
-             const std::optional<std::string>& out_dtype, bool strict) {
+             const std::optional<std::string>& out_dtype, bool strict, const std::string& vocab_exchange,
+             bool collective_checks) {
             return Layer::from_arrays(weight, per_token_scale, padding, padding_scale, weight_dtype,
                                       scale_dtype, hidden, communicator,
                                       group_options(tp_size, tp_group, sharding_dim, tp_rank,
-                                                    placement, vocab_size, out_dtype, strict));
+                                                    placement, vocab_size, out_dtype, strict,
+                                                    vocab_exchange, collective_checks));
           },
           nb::arg("weight").noconvert(), nb::arg("per_token_scale").none().noconvert(),
           nb::arg("padding").none().noconvert(), nb::arg("padding_scale").none().noconvert(),
           nb::arg("weight_dtype").none(), nb::arg("scale_dtype").none(), nb::arg("hidden").none(),
           nb::arg("communicator"), nb::arg("tp_size").none(), nb::arg("tp_group"),
           nb::arg("sharding_dim"), nb::arg("tp_rank").none(), nb::arg("placement"),
-          nb::arg("vocab_size").none(), nb::arg("out_dtype").none(), nb::arg("strict"))
+          nb::arg("vocab_size").none(), nb::arg("out_dtype").none(), nb::arg("strict"),
+          nb::arg("vocab_exchange"), nb::arg("collective_checks"))
       .def_static(
           "from_checkpoint",
           [](const std::string& path, const std::string& tensor,
@@ -223,16 +243,18 @@ void bind_parallel_embedding(nb::module_& m) {
              const std::string& communicator, std::optional<int> tp_size,
              const std::vector<int>& tp_group, int sharding_dim, std::optional<int> tp_rank,
              const std::string& placement, std::optional<std::int64_t> vocab_size,
-             const std::optional<std::string>& out_dtype, bool strict) {
+             const std::optional<std::string>& out_dtype, bool strict, const std::string& vocab_exchange,
+             bool collective_checks) {
             return Layer::from_checkpoint(path, tensor, scale_tensor, hidden, communicator,
                                           group_options(tp_size, tp_group, sharding_dim, tp_rank,
-                                                        placement, vocab_size, out_dtype, strict));
+                                                        placement, vocab_size, out_dtype, strict,
+                                                    vocab_exchange, collective_checks));
           },
           nb::arg("path"), nb::arg("tensor"), nb::arg("scale_tensor").none(),
           nb::arg("hidden").none(), nb::arg("communicator"), nb::arg("tp_size").none(),
           nb::arg("tp_group"), nb::arg("sharding_dim"), nb::arg("tp_rank").none(),
           nb::arg("placement"), nb::arg("vocab_size").none(), nb::arg("out_dtype").none(),
-          nb::arg("strict"))
+          nb::arg("strict"), nb::arg("vocab_exchange"), nb::arg("collective_checks"))
       .def("forward", &Layer::forward, nb::arg("ids").noconvert(), nb::arg("out").none(),
            nb::arg("allocate"), nb::arg("stream"))
       .def("layout", &Layer::layout)

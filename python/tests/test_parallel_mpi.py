@@ -72,6 +72,70 @@ def test_vocab_sharding_matches_the_unsharded_lookup(table_dtype, placement):
     assert layer.last_bad_id_count() == 2
 
 
+@pytest.mark.parametrize("exchange", ["all_reduce", "owned_rows", "auto"])
+def test_every_vocab_exchange_matches_the_unsharded_lookup(exchange):
+    table, scale, ids = full_problem("i8", seed=21)
+    offset, rows = tpembed.shard_range(V, SIZE, RANK, "packed")
+    layer = tpembed.ParallelEmbedding(table.array[offset:offset + rows], comm=WORLD,
+                                      per_token_scale=scale[0][offset:offset + rows],
+                                      placement="packed", out_dtype="f32", vocab_exchange=exchange,
+                                      collective_checks=False)
+    # Host tables over MPI: auto picks the owned-row exchange.
+    assert layer.layout.vocab_exchange == ("owned_rows" if exchange == "auto" else exchange)
+    out = layer.forward(ids)
+    np.testing.assert_array_equal(bits(out), bits(lookup(ids, table.values, scale[1], "f32")))
+    assert layer.last_bad_id_count() == 2
+
+
+def test_peer_rows_with_host_tables_raises_on_every_rank():
+    table, _, _ = full_problem("f32", seed=22)
+    offset, rows = tpembed.shard_range(V, SIZE, RANK, "packed")
+    with pytest.raises(RuntimeError, match="peer_rows vocab exchange cannot run: rank 0 of the tp "
+                                           "group cannot share its table: its table is in host memory"):
+        tpembed.ParallelEmbedding(table.array[offset:offset + rows], comm=WORLD,
+                                  placement="packed", vocab_exchange="peer_rows")
+
+
+def test_an_unknown_vocab_exchange_is_a_value_error():
+    table, _, _ = full_problem("f32", seed=23)
+    offset, rows = tpembed.shard_range(V, SIZE, RANK, "packed")
+    with pytest.raises(ValueError, match="vocab_exchange 'ring' is none of 'auto', 'all_reduce'"):
+        tpembed.ParallelEmbedding(table.array[offset:offset + rows], comm=WORLD,
+                                  placement="packed", vocab_exchange="ring")
+    with pytest.raises(TypeError, match="vocab_exchange must be a str"):
+        tpembed.ParallelEmbedding(table.array[offset:offset + rows], comm=WORLD,
+                                  placement="packed", vocab_exchange=1)
+
+
+def test_peer_rows_on_the_gpu_matches_f_embedding_and_is_capturable():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("SKIPPED: no CUDA device (peer_rows needs GPU tables)")
+    torch.cuda.set_device(RANK % torch.cuda.device_count())
+    generator = torch.Generator().manual_seed(24)
+    full = torch.randn(1000, 256, generator=generator).to(torch.bfloat16)
+    offset, rows = tpembed.shard_range(1000, SIZE, RANK, "packed")
+    shard = full[offset:offset + rows].cuda()
+    layer = tpembed.ParallelEmbedding(shard, comm=WORLD, placement="packed",
+                                      collective_checks=False)
+    assert layer.layout.vocab_exchange == "peer_rows"  # auto, GPU tables of one machine
+    ids = torch.randint(0, 1000, (64,), generator=generator).cuda()
+    out = torch.empty(64, 256, dtype=torch.bfloat16, device="cuda")
+    layer.forward(ids, out)  # warm-up outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        layer.forward(ids, out)
+    for seed in (1, 2):
+        ids.copy_(torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(seed)))
+        out.fill_(7)
+        graph.replay()
+        torch.cuda.synchronize()
+        expected = torch.nn.functional.embedding(ids.cpu(), full)
+        assert torch.equal(out.cpu().view(torch.int16), expected.view(torch.int16))
+    del graph
+    del layer  # collective (a barrier): every rank drops its layer here
+
+
 @pytest.mark.parametrize("table_dtype", TABLE_DTYPES)
 def test_hidden_sharding_with_padding_matches_the_unsharded_lookup(table_dtype):
     table, scale, ids = full_problem(table_dtype, seed=12)

@@ -142,6 +142,7 @@ class Layout:
     sizes: Tuple[int, ...]     #: rows (dim 0) or columns (dim 1) of each tp_rank
     table_dtype: str
     out_dtype: str
+    vocab_exchange: str        #: how vocab shards combine: all_reduce, owned_rows or peer_rows
 
 
 def nccl_unique_id() -> bytes:
@@ -190,11 +191,13 @@ def _communicator(comm: Any) -> str:
 
 
 def _group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement, vocab_size, out_dtype,
-                     strict) -> tuple:
+                     strict, vocab_exchange, collective_checks) -> tuple:
+    if not isinstance(vocab_exchange, str):
+        raise TypeError(f"vocab_exchange must be a str, not {type(vocab_exchange).__name__}")
     return (None if tp_size is None else int(tp_size), [int(r) for r in (tp_group or [])],
             int(sharding_dim), None if tp_rank is None else int(tp_rank), placement,
             None if vocab_size is None else int(vocab_size), _dtype_name(out_dtype, "out_dtype"),
-            bool(strict))
+            bool(strict), vocab_exchange, bool(collective_checks))
 
 
 def _layout(impl: Any) -> Layout:
@@ -225,6 +228,17 @@ class ParallelEmbedding:
         size, back to back in tp_rank order).
     vocab_size: equal vocab shards only: the real vocab, when the last shard is zero-padded.
     out_dtype, strict: as for embedding(); strict raises on every rank of the group.
+    vocab_exchange: how vocab shards (sharding_dim=0, tp_size > 1) combine their rows: "all_reduce"
+        (the seed's: zeros for rows owned elsewhere, then a sum), "owned_rows" (each row gathered
+        from its owner only; plans on the host), "peer_rows" (GPU tables of one machine: every
+        rank maps the others' tables at set-up and one kernel reads each row from its owner — no
+        collective per call; destroying the layer is then collective), or "auto" (peer_rows where
+        it can run, else all_reduce over NCCL, owned_rows over MPI). layout.vocab_exchange says
+        which was picked.
+    collective_checks: True (default): with tp_size > 1, forward() checks its arguments across
+        the group first, so a bad argument on one rank raises on every rank. False: each rank
+        checks only its own, and forward() queues nothing but the lookup and the exchange, so
+        with peer_rows (or NCCL) a CUDA graph can capture it. Every rank must pass the same.
 
     The arrays are kept (not copied): the layer keeps them alive and reads them at every forward.
     """
@@ -235,14 +249,16 @@ class ParallelEmbedding:
                  sharding_dim: int = 0, placement: str = "equal",
                  vocab_size: Optional[int] = None, out_dtype: Any = None, strict: bool = False,
                  weight_dtype: Any = None, scale_dtype: Any = None,
-                 hidden: Optional[int] = None) -> None:
+                 hidden: Optional[int] = None, vocab_exchange: str = "auto",
+                 collective_checks: bool = True) -> None:
         table, scale, pad, pad_scale, declared_table, declared_scale = _prepare_shard(
             weight, per_token_scale, padding, padding_scale, weight_dtype, scale_dtype)
         self._table = weight  # decides the framework of allocated outputs and the default stream
         self._impl = _core._ParallelEmbedding.from_arrays(
             table, scale, pad, pad_scale, declared_table, declared_scale, hidden,
             _communicator(comm), *_group_arguments(tp_size, tp_group, sharding_dim, tp_rank,
-                                                   placement, vocab_size, out_dtype, strict))
+                                                   placement, vocab_size, out_dtype, strict,
+                                                   vocab_exchange, collective_checks))
         self._layout = _layout(self._impl)
 
     @classmethod
@@ -251,7 +267,8 @@ class ParallelEmbedding:
                         tp_size: Optional[int] = None, tp_group: Optional[Sequence[int]] = None,
                         tp_rank: Optional[int] = None, sharding_dim: int = 0,
                         placement: str = "equal", vocab_size: Optional[int] = None,
-                        out_dtype: Any = None, strict: bool = False) -> "ParallelEmbedding":
+                        out_dtype: Any = None, strict: bool = False, vocab_exchange: str = "auto",
+                        collective_checks: bool = True) -> "ParallelEmbedding":
         """Builds the layer from a safetensors checkpoint: each rank reads only its shard.
 
         path: a .safetensors file, a model.safetensors.index.json, or a directory holding either.
@@ -269,7 +286,7 @@ class ParallelEmbedding:
         layer._impl = _core._ParallelEmbedding.from_checkpoint(
             str(path), tensor, scale_tensor, hidden, _communicator(comm),
             *_group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement, vocab_size,
-                              out_dtype, strict))
+                              out_dtype, strict, vocab_exchange, collective_checks))
         layer._layout = _layout(layer._impl)
         return layer
 
@@ -280,8 +297,10 @@ class ParallelEmbedding:
         out live on the table's device; `out` defaults to a new array of the table's framework.
         A CUDA table's work runs on `stream` (default: the framework's current stream); with
         tp_size 1 and strict off nothing synchronises with the host or allocates (with an `out`
-        passed, or PyTorch's allocator), so a CUDA graph can capture the call. With tp_size > 1
-        over MPI, device data is staged through host memory and the call returns when done.
+        passed, or PyTorch's allocator), so a CUDA graph can capture the call; with tp_size > 1
+        the same holds with collective_checks=False and peer_rows (or NCCL). With tp_size > 1
+        over MPI and the other exchanges, device data is staged through host memory and the call
+        returns when done.
         """
         ids_arg, _ = _prepare(ids, "ids")
         allocated = self._impl.forward(ids_arg, _prepare_out(out), _allocator(self._table),

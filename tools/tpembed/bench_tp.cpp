@@ -1,6 +1,6 @@
-// `tpembed bench-tp`: the tensor-parallel lookup under mpirun — lookup plus collective for the two
-// vocab exchanges (the seed's all-reduce and the owned-row exchange) and for hidden sharding, with
-// the bytes each rank moves on the wire and the bus bandwidth, and the owned-row exchange's speed-up.
+// `tpembed bench-tp`: the tensor-parallel lookup under mpirun — lookup plus exchange for the vocab
+// exchanges (the seed's all-reduce, owned rows, peer rows) and for hidden sharding, with the bytes
+// each rank moves on the wire, the bus bandwidth, and each exchange's speed-up over the all-reduce.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -59,9 +59,13 @@ int run_bench_tp(const TpBenchOptions& options) {
   std::unique_ptr<Communicator> nccl_group = nccl ? make_nccl_communicator(*world, device) : nullptr;
   Communicator& group = nccl ? *nccl_group : *world;
 
-  const Case cases[] = {{"vocab, all-reduce", 0, VocabExchange::all_reduce},
-                        {"vocab, owned rows", 0, VocabExchange::owned_rows},
-                        {"hidden, all-gather", 1, VocabExchange::all_reduce}};
+  // peer_rows needs the tables in GPU memory of one machine: asked for as `automatic`, which picks
+  // it wherever it can run; the case is left out where it picked something else.
+  std::vector<Case> cases = {{"vocab, all-reduce", 0, VocabExchange::all_reduce},
+                             {"vocab, owned rows", 0, VocabExchange::owned_rows},
+                             {"vocab, peer rows", 0, VocabExchange::automatic},
+                             {"hidden, all-gather", 1, VocabExchange::all_reduce}};
+  if (!cuda || tp == 1) cases.erase(cases.begin() + 2);
   std::vector<std::unique_ptr<ParallelEmbedding>> layers;
   for (const Case& c : cases) {
     const std::int64_t total = c.sharding_dim == 0 ? options.vocab : options.hidden;
@@ -74,17 +78,27 @@ int run_bench_tp(const TpBenchOptions& options) {
     config.sharding_dim = c.sharding_dim;
     config.placement = ShardPlacement::packed;
     config.vocab_exchange = c.exchange;
+    config.collective_checks = false;  // every rank passes the same ids; lets the forward be captured
     layers.push_back(std::make_unique<ParallelEmbedding>(group, cuda ? copy_shard_to_device(host, device) : host, config));
   }
+  if (cases.size() == 4 && layers[2]->layout().vocab_exchange != VocabExchange::peer_rows) {
+    cases.erase(cases.begin() + 2);
+    layers.erase(layers.begin() + 2);
+    if (lead) std::printf("(peer rows left out: the tables of this group cannot be mapped into each other)\n");
+  }
+  const auto captured = [&](const ParallelEmbedding& layer) {
+    return cuda && (layer.layout().vocab_exchange == VocabExchange::peer_rows || group.accepts_device_buffers());
+  };
   if (lead) {
-    std::printf("tpembed bench-tp: tp %d over %s (%s), bf16 table V=%lld x H=%lld, packed shards; each row: median of "
-                "%d lookups + collective, wall clock, slowest rank\n",
+    std::printf("tpembed bench-tp: tp %d over %s (%s), bf16 table V=%lld x H=%lld, packed shards; each row: the "
+                "slowest rank's median of %d lookups + exchange, timed as CUDA graph replays where the exchange can "
+                "be captured (graph), else by the wall clock (wall)\n",
                 tp, group.engine().c_str(), cuda ? "GPU buffers" : "host buffers", static_cast<long long>(options.vocab),
                 static_cast<long long>(options.hidden), options.repeats);
-    std::printf("| tokens | sharding, exchange | time us | bytes on the wire per rank | bus GB/s | vs all-reduce |\n");
-    std::printf("|---|---|---|---|---|---|\n");
+    std::printf("| tokens | sharding, exchange | timed | time us | bytes on the wire per rank | bus GB/s | vs all-reduce |\n");
+    std::printf("|---|---|---|---|---|---|---|\n");
   }
-  Progress progress("bench-tp", static_cast<std::int64_t>(options.tokens.size() * 3), lead);
+  Progress progress("bench-tp", static_cast<std::int64_t>(options.tokens.size() * cases.size()), lead);
   int failures = 0;
   for (std::int64_t tokens : options.tokens) {
     std::vector<std::int64_t> ids(static_cast<std::size_t>(tokens));
@@ -102,30 +116,44 @@ int run_bench_tp(const TpBenchOptions& options) {
       ids_view = device_ids->view(DType::i64, {tokens});
       out_view = device_out->view(DType::bf16, {tokens, options.hidden});
     }
-    // Rows this rank owns: the owned-row exchange receives the rest.
+    // Rows this rank owns: the owned-row and peer-row exchanges bring in the rest.
     const auto [first_row, rows_held] = shard_range(options.vocab, tp, rank, ShardPlacement::packed);
     const std::int64_t owned = std::count_if(ids.begin(), ids.end(), [&](std::int64_t id) {
       return id >= first_row && id < first_row + rows_held;
     });
     const double ring = tp > 1 ? static_cast<double>(tp - 1) / tp : 0.0;
-    const double wire[3] = {2 * ring * static_cast<double>(out_bytes), static_cast<double>((tokens - owned) * row),
-                            ring * static_cast<double>(out_bytes)};
     std::vector<std::uint8_t> reference;
     double all_reduce_us = 0;
-    for (int c = 0; c < 3; ++c) {
+    for (std::size_t c = 0; c < cases.size(); ++c) {
       progress.step(std::to_string(tokens) + " tokens, " + cases[c].name);
-      ParallelEmbedding& layer = *layers[static_cast<std::size_t>(c)];
-      for (int warm = 0; warm < 2; ++warm) layer.forward(ids_view, out_view);
-      std::vector<double> samples;
-      for (int r = 0; r < options.repeats; ++r) {
-        if (cuda) cuda_synchronize();
-        const auto start = std::chrono::steady_clock::now();
-        layer.forward(ids_view, out_view);
-        if (cuda) cuda_synchronize();
-        samples.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+      ParallelEmbedding& layer = *layers[c];
+      const VocabExchange exchange = layer.layout().vocab_exchange;
+      const double wire = cases[c].sharding_dim == 1             ? ring * static_cast<double>(out_bytes)
+                          : exchange == VocabExchange::all_reduce ? 2 * ring * static_cast<double>(out_bytes)
+                                                                  : static_cast<double>((tokens - owned) * row);
+      double mine[2] = {0, wire};
+      if (captured(layer)) {
+        // Several forwards per graph where each is short, so the replay's own cost is spread.
+        const int per_graph = out_bytes < (std::int64_t{16} << 20) ? 10 : 1;
+        const CudaGraphTiming timing = cuda_graph_time(
+            [&](void* stream) {
+              for (int i = 0; i < per_graph; ++i) layer.forward(ids_view, out_view, stream);
+            },
+            per_graph, options.repeats);
+        mine[0] = timing.median_ms * 1e3;
+      } else {
+        for (int warm = 0; warm < 2; ++warm) layer.forward(ids_view, out_view);
+        std::vector<double> samples;
+        for (int r = 0; r < options.repeats; ++r) {
+          if (cuda) cuda_synchronize();
+          const auto start = std::chrono::steady_clock::now();
+          layer.forward(ids_view, out_view);
+          if (cuda) cuda_synchronize();
+          samples.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+        }
+        mine[0] = median(samples);
       }
       // The slowest rank's median, and its largest wire volume.
-      double mine[2] = {median(samples), wire[c]};
       std::vector<double> all(2 * static_cast<std::size_t>(tp));
       world->all_gather(mine, all.data(), 2 * 8, DType::i8);
       double us = 0, bytes = 0;
@@ -133,29 +161,31 @@ int run_bench_tp(const TpBenchOptions& options) {
         us = std::max(us, all[2 * static_cast<std::size_t>(r)]);
         bytes = std::max(bytes, all[2 * static_cast<std::size_t>(r) + 1]);
       }
-      if (c < 2) {  // the two vocab exchanges must agree bit for bit
+      if (cases[c].sharding_dim == 0) {  // the vocab exchanges must agree bit for bit
         std::vector<std::uint8_t> output(static_cast<std::size_t>(out_bytes));
         if (cuda) {
+          cuda_synchronize();
           device_out->copy_to_host(output.data(), output.size());
         } else {
           std::copy_n(static_cast<const std::uint8_t*>(host_out.data()), output.size(), output.begin());
         }
         if (c == 0) reference = output;
-        if (c == 1 && output != reference) ++failures;
+        if (c > 0 && output != reference) ++failures;
       }
       if (c == 0) all_reduce_us = us;
       if (lead) {
-        const std::string versus = c == 1 ? std::to_string(all_reduce_us / us).substr(0, 4) + "x" : "";
-        std::printf("| %lld | %s | %.1f | %.0f | %.1f | %s |\n", static_cast<long long>(tokens), cases[c].name, us, bytes,
-                    us > 0 ? bytes / (us * 1e3) : 0.0, versus.c_str());
+        const std::string versus =
+            cases[c].sharding_dim == 0 && c > 0 ? std::to_string(all_reduce_us / us).substr(0, 4) + "x" : "";
+        std::printf("| %lld | %s | %s | %.1f | %.0f | %.1f | %s |\n", static_cast<long long>(tokens), cases[c].name,
+                    captured(layer) ? "graph" : "wall", us, bytes, us > 0 ? bytes / (us * 1e3) : 0.0, versus.c_str());
       }
     }
   }
   std::int64_t any_failure = failures, total_failures = 0;
   world->all_reduce_sum(&any_failure, &total_failures, 1, DType::i64);
   if (lead) {
-    std::printf("%s\n", total_failures == 0 ? "the owned-row exchange matched the all-reduce bit for bit on every rank"
-                                            : "MISMATCH between the two vocab exchanges");
+    std::printf("%s\n", total_failures == 0 ? "every vocab exchange matched the all-reduce bit for bit on every rank"
+                                            : "MISMATCH between the vocab exchanges");
   }
   return total_failures == 0 ? 0 : 1;
 }
@@ -166,11 +196,13 @@ void add_bench_tp_command(CLI::App& app, int& exit_code) {
   auto options = std::make_shared<TpBenchOptions>();
   CLI::App* command = app.add_subcommand(
       "bench-tp",
-      "Time the tensor-parallel lookup over the ranks of mpirun: lookup + collective for vocab sharding\n"
-      "with the seed's all-reduce and with the owned-row exchange, and for hidden sharding (all-gather).\n"
-      "Each row gives the slowest rank's median wall-clock time, the bytes each rank moves on the wire\n"
-      "(all-reduce 2(tp-1)/tp of the output, owned rows the rows it does not own, all-gather (tp-1)/tp)\n"
-      "and the bus bandwidth; the owned-row rows give their speed-up over the all-reduce.\n"
+      "Time the tensor-parallel lookup over the ranks of mpirun: lookup + exchange for vocab sharding\n"
+      "with the seed's all-reduce, the owned-row exchange and (GPU tables of one machine) the peer-row\n"
+      "exchange, and for hidden sharding (all-gather). Each row gives the slowest rank's median time\n"
+      "(CUDA graph replays where the exchange can be captured: NCCL or peer rows; else wall clock), the\n"
+      "bytes each rank moves on the wire (all-reduce 2(tp-1)/tp of the output, owned and peer rows the\n"
+      "rows it does not own, all-gather (tp-1)/tp) and the bus bandwidth; vocab rows give their speed-up\n"
+      "over the all-reduce. All vocab exchanges are checked to agree bit for bit.\n"
       "Example: mpirun -np 4 tpembed bench-tp --device cuda --comm nccl --hidden 8192");
   command->add_option("--device", options->device, "cpu, cuda, or auto (cuda when a GPU is visible)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
