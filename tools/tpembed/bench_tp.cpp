@@ -61,13 +61,15 @@ int run_bench_tp(const TpBenchOptions& options) {
 
   // peer_rows needs the tables in GPU memory of one machine: asked for as `automatic`, which picks
   // it wherever it can run; the case is left out where it picked something else.
-  std::vector<Case> cases = {{"vocab, all-reduce", 0, VocabExchange::all_reduce},
-                             {"vocab, owned rows", 0, VocabExchange::owned_rows},
-                             {"vocab, peer rows", 0, VocabExchange::automatic},
-                             {"hidden, all-gather", 1, VocabExchange::all_reduce}};
-  if (!cuda || tp == 1) cases.erase(cases.begin() + 2);
+  const Case all_cases[] = {{"vocab, all-reduce", 0, VocabExchange::all_reduce},
+                            {"vocab, owned rows", 0, VocabExchange::owned_rows},
+                            {"vocab, peer rows", 0, VocabExchange::automatic},
+                            {"hidden, all-gather", 1, VocabExchange::all_reduce}};
+  std::vector<Case> cases;
   std::vector<std::unique_ptr<ParallelEmbedding>> layers;
-  for (const Case& c : cases) {
+  for (const Case& c : all_cases) {
+    const bool peer_case = c.exchange == VocabExchange::automatic;
+    if (peer_case && (!cuda || tp == 1)) continue;
     const std::int64_t total = c.sharding_dim == 0 ? options.vocab : options.hidden;
     const auto [offset, size] = shard_range(total, tp, rank, ShardPlacement::packed);
     Tensor shard = c.sharding_dim == 0 ? random_bf16(size, options.hidden, 11 + static_cast<std::uint64_t>(offset))
@@ -79,12 +81,13 @@ int run_bench_tp(const TpBenchOptions& options) {
     config.placement = ShardPlacement::packed;
     config.vocab_exchange = c.exchange;
     config.collective_checks = false;  // every rank passes the same ids; lets the forward be captured
-    layers.push_back(std::make_unique<ParallelEmbedding>(group, cuda ? copy_shard_to_device(host, device) : host, config));
-  }
-  if (cases.size() == 4 && layers[2]->layout().vocab_exchange != VocabExchange::peer_rows) {
-    cases.erase(cases.begin() + 2);
-    layers.erase(layers.begin() + 2);
-    if (lead) std::printf("(peer rows left out: the tables of this group cannot be mapped into each other)\n");
+    auto layer = std::make_unique<ParallelEmbedding>(group, cuda ? copy_shard_to_device(host, device) : host, config);
+    if (peer_case && layer->layout().vocab_exchange != VocabExchange::peer_rows) {
+      if (lead) std::printf("(peer rows left out: the tables of this group cannot be mapped into each other)\n");
+      continue;
+    }
+    cases.push_back(c);
+    layers.push_back(std::move(layer));
   }
   const auto captured = [&](const ParallelEmbedding& layer) {
     return cuda && (layer.layout().vocab_exchange == VocabExchange::peer_rows || group.accepts_device_buffers());
