@@ -2,8 +2,12 @@
 # One full pass on the GPU machine (run through the device tool from the repository root):
 # builds with -j16 for sm_90, runs every test (GPU ones included), compute-sanitizer memcheck and
 # racecheck on a reduced GPU matrix, the CUDA benchmark against PyTorch, and dumps the kernels'
-# resource usage and SASS. Logs go to $OUT (or ./device-out).
+# resource usage and SASS. Logs go to $OUT (or ./device-out): the tables as .md/.json, every other
+# log packed into logs.tar.gz (the device tool brings back a few files only).
+# STEPS picks parts (default all): tests sanitizer sass cli python tp bench, e.g. STEPS="tests tp".
 set -uo pipefail
+steps=" ${STEPS:-tests sanitizer sass cli python tp bench} "
+want() { [[ $steps == *" $1 "* ]]; }
 out=${OUT:-$PWD/device-out}
 mkdir -p "$out"
 export NCCL_NVLS_ENABLE=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -20,9 +24,12 @@ step "build"
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${gtest[@]}" >"$out/configure.log" 2>&1 \
   || { tail -30 "$out/configure.log"; exit 1; }
 cmake --build build-gpu -j16 >"$out/build.log" 2>&1 || { grep -E "error" -A5 "$out/build.log" | head -60; exit 1; }
+if want tests; then
 step "tests (all, GPU included)"
 (cd build-gpu && ctest --output-on-failure -j4 --timeout 900) >"$out/ctest.log" 2>&1
-grep -E "tests passed|tests failed|Failed|Skipped|\*\*\*" "$out/ctest.log" | tail -25
+grep -E "tests passed|tests failed|Failed|Skipped|\*\*\*|Failure|first difference" "$out/ctest.log" | tail -25
+fi
+if want sanitizer; then
 step "compute-sanitizer"
 filter='Dtypes/EmbeddingCuda.*i64_to_bf16*:IdShapes/*:Widths/*:EmbeddingCudaOp.*:EmbeddingCudaGraph.*'
 for tool in memcheck racecheck; do
@@ -37,6 +44,8 @@ done
 mpirun -np 2 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/op/test_tp_mpi_gpu \
   --gtest_filter='*peer_rows*:TensorParallelPeerRows.*' >"$out/sanitizer_peer_rows.log" 2>&1
 echo "memcheck, peer_rows over 2 ranks: exit $? ($(grep -cE '^\[       OK' "$out/sanitizer_peer_rows.log") tests OK on rank 0; $(grep -E 'ERROR SUMMARY' "$out/sanitizer_peer_rows.log" | sort | uniq -c | tr '\n' ' '))"
+fi
+if want sass; then
 step "kernel resources and SASS"
 obj=build-gpu/CMakeFiles/tpembed.dir/src/cuda
 for f in lookup_float_tables lookup_quantized_tables; do
@@ -46,12 +55,16 @@ done
 echo "global loads/stores by width (all kernels):"; grep -oE "(LDG|STG|LD|ST)\.E[.A-Z0-9]*" "$out/sass.txt" | sort | uniq -c
 echo "registers per kernel (count of kernels):"; grep -oE "REG:[0-9]+" "$out/res_usage.txt" | sort | uniq -c
 echo "kernels with stack or local memory:"; grep -cE "STACK:[1-9]|LOCAL:[1-9]" "$out/res_usage.txt"
-gzip -f "$out/sass.txt"; rm -f "$out/configure.log"
+gzip -f "$out/sass.txt"
+fi
+rm -f "$out/configure.log"
+if want cli; then
 step "tpembed command on the GPU"
 (cd build-gpu && mpirun -np 2 tools/tpembed verify --device cuda --vocab 4099 --hidden 512 --tokens 3000) 2>&1 | tail -22
 build-gpu/tools/tpembed bench --device cuda --hidden 4096 --tokens 1,128,8192 --dtype bf16,i8 2>&1 | tail -12
+fi
 step "python module (PyTorch on CUDA)"
-if [[ -d .device/wheels ]]; then
+if want python && [[ -d .device/wheels ]]; then
   mkdir -p /tmp/pylibs && for w in .device/wheels/*.whl; do python3 -m zipfile -e "$w" /tmp/pylibs; done
   export PYTHONPATH=/tmp/pylibs
   cmake -S . -B build-gpu-py -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DTPEMBED_PYTHON=ON \
@@ -68,6 +81,7 @@ if [[ -d .device/wheels ]]; then
   PYTHONPATH=build-gpu-py/python:/tmp/pylibs:python/tests timeout 600 mpirun -np 2 \
     python3 -m pytest python/tests/test_parallel_mpi.py -q --color=no -rs -p no:cacheprovider 2>&1 | tail -8
 fi
+if want tp; then
 step "tensor-parallel benchmark on one GPU (MPI ranks share it; tp 1 over NCCL)"
 (cd build-gpu && mpirun -np 2 tools/tpembed bench-tp --device cuda --comm mpi --hidden 8192 \
   --tokens ${TP_TOKENS:-1,16,128,1024,8192,32768}) 2>&1 | tee "$out/bench_tp_np2.md" | tail -24
@@ -75,7 +89,12 @@ step "tensor-parallel benchmark on one GPU (MPI ranks share it; tp 1 over NCCL)"
   --tokens ${TP_TOKENS:-1,16,128,1024,8192,32768}) 2>&1 | tee "$out/bench_tp_np4.md" | tail -24
 (cd build-gpu && tools/tpembed bench-tp --device cuda --comm nccl --hidden 8192 --tokens 1,128,8192) 2>&1 \
   | tee "$out/bench_tp_nccl1.md" | tail -8
+fi
+if want bench; then
 step "benchmark"
 python3 bench/bench_cuda_lookup.py --lib build-gpu/bench/libtpembed_bench_capi.so --json "$out/bench_cuda.json" \
   ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_cuda.md"
+fi
+(cd "$out" && find . -maxdepth 1 -type f ! -name '*.md' ! -name '*.json' ! -name logs.tar.gz -printf '%P\n' \
+  | tar czf logs.tar.gz -T - --remove-files 2>/dev/null)
 step "done"

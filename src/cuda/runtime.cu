@@ -94,14 +94,25 @@ void cuda_synchronize(void* stream) {
   cuda_runtime::check(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
 }
 
+namespace {
+// cudaMemcpy returns before a device-to-device copy, or the last DMA of a copy from pageable memory,
+// has landed, and cudaMemset before the memory is set; the helpers below promise the data is there
+// (work on other streams, such as a replayed graph's, does not wait for the default stream).
+void wait_for_default_stream() {
+  cuda_runtime::check(cudaStreamSynchronize(nullptr), "cudaStreamSynchronize (default stream)");
+}
+}  // namespace
+
 void cuda_copy(void* destination, const void* source, std::size_t bytes) {
   if (bytes == 0) return;
   cuda_runtime::check(cudaMemcpy(destination, source, bytes, cudaMemcpyDefault), "cudaMemcpy");
+  wait_for_default_stream();
 }
 
 void cuda_fill(void* device, int value, std::size_t bytes) {
   if (bytes == 0) return;
   cuda_runtime::check(cudaMemset(device, value, bytes), "cudaMemset");
+  wait_for_default_stream();
 }
 
 DeviceBuffer::DeviceBuffer(std::size_t bytes, int device) : bytes_(bytes), device_(device) {
@@ -143,6 +154,7 @@ void DeviceBuffer::copy_from_host(const void* host, std::size_t bytes) {
                   " bytes do not fit a buffer of ", bytes_);
   if (bytes == 0) return;
   cuda_runtime::check(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy (to device)");
+  wait_for_default_stream();
 }
 
 void DeviceBuffer::copy_to_host(void* host, std::size_t bytes) const {

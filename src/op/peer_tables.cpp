@@ -65,6 +65,9 @@ PeerRecord describe(const EmbeddingShard& shard) {
   record.device = shard.weight.device.index;
   try {
     Place place(shard.weight.device, nullptr);
+    // Peers read the table from here on: whatever this process still has queued that writes it
+    // (an upload on some stream) must land first.
+    cuda_runtime::synchronize_device();
     record.table = cuda_runtime::share_memory(shard.weight.data);
     if (record.has_scale) record.scale = cuda_runtime::share_memory(shard.scale.data);
     record.shareable = 1;
