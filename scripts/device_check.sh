@@ -36,12 +36,12 @@ for tool in memcheck racecheck; do
   compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/tests/cuda/test_embedding_cuda \
     --gtest_filter="$filter" >"$out/sanitizer_$tool.log" 2>&1
   echo "$tool: exit $? ($(grep -cE '^\[       OK' "$out/sanitizer_$tool.log") tests OK; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer_$tool.log" | tail -1))"
-  compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/tests/op/test_lookup_shards_cuda \
+  compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/tests/cuda/test_lookup_shards_cuda \
     >"$out/sanitizer_shards_$tool.log" 2>&1
   echo "$tool, shard lookups: exit $? ($(grep -cE '^\[       OK' "$out/sanitizer_shards_$tool.log") tests OK)"
 done
 # peer_rows across processes (CUDA IPC): 2 ranks on the GPU, each under memcheck.
-mpirun -np 2 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/op/test_tp_mpi_gpu \
+mpirun -np 2 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/cuda/test_tp_mpi_gpu \
   --gtest_filter='*peer_rows*:TensorParallelPeerRows.*' >"$out/sanitizer_peer_rows.log" 2>&1
 echo "memcheck, peer_rows over 2 ranks: exit $? ($(grep -cE '^\[       OK' "$out/sanitizer_peer_rows.log") tests OK on rank 0; $(grep -E 'ERROR SUMMARY' "$out/sanitizer_peer_rows.log" | sort | uniq -c | tr '\n' ' '))"
 fi
@@ -80,6 +80,9 @@ if want python && [[ -d .device/wheels ]]; then
   done
   PYTHONPATH=build-gpu-py/python:/tmp/pylibs:python/tests timeout 600 mpirun -np 2 \
     python3 -m pytest python/tests/test_parallel_mpi.py -q --color=no -rs -p no:cacheprovider 2>&1 | tail -8
+  step "tensor-parallel lookup against PyTorch's seed op (2 ranks)"
+  PYTHONPATH=build-gpu-py/python:/tmp/pylibs timeout 600 mpirun -np 2 python3 bench/bench_tp_torch.py \
+    --tokens ${TP_TOKENS:-1,16,128,1024,8192,32768} 2>&1 | tee "$out/bench_tp_torch_np2.md" | tail -30
 fi
 if want tp; then
 step "tensor-parallel benchmark on one GPU (MPI ranks share it; tp 1 over NCCL)"
