@@ -43,7 +43,7 @@ done
 # peer_rows across processes (CUDA IPC): 2 ranks on the GPU, each under memcheck.
 mpirun -np 2 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/cuda/test_tp_mpi_gpu \
   --gtest_filter='*peer_rows*:TensorParallelPeerRows.*' >"$out/sanitizer_peer_rows.log" 2>&1
-echo "memcheck, peer_rows over 2 ranks: exit $? ($(grep -cE '^\[       OK' "$out/sanitizer_peer_rows.log") tests OK on rank 0; $(grep -E 'ERROR SUMMARY' "$out/sanitizer_peer_rows.log" | sort | uniq -c | tr '\n' ' '))"
+echo "memcheck, peer_rows over 2 ranks: exit $? ($(grep -c 'OK \]' "$out/sanitizer_peer_rows.log") tests OK on rank 0; $(grep -E 'ERROR SUMMARY' "$out/sanitizer_peer_rows.log" | sort | uniq -c | tr '\n' ' '))"
 fi
 if want sass; then
 step "kernel resources and SASS"

@@ -177,10 +177,10 @@ int run_bench_tp(const TpBenchOptions& options) {
       }
       if (c == 0) all_reduce_us = us;
       if (lead) {
-        const std::string versus =
-            cases[c].sharding_dim == 0 && c > 0 ? std::to_string(all_reduce_us / us).substr(0, 4) + "x" : "";
+        char versus[32] = "";
+        if (cases[c].sharding_dim == 0 && c > 0) std::snprintf(versus, sizeof versus, "%.2fx", all_reduce_us / us);
         std::printf("| %lld | %s | %s | %.1f | %.0f | %.1f | %s |\n", static_cast<long long>(tokens), cases[c].name,
-                    captured(layer) ? "graph" : "wall", us, bytes, us > 0 ? bytes / (us * 1e3) : 0.0, versus.c_str());
+                    captured(layer) ? "graph" : "wall", us, bytes, us > 0 ? bytes / (us * 1e3) : 0.0, versus);
       }
     }
   }
