@@ -4,6 +4,7 @@
 // every rank instead of hanging.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <numeric>
@@ -12,11 +13,15 @@
 #include "device_tables.hpp"
 #include "reference.hpp"
 
-// Built twice: with host tables (test_tp_mpi) and with every rank's shard on the GPU, all ranks
+// Built three times: with host tables (test_tp_mpi); with every rank's shard on the GPU, all ranks
 // sharing it, collectives staged through host memory and peer_rows reading the other ranks'
-// tables through CUDA IPC (test_tp_mpi_gpu).
+// tables through CUDA IPC (test_tp_mpi_gpu); and over NCCL with one GPU per rank, bootstrapped
+// through MPI (test_tp_nccl, skipped where there are fewer GPUs than ranks).
 #ifndef TPEMBED_TEST_ON_GPU
 #define TPEMBED_TEST_ON_GPU 0
+#endif
+#ifndef TPEMBED_TEST_NCCL
+#define TPEMBED_TEST_NCCL 0
 #endif
 #if TPEMBED_TEST_ON_GPU
 #include <cuda_runtime.h>
@@ -27,9 +32,19 @@ namespace {
 
 constexpr bool kOnGpu = TPEMBED_TEST_ON_GPU != 0;
 
+// MPI, or NCCL over MPI on the node-local rank's GPU (test_tp_nccl).
 Communicator& world() {
-  static std::unique_ptr<Communicator> comm = make_mpi_communicator();
-  return *comm;
+  static std::unique_ptr<Communicator> mpi = make_mpi_communicator();
+  static std::unique_ptr<Communicator> comm = [] {
+    if (!TPEMBED_TEST_NCCL) return std::unique_ptr<Communicator>();
+    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    const int device = (local != nullptr ? std::atoi(local) : mpi->rank()) % cuda_device_count();
+    set_test_device(device);
+    NcclOptions options;
+    options.timeout_seconds = 120;  // a broken test fails instead of hanging
+    return make_nccl_communicator(*mpi, device, options);
+  }();
+  return comm != nullptr ? *comm : *mpi;
 }
 
 struct TpCase {
@@ -147,7 +162,7 @@ void run_and_check(const TpCase& base_case, const std::vector<int>& group_ranks,
   std::vector<std::uint8_t> actual;
   if (kOnGpu) {
     const DeviceCopy device_ids = upload_bytes(id_bytes, c.id, {count});
-    DeviceBuffer out(expected.size() + 16, 0);
+    DeviceBuffer out(expected.size() + 16, test_device());
     cuda_fill(out.data(), 0xcd, out.size());  // poison: unwritten elements show
     embedding.forward(device_ids.view, out.view(c.out, {count, c.hidden}));
     actual = download(out.data(), expected.size());
@@ -303,11 +318,13 @@ TEST(TensorParallelErrors, DifferentVocabExchanges) {
       "rank 1 asks for the owned_rows vocab exchange but rank 0 for all_reduce");
 }
 
-TEST(TensorParallelOp, AutomaticExchangeOverMpiIsOwnedRows) {
+TEST(TensorParallelOp, AutomaticExchangeForHostTables) {
   const HostTable table = random_table(DType::f32, 4, 4, 1);
   const EmbeddingShard shard = weight_only(table);
   ParallelEmbedding embedding(world(), shard, whole_world_config(0));
-  EXPECT_EQ(embedding.layout().vocab_exchange, VocabExchange::owned_rows);
+  // Collectives through the host (MPI): owned rows; on device buffers (NCCL): the all-reduce.
+  EXPECT_EQ(embedding.layout().vocab_exchange,
+            world().accepts_device_buffers() ? VocabExchange::all_reduce : VocabExchange::owned_rows);
   ParallelEmbedding hidden(world(), shard, whole_world_config(1));
   EXPECT_EQ(hidden.layout().vocab_exchange, VocabExchange::all_reduce);  // unused for hidden sharding
 }
@@ -455,8 +472,9 @@ TEST(TensorParallelPeerRows, CapturedForwardReplaysWithNewIds) {
   config.collective_checks = false;
   ParallelEmbedding embedding(world(), upload_shard(mine.view()), config);
 
-  DeviceBuffer ids(count * sizeof(std::int64_t), 0), out(count * hidden * 2, 0);
+  DeviceBuffer ids(count * sizeof(std::int64_t), test_device()), out(count * hidden * 2, test_device());
   cudaStream_t stream = nullptr;
+  CUDA_OK(cudaSetDevice(test_device()));
   CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   // A first call outside capture (as a caller warms up), then the capture.
   cuda_fill(ids.data(), 0, ids.size());

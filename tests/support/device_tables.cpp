@@ -4,15 +4,22 @@
 
 namespace tpembed::testing {
 
+namespace {
+thread_local int current_test_device = 0;  // per thread: one thread per GPU in multi-GPU tests
+}  // namespace
+
+int test_device() { return current_test_device; }
+void set_test_device(int device) { current_test_device = device; }
+
 DeviceCopy upload_bytes(const std::vector<std::uint8_t>& bytes, DType dtype, std::vector<std::int64_t> shape,
                         std::size_t byte_offset) {
   DeviceCopy copy;
-  copy.buffer = std::make_shared<DeviceBuffer>(bytes.size() + byte_offset + 16, 0);
+  copy.buffer = std::make_shared<DeviceBuffer>(bytes.size() + byte_offset + 16, test_device());
   std::vector<std::uint8_t> padded(byte_offset, 0);
   padded.insert(padded.end(), bytes.begin(), bytes.end());
   copy.buffer->copy_from_host(padded.data(), padded.size());
   copy.view = TensorView(static_cast<std::uint8_t*>(copy.buffer->data()) + byte_offset, dtype, std::move(shape),
-                         Device::cuda(0));
+                         Device::cuda(test_device()));
   return copy;
 }
 

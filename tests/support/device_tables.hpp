@@ -14,7 +14,12 @@ struct DeviceCopy {
   TensorView view;
 };
 
-/// Uploads `table` (bytes, shape and dtype as in HostTable::view()) to CUDA device 0, at
+/// The CUDA device the helpers below upload to (per thread): 0 unless a test of one GPU per rank, or
+/// a thread driving one GPU, picks another.
+int test_device();
+void set_test_device(int device);
+
+/// Uploads `table` (bytes, shape and dtype as in HostTable::view()) to test_device(), at
 /// `byte_offset` into the buffer (an offset that is not a multiple of 16 tests the unaligned path).
 DeviceCopy upload(const HostTable& table, std::size_t byte_offset = 0);
 

@@ -11,6 +11,10 @@
 #ifndef TPEMBED_TEST_ON_GPU
 #define TPEMBED_TEST_ON_GPU 0
 #endif
+// Tests of one GPU per rank (NCCL): skipped where fewer GPUs than ranks are visible.
+#ifndef TPEMBED_TEST_GPU_PER_RANK
+#define TPEMBED_TEST_GPU_PER_RANK 0
+#endif
 
 namespace {
 
@@ -36,10 +40,21 @@ int main(int argc, char** argv) {
   testing::InitGoogleTest(&argc, argv);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (TPEMBED_TEST_ON_GPU && tpembed::cuda_device_count() == 0) {
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  const int devices = tpembed::cuda_device_count();
+  if ((TPEMBED_TEST_ON_GPU || TPEMBED_TEST_GPU_PER_RANK) && devices == 0) {
     if (rank == 0) std::printf("SKIPPED: no CUDA device visible; these GPU tests did not run.\n");
     MPI_Finalize();
     return 77;  // CTest's SKIP_RETURN_CODE for GPU tests
+  }
+  if (TPEMBED_TEST_GPU_PER_RANK && devices < size) {
+    if (rank == 0) {
+      std::printf("SKIPPED: %d ranks need one GPU each and %d %s visible; these tests did not run.\n", size,
+                  devices, devices == 1 ? "is" : "are");
+    }
+    MPI_Finalize();
+    return 77;
   }
   if (rank != 0) {
     auto& listeners = testing::UnitTest::GetInstance()->listeners();
