@@ -5,6 +5,8 @@
 # resource usage and SASS. Logs go to $OUT (or ./device-out): the tables as .md/.json, every other
 # log packed into logs.tar.gz (the device tool brings back a few files only).
 # STEPS picks parts (default all): tests sanitizer sass cli python tp bench, e.g. STEPS="tests tp".
+# With 2 or more GPUs, ctest also runs the NCCL tests of one GPU per rank, the thread-per-GPU and the
+# dead-rank tests, and `tp` adds bench-tp over NCCL and the PyTorch comparison on every GPU.
 set -uo pipefail
 steps=" ${STEPS:-tests sanitizer sass cli python tp bench} "
 want() { [[ $steps == *" $1 "* ]]; }
@@ -92,6 +94,19 @@ step "tensor-parallel benchmark on one GPU (MPI ranks share it; tp 1 over NCCL)"
   --tokens ${TP_TOKENS:-1,16,128,1024,8192,32768}) 2>&1 | tee "$out/bench_tp_np4.md" | tail -24
 (cd build-gpu && tools/tpembed bench-tp --device cuda --comm nccl --hidden 8192 --tokens 1,128,8192) 2>&1 \
   | tee "$out/bench_tp_nccl1.md" | tail -8
+fi
+gpus=$(nvidia-smi -L | wc -l)
+if want tp && (( gpus >= 2 )); then
+step "tensor-parallel benchmark over NCCL, one process per GPU ($gpus GPUs)"
+for np in 2 4 8; do
+  (( np > gpus )) && break
+  (cd build-gpu && mpirun -np $np tools/tpembed bench-tp --device cuda --comm nccl --hidden 8192 \
+    --tokens ${TP_TOKENS:-1,16,64,128,1024,8192,32768}) 2>&1 | tee "$out/bench_tp_nccl$np.md" | tail -32
+done
+if want python; then
+  PYTHONPATH=build-gpu-py/python:/tmp/pylibs timeout 900 mpirun -np $gpus python3 bench/bench_tp_torch.py \
+    --tokens ${TP_TOKENS:-1,16,64,128,1024,8192,32768} 2>&1 | tee "$out/bench_tp_torch_np$gpus.md" | tail -32
+fi
 fi
 if want bench; then
 step "benchmark"
