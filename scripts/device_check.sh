@@ -38,7 +38,7 @@ for tool in memcheck racecheck; do
   compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/tests/cuda/test_embedding_cuda \
     --gtest_filter="$filter" >"$out/sanitizer_$tool.log" 2>&1
   echo "$tool: exit $? ($(grep -cE '^\[       OK' "$out/sanitizer_$tool.log") tests OK; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer_$tool.log" | tail -1))"
-  compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/tests/cuda/test_lookup_shards_cuda \
+  compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/tests/cuda/test_lookup_params_cuda \
     >"$out/sanitizer_shards_$tool.log" 2>&1
   echo "$tool, shard lookups: exit $? ($(grep -cE '^\[       OK' "$out/sanitizer_shards_$tool.log") tests OK)"
 done

@@ -63,6 +63,11 @@ struct LookupParams {
   std::int64_t out_row_stride = 0;    ///< ...`out_row_stride` elements apart (>= cols).
 
   unsigned long long* bad_id_count = nullptr;  ///< Incremented by the number of bad ids, or null.
+  /// Instead of bad_id_count: three words (in the lookup's memory), zero before the first lookup
+  /// that uses them. The lookup *stores* its bad-id count in [0] and leaves [1] and [2] (its
+  /// scratch) zero again, so repeated lookups, a replayed CUDA graph included, need no reset
+  /// between them (no memset node before each lookup).
+  unsigned long long* bad_id_slots = nullptr;
   bool unowned_negative_zero = false;          ///< Fill rows owned by other ranks with -0.0.
 
   /// The group's shards (see above): an array of `num_shards` in the lookup's memory (device memory

@@ -63,9 +63,10 @@ class ParallelEmbedding {
   /// Ids found out of range by the last forward (every rank counts the same ids). For a GPU table
   /// this waits for the last forward's stream and reads the device counter.
   std::uint64_t last_bad_id_count() const;
-  /// The device counter of out-of-range ids that a GPU lookup adds to (an unsigned long long in
-  /// device memory, zeroed at the start of each forward); null for host tables. Graph users read it
-  /// after replay instead of calling last_bad_id_count().
+  /// The device counter of out-of-range ids (an unsigned long long in device memory): once a
+  /// forward's work is complete it holds that forward's count (stored by its lookup kernel, so no
+  /// reset runs before each forward); null for host tables. Graph users read it after replay
+  /// instead of calling last_bad_id_count(). One forward at a time per layer.
   const unsigned long long* bad_id_counter() const;
 
  private:

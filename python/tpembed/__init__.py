@@ -325,8 +325,9 @@ class ParallelEmbedding:
 
     @property
     def bad_id_counter(self) -> int:
-        """Device address of the GPU bad-id counter (an unsigned 64-bit integer, zeroed at each
-        forward; read it after a graph replay), or 0 for a host table."""
+        """Device address of the GPU bad-id counter (an unsigned 64-bit integer holding the last
+        forward's count once its work is done; read it after a graph replay), or 0 for a host
+        table."""
         return self._impl.bad_id_counter()
 
     def __repr__(self) -> str:

@@ -194,9 +194,10 @@ void gather(const LookupParams& p) {
     if (streaming) finish_streaming_stores();
     bad_per_worker[worker] = bad;
   });
-  if (p.bad_id_count != nullptr) {
-    for (unsigned long long bad : bad_per_worker) *p.bad_id_count += bad;
-  }
+  unsigned long long total = 0;
+  for (unsigned long long bad : bad_per_worker) total += bad;
+  if (p.bad_id_count != nullptr) *p.bad_id_count += total;
+  if (p.bad_id_slots != nullptr) p.bad_id_slots[0] = total;
 }
 
 template <typename Id, DType Table>

@@ -204,6 +204,32 @@ __device__ __forceinline__ RowSource resolve_row(const LookupParams& p, std::int
   return source;
 }
 
+/// Adds this thread's bad rows to the launch's count. Every thread of the block calls it, last.
+/// With p.bad_id_slots the block's total goes to slots[1]; the block that finishes last moves the
+/// launch's total to slots[0] and leaves slots[1] and slots[2] (the finished-block count) zero.
+__device__ __forceinline__ void report_bad_rows(const LookupParams& p, unsigned long long mine) {
+  if (p.bad_id_slots == nullptr) {
+    if (mine != 0 && p.bad_id_count != nullptr) atomicAdd(p.bad_id_count, mine);
+    return;
+  }
+  __shared__ unsigned long long block_total;
+  const bool leader = threadIdx.x == 0 && threadIdx.y == 0;
+  if (leader) block_total = 0;
+  __syncthreads();
+  if (mine != 0) atomicAdd(&block_total, mine);
+  __syncthreads();
+  if (!leader) return;
+  unsigned long long* slots = p.bad_id_slots;
+  if (block_total != 0) atomicAdd(&slots[1], block_total);
+  __threadfence();  // this block's count lands before it counts itself finished
+  const unsigned long long blocks = static_cast<unsigned long long>(gridDim.x) * gridDim.y;
+  if (atomicAdd(&slots[2], 1ull) == blocks - 1) {
+    __threadfence();
+    slots[0] = atomicExch(&slots[1], 0ull);
+    atomicExch(&slots[2], 0ull);
+  }
+}
+
 /// How the vector path splits the work: each row is cut into chunks of `chunk_items` items
 /// (blockIdx.y picks the chunk; one chunk per row unless the problem is too small to fill the GPU
 /// otherwise); an item is `kGroup` output vectors fed by one table load.
@@ -235,8 +261,9 @@ __device__ __forceinline__ RawVector<kItemBytes / kGroup> exchange_for_store(con
   return result;
 }
 
+/// Returns the bad rows this thread counted (one thread per row counts).
 template <typename Id, DType Table, DType Out, int kGroup>
-__device__ __forceinline__ void gather_vector_rows(const LookupParams& p, std::int64_t chunk_items) {
+__device__ __forceinline__ unsigned long long gather_vector_rows(const LookupParams& p, std::int64_t chunk_items) {
   constexpr int kOutputs = outputs_per_vector<Out>();
   constexpr int kVectorBytes = input_bytes_per_vector<Table, Out>();
   constexpr int kItemBytes = kVectorBytes * kGroup;
@@ -250,14 +277,13 @@ __device__ __forceinline__ void gather_vector_rows(const LookupParams& p, std::i
   const int lane = static_cast<int>(threadIdx.x % 32);
   std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   // The next row's source is resolved (its id loaded) while this row's data is in flight.
+  unsigned long long bad_rows = 0;
   RowSource source;
   if (row < p.num_ids) source = resolve_row<Id>(p, row, padding_row_bytes);
   for (; row < p.num_ids; row += row_step) {
     const RowSource next = row + row_step < p.num_ids ? resolve_row<Id>(p, row + row_step, padding_row_bytes)
                                                       : RowSource{};
-    if (source.bad && threadIdx.x == 0 && blockIdx.y == 0 && p.bad_id_count != nullptr) {
-      atomicAdd(p.bad_id_count, 1ull);
-    }
+    if (source.bad && threadIdx.x == 0 && blockIdx.y == 0) ++bad_rows;
     const float factor = source.scales != nullptr ? load_scale(source.scales, p.scale_dtype, source.scale_index) : 1.0f;
     const uint4 zero = splat_zero<Out>(source.unowned && p.unowned_negative_zero);
     auto* dst = reinterpret_cast<uint4*>(static_cast<std::uint8_t*>(p.out) + row * out_row_bytes);
@@ -306,17 +332,20 @@ __device__ __forceinline__ void gather_vector_rows(const LookupParams& p, std::i
     }
     source = next;
   }
+  return bad_rows;
 }
 
 template <typename Id, DType Table, DType Out>
 __global__ void __launch_bounds__(kBlockThreads) gather_vector(const LookupParams p, const VectorPlan plan) {
   wait_for_previous_grid_and_release_next();
   constexpr int kWide = vectors_per_load<Table, Out>();
+  unsigned long long bad_rows = 0;
   if (kWide > 1 && plan.wide) {
-    gather_vector_rows<Id, Table, Out, kWide>(p, plan.chunk_items);
+    bad_rows = gather_vector_rows<Id, Table, Out, kWide>(p, plan.chunk_items);
   } else {
-    gather_vector_rows<Id, Table, Out, 1>(p, plan.chunk_items);
+    bad_rows = gather_vector_rows<Id, Table, Out, 1>(p, plan.chunk_items);
   }
+  report_bad_rows(p, bad_rows);
 }
 
 /// Element `col` of a table row, as its raw code.
@@ -349,10 +378,11 @@ __global__ void __launch_bounds__(kBlockThreads) gather_scalar(const LookupParam
   const std::int64_t out_row_bytes = row_bytes(Out, p.out_row_stride);
   const std::int64_t padding_row_bytes = row_bytes(Table, p.cols);
   const std::int64_t row_step = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
+  unsigned long long bad_rows = 0;
   for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; row < p.num_ids;
        row += row_step) {
     const RowSource source = resolve_row<Id>(p, row, padding_row_bytes);
-    if (source.bad && threadIdx.x == 0 && p.bad_id_count != nullptr) atomicAdd(p.bad_id_count, 1ull);
+    if (source.bad && threadIdx.x == 0) ++bad_rows;
     const float factor = source.scales != nullptr ? load_scale(source.scales, p.scale_dtype, source.scale_index) : 1.0f;
     const bool negative = source.unowned && p.unowned_negative_zero;
     std::uint8_t* dst = static_cast<std::uint8_t*>(p.out) + row * out_row_bytes;
@@ -371,6 +401,7 @@ __global__ void __launch_bounds__(kBlockThreads) gather_scalar(const LookupParam
       store_code<Out>(dst, c, code);
     }
   }
+  report_bad_rows(p, bad_rows);
 }
 
 /// Launches the kernel for one (Id, Table, Out); defined in the instantiation files.

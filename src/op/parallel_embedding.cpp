@@ -26,7 +26,7 @@ struct ParallelEmbedding::Impl {
   // peer_rows: the peers' tables mapped here. Declared after `group` (its destructor's barrier
   // needs the group) so that it goes first.
   std::unique_ptr<op::PeerTables> peer_tables;
-  unsigned long long host_bad_id_count = 0;
+  unsigned long long host_bad_id_slots[3] = {0, 0, 0};  // LookupParams::bad_id_slots for host tables
   void* last_stream = nullptr;  // the stream the last forward queued its work on
 
   bool on_gpu() const { return shard.weight.device.kind == DeviceKind::cuda; }
@@ -133,8 +133,11 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
 
   op::Place place(shard.weight.device, stream);
   last_stream = stream;
-  unsigned long long* counter = on_gpu() ? workspace.device_counter(place) : &host_bad_id_count;
-  place.zero(counter, sizeof *counter);
+  // Each lookup below stores its bad-id count in counter[0] (LookupParams::bad_id_slots): nothing to
+  // reset per call, so a captured forward is the lookup (and exchange) alone. An empty call has no
+  // lookup to store it.
+  unsigned long long* counter = on_gpu() ? workspace.device_counter(place) : host_bad_id_slots;
+  if (num_ids == 0) place.zero(counter, sizeof *counter);
   const std::int64_t cols = shard.weight.shape[1];
   const std::int64_t out_bytes = num_ids * row_bytes(layout.out_dtype, layout.global_cols);
   const DType bytes = DType::i8;  // collectives below move raw bytes unless they sum
@@ -143,13 +146,13 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
   } else if (layout.sharding_dim == 0 && tp > 1 && layout.vocab_exchange == VocabExchange::peer_rows) {
     // One kernel: each token's row read from its owner's table (peers' memory mapped here).
     LookupParams p = lookup_params(ids, out.mutable_data(), cols);
-    p.bad_id_count = counter;
+    p.bad_id_slots = counter;
     peer_tables->apply(p);
     place.lookup(p);
   } else if (layout.sharding_dim == 0 || tp == 1) {
     // The masked lookup writes straight into out; the sum then completes it in place.
     LookupParams p = lookup_params(ids, out.mutable_data(), cols);
-    p.bad_id_count = counter;
+    p.bad_id_slots = counter;
     p.unowned_negative_zero = tp > 1;  // keeps -0.0 rows exact through the sum
     place.lookup(p);
     if (tp > 1) {
@@ -173,7 +176,7 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
     auto* blocks = static_cast<std::uint8_t*>(workspace.scratch(place, op::Workspace::Scratch::gather_blocks, static_cast<std::size_t>(block_bytes * tp)));
     std::uint8_t* own_block = blocks + group->rank() * block_bytes;
     LookupParams p = lookup_params(ids, own_block, widest);
-    p.bad_id_count = counter;
+    p.bad_id_slots = counter;
     place.lookup(p);
     if (place.is_host() || group->accepts_device_buffers()) {
       group->all_gather(own_block, blocks, block_bytes, bytes, stream);
@@ -291,7 +294,7 @@ void ParallelEmbedding::Impl::exchange_owned_rows(const TensorView& ids, const T
 }
 
 std::uint64_t ParallelEmbedding::Impl::bad_id_count(void* stream) const {
-  if (!on_gpu()) return host_bad_id_count;
+  if (!on_gpu()) return host_bad_id_slots[0];
   unsigned long long count = 0;
   op::Place(shard.weight.device, stream).to_host(&count, workspace.device_counter_if_any(), sizeof count);
   return count;

@@ -70,7 +70,10 @@ Workspace& Workspace::operator=(Workspace&&) noexcept = default;
 void Workspace::PinnedFree::operator()(void* memory) const noexcept { cuda_runtime::free_host(memory); }
 
 unsigned long long* Workspace::device_counter(const Place& place) {
-  if (counter_.data() == nullptr) counter_ = DeviceBuffer(sizeof(unsigned long long), place.device().index);
+  if (counter_.data() == nullptr) {
+    counter_ = DeviceBuffer(3 * sizeof(unsigned long long), place.device().index);
+    cuda_fill(counter_.data(), 0, counter_.size());  // the slots start at zero (LookupParams::bad_id_slots)
+  }
   return static_cast<unsigned long long*>(counter_.data());
 }
 

@@ -52,7 +52,8 @@ class Workspace {
   Workspace(Workspace&&) noexcept;
   Workspace& operator=(Workspace&&) noexcept;
 
-  /// The device counter of bad ids (allocated once, on `place`'s device).
+  /// The device's bad-id slots (LookupParams::bad_id_slots: the count in [0]), allocated and zeroed
+  /// once, on `place`'s device.
   unsigned long long* device_counter(const Place& place);
   /// The counter if it was allocated, else null.
   const unsigned long long* device_counter_if_any() const;

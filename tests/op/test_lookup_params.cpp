@@ -1,8 +1,10 @@
-// The gather over the group's shards (LookupParams::shards, what the peer_rows exchange runs): a
-// table cut into shards (equal, or uneven with an empty one), each in its own buffer, must give the
-// reference lookup of the whole table bit for bit, count the same bad ids, and write zeros for ids
-// no shard holds. Built twice: host shards through lookup_cpu (test_lookup_shards) and device
-// shards through lookup_cuda (test_lookup_shards_cuda, the kernel's shard path without peers).
+// Features of the lookup launchers' parameters (LookupParams), on lookup_cpu (test_lookup_params)
+// and on lookup_cuda (test_lookup_params_cuda):
+//  - the gather over the group's shards (what the peer_rows exchange runs): a table cut into shards
+//    (equal, or uneven with an empty one), each in its own buffer, must give the reference lookup
+//    of the whole table bit for bit, count the same bad ids, and write zeros for ids no shard holds;
+//  - the bad-id slots: repeated lookups each store their own count (no reset between them), over
+//    grids of one block and of thousands, and leave their scratch zero.
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -144,6 +146,65 @@ std::vector<ShardCase> shard_cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Matrix, LookupShards, ::testing::ValuesIn(shard_cases()), shard_case_name);
+
+// Lookups of `count` ids, every `every`-th of them bad, one after another on the same slots.
+TEST(BadIdSlots, EachLookupStoresItsOwnCount) {
+  const std::int64_t vocab = 50;
+  struct Round {
+    std::int64_t count, every, hidden;
+  };
+  // Vector path with one block and with thousands; the element-wise path (odd width); no bad id.
+  const Round rounds[] = {{3, 2, 64}, {100000, 7, 64}, {5000, 3, 7}, {64, 1000, 64}, {1, 1, 8}, {200000, 1, 8}};
+  std::unique_ptr<DeviceBuffer> device_slots;
+  unsigned long long host_slots[3] = {0, 0, 0};
+  if (kOnGpu) {
+    device_slots = std::make_unique<DeviceBuffer>(sizeof host_slots, 0);
+    cuda_fill(device_slots->data(), 0, sizeof host_slots);
+  }
+  for (const Round& round : rounds) {
+    SCOPED_TRACE("count " + std::to_string(round.count) + ", hidden " + std::to_string(round.hidden));
+    const HostTable table = random_table(DType::f32, vocab, round.hidden, 3);
+    std::vector<std::int64_t> ids(static_cast<std::size_t>(round.count));
+    unsigned long long expected = 0;
+    for (std::int64_t i = 0; i < round.count; ++i) {
+      const bool bad = i % round.every == 0;
+      ids[static_cast<std::size_t>(i)] = bad ? (i % 2 == 0 ? -1 - i : vocab + i) : i % vocab;
+      expected += bad ? 1 : 0;
+    }
+    LookupParams p;
+    p.table_dtype = DType::f32;
+    p.table_rows = vocab;
+    p.cols = round.hidden;
+    p.table_row_bytes = row_bytes(DType::f32, round.hidden);
+    p.valid_ids = vocab;
+    p.id_dtype = DType::i64;
+    p.num_ids = round.count;
+    p.out_dtype = DType::f32;
+    p.out_row_stride = round.hidden;
+    const std::size_t out_bytes = static_cast<std::size_t>(round.count * p.table_row_bytes);
+    if (kOnGpu) {
+      const DeviceCopy device_table = upload(table);
+      const DeviceCopy device_ids = upload_bytes(encode_ids(ids, DType::i64), DType::i64, {round.count});
+      DeviceBuffer out(out_bytes, 0);
+      p.table = device_table.view.data;
+      p.ids = device_ids.view.data;
+      p.out = out.data();
+      p.bad_id_slots = static_cast<unsigned long long*>(device_slots->data());
+      cuda_check(lookup_cuda(p, nullptr), "lookup_cuda");
+      device_slots->copy_to_host(host_slots, sizeof host_slots);
+    } else {
+      std::vector<std::uint8_t> out(out_bytes);
+      p.table = table.bytes.data();
+      p.ids = ids.data();
+      p.out = out.data();
+      p.bad_id_slots = host_slots;
+      lookup_cpu(p);
+    }
+    EXPECT_EQ(host_slots[0], expected);
+    EXPECT_EQ(host_slots[1], 0u) << "scratch left behind";
+    EXPECT_EQ(host_slots[2], 0u) << "finished-block count left behind";
+  }
+}
 
 }  // namespace
 }  // namespace tpembed::testing
