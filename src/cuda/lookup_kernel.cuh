@@ -205,8 +205,10 @@ __device__ __forceinline__ RowSource resolve_row(const LookupParams& p, std::int
 }
 
 /// Adds this thread's bad rows to the launch's count. Every thread of the block calls it, last.
-/// With p.bad_id_slots the block's total goes to slots[1]; the block that finishes last moves the
-/// launch's total to slots[0] and leaves slots[1] and slots[2] (the finished-block count) zero.
+/// Rows are counted in the blocks of the first chunk (blockIdx.y == 0) only. With p.bad_id_slots
+/// their totals go to slots[1], and the counting block that finishes last moves the launch's
+/// total to slots[0], leaving slots[1] and slots[2] (the finished-block count) zero; a launch of
+/// one counting block (small lookups) stores its total straight away, with no atomics.
 __device__ __forceinline__ void report_bad_rows(const LookupParams& p, unsigned long long mine) {
   if (p.bad_id_slots == nullptr) {
     if (mine != 0 && p.bad_id_count != nullptr) atomicAdd(p.bad_id_count, mine);
@@ -218,12 +220,17 @@ __device__ __forceinline__ void report_bad_rows(const LookupParams& p, unsigned 
   __syncthreads();
   if (mine != 0) atomicAdd(&block_total, mine);
   __syncthreads();
-  if (!leader) return;
+  if (!leader || blockIdx.y != 0) return;
   unsigned long long* slots = p.bad_id_slots;
-  if (block_total != 0) atomicAdd(&slots[1], block_total);
-  __threadfence();  // this block's count lands before it counts itself finished
-  const unsigned long long blocks = static_cast<unsigned long long>(gridDim.x) * gridDim.y;
-  if (atomicAdd(&slots[2], 1ull) == blocks - 1) {
+  if (gridDim.x == 1) {
+    slots[0] = block_total;
+    return;
+  }
+  if (block_total != 0) {
+    atomicAdd(&slots[1], block_total);
+    __threadfence();  // this block's count lands before it counts itself finished
+  }
+  if (atomicAdd(&slots[2], 1ull) == gridDim.x - 1) {
     __threadfence();
     slots[0] = atomicExch(&slots[1], 0ull);
     atomicExch(&slots[2], 0ull);
