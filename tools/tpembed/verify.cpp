@@ -1,5 +1,6 @@
 // `tpembed verify`: runs every path this machine supports — the CPU and CUDA backends, one rank and
-// every rank of the world, both sharding dims, equal and packed shards — against the reference
+// every rank of the world, both sharding dims, equal and packed shards, every vocab exchange
+// (peer rows with GPU tables) — against the reference
 // (the CPU backend on the whole, unsharded table) and prints a pass/fail table.
 #include <cstdio>
 #include <cstring>
@@ -27,6 +28,7 @@ struct Path {
   int tp;
   int sharding_dim;
   ShardPlacement placement;
+  VocabExchange exchange = VocabExchange::all_reduce;  ///< dim 0 with tp > 1
 };
 
 std::string describe(const Path& path) {
@@ -35,6 +37,7 @@ std::string describe(const Path& path) {
   if (path.tp > 1) {
     text += " dim=" + std::to_string(path.sharding_dim);
     text += path.placement == ShardPlacement::equal ? " equal" : " packed";
+    if (path.sharding_dim == 0) text += std::string(" ") + vocab_exchange_name(path.exchange);
   }
   return text;
 }
@@ -48,6 +51,7 @@ std::vector<std::uint8_t> run_path(Communicator& world, const Path& path, const 
   config.sharding_dim = path.sharding_dim;
   config.placement = path.placement;
   config.out_dtype = out_dtype;
+  config.vocab_exchange = path.exchange;
   if (tp > 1) {
     config.tp_group.resize(static_cast<std::size_t>(tp));
     for (int r = 0; r < tp; ++r) config.tp_group[static_cast<std::size_t>(r)] = r;
@@ -94,7 +98,14 @@ int run_verify(const VerifyOptions& options) {
     for (int dim : {0, 1}) {
       for (auto placement : {ShardPlacement::packed, ShardPlacement::equal}) {
         if (dim == 1 && placement == ShardPlacement::equal && options.hidden % ranks != 0) continue;
-        paths.push_back({cuda, ranks, dim, placement});
+        if (dim == 1) {
+          paths.push_back({cuda, ranks, dim, placement});
+          continue;
+        }
+        for (auto exchange : {VocabExchange::all_reduce, VocabExchange::owned_rows, VocabExchange::peer_rows}) {
+          if (exchange == VocabExchange::peer_rows && !cuda) continue;  // reads GPU memory only
+          paths.push_back({cuda, ranks, dim, placement, exchange});
+        }
       }
     }
   }
@@ -108,7 +119,7 @@ int run_verify(const VerifyOptions& options) {
                 static_cast<long long>(count), ranks, ranks == 1 ? "" : "s",
                 have_cuda ? "CUDA devices visible" : "no CUDA device (cuda paths skipped)");
     std::printf("reference: the CPU backend on the whole table, one rank\n\n");
-    std::printf("%-28s %-16s %-8s %s\n", "path", "table -> out", "bad ids", "result");
+    std::printf("%-40s %-16s %-8s %s\n", "path", "table -> out", "bad ids", "result");
   }
   Progress progress("verify", static_cast<std::int64_t>(options.dtypes.size() * paths.size()), lead);
   int failures = 0;
@@ -144,7 +155,7 @@ int run_verify(const VerifyOptions& options) {
         std::string result = ok ? "PASS (bit-exact on every rank)" : "FAIL";
         if (total[0] > 0) result += ": " + std::to_string(total[0]) + " wrong rows over all ranks";
         if (!problem.empty()) result += ": " + problem;
-        std::printf("%-28s %-16s %-8llu %s\n", describe(path).c_str(),
+        std::printf("%-40s %-16s %-8llu %s\n", describe(path).c_str(),
                     (name + " -> " + dtype_name(out_dtype)).c_str(), static_cast<unsigned long long>(bad),
                     result.c_str());
       }
