@@ -455,6 +455,35 @@ TEST(TensorParallelPeerRows, AutomaticPicksPeerRowsForGpuTables) {
   EXPECT_EQ(embedding.layout().vocab_exchange, VocabExchange::peer_rows);
 }
 
+// Rank 1's table in managed memory, which CUDA IPC cannot share: `automatic` falls back on every
+// rank alike (and still matches the reference); an explicit peer_rows fails on every rank, naming
+// rank 1 and why.
+TEST(TensorParallelPeerRows, ATableThatCannotBeSharedIsNamedOnEveryRank) {
+  const int tp = world().size();
+  const Problem problem = random_problem(DType::f32, 8 * tp, 16, std::nullopt, 0, 12);
+  const HostTable mine = problem.table.slice_rows(8 * world().rank(), 8);
+  void* managed = nullptr;
+  CUDA_OK(cudaMallocManaged(&managed, mine.bytes.size()));
+  std::memcpy(managed, mine.bytes.data(), mine.bytes.size());
+  CUDA_OK(cudaDeviceSynchronize());
+  EmbeddingShard shard = upload_shard(weight_only(mine));
+  if (world().rank() == 1) shard.weight = TensorView(managed, DType::f32, {8, 16}, Device::cuda(test_device()));
+
+  ParallelEmbedding fallback(world(), shard, whole_world_config(0));
+  EXPECT_NE(fallback.layout().vocab_exchange, VocabExchange::peer_rows);
+  const std::vector<std::int64_t> ids = {0, 8 * tp - 1, 9, -4, 8 * tp, 3};
+  const DeviceCopy device_ids = upload_bytes(encode_ids(ids, DType::i64), DType::i64, {6});
+  DeviceBuffer out(6 * 16 * 4, test_device());
+  fallback.forward(device_ids.view, out.view(DType::f32, {6, 16}));
+  EXPECT_EQ(download(out.data(), out.size()), reference_lookup(problem, ids, DType::f32));
+
+  EmbeddingConfig config = whole_world_config(0);
+  config.vocab_exchange = VocabExchange::peer_rows;
+  expect_error_everywhere<UnsupportedError>([&] { ParallelEmbedding(world(), shard, config); },
+                                            "rank 1 of the tp group cannot share its table: cudaIpcGetMemHandle");
+  cudaFree(managed);
+}
+
 // The whole tp > 1 forward captured once in a CUDA graph (collective checks off: nothing but the
 // lookup kernel), replayed with new ids written into the captured id buffer.
 TEST(TensorParallelPeerRows, CapturedForwardReplaysWithNewIds) {
