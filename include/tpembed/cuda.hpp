@@ -17,6 +17,10 @@ bool cuda_built();
 /// Number of CUDA devices visible; 0 without a build, a driver or a device.
 int cuda_device_count();
 
+/// True when CUDA device `device` can read the memory of device `peer` (always for the same device):
+/// what the peer_rows vocab exchange needs between the GPUs of a group. False without CUDA.
+bool cuda_peer_access_possible(int device, int peer);
+
 /// Waits for all work queued on `stream` (a cudaStream_t; null is the legacy default stream).
 void cuda_synchronize(void* stream = nullptr);
 

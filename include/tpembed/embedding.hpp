@@ -24,10 +24,9 @@ enum class ShardPlacement : std::uint8_t {
 
 /// How vocab-parallel ranks (sharding_dim 0) combine their rows into everyone's output.
 enum class VocabExchange : std::uint8_t {
-  /// peer_rows where every member's table can be mapped into every other (GPU tables, one machine,
-  /// peer access or CUDA IPC); else all_reduce where the communicator takes device buffers (NCCL:
-  /// nothing on the host, so the call can be captured in a CUDA graph), owned_rows where
-  /// collectives go through the host (MPI, host tables).
+  /// all_reduce where the communicator takes device buffers (NCCL: nothing on the host, so the call
+  /// can be captured in a CUDA graph), owned_rows where collectives go through the host (MPI).
+  /// Never peer_rows, whose collective destructor a caller must ask for knowingly.
   automatic,
   /// The seed's: every rank writes the rows it owns and zeros elsewhere, and the group sums
   /// (each rank moves 2(tp-1)/tp of the output through the ring).
@@ -40,9 +39,10 @@ enum class VocabExchange : std::uint8_t {
   /// owner's table in GPU memory: at set-up every member maps the others' tables (CUDA IPC between
   /// processes of one machine, peer access between GPUs of one process); a forward is then that
   /// one kernel — no collective, nothing on the host, graph-capturable — and each rank reads
-  /// (tp-1)/tp of the output over NVLink. GPU tables of one machine only (UnsupportedError
-  /// otherwise). Destroying the embedding is then collective (a barrier, so no member frees a table
-  /// that another may still read).
+  /// (tp-1)/tp of the output over NVLink. GPU tables of one machine only (UnsupportedError on
+  /// every rank otherwise, naming the rank and why). Destroying the embedding is then collective: a
+  /// barrier, so that no member frees a table that another may still read — destroy the layers of
+  /// a group in the same order on every rank, while the communicator still works.
   peer_rows,
 };
 

@@ -74,8 +74,8 @@ struct LookupParams {
   /// for lookup_cuda: peers' tables mapped into this process), or null.
   const LookupShard* shards = nullptr;
   std::int32_t num_shards = 0;
-  /// The largest power of two up to 16 that divides every shard's table and scale address (the
-  /// CUDA launcher cannot read `shards` to pick its access path).
+  /// The largest power of two up to 16 that divides every shard's table address (the CUDA launcher
+  /// cannot read `shards` to pick its access path; scales are read one at a time).
   std::int32_t shards_alignment = 1;
   /// Rows of every shard when shard s starts at s * shard_rows (equal placement): the owner is then
   /// id / shard_rows. 0: the owner is searched for.

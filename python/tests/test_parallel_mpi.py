@@ -116,9 +116,12 @@ def test_peer_rows_on_the_gpu_matches_f_embedding_and_is_capturable():
     full = torch.randn(1000, 256, generator=generator).to(torch.bfloat16)
     offset, rows = tpembed.shard_range(1000, SIZE, RANK, "packed")
     shard = full[offset:offset + rows].cuda()
+    auto = tpembed.ParallelEmbedding(shard, comm=WORLD, placement="packed")
+    assert auto.layout.vocab_exchange == "owned_rows"  # auto never picks peer_rows
+    del auto
     layer = tpembed.ParallelEmbedding(shard, comm=WORLD, placement="packed",
-                                      collective_checks=False)
-    assert layer.layout.vocab_exchange == "peer_rows"  # auto, GPU tables of one machine
+                                      vocab_exchange="peer_rows", collective_checks=False)
+    assert layer.layout.vocab_exchange == "peer_rows"
     ids = torch.randint(0, 1000, (64,), generator=generator).cuda()
     out = torch.empty(64, 256, dtype=torch.bfloat16, device="cuda")
     layer.forward(ids, out)  # warm-up outside the capture

@@ -232,9 +232,9 @@ class ParallelEmbedding:
         (the seed's: zeros for rows owned elsewhere, then a sum), "owned_rows" (each row gathered
         from its owner only; plans on the host), "peer_rows" (GPU tables of one machine: every
         rank maps the others' tables at set-up and one kernel reads each row from its owner — no
-        collective per call; destroying the layer is then collective), or "auto" (peer_rows where
-        it can run, else all_reduce over NCCL, owned_rows over MPI). layout.vocab_exchange says
-        which was picked.
+        collective per call; destroying the layer is then collective: drop it on every rank in
+        the same order, before MPI is finalised), or "auto" (all_reduce over NCCL, owned_rows
+        over MPI; never peer_rows). layout.vocab_exchange says which runs.
     collective_checks: True (default): with tp_size > 1, forward() checks its arguments across
         the group first, so a bad argument on one rank raises on every rank. False: each rank
         checks only its own, and forward() queues nothing but the lookup and the exchange, so

@@ -71,6 +71,14 @@ bool is_finalized() {
   return finalized != 0;
 }
 
+// A collective after MPI_Finalize would abort the process (no error handler applies then): a
+// clear error instead, e.g. for a layer destroyed at interpreter exit after mpi4py finalised MPI.
+void expect_not_finalized(const char* what) {
+  if (is_finalized()) {
+    throw CommunicatorError(detail::concat(what, " on an MPI communicator after MPI_Finalize"));
+  }
+}
+
 // ---- f16 / bf16 sums: summed in f32, rounded once per reduction step
 // -----------------------------
 
@@ -203,6 +211,7 @@ class MpiCommunicator final : public Communicator {
 
  protected:
   void do_all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype, void*) override {
+    expect_not_finalized("all_reduce_sum");
     MPI_Datatype type = MPI_DATATYPE_NULL;
     MPI_Op op = MPI_SUM;
     switch (dtype) {
@@ -244,6 +253,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   void do_all_gather(const void* send, void* recv, std::int64_t bytes_per_rank, void*) override {
+    expect_not_finalized("all_gather");
     char* own_block = static_cast<char*>(recv) + rank_ * bytes_per_rank;
     // In place when `send` is this rank's block; any other overlap with `recv` is copied there
     // first, since MPI forbids aliased buffers.
@@ -262,10 +272,14 @@ class MpiCommunicator final : public Communicator {
     TPEMBED_MPI_TRY(MPI_Allgather(source, 1, block.get(), recv, 1, block.get(), comm_));
   }
 
-  void do_barrier() override { TPEMBED_MPI_TRY(MPI_Barrier(comm_)); }
+  void do_barrier() override {
+    expect_not_finalized("barrier");
+    TPEMBED_MPI_TRY(MPI_Barrier(comm_));
+  }
 
   void do_all_gather_v(const void* send, void* recv, const std::vector<std::int64_t>& byte_counts,
                        const std::vector<std::int64_t>& displacements, void* stream) override {
+    expect_not_finalized("all_gather_v");
     const std::int64_t total = displacements.back() + byte_counts.back();
     if (total > kMaxCount) {  // MPI's int counts: the padded all-gather handles the large case
       Communicator::do_all_gather_v(send, recv, byte_counts, displacements, stream);

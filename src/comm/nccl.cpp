@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <thread>
 
 #include "cuda/runtime.hpp"
@@ -27,7 +28,12 @@ using Clock = std::chrono::steady_clock;
 
 // NVLink multicast (NVLS) stays off wherever we set NCCL's environment: on shared machines a program
 // that uses it can take the host's GPUs out of service.
-void keep_nvls_off() { setenv("NCCL_NVLS_ENABLE", "0", 1); }
+// Once per process: threads that each start a communicator must not write the environment while
+// NCCL's own threads read it.
+void keep_nvls_off() {
+  static std::once_flag once;
+  std::call_once(once, [] { setenv("NCCL_NVLS_ENABLE", "0", 1); });
+}
 
 ncclConfig_t nonblocking_config() {
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;

@@ -102,7 +102,8 @@ const LookupShard* owner_shard(const LookupParams& p, std::int64_t id) {
   if (p.shard_rows > 0) {
     const std::int64_t s = id / p.shard_rows;
     const LookupShard* shard = s < p.num_shards ? p.shards + s : nullptr;
-    return shard != nullptr && id - shard->row_offset < shard->rows ? shard : nullptr;
+    const std::int64_t row = shard != nullptr ? id - shard->row_offset : -1;
+    return row >= 0 && row < shard->rows ? shard : nullptr;
   }
   const LookupShard* end = p.shards + p.num_shards;
   const LookupShard* next = std::upper_bound(p.shards, end, id, [](std::int64_t value, const LookupShard& shard) {
@@ -239,7 +240,10 @@ std::int64_t first_bad(const Id* ids, std::int64_t num_ids, std::int64_t valid_i
 }  // namespace
 
 void lookup_cpu(const LookupParams& params) {
-  if (params.num_ids == 0) return;
+  if (params.num_ids == 0) {
+    if (params.bad_id_slots != nullptr) params.bad_id_slots[0] = 0;
+    return;
+  }
   if (params.id_dtype == DType::i32) return dispatch_table<std::int32_t>(params);
   if (params.id_dtype == DType::i64) return dispatch_table<std::int64_t>(params);
   throw InvalidArgumentError(

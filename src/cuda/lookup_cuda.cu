@@ -56,8 +56,11 @@ cudaError_t dispatch_table(const LookupParams& p, cudaStream_t stream) {
 }  // namespace
 
 int lookup_cuda(const LookupParams& params, void* stream) {
-  if (params.num_ids == 0) return cudaSuccess;
   const auto s = static_cast<cudaStream_t>(stream);
+  if (params.num_ids == 0) {  // nothing to launch; the slots still get this lookup's count, 0
+    return params.bad_id_slots != nullptr ? cudaMemsetAsync(params.bad_id_slots, 0, sizeof(unsigned long long), s)
+                                          : cudaSuccess;
+  }
   switch (params.id_dtype) {
     case DType::i32: return dispatch_table<std::int32_t>(params, s);
     case DType::i64: return dispatch_table<std::int64_t>(params, s);

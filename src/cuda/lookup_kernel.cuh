@@ -207,8 +207,9 @@ __device__ __forceinline__ RowSource resolve_row(const LookupParams& p, std::int
 /// Adds this thread's bad rows to the launch's count. Every thread of the block calls it, last.
 /// Rows are counted in the blocks of the first chunk (blockIdx.y == 0) only. With p.bad_id_slots
 /// their totals go to slots[1], and the counting block that finishes last moves the launch's
-/// total to slots[0], leaving slots[1] and slots[2] (the finished-block count) zero; a launch of
-/// one counting block (small lookups) stores its total straight away, with no atomics.
+/// total to slots[0], leaving slots[1] and slots[2] (the finished-block count, which wraps back to
+/// zero by itself) zero; a launch of one counting block (small lookups) stores its total straight
+/// away, with no atomics.
 __device__ __forceinline__ void report_bad_rows(const LookupParams& p, unsigned long long mine) {
   if (p.bad_id_slots == nullptr) {
     if (mine != 0 && p.bad_id_count != nullptr) atomicAdd(p.bad_id_count, mine);
@@ -230,10 +231,11 @@ __device__ __forceinline__ void report_bad_rows(const LookupParams& p, unsigned 
     atomicAdd(&slots[1], block_total);
     __threadfence();  // this block's count lands before it counts itself finished
   }
-  if (atomicAdd(&slots[2], 1ull) == gridDim.x - 1) {
+  // atomicInc counts 0, 1, ..., gridDim.x - 1 and then wraps to 0: the last block leaves it zero.
+  auto* finished = reinterpret_cast<unsigned int*>(&slots[2]);
+  if (atomicInc(finished, gridDim.x - 1) == gridDim.x - 1) {
     __threadfence();
     slots[0] = atomicExch(&slots[1], 0ull);
-    atomicExch(&slots[2], 0ull);
   }
 }
 

@@ -90,6 +90,16 @@ int cuda_device_count() {
   return count;
 }
 
+bool cuda_peer_access_possible(int device, int peer) {
+  if (device == peer) return true;
+  int possible = 0;
+  if (cudaDeviceCanAccessPeer(&possible, device, peer) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return possible != 0;
+}
+
 void cuda_synchronize(void* stream) {
   cuda_runtime::check(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
 }

@@ -87,15 +87,14 @@ void ParallelEmbedding::Impl::setup(Communicator& comm) {
   layout.vocab_exchange = VocabExchange::all_reduce;
   if (layout.sharding_dim == 0 && layout.tp_size > 1) {
     const VocabExchange wanted = config.vocab_exchange;
-    if (wanted == VocabExchange::peer_rows || wanted == VocabExchange::automatic) {
+    if (wanted == VocabExchange::peer_rows) {
       // Collective; every rank reaches the same verdict (config.vocab_exchange is agreed above).
-      peer_tables = op::PeerTables::connect(*group, shard, layout, tp_rank_of_member,
-                                            wanted == VocabExchange::peer_rows);
+      // Only when asked for: it makes the destructor collective, which `automatic` must not impose.
+      peer_tables = op::PeerTables::connect(*group, shard, layout, tp_rank_of_member, /*required=*/true);
     }
-    layout.vocab_exchange = peer_tables != nullptr                          ? VocabExchange::peer_rows
-                            : wanted != VocabExchange::automatic            ? wanted
-                            : group->accepts_device_buffers()               ? VocabExchange::all_reduce
-                                                                            : VocabExchange::owned_rows;
+    layout.vocab_exchange = wanted != VocabExchange::automatic ? wanted
+                            : group->accepts_device_buffers()  ? VocabExchange::all_reduce
+                                                               : VocabExchange::owned_rows;
   }
   // The device counter exists before the first forward, so that one can be graph-captured.
   if (on_gpu()) {
@@ -134,10 +133,8 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
   op::Place place(shard.weight.device, stream);
   last_stream = stream;
   // Each lookup below stores its bad-id count in counter[0] (LookupParams::bad_id_slots): nothing to
-  // reset per call, so a captured forward is the lookup (and exchange) alone. An empty call has no
-  // lookup to store it.
+  // reset per call, so a captured forward is the lookup (and exchange) alone.
   unsigned long long* counter = on_gpu() ? workspace.device_counter(place) : host_bad_id_slots;
-  if (num_ids == 0) place.zero(counter, sizeof *counter);
   const std::int64_t cols = shard.weight.shape[1];
   const std::int64_t out_bytes = num_ids * row_bytes(layout.out_dtype, layout.global_cols);
   const DType bytes = DType::i8;  // collectives below move raw bytes unless they sum

@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <fstream>
+#include <random>
 
 #include "cuda/runtime.hpp"
 #include "op/place.hpp"
@@ -18,8 +20,8 @@ namespace {
 
 // What a member tells the others about its table (plain bytes, fixed size).
 struct PeerRecord {
-  char node[192];       // host name and boot id: members with the same one share a machine
-  std::int64_t pid;     // members of one process read each other's pointers directly
+  char node[192];           // host name and boot id: members with the same one share a machine
+  std::uint64_t process[2];  // members of one process read each other's pointers directly
   std::int32_t device;  // CUDA device of the table; -1 for host memory
   std::int32_t shareable;
   std::int32_t has_scale;
@@ -33,6 +35,18 @@ void copy_text(char* destination, std::size_t size, const std::string& text) {
   const std::size_t length = std::min(size - 1, text.size());
   std::memcpy(destination, text.data(), length);
   destination[length] = '\0';
+}
+
+// A random token drawn once per process: unlike the pid, it cannot be the same in two processes of
+// one machine (containers with their own pid namespaces can repeat pids).
+const std::uint64_t* process_identity() {
+  static const std::array<std::uint64_t, 2> token = [] {
+    std::random_device entropy;
+    std::array<std::uint64_t, 2> bits{};
+    for (auto& word : bits) word = (std::uint64_t{entropy()} << 32) ^ entropy() ^ std::uint64_t(getpid());
+    return bits;
+  }();
+  return token.data();
 }
 
 std::string node_identity() {
@@ -53,7 +67,7 @@ int alignment_of(std::uint64_t address) {
 PeerRecord describe(const EmbeddingShard& shard) {
   PeerRecord record{};
   copy_text(record.node, sizeof record.node, node_identity());
-  record.pid = static_cast<std::int64_t>(getpid());
+  std::memcpy(record.process, process_identity(), sizeof record.process);
   record.has_scale = shard.scale.absent() ? 0 : 1;
   record.table_address = reinterpret_cast<std::uintptr_t>(shard.weight.data);
   record.scale_address = reinterpret_cast<std::uintptr_t>(shard.scale.data);
@@ -117,7 +131,8 @@ std::unique_ptr<PeerTables> PeerTables::connect(Communicator& group, const Embed
       entry.row_offset = layout.offsets[static_cast<std::size_t>(t)];
       entry.rows = layout.sizes[static_cast<std::size_t>(t)];
       alignment = std::min(alignment, alignment_of(record.table_address));
-      if (record.pid == mine.pid) {  // this process (this rank, or a thread driving another GPU)
+      if (std::memcmp(record.process, mine.process, sizeof mine.process) == 0) {
+        // This process (this rank, or a thread driving another GPU): the pointer itself.
         cuda_runtime::enable_peer_access(record.device);
         entry.table = reinterpret_cast<const void*>(record.table_address);
         entry.scale = record.has_scale ? reinterpret_cast<const void*>(record.scale_address) : nullptr;
@@ -144,8 +159,8 @@ std::unique_ptr<PeerTables> PeerTables::connect(Communicator& group, const Embed
   try {
     agree_or_throw(group, error);
   } catch (const Error& failure) {
-    // Nobody reads a peer's table from here on: unmap, and let no member free its table before
-    // every member has unmapped it.
+    // Nobody reads a peer's table from here on: unmap (on the device that mapped), and let no
+    // member free its table before every member has unmapped it.
     tables->unmap();
     tables->group_ = nullptr;
     group.barrier();
@@ -154,22 +169,23 @@ std::unique_ptr<PeerTables> PeerTables::connect(Communicator& group, const Embed
   return tables;
 }
 
-void PeerTables::unmap() noexcept {
-  for (void* base : mappings_) cuda_runtime::unmap_memory(base);
-  mappings_.clear();
-}
-
-PeerTables::~PeerTables() {
-  if (group_ == nullptr) return;
+void PeerTables::unmap(bool wait_for_device) noexcept {
+  // On the device that mapped them (the caller's current device is put back).
   int previous = -1;
   try {
     previous = cuda_runtime::current_device();
   } catch (...) {
   }
   cuda_runtime::restore_device(device_);
-  cuda_runtime::synchronize_device();  // this rank's lookups no longer read the peers' tables
-  unmap();
+  if (wait_for_device) cuda_runtime::synchronize_device();  // no lookup still reads a peer's table
+  for (void* base : mappings_) cuda_runtime::unmap_memory(base);
+  mappings_.clear();
   if (previous >= 0) cuda_runtime::restore_device(previous);
+}
+
+PeerTables::~PeerTables() {
+  if (group_ == nullptr) return;
+  unmap(/*wait_for_device=*/true);
   try {
     group_->barrier();  // ... nor does any other rank's: each may now free its own
   } catch (...) {

@@ -38,7 +38,7 @@ class PeerTables {
 
  private:
   PeerTables(Communicator& group, int device) : group_(&group), device_(device) {}
-  void unmap() noexcept;
+  void unmap(bool wait_for_device = false) noexcept;
 
   Communicator* group_;
   int device_;

@@ -53,8 +53,14 @@ TEST(NcclDeadRank, SurvivorsReportAnErrorWithinTheTimeout) {
     for (auto& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
     pid_t pid = 0;
-    ASSERT_EQ(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0) << "could not start " << argv[0];
+    const int started = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
+    if (started != 0) {
+      ADD_FAILURE() << "could not start " << argv[0] << " (errno " << started << ")";
+      for (pid_t child : children) kill(child, SIGKILL);  // the group cannot form without this rank
+      for (pid_t child : children) waitpid(child, nullptr, 0);
+      return;
+    }
     children.push_back(pid);
   }
   // Set-up, the first all-reduce and the timeout fit well within this; past it the group hangs.

@@ -1,7 +1,8 @@
 // One process driving several GPUs, one thread per GPU, NCCL joined through a shared unique id (the
 // single-process mode of make_nccl_communicator): collectives on device buffers, then the tensor-
 // parallel lookup with every vocab exchange (peer_rows reads the other GPUs' tables through peer
-// access) and with hidden sharding, each thread's output against the reference of the whole table.
+// access, or must refuse where some pair has none) and with hidden sharding, each thread's output
+// against the reference of the whole table.
 // Needs 2 GPUs or more (skipped otherwise); uses up to 8.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -88,6 +89,11 @@ TEST(NcclThreads, EveryExchangeMatchesTheReference) {
                               {0, VocabExchange::peer_rows},
                               {0, VocabExchange::automatic},
                               {1, VocabExchange::automatic}};
+  // peer_rows needs every GPU to read the others' memory; where some pair cannot, it must refuse.
+  bool peers = true;
+  for (int a = 0; a < size; ++a) {
+    for (int b = 0; b < size; ++b) peers = peers && cuda_peer_access_possible(a, b);
+  }
   const std::vector<std::uint8_t> id = make_nccl_unique_id();
   const auto failures = on_every_gpu(size, [&](int rank, int n) -> std::string {
     auto comm = make_nccl_communicator(id, rank, n, rank, short_timeout());
@@ -107,11 +113,18 @@ TEST(NcclThreads, EveryExchangeMatchesTheReference) {
       config.placement = ShardPlacement::packed;
       config.out_dtype = DType::bf16;
       config.vocab_exchange = setting.exchange;
+      if (setting.exchange == VocabExchange::peer_rows && !peers) {
+        try {
+          ParallelEmbedding refused(*comm, upload_shard(host), config);
+          problems << "peer_rows set up without peer access between the GPUs; ";
+        } catch (const UnsupportedError&) {
+        }
+        continue;
+      }
       ParallelEmbedding layer(*comm, upload_shard(host), config);
       const VocabExchange picked = layer.layout().vocab_exchange;
-      if (setting.sharding_dim == 0 && setting.exchange == VocabExchange::automatic &&
-          picked != VocabExchange::peer_rows) {
-        problems << "automatic picked " << vocab_exchange_name(picked) << " on GPUs of one process; ";
+      if (setting.exchange == VocabExchange::automatic && picked != VocabExchange::all_reduce) {
+        problems << "automatic picked " << vocab_exchange_name(picked) << " over NCCL; ";
       }
       const DeviceCopy device_ids = upload_bytes(id_bytes, DType::i64, {count});
       DeviceBuffer out(expected.size(), rank);

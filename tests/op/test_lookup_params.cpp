@@ -153,8 +153,10 @@ TEST(BadIdSlots, EachLookupStoresItsOwnCount) {
   struct Round {
     std::int64_t count, every, hidden;
   };
-  // Vector path with one block and with thousands; the element-wise path (odd width); no bad id.
-  const Round rounds[] = {{3, 2, 64}, {100000, 7, 64}, {5000, 3, 7}, {64, 1000, 64}, {1, 1, 8}, {200000, 1, 8}};
+  // Vector path with one block and with thousands; an empty lookup (nothing launched, the count
+  // still becomes 0); the element-wise path (odd width); no bad id.
+  const Round rounds[] = {{3, 2, 64},    {100000, 7, 64}, {0, 1, 64},     {5000, 3, 7},
+                          {64, 1000, 64}, {1, 1, 8},      {200000, 1, 8}};
   std::unique_ptr<DeviceBuffer> device_slots;
   unsigned long long host_slots[3] = {0, 0, 0};
   if (kOnGpu) {

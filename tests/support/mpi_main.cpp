@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "tpembed/cuda.hpp"
 
@@ -48,10 +49,16 @@ int main(int argc, char** argv) {
     MPI_Finalize();
     return 77;  // CTest's SKIP_RETURN_CODE for GPU tests
   }
-  if (TPEMBED_TEST_GPU_PER_RANK && devices < size) {
+  // Ranks on this node (Open MPI says; else all of them) against this node's GPUs. Every node
+  // must agree, or some ranks would run while others skip.
+  const char* local_size = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  const int ranks_here = local_size != nullptr ? std::atoi(local_size) : size;
+  int enough = !TPEMBED_TEST_GPU_PER_RANK || devices >= ranks_here ? 1 : 0, everywhere = 0;
+  MPI_Allreduce(&enough, &everywhere, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (!everywhere) {
     if (rank == 0) {
-      std::printf("SKIPPED: %d ranks need one GPU each and %d %s visible; these tests did not run.\n", size,
-                  devices, devices == 1 ? "is" : "are");
+      std::printf("SKIPPED: %d ranks on a node need one GPU each and %d %s visible; these tests did not run.\n",
+                  ranks_here, devices, devices == 1 ? "is" : "are");
     }
     MPI_Finalize();
     return 77;
