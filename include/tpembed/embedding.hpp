@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "tpembed/communicator.hpp"
@@ -48,6 +49,10 @@ enum class VocabExchange : std::uint8_t {
 
 /// "automatic", "all_reduce", "owned_rows" or "peer_rows".
 const char* vocab_exchange_name(VocabExchange exchange);
+
+/// The exchange named `name` (a vocab_exchange_name(), or "auto" for automatic); throws
+/// InvalidArgumentError listing the names otherwise.
+VocabExchange vocab_exchange_from_name(const std::string& name);
 
 /// How a rank takes part in a (possibly tensor-parallel) lookup.
 struct EmbeddingConfig {

@@ -35,17 +35,6 @@ ShardPlacement parse_placement(const std::string& name) {
       detail::concat("placement '", name, "' is neither 'equal' (the seed's shards) nor 'packed'"));
 }
 
-VocabExchange parse_vocab_exchange(const std::string& name) {
-  for (VocabExchange exchange : {VocabExchange::automatic, VocabExchange::all_reduce, VocabExchange::owned_rows,
-                                 VocabExchange::peer_rows}) {
-    if (name == vocab_exchange_name(exchange) || (name == "auto" && exchange == VocabExchange::automatic)) {
-      return exchange;
-    }
-  }
-  throw InvalidArgumentError(detail::concat("vocab_exchange '", name,
-                                            "' is none of 'auto', 'all_reduce', 'owned_rows', 'peer_rows'"));
-}
-
 std::unique_ptr<Communicator> make_communicator(const std::string& engine) {
   if (engine == "single") return make_single_communicator();
   if (engine == "mpi") return make_mpi_communicator();
@@ -100,7 +89,7 @@ struct GroupOptions {
     config.vocab_size = vocab_size;
     config.out_dtype = parse_dtype(out_dtype, "out_dtype");
     config.strict = strict;
-    config.vocab_exchange = parse_vocab_exchange(vocab_exchange);
+    config.vocab_exchange = vocab_exchange_from_name(vocab_exchange);
     config.collective_checks = collective_checks;
     return config;
   }

@@ -65,6 +65,17 @@ const char* vocab_exchange_name(VocabExchange exchange) {
   return "unknown";
 }
 
+VocabExchange vocab_exchange_from_name(const std::string& name) {
+  for (VocabExchange exchange : {VocabExchange::automatic, VocabExchange::all_reduce, VocabExchange::owned_rows,
+                                 VocabExchange::peer_rows}) {
+    if (name == vocab_exchange_name(exchange) || (name == "auto" && exchange == VocabExchange::automatic)) {
+      return exchange;
+    }
+  }
+  throw InvalidArgumentError(detail::concat("vocab_exchange '", name,
+                                            "' is none of 'auto', 'all_reduce', 'owned_rows', 'peer_rows'"));
+}
+
 EmbeddingShard copy_shard_to_device(const EmbeddingShard& host, int device) {
   auto buffers = std::make_shared<std::vector<DeviceBuffer>>();
   buffers->reserve(4);  // views below point into these buffers: no reallocation

@@ -30,6 +30,9 @@ if [[ -n $mpirun ]]; then
   check "lookup int4, hidden-parallel over 2 ranks" 0 "2 ids out of range" -- $(ranks 2) "$tpembed" lookup --table "$work/q4.safetensors" --ids "$ids" --out-dtype bf16 --sharding-dim 1 --out "$work/two.safetensors"
   cmp "$work/one.safetensors" "$work/two.safetensors" && echo "ok: sharded output equals unsharded" || { echo "FAIL: outputs differ"; failed=$((failed + 1)); }
   check "lookup bf16, vocab-parallel equal shards over 2 ranks" 0 "out bf16 [3, 48]" -- $(ranks 2) "$tpembed" lookup --table "$work/ckpt" --ids 5,6,7 --placement equal
+  check "lookup with the owned-row exchange" 0 "owned_rows exchange): out bf16 [3, 48]" -- $(ranks 2) "$tpembed" lookup --table "$work/ckpt" --ids 5,6,-7 --vocab-exchange owned_rows
+  check "peer rows need GPU tables, said on every rank" 1 "peer_rows vocab exchange cannot run" -- $(ranks 2) "$tpembed" lookup --table "$work/ckpt" --ids 5 --vocab-exchange peer_rows
+  check "an unknown exchange is refused" 105 "--vocab-exchange: ring not in" -- "$tpembed" lookup --table "$work/ckpt" --ids 5 --vocab-exchange ring
   check "bench-tp over 2 ranks" 0 "matched the all-reduce bit for bit" -- $(ranks 2) "$tpembed" bench-tp --device cpu --vocab 500 --hidden 64 --tokens 1,300 --repeats 2
   check "verify over 2 ranks" 0 "PASS: 0 of" -- $(ranks 2) "$tpembed" verify --vocab 97 --hidden 24 --tokens 50 --dtypes bf16,i4
 fi

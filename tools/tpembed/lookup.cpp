@@ -23,6 +23,7 @@ struct LookupOptions {
   int tp = 0;
   int sharding_dim = 0;
   std::string placement = "packed";
+  std::string vocab_exchange = "auto";
   std::string device = "cpu";
   std::string out_dtype;
   bool strict = false;
@@ -74,6 +75,7 @@ int run_lookup(const LookupOptions& options) {
   config.sharding_dim = options.sharding_dim;
   config.placement = placement;
   config.strict = options.strict;
+  config.vocab_exchange = vocab_exchange_from_name(options.vocab_exchange);
   if (!options.out_dtype.empty()) config.out_dtype = dtype_from_name(options.out_dtype);
   if (tp > 1) {
     const int first = world->rank() / tp * tp;
@@ -86,6 +88,7 @@ int run_lookup(const LookupOptions& options) {
 
   const auto start = std::chrono::steady_clock::now();
   std::uint64_t bad = 0;
+  VocabExchange exchange = VocabExchange::all_reduce;
   if (options.device == "cuda") {
     const int device = device_for_rank(world->rank());
     ParallelEmbedding layer(*world, copy_shard_to_device(shard, device), config);
@@ -94,20 +97,25 @@ int run_lookup(const LookupOptions& options) {
     layer.forward(device_ids.view(DType::i64, {count}), device_out.view(out_dtype, {count, hidden}));
     device_out.copy_to_host(out.data(), static_cast<std::size_t>(out.nbytes()));
     bad = layer.last_bad_id_count();
+    exchange = layer.layout().vocab_exchange;
   } else {
     ParallelEmbedding layer(*world, std::move(shard), config);
     layer.forward(TensorView(ids.data(), DType::i64, {count}), out.view());
     bad = layer.last_bad_id_count();
+    exchange = layer.layout().vocab_exchange;
   }
+  const std::string exchange_text =
+      tp > 1 && options.sharding_dim == 0 ? std::string(", ") + vocab_exchange_name(exchange) + " exchange" : "";
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 
   if (!lead) return 0;
-  std::printf("looked up %lld ids in %s '%s' (%s [%lld, %lld]%s) on %s, tp %d, sharding dim %d (%s): out %s [%lld, %lld]"
-              " in %.2f ms; %llu ids out of range\n",
+  std::printf("looked up %lld ids in %s '%s' (%s [%lld, %lld]%s) on %s, tp %d, sharding dim %d (%s%s): out %s "
+              "[%lld, %lld] in %.2f ms; %llu ids out of range\n",
               static_cast<long long>(count), file.path().c_str(), options.tensor.c_str(), dtype_name(whole.dtype),
               static_cast<long long>(whole.shape[0]), static_cast<long long>(hidden),
               scale_tensor.empty() ? "" : (", scales '" + scale_tensor + "'").c_str(), options.device.c_str(), tp,
-              options.sharding_dim, options.placement.c_str(), dtype_name(out_dtype), static_cast<long long>(count),
+              options.sharding_dim, options.placement.c_str(), exchange_text.c_str(), dtype_name(out_dtype),
+              static_cast<long long>(count),
               static_cast<long long>(hidden), ms, static_cast<unsigned long long>(bad));
   if (!options.out.empty()) {
     write_safetensors(options.out, {{"embeddings", out.view()}},
@@ -156,6 +164,11 @@ void add_lookup_command(CLI::App& app, int& exit_code) {
       ->check(CLI::IsMember({0, 1}))->capture_default_str();
   command->add_option("--placement", options->placement, "packed (any sizes) or equal (the seed's layout)")
       ->check(CLI::IsMember({"packed", "equal"}))->capture_default_str();
+  command->add_option("--vocab-exchange", options->vocab_exchange,
+                      "vocab sharding over ranks: auto, all_reduce (the seed's sum), owned_rows (each row from its\n"
+                      "owner only), peer_rows (GPU tables of one machine: one kernel reads peers' memory)")
+      ->check(CLI::IsMember({"auto", "all_reduce", "owned_rows", "peer_rows"}))
+      ->capture_default_str();
   command->add_option("--device", options->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   command->add_option("--out-dtype", options->out_dtype, "output dtype (default: the table's; required if quantised)")
