@@ -30,6 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from mpi4py import MPI
 
+import bench_cuda_lookup  # same folder: its copy-ceiling measure
 import tpembed
 
 WORLD = MPI.COMM_WORLD
@@ -47,24 +48,12 @@ def parse_args():
 
 
 def copy_ceiling_gbs(nbytes=1 << 30):
-    """Device-to-device copy, read + write GB/s (median of 10), measured one rank at a time."""
+    """The device-to-device copy ceiling (bench_cuda_lookup's measure), one rank at a time so that
+    ranks sharing a GPU do not halve each other's; the slowest rank's."""
     result = 0.0
     for turn in range(SIZE):
         if turn == RANK:
-            src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
-            dst = torch.empty_like(src)
-            for _ in range(3):
-                dst.copy_(src)
-            times = []
-            for _ in range(10):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                dst.copy_(src)
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) * 1e-3)
-            result = 2 * nbytes / statistics.median(times) / 1e9
-            del src, dst
+            result = bench_cuda_lookup.copy_ceiling_gbs(nbytes)
         WORLD.Barrier()
     return WORLD.allreduce(result, op=MPI.MIN)
 

@@ -111,9 +111,14 @@ std::vector<std::uint8_t> make_nccl_unique_id();
 std::unique_ptr<Communicator> make_nccl_communicator(const std::vector<std::uint8_t>& unique_id, int rank, int size,
                                                      int device, const NcclOptions& options = {});
 
+/// The CUDA device of this rank when each process of a node takes one: its node-local rank (Open
+/// MPI's OMPI_COMM_WORLD_LOCAL_RANK, else its rank in `comm`) modulo the visible devices. Throws
+/// UnsupportedError when no device is visible.
+int node_local_cuda_device(const Communicator& comm);
+
 /// An NCCL communicator over the ranks of `bootstrap` (typically MPI under mpirun, one process per
-/// GPU): rank 0 makes the unique id and `bootstrap` hands it out. `device` < 0 picks the node-local
-/// rank modulo the visible GPUs. Collective over `bootstrap`.
+/// GPU): rank 0 makes the unique id and `bootstrap` hands it out. `device` < 0 picks
+/// node_local_cuda_device(bootstrap). Collective over `bootstrap`.
 std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int device = -1,
                                                      const NcclOptions& options = {});
 

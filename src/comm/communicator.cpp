@@ -1,11 +1,14 @@
-// The engine-independent half of Communicator: argument checks, group validation for split(), and
-// agreement on errors across ranks.
+// The engine-independent half of Communicator: argument checks, group validation for split(),
+// agreement on errors across ranks, and the node-local device choice of one-process-per-GPU runs.
 #include "tpembed/communicator.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <sstream>
+
+#include "tpembed/cuda.hpp"
 
 namespace tpembed {
 
@@ -201,6 +204,14 @@ void agree_or_throw(Communicator& comm, std::exception_ptr local_error) {
     throw OutOfRangeError(message.str(), first->first_bad_id, first->position, first->count);
   }
   throw_error(code, message.str());
+}
+
+int node_local_cuda_device(const Communicator& comm) {
+  const int devices = cuda_device_count();
+  TPEMBED_EXPECTS(devices > 0, UnsupportedError, "rank ", comm.rank(),
+                  ": no CUDA device visible (one device per process of a node was asked for)");
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  return (local != nullptr ? std::atoi(local) : comm.rank()) % devices;
 }
 
 }  // namespace tpembed

@@ -289,12 +289,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, in
   std::vector<std::uint8_t> mine(sizeof(ncclUniqueId), 0);
   try {
     if (bootstrap.rank() == 0) mine = make_nccl_unique_id();
-    if (device < 0) {
-      const int devices = cuda_device_count();
-      TPEMBED_EXPECTS(devices > 0, UnsupportedError, "make_nccl_communicator: no CUDA device visible");
-      const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-      device = (local != nullptr ? std::atoi(local) : bootstrap.rank()) % devices;
-    }
+    if (device < 0) device = node_local_cuda_device(bootstrap);
   } catch (...) {
     failure = std::current_exception();
   }

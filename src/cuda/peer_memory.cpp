@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "cuda/runtime.hpp"
+#include "tpembed/cuda.hpp"
 #include "tpembed/error.hpp"
 
 namespace tpembed::cuda_runtime {
@@ -74,9 +75,7 @@ void unmap_memory(void* base) noexcept {
 void enable_peer_access(int peer_device) {
   const int device = current_device();
   if (peer_device == device) return;
-  int possible = 0;
-  check(cudaDeviceCanAccessPeer(&possible, device, peer_device), "cudaDeviceCanAccessPeer");
-  if (!possible) {
+  if (!cuda_peer_access_possible(device, peer_device)) {
     throw BackendError(detail::concat("cuda:", device, " cannot access the memory of cuda:", peer_device,
                                       " (no peer access between them)"));
   }

@@ -140,19 +140,17 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
   const DType bytes = DType::i8;  // collectives below move raw bytes unless they sum
   if (layout.sharding_dim == 0 && tp > 1 && layout.vocab_exchange == VocabExchange::owned_rows) {
     exchange_owned_rows(ids, out, place, counter, stream);
-  } else if (layout.sharding_dim == 0 && tp > 1 && layout.vocab_exchange == VocabExchange::peer_rows) {
-    // One kernel: each token's row read from its owner's table (peers' memory mapped here).
-    LookupParams p = lookup_params(ids, out.mutable_data(), cols);
-    p.bad_id_slots = counter;
-    peer_tables->apply(p);
-    place.lookup(p);
   } else if (layout.sharding_dim == 0 || tp == 1) {
-    // The masked lookup writes straight into out; the sum then completes it in place.
+    // The lookup writes straight into out. With peer rows it reads every row from its owner's table
+    // (peers' memory mapped here) and that is all; otherwise it is masked to this rank's rows and
+    // the sum completes it in place.
+    const bool sum = tp > 1 && peer_tables == nullptr;
     LookupParams p = lookup_params(ids, out.mutable_data(), cols);
     p.bad_id_slots = counter;
-    p.unowned_negative_zero = tp > 1;  // keeps -0.0 rows exact through the sum
+    if (peer_tables != nullptr) peer_tables->apply(p);
+    p.unowned_negative_zero = sum;  // keeps -0.0 rows exact through the sum
     place.lookup(p);
-    if (tp > 1) {
+    if (sum) {
       const std::int64_t elements = num_ids * layout.global_cols;
       if (place.is_host() || group->accepts_device_buffers()) {
         group->all_reduce_sum(out.data, out.mutable_data(), elements, layout.out_dtype, stream);

@@ -31,12 +31,6 @@ struct PeerRecord {
   char why[512];  // why the table cannot be shared
 };
 
-void copy_text(char* destination, std::size_t size, const std::string& text) {
-  const std::size_t length = std::min(size - 1, text.size());
-  std::memcpy(destination, text.data(), length);
-  destination[length] = '\0';
-}
-
 // A random token drawn once per process: unlike the pid, it cannot be the same in two processes of
 // one machine (containers with their own pid namespaces can repeat pids).
 const std::uint64_t* process_identity() {
@@ -66,14 +60,15 @@ int alignment_of(std::uint64_t address) {
 
 PeerRecord describe(const EmbeddingShard& shard) {
   PeerRecord record{};
-  copy_text(record.node, sizeof record.node, node_identity());
+  // The record starts zeroed: strncpy of size - 1 leaves the text terminated.
+  std::strncpy(record.node, node_identity().c_str(), sizeof record.node - 1);
   std::memcpy(record.process, process_identity(), sizeof record.process);
   record.has_scale = shard.scale.absent() ? 0 : 1;
   record.table_address = reinterpret_cast<std::uintptr_t>(shard.weight.data);
   record.scale_address = reinterpret_cast<std::uintptr_t>(shard.scale.data);
   if (shard.weight.device.kind != DeviceKind::cuda) {
     record.device = -1;
-    copy_text(record.why, sizeof record.why, "its table is in host memory (peer_rows reads GPU memory)");
+    std::strncpy(record.why, "its table is in host memory (peer_rows reads GPU memory)", sizeof record.why - 1);
     return record;
   }
   record.device = shard.weight.device.index;
@@ -86,7 +81,7 @@ PeerRecord describe(const EmbeddingShard& shard) {
     if (record.has_scale) record.scale = cuda_runtime::share_memory(shard.scale.data);
     record.shareable = 1;
   } catch (const std::exception& error) {
-    copy_text(record.why, sizeof record.why, error.what());
+    std::strncpy(record.why, error.what(), sizeof record.why - 1);
   }
   return record;
 }

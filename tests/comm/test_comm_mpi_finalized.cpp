@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include <string>
+#include <vector>
 
 #include "expect_error.hpp"
 #include "tpembed/communicator.hpp"
@@ -23,6 +24,12 @@ TEST(MpiCommunicatorFinalized, CollectivesAfterFinalizeRaise) {
                                            "all_reduce_sum on an MPI communicator after MPI_Finalize");
   testing::expect_error<CommunicatorError>([&] { comm->all_gather(&one, &sum, 1, DType::i64); },
                                            "all_gather on an MPI communicator after MPI_Finalize");
+  const std::vector<std::int64_t> counts(static_cast<std::size_t>(comm->size()), 8);
+  std::vector<std::int64_t> gathered(counts.size());
+  testing::expect_error<CommunicatorError>([&] { comm->all_gather_v(&one, gathered.data(), counts); },
+                                           "all_gather_v on an MPI communicator after MPI_Finalize");
+  // A split starts with an all-gather of the groups: refused the same way.
+  testing::expect_error<CommunicatorError>([&] { comm->split({comm->rank()}); }, "after MPI_Finalize");
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 // The communicator conformance suite on the single-rank engine.
 #include "conformance.hpp"
+#include "expect_error.hpp"
+#include "tpembed/cuda.hpp"
 
 TPEMBED_COMM_CONFORMANCE(Single, "single", tpembed::make_single_communicator);
 
@@ -10,6 +12,18 @@ TEST(SingleCommunicator, SplitOnlyAcceptsItself) {
   auto comm = make_single_communicator();
   EXPECT_EQ(comm->split({0})->engine(), "single");
   EXPECT_THROW(comm->split({1}), CommunicatorError);
+}
+
+// One device per process: rank 0 (no mpirun: no Open MPI local rank) takes device 0; without a
+// device the choice is refused with a clear error.
+TEST(SingleCommunicator, NodeLocalCudaDevice) {
+  auto comm = make_single_communicator();
+  if (cuda_device_count() == 0) {
+    testing::expect_error<UnsupportedError>([&] { node_local_cuda_device(*comm); },
+                                            "rank 0: no CUDA device visible");
+  } else {
+    EXPECT_EQ(node_local_cuda_device(*comm), 0);
+  }
 }
 
 }  // namespace

@@ -6,8 +6,10 @@
 
 #include <cstring>
 
+#include "captured_graph.hpp"
 #include "device_tables.hpp"
 #include "embedding_cases.hpp"
+#include "expect_error.hpp"
 #include "reference.hpp"
 
 namespace tpembed::testing {
@@ -70,17 +72,8 @@ TEST(EmbeddingCudaOp, StrictModeRaisesTheCpuError) {
   ParallelEmbedding embedding(*single, upload_shard(whole_shard(problem)), config);
   const DeviceCopy device_ids = upload_bytes(encode_ids(ids, DType::i64), DType::i64, {2, 3});
   DeviceBuffer out(6 * 8 * 2, 0);
-  try {
-    embedding.forward(device_ids.view, out.view(DType::bf16, {2, 3, 8}));
-    FAIL() << "strict mode accepted out-of-range ids on the GPU";
-  } catch (const OutOfRangeError& error) {
-    EXPECT_EQ(error.first_bad_id(), 10);
-    EXPECT_EQ(error.position(), 4);
-    EXPECT_EQ(error.count(), 2);
-    EXPECT_NE(std::string(error.what()).find("id 10 at position 4 (index [1, 1]) is out of range [0, 10)"),
-              std::string::npos)
-        << error.what();
-  }
+  expect_out_of_range([&] { embedding.forward(device_ids.view, out.view(DType::bf16, {2, 3, 8})); }, 10, 4, 2,
+                      "id 10 at position 4 (index [1, 1]) is out of range [0, 10)");
 }
 
 TEST(EmbeddingCudaOp, HostMemoryLabelledAsDeviceIsRefused) {
@@ -120,24 +113,17 @@ TEST(EmbeddingCudaGraph, CaptureOnceReplayWithNewIds) {
   constexpr std::int64_t kTokens = 37;
   DeviceBuffer ids(kTokens * sizeof(std::int32_t), 0);
   DeviceBuffer out(kTokens * 256 * 2, 0);
-  cudaStream_t stream = nullptr;
-  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  embedding.forward(ids.view(DType::i32, {kTokens}), out.view(DType::bf16, {kTokens, 256}), stream);
-  CUDA_OK(cudaStreamEndCapture(stream, &graph));
-  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  CapturedGraph graph([&](cudaStream_t stream) {
+    embedding.forward(ids.view(DType::i32, {kTokens}), out.view(DType::bf16, {kTokens, 256}), stream);
+  });
 
   for (int round = 0; round < 4; ++round) {
     auto id_list = interesting_ids(733, 2, {}, kTokens, 300 + round);
     id_list.resize(kTokens);
     const auto id_bytes = encode_ids(id_list, DType::i32);
-    CUDA_OK(cudaMemcpyAsync(ids.data(), id_bytes.data(), id_bytes.size(), cudaMemcpyHostToDevice, stream));
-    CUDA_OK(cudaMemsetAsync(out.data(), kPoison, out.size(), stream));
-    CUDA_OK(cudaGraphLaunch(exec, stream));
-    CUDA_OK(cudaStreamSynchronize(stream));
+    CUDA_OK(cudaMemcpyAsync(ids.data(), id_bytes.data(), id_bytes.size(), cudaMemcpyHostToDevice, graph.stream()));
+    CUDA_OK(cudaMemsetAsync(out.data(), kPoison, out.size(), graph.stream()));
+    graph.replay();
     const auto expected = reference_lookup(problem, id_list, DType::bf16);
     const auto actual = download(out.data(), expected.size());
     EXPECT_EQ(actual, expected) << "replay " << round << ": " << first_difference(actual, expected, DType::bf16, 256);
@@ -147,9 +133,6 @@ TEST(EmbeddingCudaGraph, CaptureOnceReplayWithNewIds) {
     for (auto id : id_list) expected_bad += (id < 0 || id >= 735) ? 1 : 0;
     EXPECT_EQ(bad, expected_bad) << "replay " << round;
   }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
 }
 
 TEST(EmbeddingCudaGraph, OneCallEmbeddingIsCapturable) {
@@ -162,29 +145,21 @@ TEST(EmbeddingCudaGraph, OneCallEmbeddingIsCapturable) {
   constexpr std::int64_t kTokens = 19;
   DeviceBuffer ids(kTokens * sizeof(std::int64_t), 0);
   DeviceBuffer out(kTokens * 128 * 2, 0);
-  cudaStream_t stream = nullptr;
-  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  embedding(ids.view(DType::i64, {kTokens}), table.view, out.view(DType::bf16, {kTokens, 128}), options, nullptr,
-            stream);
-  CUDA_OK(cudaStreamEndCapture(stream, &graph));
-  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  CapturedGraph graph([&](cudaStream_t stream) {
+    embedding(ids.view(DType::i64, {kTokens}), table.view, out.view(DType::bf16, {kTokens, 128}), options, nullptr,
+              stream);
+  });
   for (int round = 0; round < 3; ++round) {
     auto id_list = interesting_ids(301, 0, {}, kTokens, 500 + round);
     id_list.resize(kTokens);
-    CUDA_OK(cudaMemcpyAsync(ids.data(), id_list.data(), kTokens * sizeof(std::int64_t), cudaMemcpyHostToDevice, stream));
-    CUDA_OK(cudaMemsetAsync(out.data(), kPoison, out.size(), stream));
-    CUDA_OK(cudaGraphLaunch(exec, stream));
-    CUDA_OK(cudaStreamSynchronize(stream));
+    CUDA_OK(cudaMemcpyAsync(ids.data(), id_list.data(), kTokens * sizeof(std::int64_t), cudaMemcpyHostToDevice,
+                            graph.stream()));
+    CUDA_OK(cudaMemsetAsync(out.data(), kPoison, out.size(), graph.stream()));
+    graph.replay();
     const auto expected = reference_lookup(problem, id_list, DType::bf16);
     const auto actual = download(out.data(), expected.size());
     EXPECT_EQ(actual, expected) << "replay " << round << ": " << first_difference(actual, expected, DType::bf16, 128);
   }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
 }
 
 }  // namespace

@@ -90,10 +90,7 @@ TEST(NcclThreads, EveryExchangeMatchesTheReference) {
                               {0, VocabExchange::automatic},
                               {1, VocabExchange::automatic}};
   // peer_rows needs every GPU to read the others' memory; where some pair cannot, it must refuse.
-  bool peers = true;
-  for (int a = 0; a < size; ++a) {
-    for (int b = 0; b < size; ++b) peers = peers && cuda_peer_access_possible(a, b);
-  }
+  const bool peers = gpus_reach_each_other(size);
   const std::vector<std::uint8_t> id = make_nccl_unique_id();
   const auto failures = on_every_gpu(size, [&](int rank, int n) -> std::string {
     auto comm = make_nccl_communicator(id, rank, n, rank, short_timeout());

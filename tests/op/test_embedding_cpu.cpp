@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "embedding_cases.hpp"
+#include "expect_error.hpp"
 #include "reference.hpp"
 
 namespace tpembed::testing {
@@ -83,17 +84,8 @@ TEST(EmbeddingCpuOp, StrictModeNamesTheFirstBadIdAndItsPosition) {
   const std::int64_t ids[] = {1, 2, 3, 4, 10, -5};  // shape [2, 3]: bad at positions 4 and 5
   EmbeddingOptions options;
   options.strict = true;
-  try {
-    embedding(TensorView(ids, DType::i64, {2, 3}), problem.table.view(), options);
-    FAIL() << "strict mode accepted out-of-range ids";
-  } catch (const OutOfRangeError& error) {
-    EXPECT_EQ(error.first_bad_id(), 10);
-    EXPECT_EQ(error.position(), 4);
-    EXPECT_EQ(error.count(), 2);
-    EXPECT_NE(std::string(error.what()).find("id 10 at position 4 (index [1, 1]) is out of range [0, 10)"),
-              std::string::npos)
-        << error.what();
-  }
+  expect_out_of_range([&] { embedding(TensorView(ids, DType::i64, {2, 3}), problem.table.view(), options); }, 10, 4,
+                      2, "id 10 at position 4 (index [1, 1]) is out of range [0, 10)");
   // Without strict mode the same ids give zero rows and no error.
   options.strict = false;
   const Tensor out = embedding(TensorView(ids, DType::i64, {2, 3}), problem.table.view(), options);

@@ -4,7 +4,6 @@
 // every rank instead of hanging.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <numeric>
@@ -25,6 +24,8 @@
 #endif
 #if TPEMBED_TEST_ON_GPU
 #include <cuda_runtime.h>
+
+#include "captured_graph.hpp"
 #endif
 
 namespace tpembed::testing {
@@ -37,8 +38,7 @@ Communicator& world() {
   static std::unique_ptr<Communicator> mpi = make_mpi_communicator();
   static std::unique_ptr<Communicator> comm = [] {
     if (!TPEMBED_TEST_NCCL) return std::unique_ptr<Communicator>();
-    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-    const int device = (local != nullptr ? std::atoi(local) : mpi->rank()) % cuda_device_count();
+    const int device = node_local_cuda_device(*mpi);
     set_test_device(device);
     NcclOptions options;
     options.timeout_seconds = 120;  // a broken test fails instead of hanging
@@ -119,13 +119,7 @@ RankShard cut_shard(const Problem& problem, int sharding_dim, std::int64_t offse
 
 // peer_rows needs every GPU of the group to read the others' memory (not so on every multi-GPU box).
 bool gpus_of_the_world_reach_each_other() {
-  const int used = std::min(world().size(), std::max(cuda_device_count(), 1));
-  for (int a = 0; a < used; ++a) {
-    for (int b = 0; b < used; ++b) {
-      if (!cuda_peer_access_possible(a, b)) return false;
-    }
-  }
-  return true;
+  return gpus_reach_each_other(std::min(world().size(), std::max(cuda_device_count(), 1)));
 }
 
 // Runs one tensor-parallel lookup over `group_ranks` of the world (this rank among them) and
@@ -517,27 +511,21 @@ TEST(TensorParallelPeerRows, CapturedForwardReplaysWithNewIds) {
   ParallelEmbedding embedding(world(), upload_shard(mine.view()), config);
 
   DeviceBuffer ids(count * sizeof(std::int64_t), test_device()), out(count * hidden * 2, test_device());
-  cudaStream_t stream = nullptr;
   CUDA_OK(cudaSetDevice(test_device()));
-  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  // A first call outside capture (as a caller warms up), then the capture.
   cuda_fill(ids.data(), 0, ids.size());
-  embedding.forward(ids.view(DType::i64, {count}), out.view(DType::bf16, {count, hidden}), stream);
-  CUDA_OK(cudaStreamSynchronize(stream));
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  embedding.forward(ids.view(DType::i64, {count}), out.view(DType::bf16, {count, hidden}), stream);
-  CUDA_OK(cudaStreamEndCapture(stream, &graph));
-  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  // A first call outside capture (as a caller warms up), then the capture.
+  CapturedGraph graph(
+      [&](cudaStream_t stream) {
+        embedding.forward(ids.view(DType::i64, {count}), out.view(DType::bf16, {count, hidden}), stream);
+      },
+      /*warm_up=*/true);
   for (std::uint64_t round = 0; round < 3; ++round) {
     const auto new_ids = interesting_ids(vocab, 0, {}, count, 700 + round);
     std::vector<std::int64_t> batch(new_ids.begin(), new_ids.begin() + std::min<std::size_t>(count, new_ids.size()));
     batch.resize(count, 7);
     ids.copy_from_host(batch.data(), batch.size() * sizeof(std::int64_t));
     cuda_fill(out.data(), 0xcd, out.size());
-    CUDA_OK(cudaGraphLaunch(exec, stream));
-    CUDA_OK(cudaStreamSynchronize(stream));
+    graph.replay();
     const auto expected = reference_lookup(problem, batch, DType::bf16);
     const auto actual = download(out.data(), expected.size());
     EXPECT_EQ(actual, expected) << "round " << round << ", world rank " << world().rank() << ": "
@@ -548,9 +536,6 @@ TEST(TensorParallelPeerRows, CapturedForwardReplaysWithNewIds) {
     cuda_copy(&counted, embedding.bad_id_counter(), sizeof counted);
     EXPECT_EQ(counted, bad) << "round " << round;
   }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
 }
 #endif
 

@@ -47,6 +47,15 @@ EmbeddingShard upload_shard(const EmbeddingShard& host_shard, std::size_t byte_o
   return shard;
 }
 
+bool gpus_reach_each_other(int count) {
+  for (int a = 0; a < count; ++a) {
+    for (int b = 0; b < count; ++b) {
+      if (!cuda_peer_access_possible(a, b)) return false;
+    }
+  }
+  return true;
+}
+
 std::vector<std::uint8_t> download(const void* device, std::size_t bytes) {
   std::vector<std::uint8_t> host(bytes);
   cuda_copy(host.data(), device, bytes);

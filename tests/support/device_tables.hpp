@@ -30,6 +30,10 @@ DeviceCopy upload_bytes(const std::vector<std::uint8_t>& bytes, DType dtype,
 /// Uploads every part of a host shard; the returned shard owns the device buffers.
 EmbeddingShard upload_shard(const EmbeddingShard& host_shard, std::size_t byte_offset = 0);
 
+/// True when each of CUDA devices 0..count-1 can read the memory of every other (what the peer_rows
+/// exchange needs across the GPUs of a group).
+bool gpus_reach_each_other(int count);
+
 /// Copies `bytes` of device memory to a host vector.
 std::vector<std::uint8_t> download(const void* device, std::size_t bytes);
 

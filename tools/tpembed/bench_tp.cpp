@@ -55,7 +55,7 @@ int run_bench_tp(const TpBenchOptions& options) {
                                                         cuda_device_count() >= tp));
   TPEMBED_EXPECTS(options.comm != "nccl" || nccl, UnsupportedError,
                   "bench-tp --comm nccl needs the CUDA backend, NCCL and one GPU per rank");
-  const int device = cuda ? device_for_rank(rank) : 0;
+  const int device = cuda ? node_local_cuda_device(*world) : 0;
   std::unique_ptr<Communicator> nccl_group = nccl ? make_nccl_communicator(*world, device) : nullptr;
   Communicator& group = nccl ? *nccl_group : *world;
 

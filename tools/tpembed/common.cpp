@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -112,13 +111,6 @@ EmbeddingShard cut_shard(const TensorView& weight, const TensorView& scale, int 
   return EmbeddingShard::owning(std::move(weight_shard), std::move(scale_shard));
 }
 
-int device_for_rank(int world_rank) {
-  const int devices = cuda_device_count();
-  TPEMBED_EXPECTS(devices > 0, UnsupportedError, "no CUDA device visible");
-  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-  const int local_rank = local != nullptr ? std::atoi(local) : world_rank;
-  return local_rank % devices;
-}
 
 std::vector<std::int64_t> sample_ids(std::int64_t vocab, std::int64_t count, int tp, std::uint64_t seed) {
   std::vector<std::int64_t> ids;

@@ -53,9 +53,6 @@ QuantizedTable table_as(const Tensor& f32_table, DType dtype);
 EmbeddingShard cut_shard(const TensorView& weight, const TensorView& scale, int sharding_dim, int tp_size,
                          int tp_rank, ShardPlacement placement);
 
-/// The CUDA device this rank should use: its node-local rank modulo the visible devices.
-int device_for_rank(int world_rank);
-
 /// Random ids over [0, vocab), then every shard boundary of `tp` packed and equal shards and three
 /// out-of-range ids (-1, vocab, 2^40).
 std::vector<std::int64_t> sample_ids(std::int64_t vocab, std::int64_t count, int tp, std::uint64_t seed);

@@ -90,7 +90,7 @@ int run_lookup(const LookupOptions& options) {
   std::uint64_t bad = 0;
   VocabExchange exchange = VocabExchange::all_reduce;
   if (options.device == "cuda") {
-    const int device = device_for_rank(world->rank());
+    const int device = node_local_cuda_device(*world);
     ParallelEmbedding layer(*world, copy_shard_to_device(shard, device), config);
     DeviceBuffer device_ids(ids.size() * 8, device), device_out(static_cast<std::size_t>(out.nbytes()), device);
     device_ids.copy_from_host(ids.data(), ids.size() * 8);

@@ -71,7 +71,7 @@ std::vector<std::uint8_t> run_path(Communicator& world, const Path& path, const 
     bad = layer.last_bad_id_count();
     return out;
   }
-  const int device = device_for_rank(world.rank());
+  const int device = node_local_cuda_device(world);
   ParallelEmbedding layer(world, copy_shard_to_device(shard, device), config);
   DeviceBuffer device_ids(ids.size() * sizeof(std::int64_t), device), device_out(out_bytes, device);
   device_ids.copy_from_host(ids.data(), ids.size() * sizeof(std::int64_t));
