@@ -16,6 +16,7 @@ export NCCL_NVLS_ENABLE=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIR
 step() { echo; echo "=== $* ($(date -u +%T))"; }
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+(( $(nvidia-smi -L | wc -l) > 1 )) && nvidia-smi topo -m
 nvcc --version | tail -1; cmake --version | head -1; which mpirun python3
 # What the GPU machine lacks travels in .device/ (git-ignored, carried): GoogleTest's sources, and
 # header-only nlohmann-json and CLI11 with their CMake configs under .device/prefix.
@@ -28,7 +29,7 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90
 cmake --build build-gpu -j16 >"$out/build.log" 2>&1 || { grep -E "error" -A5 "$out/build.log" | head -60; exit 1; }
 if want tests; then
 step "tests (all, GPU included)"
-(cd build-gpu && ctest --output-on-failure -j4 --timeout 900) >"$out/ctest.log" 2>&1
+(cd build-gpu && ctest --output-on-failure -j4 --timeout ${CTEST_TIMEOUT:-300}) >"$out/ctest.log" 2>&1
 grep -E "tests passed|tests failed|Failed|Skipped|\*\*\*|Failure|first difference" "$out/ctest.log" | tail -25
 fi
 if want sanitizer; then
