@@ -44,6 +44,18 @@ CUdeviceptr allocation_base(const void* pointer) {
 
 SharedMemoryHandle share_memory(const void* pointer) {
   SharedMemoryHandle handle{};
+  // Only plain device memory can be shared; asking CUDA IPC about managed or host memory is an API
+  // error (which tools such as compute-sanitizer report), so such memory is refused here first.
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, pointer) != cudaSuccess) cudaGetLastError();
+  if (attributes.type != cudaMemoryTypeDevice) {
+    const char* kind = attributes.type == cudaMemoryTypeManaged ? "managed (cudaMallocManaged) memory"
+                       : attributes.type == cudaMemoryTypeHost  ? "pinned host memory"
+                                                                : "memory CUDA does not know";
+    throw BackendError(detail::concat("the table is in ", kind,
+                                      ", which CUDA IPC cannot share; only memory from cudaMalloc (or an "
+                                      "allocator built on it) can be shared"));
+  }
   const CUdeviceptr base = allocation_base(pointer);
   cudaIpcMemHandle_t ipc{};
   const cudaError_t status = cudaIpcGetMemHandle(&ipc, reinterpret_cast<void*>(base));

@@ -17,19 +17,21 @@
 namespace tpembed::testing {
 namespace {
 
-// Runs `body(rank, size)` on one thread per GPU; returns each thread's failure text ("" = passed).
+// Runs `body(rank, size, stage)` on one thread per GPU; returns each thread's failure text ("" =
+// passed). The body keeps `stage` saying what it is doing, so that a failure says where it came.
 template <typename Body>
 std::vector<std::string> on_every_gpu(int size, Body body) {
   std::vector<std::string> failures(static_cast<std::size_t>(size));
   std::vector<std::thread> threads;
   for (int rank = 0; rank < size; ++rank) {
     threads.emplace_back([&, rank] {
+      std::string stage = "starting";
       try {
         set_test_device(rank);
         if (cudaSetDevice(rank) != cudaSuccess) throw std::runtime_error("cudaSetDevice failed");
-        failures[static_cast<std::size_t>(rank)] = body(rank, size);
+        failures[static_cast<std::size_t>(rank)] = body(rank, size, stage);
       } catch (const std::exception& error) {
-        failures[static_cast<std::size_t>(rank)] = std::string("exception: ") + error.what();
+        failures[static_cast<std::size_t>(rank)] = "exception while " + stage + ": " + error.what();
       }
     });
   }
@@ -41,15 +43,17 @@ int gpus_to_use() { return std::min(cuda_device_count(), 8); }
 
 NcclOptions short_timeout() {
   NcclOptions options;
-  options.timeout_seconds = 60;  // a broken test fails instead of hanging
+  options.timeout_seconds = 30;  // a broken test fails instead of hanging
   return options;
 }
 
 TEST(NcclThreads, AllReduceAndAllGatherOnDeviceBuffers) {
   const int size = gpus_to_use();
   const std::vector<std::uint8_t> id = make_nccl_unique_id();
-  const auto failures = on_every_gpu(size, [&](int rank, int n) -> std::string {
+  const auto failures = on_every_gpu(size, [&](int rank, int n, std::string& stage) -> std::string {
+    stage = "setting up the communicator";
     auto comm = make_nccl_communicator(id, rank, n, rank, short_timeout());
+    stage = "running the collectives";
     const std::int64_t count = 1 << 20;
     std::vector<float> mine(static_cast<std::size_t>(count), static_cast<float>(rank + 1));
     DeviceBuffer buffer(count * sizeof(float), rank), gathered(count * sizeof(float) * n, rank);
@@ -92,10 +96,14 @@ TEST(NcclThreads, EveryExchangeMatchesTheReference) {
   // peer_rows needs every GPU to read the others' memory; where some pair cannot, it must refuse.
   const bool peers = gpus_reach_each_other(size);
   const std::vector<std::uint8_t> id = make_nccl_unique_id();
-  const auto failures = on_every_gpu(size, [&](int rank, int n) -> std::string {
+  const auto failures = on_every_gpu(size, [&](int rank, int n, std::string& stage) -> std::string {
+    stage = "setting up the communicator";
     auto comm = make_nccl_communicator(id, rank, n, rank, short_timeout());
     std::ostringstream problems;
     for (const Setting& setting : settings) {
+      const std::string name = std::string("dim ") + std::to_string(setting.sharding_dim) + " " +
+                               vocab_exchange_name(setting.exchange);
+      stage = "setting up " + name;
       const std::int64_t total = setting.sharding_dim == 0 ? vocab : hidden;
       const auto [offset, length] = shard_range(total, n, rank, ShardPlacement::packed);
       EmbeddingShard host;
@@ -123,11 +131,14 @@ TEST(NcclThreads, EveryExchangeMatchesTheReference) {
       if (setting.exchange == VocabExchange::automatic && picked != VocabExchange::all_reduce) {
         problems << "automatic picked " << vocab_exchange_name(picked) << " over NCCL; ";
       }
+      stage = "allocating for " + name;
       const DeviceCopy device_ids = upload_bytes(id_bytes, DType::i64, {count});
       DeviceBuffer out(expected.size(), rank);
       cuda_fill(out.data(), 0xcd, out.size());
+      stage = "the forward of " + name;
       layer.forward(device_ids.view, out.view(DType::bf16, {count, hidden}));
       cuda_synchronize();
+      stage = "checking " + name;
       const auto actual = download(out.data(), expected.size());
       if (actual != expected) {
         problems << "dim " << setting.sharding_dim << " " << vocab_exchange_name(picked) << ": "
@@ -139,6 +150,7 @@ TEST(NcclThreads, EveryExchangeMatchesTheReference) {
         problems << vocab_exchange_name(picked) << " counted " << layer.last_bad_id_count() << " bad ids, not " << bad
                  << "; ";
       }
+      stage = "destroying " + name;
     }
     return problems.str();
   });

@@ -158,6 +158,7 @@ int run_verify(const VerifyOptions& options) {
         std::printf("%-40s %-16s %-8llu %s\n", describe(path).c_str(),
                     (name + " -> " + dtype_name(out_dtype)).c_str(), static_cast<unsigned long long>(bad),
                     result.c_str());
+        std::fflush(stdout);  // a row as soon as it is known, also when stdout is a pipe
       }
     }
   }
