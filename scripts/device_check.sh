@@ -83,11 +83,12 @@ if want python && [[ -d .device/wheels ]]; then
   done
   PYTHONPATH=build-gpu-py/python:/tmp/pylibs:python/tests timeout 600 mpirun -np 2 \
     python3 -m pytest python/tests/test_parallel_mpi.py -q --color=no -rs -p no:cacheprovider 2>&1 | tail -8
-  step "tensor-parallel lookup against PyTorch's seed op (2 ranks)"
+  step "tensor-parallel lookup against PyTorch's seed op (2 ranks; one GPU each where there are 2)"
   PYTHONPATH=build-gpu-py/python:/tmp/pylibs timeout 600 mpirun -np 2 python3 bench/bench_tp_torch.py \
-    --tokens ${TP_TOKENS:-1,16,128,1024,8192,32768} 2>&1 | tee "$out/bench_tp_torch_np2.md" | tail -30
+    --tokens ${TP_TOKENS:-1,16,64,128,1024,8192,32768} 2>&1 | tee "$out/bench_tp_torch_np2.md" | tail -30
 fi
-if want tp; then
+gpus=$(nvidia-smi -L | wc -l)
+if want tp && (( gpus == 1 )); then
 step "tensor-parallel benchmark on one GPU (MPI ranks share it; tp 1 over NCCL)"
 (cd build-gpu && mpirun -np 2 tools/tpembed bench-tp --device cuda --comm mpi --hidden 8192 \
   --tokens ${TP_TOKENS:-1,16,128,1024,8192,32768}) 2>&1 | tee "$out/bench_tp_np2.md" | tail -24
@@ -96,7 +97,6 @@ step "tensor-parallel benchmark on one GPU (MPI ranks share it; tp 1 over NCCL)"
 (cd build-gpu && tools/tpembed bench-tp --device cuda --comm nccl --hidden 8192 --tokens 1,128,8192) 2>&1 \
   | tee "$out/bench_tp_nccl1.md" | tail -8
 fi
-gpus=$(nvidia-smi -L | wc -l)
 if want tp && (( gpus >= 2 )); then
 step "tensor-parallel benchmark over NCCL, one process per GPU ($gpus GPUs)"
 for np in 2 4 8; do
@@ -104,7 +104,7 @@ for np in 2 4 8; do
   (cd build-gpu && mpirun -np $np tools/tpembed bench-tp --device cuda --comm nccl --hidden 8192 \
     --tokens ${TP_TOKENS:-1,16,64,128,1024,8192,32768}) 2>&1 | tee "$out/bench_tp_nccl$np.md" | tail -32
 done
-if want python; then
+if want python && (( gpus > 2 )); then  # (2 GPUs: the python step already ran it on both)
   PYTHONPATH=build-gpu-py/python:/tmp/pylibs timeout 900 mpirun -np $gpus python3 bench/bench_tp_torch.py \
     --tokens ${TP_TOKENS:-1,16,64,128,1024,8192,32768} 2>&1 | tee "$out/bench_tp_torch_np$gpus.md" | tail -32
 fi

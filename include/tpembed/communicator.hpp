@@ -108,6 +108,10 @@ std::vector<std::uint8_t> make_nccl_unique_id();
 /// unique id every rank shares. For one process driving several GPUs, call it from one thread per
 /// GPU. Collectives take device buffers on the caller's stream (host buffers are staged); outside
 /// graph capture each waits for completion against the timeout. Sets NCCL_NVLS_ENABLE=0.
+/// Members driven by threads of one process meet on the host before each eager collective, so no
+/// member's collective kernel waits on the GPU while another thread is in a CUDA call that waits for
+/// the GPUs (cudaFree, cudaHostAlloc, a pageable copy): allocating between collectives is safe. A
+/// member that does not come within the timeout makes the others throw CommunicatorError.
 std::unique_ptr<Communicator> make_nccl_communicator(const std::vector<std::uint8_t>& unique_id, int rank, int size,
                                                      int device, const NcclOptions& options = {});
 

@@ -21,13 +21,20 @@ int cuda_device_count();
 /// what the peer_rows vocab exchange needs between the GPUs of a group. False without CUDA.
 bool cuda_peer_access_possible(int device, int peer);
 
+/// Makes CUDA device `device` the calling thread's current device (cudaSetDevice), where streams,
+/// timings and allocations that name no device go. Throws InvalidArgumentError for a device that
+/// is not visible. Under mpirun, call it with node_local_cuda_device() so that each rank stays on its
+/// own GPU.
+void cuda_set_device(int device);
+
 /// Waits for all work queued on `stream` (a cudaStream_t; null is the legacy default stream).
 void cuda_synchronize(void* stream = nullptr);
 
-/// Copies `bytes` between any two places (host or device; cudaMemcpyDefault) and waits for it.
+/// Copies `bytes` between any two places (host or device; cudaMemcpyDefault) and waits for it,
+/// on the device that holds the destination (else the source), whichever device is current.
 void cuda_copy(void* destination, const void* source, std::size_t bytes);
 
-/// Sets `bytes` of device memory to the byte `value` and waits for it.
+/// Sets `bytes` of device memory to the byte `value` and waits for it, on the memory's device.
 void cuda_fill(void* device, int value, std::size_t bytes);
 
 /// Throws BackendError naming `what` and the CUDA error when `status` (a cudaError_t, such as

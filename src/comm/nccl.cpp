@@ -1,7 +1,8 @@
 // The NCCL engine: collectives on device buffers, queued on the caller's stream. Communicators are
 // created non-blocking, so that set-up, splits and collectives can be watched against a deadline:
 // one that does not finish in time aborts the communicator and throws CommunicatorError on this
-// rank instead of hanging (a peer that died or never came).
+// rank instead of hanging (a peer that died or never came). Members driven by threads of one process
+// meet on the host before each eager collective (comm/local_rendezvous.hpp says why).
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -11,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "comm/local_rendezvous.hpp"
 #include "cuda/runtime.hpp"
 #include "tpembed/communicator.hpp"
 #include "tpembed/cuda.hpp"
@@ -45,9 +47,11 @@ bool is_device_memory(const void* pointer) { return cuda_runtime::device_of(poin
 
 class NcclCommunicator final : public Communicator {
  public:
-  // Takes `comm` (possibly still initialising) and waits until it is ready.
-  NcclCommunicator(ncclComm_t comm, int device, const NcclOptions& options, const char* what, int rank_hint)
-      : comm_(comm), device_(device), options_(options) {
+  // Takes `comm` (possibly still initialising) and waits until it is ready. `local` is the
+  // rendezvous of this communicator's members in this process (joined before the set-up began).
+  NcclCommunicator(ncclComm_t comm, int device, const NcclOptions& options, const char* what, int rank_hint,
+                   std::shared_ptr<comm::LocalRendezvous> local)
+      : comm_(comm), device_(device), options_(options), local_(std::move(local)) {
     wait_ready(what, rank_hint);
     ncclCommUserRank(comm_, &rank_);
     ncclCommCount(comm_, &size_);
@@ -110,6 +114,7 @@ class NcclCommunicator final : public Communicator {
     }
     cuda_runtime::set_device(device_);
     auto stream = static_cast<cudaStream_t>(stream_handle);
+    meet_local_members(stream);
     auto* out = static_cast<std::uint8_t*>(recv);
     const auto mine = static_cast<std::size_t>(byte_counts[static_cast<std::size_t>(rank_)]);
     if (mine > 0 && send != out + displacements[static_cast<std::size_t>(rank_)]) {
@@ -138,12 +143,19 @@ class NcclCommunicator final : public Communicator {
   std::unique_ptr<Communicator> do_split(int color, int key) override {
     check_usable();
     cuda_runtime::set_device(device_);
+    // Members of the child in this process: those of this process's members that pass the same color
+    // (every member splits in the same order, so the split count names the same split everywhere).
+    const std::uint64_t split_number = splits_++;
+    std::shared_ptr<comm::LocalRendezvous> child_local;
+    if (local_ && local_->members() > 1) {
+      child_local = comm::LocalRendezvous::join(local_->child_key(split_number, color));
+    }
     ncclConfig_t config = nonblocking_config();
     ncclComm_t split = nullptr;
     const ncclResult_t status = ncclCommSplit(comm_, color, key, &split, &config);
     if (status != ncclSuccess && status != ncclInProgress) throw_nccl(status, "ncclCommSplit", rank_);
     wait_ready("ncclCommSplit", rank_);  // the parent finishes its part of the split
-    return std::make_unique<NcclCommunicator>(split, device_, options_, "ncclCommSplit", rank_);
+    return std::make_unique<NcclCommunicator>(split, device_, options_, "ncclCommSplit", rank_, std::move(child_local));
   }
 
  private:
@@ -181,6 +193,16 @@ class NcclCommunicator final : public Communicator {
       }
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
+  }
+
+  // Outside graph capture, waits on the host until every member in this process has come to this
+  // collective (and returns whether the stream is being captured).
+  bool meet_local_members(cudaStream_t stream) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    cuda_runtime::check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
+    const bool capturing = capture != cudaStreamCaptureStatusNone;
+    if (!capturing && local_) local_->arrive(seconds(options_.timeout_seconds), rank_);
+    return capturing;
   }
 
   // Waits for the stream's work (the collective) with the deadline, watching NCCL's async errors.
@@ -230,12 +252,11 @@ class NcclCommunicator final : public Communicator {
         device_send = base + recv_bytes;
       }
     }
+    const bool capturing = meet_local_members(stream);
     const ncclResult_t status = collective(device_send, device_recv, stream);
     if (status != ncclSuccess && status != ncclInProgress) throw_nccl(status, "an NCCL collective", rank_);
     wait_ready("enqueueing an NCCL collective", rank_);
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    cuda_runtime::check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
-    if (capture != cudaStreamCaptureStatusNone) return;
+    if (capturing) return;
     wait_done(stream, "an NCCL collective");
     if (staged) cuda_runtime::copy_to_host(recv, device_recv, recv_bytes, stream);
   }
@@ -248,6 +269,8 @@ class NcclCommunicator final : public Communicator {
   bool aborted_ = false;
   std::string abort_reason_;
   DeviceBuffer scratch_;
+  std::shared_ptr<comm::LocalRendezvous> local_;  ///< null where no other member is in this process
+  std::uint64_t splits_ = 0;
 };
 
 }  // namespace
@@ -276,11 +299,14 @@ std::unique_ptr<Communicator> make_nccl_communicator(const std::vector<std::uint
   cuda_runtime::set_device(device);
   ncclUniqueId id;
   std::memcpy(&id, unique_id.data(), sizeof id);
+  // Every member joins before its set-up, which completes only once all have called it.
+  auto local = comm::LocalRendezvous::join(
+      "nccl id " + std::string(reinterpret_cast<const char*>(unique_id.data()), unique_id.size()));
   ncclConfig_t config = nonblocking_config();
   ncclComm_t comm = nullptr;
   const ncclResult_t status = ncclCommInitRankConfig(&comm, size, id, rank, &config);
   if (status != ncclSuccess && status != ncclInProgress) throw_nccl(status, "ncclCommInitRankConfig", rank);
-  return std::make_unique<NcclCommunicator>(comm, device, options, "NCCL communicator set-up", rank);
+  return std::make_unique<NcclCommunicator>(comm, device, options, "NCCL communicator set-up", rank, std::move(local));
 }
 
 std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int device, const NcclOptions& options) {

@@ -33,6 +33,7 @@ void enable_peer_access(int) { no_cuda(); }
 bool cuda_built() { return false; }
 int cuda_device_count() { return 0; }
 bool cuda_peer_access_possible(int, int) { return false; }
+void cuda_set_device(int) { no_cuda(); }
 void cuda_synchronize(void*) { no_cuda(); }
 void cuda_copy(void*, const void*, std::size_t) { no_cuda(); }
 void cuda_fill(void*, int, std::size_t) { no_cuda(); }

@@ -111,16 +111,49 @@ namespace {
 void wait_for_default_stream() {
   cuda_runtime::check(cudaStreamSynchronize(nullptr), "cudaStreamSynchronize (default stream)");
 }
+
+// Makes `device` current for a scope (nothing for a negative one, host memory): the helpers below
+// queue on, and wait for, the default stream of the device that holds the memory, whichever device
+// the calling thread has current.
+class OnDevice {
+ public:
+  explicit OnDevice(int device) {
+    if (device < 0) return;
+    previous_ = cuda_runtime::current_device();
+    if (previous_ != device) {
+      cuda_runtime::set_device(device);
+    } else {
+      previous_ = -1;
+    }
+  }
+  ~OnDevice() {
+    if (previous_ >= 0) cuda_runtime::restore_device(previous_);
+  }
+  OnDevice(const OnDevice&) = delete;
+  OnDevice& operator=(const OnDevice&) = delete;
+
+ private:
+  int previous_ = -1;
+};
 }  // namespace
+
+void cuda_set_device(int device) {
+  TPEMBED_EXPECTS(device >= 0 && device < cuda_device_count(), InvalidArgumentError, "cuda_set_device: CUDA device ",
+                  device, " is not visible (", cuda_device_count(), " visible)");
+  cuda_runtime::set_device(device);
+}
 
 void cuda_copy(void* destination, const void* source, std::size_t bytes) {
   if (bytes == 0) return;
+  const int on_destination = cuda_runtime::device_of(destination);
+  const OnDevice on(on_destination >= 0 ? on_destination : cuda_runtime::device_of(source));
   cuda_runtime::check(cudaMemcpy(destination, source, bytes, cudaMemcpyDefault), "cudaMemcpy");
   wait_for_default_stream();
 }
 
 void cuda_fill(void* device, int value, std::size_t bytes) {
   if (bytes == 0) return;
+  const OnDevice on(cuda_runtime::device_of(device));
   cuda_runtime::check(cudaMemset(device, value, bytes), "cudaMemset");
   wait_for_default_stream();
 }
@@ -163,6 +196,7 @@ void DeviceBuffer::copy_from_host(const void* host, std::size_t bytes) {
   TPEMBED_EXPECTS(bytes <= bytes_, InvalidArgumentError, "DeviceBuffer::copy_from_host: ", bytes,
                   " bytes do not fit a buffer of ", bytes_);
   if (bytes == 0) return;
+  const OnDevice on(device_);
   cuda_runtime::check(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy (to device)");
   wait_for_default_stream();
 }
@@ -171,6 +205,7 @@ void DeviceBuffer::copy_to_host(void* host, std::size_t bytes) const {
   TPEMBED_EXPECTS(bytes <= bytes_, InvalidArgumentError, "DeviceBuffer::copy_to_host: ", bytes,
                   " bytes exceed a buffer of ", bytes_);
   if (bytes == 0) return;
+  const OnDevice on(device_);
   cuda_runtime::check(cudaMemcpy(host, data_, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy (to host)");
 }
 

@@ -56,6 +56,7 @@ int run_bench_tp(const TpBenchOptions& options) {
   TPEMBED_EXPECTS(options.comm != "nccl" || nccl, UnsupportedError,
                   "bench-tp --comm nccl needs the CUDA backend, NCCL and one GPU per rank");
   const int device = cuda ? node_local_cuda_device(*world) : 0;
+  if (cuda) cuda_set_device(device);  // this rank's streams, timings and NCCL stay on its GPU
   std::unique_ptr<Communicator> nccl_group = nccl ? make_nccl_communicator(*world, device) : nullptr;
   Communicator& group = nccl ? *nccl_group : *world;
 

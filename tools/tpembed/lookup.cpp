@@ -91,6 +91,7 @@ int run_lookup(const LookupOptions& options) {
   VocabExchange exchange = VocabExchange::all_reduce;
   if (options.device == "cuda") {
     const int device = node_local_cuda_device(*world);
+    cuda_set_device(device);  // this rank's streams stay on its own GPU
     ParallelEmbedding layer(*world, copy_shard_to_device(shard, device), config);
     DeviceBuffer device_ids(ids.size() * 8, device), device_out(static_cast<std::size_t>(out.nbytes()), device);
     device_ids.copy_from_host(ids.data(), ids.size() * 8);

@@ -72,12 +72,26 @@ std::vector<std::uint8_t> run_path(Communicator& world, const Path& path, const 
     return out;
   }
   const int device = node_local_cuda_device(world);
+  cuda_set_device(device);  // this rank's streams and timings stay on its own GPU
   ParallelEmbedding layer(world, copy_shard_to_device(shard, device), config);
-  DeviceBuffer device_ids(ids.size() * sizeof(std::int64_t), device), device_out(out_bytes, device);
-  device_ids.copy_from_host(ids.data(), ids.size() * sizeof(std::int64_t));
-  cuda_fill(device_out.data(), 0xcd, out_bytes);  // poison: an unwritten element shows
-  layer.forward(device_ids.view(DType::i64, {count}), device_out.view(out_dtype, {count, hidden}));
-  device_out.copy_to_host(out.data(), out_bytes);
+  // A failure while preparing the buffers must reach every rank before the forward's collective.
+  std::unique_ptr<DeviceBuffer> device_ids, device_out;
+  std::exception_ptr failure;
+  try {
+    device_ids = std::make_unique<DeviceBuffer>(ids.size() * sizeof(std::int64_t), device);
+    device_out = std::make_unique<DeviceBuffer>(out_bytes, device);
+    device_ids->copy_from_host(ids.data(), ids.size() * sizeof(std::int64_t));
+    cuda_fill(device_out->data(), 0xcd, out_bytes);  // poison: an unwritten element shows
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (tp > 1) {
+    agree_or_throw(world, failure);
+  } else if (failure) {
+    std::rethrow_exception(failure);
+  }
+  layer.forward(device_ids->view(DType::i64, {count}), device_out->view(out_dtype, {count, hidden}));
+  device_out->copy_to_host(out.data(), out_bytes);
   bad = layer.last_bad_id_count();
   return out;
 }
@@ -149,6 +163,16 @@ int run_verify(const VerifyOptions& options) {
       }
       std::int64_t verdict[2] = {wrong_rows, problem.empty() ? 0 : 1}, total[2] = {0, 0};
       world->all_reduce_sum(verdict, total, 2, DType::i64);
+      if (total[1] > 0) {  // the first failing rank's reason, also when it is not this one
+        constexpr std::size_t kReason = 240;
+        std::vector<char> mine(kReason, '\0'), all(kReason * static_cast<std::size_t>(ranks));
+        std::snprintf(mine.data(), kReason, "%s", problem.c_str());
+        world->all_gather(mine.data(), all.data(), static_cast<std::int64_t>(kReason), DType::i8);
+        for (int r = 0; r < ranks && problem.empty(); ++r) {
+          const char* reason = all.data() + kReason * static_cast<std::size_t>(r);
+          if (reason[0] != '\0') problem = "rank " + std::to_string(r) + ": " + reason;
+        }
+      }
       const bool ok = total[0] == 0 && total[1] == 0;
       failures += ok ? 0 : 1;
       if (lead) {
