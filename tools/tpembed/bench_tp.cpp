@@ -93,8 +93,12 @@ int run_bench_tp(const TpBenchOptions& options) {
     cases.push_back(c);
     layers.push_back(std::move(layer));
   }
+  // Capturable: peer rows (no collective), and all-reduce / all-gather over an engine that takes
+  // device buffers (NCCL). Owned rows plan on the host (counts cross the group first): never.
   const auto captured = [&](const ParallelEmbedding& layer) {
-    return cuda && (layer.layout().vocab_exchange == VocabExchange::peer_rows || group.accepts_device_buffers());
+    const VocabExchange exchange = layer.layout().vocab_exchange;
+    if (!cuda || exchange == VocabExchange::owned_rows) return false;
+    return exchange == VocabExchange::peer_rows || group.accepts_device_buffers();
   };
   if (lead) {
     std::printf("tpembed bench-tp: tp %d over %s (%s), bf16 table V=%lld x H=%lld, packed shards; each row: the "
