@@ -104,6 +104,28 @@ TEST(EmbeddingCudaOp, IdsOnTheWrongDeviceAreRefused) {
   }
 }
 
+// The memory helpers work on the device that holds the memory, whichever device is current (a rank
+// that never called cudaSetDevice still has cuda:0 current), and leave the current device alone.
+TEST(CudaHelpers, WorkOnTheMemorysDeviceNotTheCurrentOne) {
+  if (cuda_device_count() < 2) GTEST_SKIP() << "SKIPPED: needs 2 GPUs (" << cuda_device_count() << " visible)";
+  cuda_set_device(0);
+  std::vector<std::uint8_t> bytes(1 << 20);
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>(i * 7 + 3);
+  DeviceBuffer first(bytes.size(), 1), second(bytes.size(), 1);
+  first.copy_from_host(bytes.data(), bytes.size());
+  cuda_fill(second.data(), 0x5a, second.size());
+  std::vector<std::uint8_t> back(bytes.size());
+  second.copy_to_host(back.data(), back.size());
+  EXPECT_EQ(back, std::vector<std::uint8_t>(bytes.size(), 0x5a));
+  cuda_copy(second.data(), first.data(), bytes.size());
+  second.copy_to_host(back.data(), back.size());
+  EXPECT_EQ(back, bytes);
+  int current = -1;
+  ASSERT_EQ(cudaGetDevice(&current), cudaSuccess);
+  EXPECT_EQ(current, 0);
+  EXPECT_THROW(cuda_set_device(cuda_device_count()), InvalidArgumentError);
+}
+
 TEST(EmbeddingCudaGraph, CaptureOnceReplayWithNewIds) {
   const Problem problem = random_problem(DType::i8, 733, 256, DType::bf16, 2, 21);
   EmbeddingConfig config;
