@@ -34,7 +34,8 @@ void LocalRendezvous::arrive(std::chrono::nanoseconds timeout, int rank) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (members_ <= 1) return;
   TPEMBED_EXPECTS(!broken_, CommunicatorError, "rank ", rank,
-                  ": an earlier collective of this communicator timed out waiting for the other members in this "
+                  ": an earlier collective of this communicator timed out waiting for the other "
+                  "members in this "
                   "process; it cannot be used");
   const std::uint64_t generation = generation_;
   if (++arrived_ == members_) {
@@ -47,15 +48,16 @@ void LocalRendezvous::arrive(std::chrono::nanoseconds timeout, int rank) {
     broken_ = true;
     changed_.notify_all();
   }
-  TPEMBED_EXPECTS(!broken_ || generation_ != generation, CommunicatorError, "rank ", rank, ": only ", arrived_,
-                  " of the ", members_,
-                  " members of this communicator in this process reached the collective in time (a thread is gone, "
+  TPEMBED_EXPECTS(!broken_ || generation_ != generation, CommunicatorError, "rank ", rank,
+                  ": only ", arrived_, " of the ", members_,
+                  " members of this communicator in this process reached the collective in time (a "
+                  "thread is gone, "
                   "stuck, or calling another collective)");
 }
 
 std::string LocalRendezvous::child_key(std::uint64_t split, int color) const {
-  return "split of " + std::to_string(serial_) + " #" + std::to_string(split) +
-         " color " + std::to_string(color);
+  return "split of " + std::to_string(serial_) + " #" + std::to_string(split) + " color " +
+         std::to_string(color);
 }
 
 }  // namespace tpembed::comm

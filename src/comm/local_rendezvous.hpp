@@ -3,8 +3,8 @@
 // thread launched its part while another thread of the same process was still in a call that waits
 // for the GPUs to go idle (cudaFree, cudaHostAlloc, a pageable copy: calls that change the device
 // page tables), neither could go on. Meeting first means no member's kernel is queued before every
-// member has finished such calls. Members in other processes are not involved: they cannot hold this
-// process's driver locks.
+// member has finished such calls. Members in other processes are not involved: they cannot hold
+// this process's driver locks.
 #pragma once
 
 #include <chrono>
@@ -41,7 +41,8 @@ class LocalRendezvous {
   int arrived_ = 0;
   std::uint64_t generation_ = 0;
   bool broken_ = false;
-  std::uint64_t serial_ = 0;  ///< unique in this process (child keys must not reuse a freed parent's)
+  std::uint64_t serial_ =
+      0;  ///< unique in this process (child keys must not reuse a freed parent's)
 };
 
 }  // namespace tpembed::comm

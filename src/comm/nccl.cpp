@@ -281,7 +281,8 @@ class NcclCommunicator final : public Communicator {
   bool aborted_ = false;
   std::string abort_reason_;
   DeviceBuffer scratch_;
-  std::shared_ptr<comm::LocalRendezvous> local_;  ///< null where no other member is in this process
+  // Members in this process (with one, no meeting; null for a split child of a one-member parent).
+  std::shared_ptr<comm::LocalRendezvous> local_;
   std::uint64_t splits_ = 0;
 };
 

@@ -55,7 +55,8 @@ TEST(LocalRendezvous, AMissingMemberTimesOutWithACommunicatorErrorAndBreaksIt) {
     mine->arrive(50ms, 3);
     FAIL() << "arrive() returned without the other member";
   } catch (const CommunicatorError& error) {
-    EXPECT_NE(std::string(error.what()).find("rank 3: only 1 of the 2 members"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("rank 3: only 1 of the 2 members"), std::string::npos)
+        << error.what();
   }
   EXPECT_THROW(absent->arrive(10s, 4), CommunicatorError);  // broken: fails at once, no 10 s wait
 }
