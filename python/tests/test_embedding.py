@@ -287,3 +287,10 @@ def test_build_queries():
 def test_nccl_communicator_arguments_are_checked():
     with pytest.raises(TypeError, match="unique_id must be bytes"):
         tpembed.NcclCommunicator("not bytes", 0, 1)
+
+
+def test_an_nccl_communicator_sets_up_one_layer_only():
+    comm = tpembed.NcclCommunicator(bytes(128), 0, 1)
+    tpembed._communicator(comm)  # what the first ParallelEmbedding's set-up does: the id is taken
+    with pytest.raises(RuntimeError, match="already set up a ParallelEmbedding.*new tpembed.nccl_unique_id"):
+        tpembed._communicator(comm)

@@ -35,3 +35,5 @@ def test_a_peer_that_never_joins_times_out():
     with pytest.raises(RuntimeError, match="did not finish within 2"):
         tpembed.ParallelEmbedding(table, comm=comm, tp_size=2)
     assert time.monotonic() - start < 30
+    with pytest.raises(RuntimeError, match="already set up a ParallelEmbedding"):  # its id is spent
+        tpembed.ParallelEmbedding(table, comm=comm, tp_size=2)

@@ -160,15 +160,23 @@ class NcclCommunicator:
     """An NCCL communicator for ParallelEmbedding(comm=...): this process is `rank` of `size`, on
     CUDA device `device`, joined through `unique_id` (from nccl_unique_id() on one rank). Set-up and
     collectives that do not finish within `timeout` seconds abort it and raise RuntimeError on this
-    rank instead of hanging. The library creates the communicator when a ParallelEmbedding is built."""
+    rank instead of hanging. The library creates the communicator when a ParallelEmbedding is built,
+    and an NCCL unique id sets up one communicator: give each ParallelEmbedding its own
+    NcclCommunicator, with a new nccl_unique_id() handed to every rank (a second use raises)."""
 
     def __init__(self, unique_id: bytes, rank: int, size: int, device: int = 0, timeout: float = 300.0):
         if not isinstance(unique_id, (bytes, bytearray)):
             raise TypeError(f"unique_id must be bytes (from tpembed.nccl_unique_id()), got {type(unique_id).__name__}")
         self.unique_id, self.rank, self.size = bytes(unique_id), int(rank), int(size)
         self.device, self.timeout = int(device), float(timeout)
+        self._used = False
 
     def _engine(self) -> str:
+        if self._used:
+            raise RuntimeError("this NcclCommunicator already set up a ParallelEmbedding, and an NCCL unique id "
+                               "serves one set-up: make a new NcclCommunicator, with a new tpembed.nccl_unique_id() "
+                               "handed to every rank, for each layer")
+        self._used = True
         return f"nccl:{self.rank}:{self.size}:{self.device}:{self.timeout!r}:{self.unique_id.hex()}"
 
 
@@ -186,7 +194,7 @@ def _communicator(comm: Any) -> str:
             return "mpi"
         # Any other communicator: the library duplicates it (collective over `comm`).
         return f"mpi@{MPI._addressof(comm)}"
-    raise TypeError("comm must be None (one rank), 'mpi' or an mpi4py communicator, got "
+    raise TypeError("comm must be None (one rank), 'mpi', an mpi4py communicator or a tpembed.NcclCommunicator, got "
                     f"{type(comm).__name__}")
 
 
@@ -219,7 +227,7 @@ class ParallelEmbedding:
         weight_dtype, scale_dtype, hidden: as for embedding().
     comm: None for one rank; "mpi" for MPI_COMM_WORLD, or any mpi4py communicator (run under
         mpirun; the library works on a duplicate of it); or a tpembed.NcclCommunicator (one
-        process a GPU, or one thread a GPU, joined through an NCCL unique id).
+        process a GPU, joined through an NCCL unique id; the one-thread-a-GPU mode is C++ only).
     tp_size: ranks sharing the table; default len(tp_group), else the communicator's size.
     tp_group: world ranks of this rank's group, for several groups in one world.
     tp_rank: this rank's shard index; default its place in tp_group.

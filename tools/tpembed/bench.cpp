@@ -85,7 +85,7 @@ int run_bench(const BenchOptions& raw) {
     TPEMBED_EXPECTS(json.good(), InvalidArgumentError, "--json: cannot write '", raw.json_path,
                     "'");
   }
-  bench::print_line(bench::format("tpembed bench --device %s%s", options.cuda ? "cuda" : "cpu",
+  print_line(format("tpembed bench --device %s%s", options.cuda ? "cuda" : "cpu",
                                   options.device_note.c_str()));
   bench::Report report;
   const int status =

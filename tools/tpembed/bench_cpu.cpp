@@ -30,12 +30,6 @@ using Clock = std::chrono::steady_clock;
 // do not time the clock and the thread start-up alone.
 constexpr double kMinSampleSeconds = 0.02;
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
-
 std::string case_kind(DType dtype) {
   return std::string(dtype_name(dtype)) + "->" + dtype_name(out_dtype_for(dtype)) +
          (is_quantized(dtype) ? " f32-scale" : "");

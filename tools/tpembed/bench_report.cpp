@@ -1,7 +1,6 @@
 #include "bench_report.hpp"
 
 #include <algorithm>
-#include <cstdarg>
 #include <cstdio>
 #include <ctime>
 
@@ -9,28 +8,10 @@
 
 namespace tpembed::cli::bench {
 
-std::string format(const char* pattern, ...) {
-  va_list args, measuring;
-  va_start(args, pattern);
-  va_copy(measuring, args);
-  const int length = std::vsnprintf(nullptr, 0, pattern, measuring);
-  va_end(measuring);
-  std::string text(static_cast<std::size_t>(std::max(length, 0)) + 1, '\0');
-  std::vsnprintf(&text[0], text.size(), pattern, args);
-  va_end(args);
-  text.pop_back();
-  return text;
-}
-
-void print_line(const std::string& line) {
-  std::fputs(line.c_str(), stdout);
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
-}
-
-void print_line(Progress& progress, const std::string& line) {
-  progress.clear();
-  print_line(line);
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
 std::string with_commas(std::int64_t value) {

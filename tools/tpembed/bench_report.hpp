@@ -1,26 +1,18 @@
-// `tpembed bench`'s output: printed lines kept clear of the progress line, number formatting, and
-// the --json file.
+// `tpembed bench`'s output: medians, number formatting, and the --json file.
 #pragma once
 
 #include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "common.hpp"
 
 namespace tpembed::cli::bench {
 
-/// printf into a std::string.
-std::string format(const char* pattern, ...) __attribute__((format(printf, 1, 2)));
-
-/// Prints `line` and a newline on stdout, flushed.
-void print_line(const std::string& line);
-
-/// The same while `progress` may be drawn. Progress draws its line on stderr without a newline, and
-/// a line printed on stdout meanwhile (the same terminal) would land at the end of it; so the
-/// progress line is wiped first, and its next step() draws it again below.
-void print_line(Progress& progress, const std::string& line);
+/// The middle of `values` (the mean of the two middle ones for an even count).
+double median(std::vector<double> values);
 
 /// 1234567 as "1,234,567".
 std::string with_commas(std::int64_t value);

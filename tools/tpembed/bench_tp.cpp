@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_report.hpp"
 #include "commands.hpp"
 #include "common.hpp"
 
@@ -40,21 +41,17 @@ Tensor random_bf16(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
   return shard;
 }
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
-
 int run_bench_tp(const TpBenchOptions& options) {
   auto world = make_world();
   const int tp = world->size(), rank = world->rank();
   const bool lead = rank == 0;
   const bool cuda = options.device == "cuda" || (options.device == "auto" && cuda_device_count() > 0);
   TPEMBED_EXPECTS(!cuda || cuda_device_count() > 0, UnsupportedError, "bench-tp --device cuda: no CUDA device visible");
-  const bool nccl = cuda && (options.comm == "nccl" || (options.comm == "auto" && nccl_available() &&
-                                                        cuda_device_count() >= tp));
-  TPEMBED_EXPECTS(options.comm != "nccl" || nccl, UnsupportedError,
-                  "bench-tp --comm nccl needs the CUDA backend, NCCL and one GPU per rank");
+  const bool nccl_possible = cuda && nccl_available() && cuda_device_count() >= tp;
+  TPEMBED_EXPECTS(options.comm != "nccl" || nccl_possible, UnsupportedError,
+                  "bench-tp --comm nccl needs the CUDA backend, NCCL and one GPU per rank (", cuda_device_count(),
+                  " GPUs visible for ", tp, " ranks", cuda ? "" : ", and --device is cpu", ")");
+  const bool nccl = nccl_possible && options.comm != "mpi";
   const int device = cuda ? node_local_cuda_device(*world) : 0;
   if (cuda) cuda_set_device(device);  // this rank's streams, timings and NCCL stay on its GPU
   std::unique_ptr<Communicator> nccl_group = nccl ? make_nccl_communicator(*world, device) : nullptr;
@@ -84,7 +81,9 @@ int run_bench_tp(const TpBenchOptions& options) {
     config.collective_checks = false;  // every rank passes the same ids; lets the forward be captured
     std::unique_ptr<ParallelEmbedding> layer;
     try {
-      layer = std::make_unique<ParallelEmbedding>(group, cuda ? copy_shard_to_device(host, device) : host, config);
+      EmbeddingShard shard =
+          cuda ? on_every_rank(*world, [&] { return copy_shard_to_device(host, device); }) : std::move(host);
+      layer = std::make_unique<ParallelEmbedding>(group, std::move(shard), config);
     } catch (const UnsupportedError& error) {
       if (!peer_case) throw;
       if (lead) std::printf("(peer rows left out: %s)\n", error.what());
@@ -118,15 +117,22 @@ int run_bench_tp(const TpBenchOptions& options) {
     for (auto& id : ids) id = any(rng);
     const std::int64_t row = options.hidden * 2, out_bytes = tokens * row;
     std::unique_ptr<DeviceBuffer> device_ids, device_out;
-    Tensor host_out(DType::bf16, {tokens, options.hidden});
-    TensorView ids_view(ids.data(), DType::i64, {tokens}), out_view = host_out.view();
+    Tensor host_out;  // the output where the tables are on the host
+    TensorView ids_view(ids.data(), DType::i64, {tokens}), out_view;
     if (cuda) {
-      device_ids = std::make_unique<DeviceBuffer>(ids.size() * 8, device);
-      device_ids->copy_from_host(ids.data(), ids.size() * 8);
-      device_out = std::make_unique<DeviceBuffer>(static_cast<std::size_t>(out_bytes), device);
+      on_every_rank(*world, [&] {
+        device_ids = std::make_unique<DeviceBuffer>(ids.size() * 8, device);
+        device_ids->copy_from_host(ids.data(), ids.size() * 8);
+        device_out = std::make_unique<DeviceBuffer>(static_cast<std::size_t>(out_bytes), device);
+        return 0;
+      });
       ids_view = device_ids->view(DType::i64, {tokens});
       out_view = device_out->view(DType::bf16, {tokens, options.hidden});
+    } else {
+      host_out = Tensor(DType::bf16, {tokens, options.hidden});
+      out_view = host_out.view();
     }
+    std::vector<std::uint8_t> output;  // a vocab exchange's output, compared with the all-reduce's
     // Rows this rank owns: the owned-row and peer-row exchanges bring in the rest.
     const auto [first_row, rows_held] = shard_range(options.vocab, tp, rank, ShardPlacement::packed);
     const std::int64_t owned = std::count_if(ids.begin(), ids.end(), [&](std::int64_t id) {
@@ -162,7 +168,7 @@ int run_bench_tp(const TpBenchOptions& options) {
           if (cuda) cuda_synchronize();
           samples.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
         }
-        mine[0] = median(samples);
+        mine[0] = bench::median(samples);
       }
       // The slowest rank's median, and its largest wire volume.
       std::vector<double> all(2 * static_cast<std::size_t>(tp));
@@ -173,22 +179,23 @@ int run_bench_tp(const TpBenchOptions& options) {
         bytes = std::max(bytes, all[2 * static_cast<std::size_t>(r) + 1]);
       }
       if (cases[c].sharding_dim == 0) {  // the vocab exchanges must agree bit for bit
-        std::vector<std::uint8_t> output(static_cast<std::size_t>(out_bytes));
+        output.resize(static_cast<std::size_t>(out_bytes));
         if (cuda) {
           cuda_synchronize();
           device_out->copy_to_host(output.data(), output.size());
         } else {
           std::copy_n(static_cast<const std::uint8_t*>(host_out.data()), output.size(), output.begin());
         }
-        if (c == 0) reference = output;
+        if (c == 0) reference.swap(output);
         if (c > 0 && output != reference) ++failures;
       }
       if (c == 0) all_reduce_us = us;
       if (lead) {
         char versus[32] = "";
         if (cases[c].sharding_dim == 0 && c > 0) std::snprintf(versus, sizeof versus, "%.2fx", all_reduce_us / us);
-        std::printf("| %lld | %s | %s | %.1f | %.0f | %.1f | %s |\n", static_cast<long long>(tokens), cases[c].name,
-                    captured(layer) ? "graph" : "wall", us, bytes, us > 0 ? bytes / (us * 1e3) : 0.0, versus);
+        print_line(progress, format("| %lld | %s | %s | %.1f | %.0f | %.1f | %s |", static_cast<long long>(tokens),
+                                    cases[c].name, captured(layer) ? "graph" : "wall", us, bytes,
+                                    us > 0 ? bytes / (us * 1e3) : 0.0, versus));
       }
     }
   }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -73,6 +74,30 @@ void Progress::clear() {
   std::fputs("\r\033[K", stderr);
   std::fflush(stderr);
   drawn_ = false;
+}
+
+std::string format(const char* pattern, ...) {
+  va_list args, measuring;
+  va_start(args, pattern);
+  va_copy(measuring, args);
+  const int length = std::vsnprintf(nullptr, 0, pattern, measuring);
+  va_end(measuring);
+  std::string text(static_cast<std::size_t>(std::max(length, 0)) + 1, '\0');
+  std::vsnprintf(&text[0], text.size(), pattern, args);
+  va_end(args);
+  text.pop_back();
+  return text;
+}
+
+void print_line(const std::string& line) {
+  std::fputs(line.c_str(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
+void print_line(Progress& progress, const std::string& line) {
+  progress.clear();
+  print_line(line);
 }
 
 Tensor generate_table(std::int64_t vocab, std::int64_t hidden, std::uint64_t seed) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -40,6 +41,34 @@ class Progress {
   bool enabled_;
   bool drawn_ = false;
 };
+
+/// printf into a std::string.
+std::string format(const char* pattern, ...) __attribute__((format(printf, 1, 2)));
+
+/// Prints `line` and a newline on stdout, flushed.
+void print_line(const std::string& line);
+
+/// The same while `progress` may be drawn. Progress draws its line on stderr without a newline, and
+/// a line printed on stdout meanwhile (the same terminal) would land at the end of it; so the
+/// progress line is wiped first, and its next step() draws it again below.
+void print_line(Progress& progress, const std::string& line);
+
+/// Runs `step` (set-up that may fail on one rank alone: an allocation, a copy to the GPU) and makes
+/// every rank of `comm` agree on the outcome (agree_or_throw): when any rank failed, every rank
+/// throws, so none goes on into a collective that the failed one will never join. Returns what
+/// `step` returned. Collective.
+template <typename Step>
+auto on_every_rank(Communicator& comm, Step step) -> decltype(step()) {
+  std::exception_ptr failure;
+  std::optional<decltype(step())> result;
+  try {
+    result.emplace(step());
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  agree_or_throw(comm, failure);
+  return std::move(*result);
+}
 
 /// A table drawn from N(0, 0.02) (an embedding layer at initialisation), as f32 [vocab, hidden].
 Tensor generate_table(std::int64_t vocab, std::int64_t hidden, std::uint64_t seed);

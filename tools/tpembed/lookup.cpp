@@ -92,9 +92,15 @@ int run_lookup(const LookupOptions& options) {
   if (options.device == "cuda") {
     const int device = node_local_cuda_device(*world);
     cuda_set_device(device);  // this rank's streams stay on its own GPU
-    ParallelEmbedding layer(*world, copy_shard_to_device(shard, device), config);
-    DeviceBuffer device_ids(ids.size() * 8, device), device_out(static_cast<std::size_t>(out.nbytes()), device);
-    device_ids.copy_from_host(ids.data(), ids.size() * 8);
+    // Copies that may fail on one rank alone (out of memory) are agreed on before any collective.
+    EmbeddingShard on_gpu = on_every_rank(*world, [&] { return copy_shard_to_device(shard, device); });
+    auto [device_ids, device_out] = on_every_rank(*world, [&] {
+      std::pair<DeviceBuffer, DeviceBuffer> buffers{DeviceBuffer(ids.size() * 8, device),
+                                                    DeviceBuffer(static_cast<std::size_t>(out.nbytes()), device)};
+      buffers.first.copy_from_host(ids.data(), ids.size() * 8);
+      return buffers;
+    });
+    ParallelEmbedding layer(*world, std::move(on_gpu), config);
     layer.forward(device_ids.view(DType::i64, {count}), device_out.view(out_dtype, {count, hidden}));
     device_out.copy_to_host(out.data(), static_cast<std::size_t>(out.nbytes()));
     bad = layer.last_bad_id_count();

@@ -73,25 +73,22 @@ std::vector<std::uint8_t> run_path(Communicator& world, const Path& path, const 
   }
   const int device = node_local_cuda_device(world);
   cuda_set_device(device);  // this rank's streams and timings stay on its own GPU
-  ParallelEmbedding layer(world, copy_shard_to_device(shard, device), config);
-  // A failure while preparing the buffers must reach every rank before the forward's collective.
-  std::unique_ptr<DeviceBuffer> device_ids, device_out;
-  std::exception_ptr failure;
-  try {
-    device_ids = std::make_unique<DeviceBuffer>(ids.size() * sizeof(std::int64_t), device);
-    device_out = std::make_unique<DeviceBuffer>(out_bytes, device);
-    device_ids->copy_from_host(ids.data(), ids.size() * sizeof(std::int64_t));
-    cuda_fill(device_out->data(), 0xcd, out_bytes);  // poison: an unwritten element shows
-  } catch (...) {
-    failure = std::current_exception();
-  }
-  if (tp > 1) {
-    agree_or_throw(world, failure);
-  } else if (failure) {
-    std::rethrow_exception(failure);
-  }
-  layer.forward(device_ids->view(DType::i64, {count}), device_out->view(out_dtype, {count, hidden}));
-  device_out->copy_to_host(out.data(), out_bytes);
+  // Copies that may fail on one rank alone (out of memory) are agreed on before any collective.
+  struct Buffers {
+    EmbeddingShard shard;
+    std::unique_ptr<DeviceBuffer> ids, out;
+  };
+  Buffers gpu = on_every_rank(world, [&] {
+    Buffers made{copy_shard_to_device(shard, device),
+                 std::make_unique<DeviceBuffer>(ids.size() * sizeof(std::int64_t), device),
+                 std::make_unique<DeviceBuffer>(out_bytes, device)};
+    made.ids->copy_from_host(ids.data(), ids.size() * sizeof(std::int64_t));
+    cuda_fill(made.out->data(), 0xcd, out_bytes);  // poison: an unwritten element shows
+    return made;
+  });
+  ParallelEmbedding layer(world, std::move(gpu.shard), config);
+  layer.forward(gpu.ids->view(DType::i64, {count}), gpu.out->view(out_dtype, {count, hidden}));
+  gpu.out->copy_to_host(out.data(), out_bytes);
   bad = layer.last_bad_id_count();
   return out;
 }
@@ -150,6 +147,7 @@ int run_verify(const VerifyOptions& options) {
       std::uint64_t bad = 0;
       std::string problem;
       std::int64_t wrong_rows = 0;
+      std::exception_ptr failure;
       try {
         const auto out = run_path(*world, path, table, out_dtype, ids, options.vocab, bad);
         const std::size_t row = static_cast<std::size_t>(row_bytes(out_dtype, options.hidden));
@@ -157,32 +155,27 @@ int run_verify(const VerifyOptions& options) {
           wrong_rows += std::memcmp(out.data() + t * row, static_cast<const std::uint8_t*>(expected.data()) + t * row,
                                     row) != 0;
         }
-        if (bad != 3) problem = "bad-id count " + std::to_string(bad) + ", expected 3";
+        if (bad != 3) throw InvalidArgumentError("bad-id count " + std::to_string(bad) + ", expected 3");
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      // Every rank learns of every failing rank and its reason.
+      try {
+        agree_or_throw(*world, failure);
       } catch (const Error& error) {
         problem = error.what();
       }
       std::int64_t verdict[2] = {wrong_rows, problem.empty() ? 0 : 1}, total[2] = {0, 0};
       world->all_reduce_sum(verdict, total, 2, DType::i64);
-      if (total[1] > 0) {  // the first failing rank's reason, also when it is not this one
-        constexpr std::size_t kReason = 240;
-        std::vector<char> mine(kReason, '\0'), all(kReason * static_cast<std::size_t>(ranks));
-        std::snprintf(mine.data(), kReason, "%s", problem.c_str());
-        world->all_gather(mine.data(), all.data(), static_cast<std::int64_t>(kReason), DType::i8);
-        for (int r = 0; r < ranks && problem.empty(); ++r) {
-          const char* reason = all.data() + kReason * static_cast<std::size_t>(r);
-          if (reason[0] != '\0') problem = "rank " + std::to_string(r) + ": " + reason;
-        }
-      }
       const bool ok = total[0] == 0 && total[1] == 0;
       failures += ok ? 0 : 1;
       if (lead) {
         std::string result = ok ? "PASS (bit-exact on every rank)" : "FAIL";
         if (total[0] > 0) result += ": " + std::to_string(total[0]) + " wrong rows over all ranks";
         if (!problem.empty()) result += ": " + problem;
-        std::printf("%-40s %-16s %-8llu %s\n", describe(path).c_str(),
-                    (name + " -> " + dtype_name(out_dtype)).c_str(), static_cast<unsigned long long>(bad),
-                    result.c_str());
-        std::fflush(stdout);  // a row as soon as it is known, also when stdout is a pipe
+        print_line(progress, format("%-40s %-16s %-8llu %s", describe(path).c_str(),
+                                    (name + " -> " + dtype_name(out_dtype)).c_str(),
+                                    static_cast<unsigned long long>(bad), result.c_str()));
       }
     }
   }
