@@ -114,7 +114,8 @@ class NcclCommunicator final : public Communicator {
     }
     cuda_runtime::set_device(device_);
     auto stream = static_cast<cudaStream_t>(stream_handle);
-    meet_local_members(stream);
+    TPEMBED_EXPECTS(!meet_local_members(stream), UnsupportedError, "rank ", rank_,
+                    ": all_gather_v cannot be captured in a CUDA graph (its counts are planned on the host)");
     auto* out = static_cast<std::uint8_t*>(recv);
     const auto mine = static_cast<std::size_t>(byte_counts[static_cast<std::size_t>(rank_)]);
     if (mine > 0 && send != out + displacements[static_cast<std::size_t>(rank_)]) {
@@ -327,8 +328,14 @@ std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, in
   std::exception_ptr failure;
   std::vector<std::uint8_t> mine(sizeof(ncclUniqueId), 0);
   try {
-    if (bootstrap.rank() == 0) mine = make_nccl_unique_id();
+    // This rank's arguments are checked here, where a bad one reaches every rank (agreed below),
+    // not in the set-up, where the other ranks would wait for it until the timeout.
+    TPEMBED_EXPECTS(options.timeout_seconds > 0, InvalidArgumentError,
+                    "make_nccl_communicator: timeout must be positive");
     if (device < 0) device = node_local_cuda_device(bootstrap);
+    TPEMBED_EXPECTS(device < cuda_device_count(), InvalidArgumentError, "make_nccl_communicator: CUDA device ",
+                    device, " is not visible (", cuda_device_count(), " visible)");
+    if (bootstrap.rank() == 0) mine = make_nccl_unique_id();
   } catch (...) {
     failure = std::current_exception();
   }

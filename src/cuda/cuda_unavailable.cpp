@@ -15,7 +15,6 @@ namespace {
 namespace cuda_runtime {
 void copy_to_host(void*, const void*, std::size_t, void*) { no_cuda(); }
 void copy_to_device(void*, const void*, std::size_t, void*) { no_cuda(); }
-void fill(void*, int, std::size_t, void*) { no_cuda(); }
 void* alloc_host(std::size_t) { no_cuda(); }
 void free_host(void*) noexcept {}
 void check(int, const char*) { no_cuda(); }

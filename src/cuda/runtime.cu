@@ -37,11 +37,6 @@ void copy_to_device(void* device, const void* host, std::size_t bytes, void* str
         "cudaMemcpyAsync (to device)");
 }
 
-void fill(void* device, int value, std::size_t bytes, void* stream) {
-  if (bytes == 0) return;
-  check(cudaMemsetAsync(device, value, bytes, static_cast<cudaStream_t>(stream)), "cudaMemsetAsync");
-}
-
 void* alloc_host(std::size_t bytes) {
   void* host = nullptr;
   check(cudaMallocHost(&host, bytes == 0 ? 1 : bytes), "cudaMallocHost");
@@ -112,29 +107,6 @@ void wait_for_default_stream() {
   cuda_runtime::check(cudaStreamSynchronize(nullptr), "cudaStreamSynchronize (default stream)");
 }
 
-// Makes `device` current for a scope (nothing for a negative one, host memory): the helpers below
-// queue on, and wait for, the default stream of the device that holds the memory, whichever device
-// the calling thread has current.
-class OnDevice {
- public:
-  explicit OnDevice(int device) {
-    if (device < 0) return;
-    previous_ = cuda_runtime::current_device();
-    if (previous_ != device) {
-      cuda_runtime::set_device(device);
-    } else {
-      previous_ = -1;
-    }
-  }
-  ~OnDevice() {
-    if (previous_ >= 0) cuda_runtime::restore_device(previous_);
-  }
-  OnDevice(const OnDevice&) = delete;
-  OnDevice& operator=(const OnDevice&) = delete;
-
- private:
-  int previous_ = -1;
-};
 }  // namespace
 
 void cuda_set_device(int device) {
@@ -146,14 +118,14 @@ void cuda_set_device(int device) {
 void cuda_copy(void* destination, const void* source, std::size_t bytes) {
   if (bytes == 0) return;
   const int on_destination = cuda_runtime::device_of(destination);
-  const OnDevice on(on_destination >= 0 ? on_destination : cuda_runtime::device_of(source));
+  const cuda_runtime::DeviceScope on(on_destination >= 0 ? on_destination : cuda_runtime::device_of(source));
   cuda_runtime::check(cudaMemcpy(destination, source, bytes, cudaMemcpyDefault), "cudaMemcpy");
   wait_for_default_stream();
 }
 
 void cuda_fill(void* device, int value, std::size_t bytes) {
   if (bytes == 0) return;
-  const OnDevice on(cuda_runtime::device_of(device));
+  const cuda_runtime::DeviceScope on(cuda_runtime::device_of(device));
   cuda_runtime::check(cudaMemset(device, value, bytes), "cudaMemset");
   wait_for_default_stream();
 }
@@ -196,7 +168,7 @@ void DeviceBuffer::copy_from_host(const void* host, std::size_t bytes) {
   TPEMBED_EXPECTS(bytes <= bytes_, InvalidArgumentError, "DeviceBuffer::copy_from_host: ", bytes,
                   " bytes do not fit a buffer of ", bytes_);
   if (bytes == 0) return;
-  const OnDevice on(device_);
+  const cuda_runtime::DeviceScope on(device_);
   cuda_runtime::check(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy (to device)");
   wait_for_default_stream();
 }
@@ -205,7 +177,7 @@ void DeviceBuffer::copy_to_host(void* host, std::size_t bytes) const {
   TPEMBED_EXPECTS(bytes <= bytes_, InvalidArgumentError, "DeviceBuffer::copy_to_host: ", bytes,
                   " bytes exceed a buffer of ", bytes_);
   if (bytes == 0) return;
-  const OnDevice on(device_);
+  const cuda_runtime::DeviceScope on(device_);
   cuda_runtime::check(cudaMemcpy(host, data_, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy (to host)");
 }
 

@@ -11,8 +11,6 @@ namespace tpembed::cuda_runtime {
 void copy_to_host(void* host, const void* device, std::size_t bytes, void* stream);
 /// Copies host -> device on `stream` (asynchronous with respect to the host for pinned memory).
 void copy_to_device(void* device, const void* host, std::size_t bytes, void* stream);
-/// Sets `bytes` of device memory to `value` on `stream`.
-void fill(void* device, int value, std::size_t bytes, void* stream);
 /// Allocates / frees page-locked host memory (for staging).
 void* alloc_host(std::size_t bytes);
 void free_host(void* host) noexcept;
@@ -28,6 +26,28 @@ int current_device();
 void restore_device(int device) noexcept;
 /// Waits for all work on the current device, without throwing (for destructors).
 void synchronize_device() noexcept;
+
+/// Makes `device` current for a scope and the caller's device current again after it (nothing for
+/// a negative device: host memory), so that work lands on the memory's device and the caller's
+/// framework keeps its own.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    if (device < 0) return;
+    const int current = current_device();
+    if (current == device) return;
+    set_device(device);
+    previous_ = current;
+  }
+  ~DeviceScope() {
+    if (previous_ >= 0) restore_device(previous_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = -1;
+};
 
 // ---- peer memory (src/cuda/peer_memory.cpp) -----------------------------------------------------
 

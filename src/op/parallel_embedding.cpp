@@ -84,22 +84,26 @@ void ParallelEmbedding::Impl::setup(Communicator& comm) {
   group->all_gather(&mine, all.data(), sizeof mine, DType::i8);
   layout = op::plan_layout(all, group->rank());
   for (const auto& description : all) tp_rank_of_member.push_back(description.tp_rank);
+  // The device counter exists before the first forward, so that one can be graph-captured. It is
+  // made before the peer tables, whose set-up must be the last step that can fail: a rank failing
+  // after it would run its collective destructor while the others went on.
+  if (on_gpu()) {
+    agree_or_throw(*group, run_caught([&] {
+      op::Place place(shard.weight.device, nullptr);
+      workspace.device_counter(place);
+    }));
+  }
   layout.vocab_exchange = VocabExchange::all_reduce;
   if (layout.sharding_dim == 0 && layout.tp_size > 1) {
     const VocabExchange wanted = config.vocab_exchange;
     if (wanted == VocabExchange::peer_rows) {
       // Collective; every rank reaches the same verdict (config.vocab_exchange is agreed above).
       // Only when asked for: it makes the destructor collective, which `automatic` must not impose.
-      peer_tables = op::PeerTables::connect(*group, shard, layout, tp_rank_of_member, /*required=*/true);
+      peer_tables = op::PeerTables::connect(*group, shard, layout, tp_rank_of_member);
     }
     layout.vocab_exchange = wanted != VocabExchange::automatic ? wanted
                             : group->accepts_device_buffers()  ? VocabExchange::all_reduce
                                                                : VocabExchange::owned_rows;
-  }
-  // The device counter exists before the first forward, so that one can be graph-captured.
-  if (on_gpu()) {
-    op::Place place(shard.weight.device, nullptr);
-    workspace.device_counter(place);
   }
 }
 

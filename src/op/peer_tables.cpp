@@ -89,17 +89,14 @@ PeerRecord describe(const EmbeddingShard& shard) {
 }  // namespace
 
 std::unique_ptr<PeerTables> PeerTables::connect(Communicator& group, const EmbeddingShard& shard,
-                                                const ShardLayout& layout, const std::vector<int>& tp_rank_of_member,
-                                                bool required, std::string* why) {
+                                                const ShardLayout& layout, const std::vector<int>& tp_rank_of_member) {
   const int members = group.size();
   const PeerRecord mine = describe(shard);
   std::vector<PeerRecord> all(static_cast<std::size_t>(members));
   group.all_gather(&mine, all.data(), sizeof mine, DType::i8);
 
-  auto give_up = [&](const std::string& reason) -> std::unique_ptr<PeerTables> {
-    if (why != nullptr) *why = reason;
-    if (required) throw UnsupportedError("the peer_rows vocab exchange cannot run: " + reason);
-    return nullptr;
+  auto give_up = [](const std::string& reason) -> std::unique_ptr<PeerTables> {
+    throw UnsupportedError("the peer_rows vocab exchange cannot run: " + reason);
   };
   // The same verdict on every rank: it depends on the gathered records only.
   for (int m = 0; m < members; ++m) {
@@ -166,16 +163,14 @@ std::unique_ptr<PeerTables> PeerTables::connect(Communicator& group, const Embed
 
 void PeerTables::unmap(bool wait_for_device) noexcept {
   // On the device that mapped them (the caller's current device is put back).
-  int previous = -1;
   try {
-    previous = cuda_runtime::current_device();
+    const cuda_runtime::DeviceScope on(device_);
+    if (wait_for_device) cuda_runtime::synchronize_device();  // no lookup still reads a peer's table
+    for (void* base : mappings_) cuda_runtime::unmap_memory(base);
   } catch (...) {
+    // The device cannot even be made current: nothing left that could be unmapped.
   }
-  cuda_runtime::restore_device(device_);
-  if (wait_for_device) cuda_runtime::synchronize_device();  // no lookup still reads a peer's table
-  for (void* base : mappings_) cuda_runtime::unmap_memory(base);
   mappings_.clear();
-  if (previous >= 0) cuda_runtime::restore_device(previous);
 }
 
 PeerTables::~PeerTables() {

@@ -20,11 +20,10 @@ class PeerTables {
   /// Maps every member's table (and scales) of `group` into this process: CUDA IPC for members in
   /// other processes of the node, the pointer itself (with peer access) for members in this one.
   /// Collective over `group`. When the peers cannot be reached (tables on the host, several nodes,
-  /// memory that cannot be shared, no peer access), every rank alike returns null and `why` says
-  /// why — or, with `required`, throws that as an UnsupportedError on every rank.
+  /// memory that cannot be shared, no peer access), every rank alike throws UnsupportedError saying
+  /// why.
   static std::unique_ptr<PeerTables> connect(Communicator& group, const EmbeddingShard& shard,
-                                             const ShardLayout& layout, const std::vector<int>& tp_rank_of_member,
-                                             bool required, std::string* why = nullptr);
+                                             const ShardLayout& layout, const std::vector<int>& tp_rank_of_member);
 
   /// Waits for this device's work, unmaps the peers' tables, then waits for the whole group
   /// (a barrier), so that no member frees a table that another may still read: destroying the

@@ -8,29 +8,16 @@
 
 namespace tpembed::op {
 
-Place::Place(const Device& device, void* stream) : device_(device), stream_(stream) {
-  if (is_host()) return;
-  previous_device_ = cuda_runtime::current_device();
-  if (previous_device_ != device.index) cuda_runtime::set_device(device.index);
-}
+Place::Place(const Device& device, void* stream)
+    : device_(device), stream_(stream), scope_(device.kind == DeviceKind::cuda ? device.index : -1) {}
 
-Place::~Place() {
-  if (previous_device_ >= 0 && previous_device_ != device_.index) cuda_runtime::restore_device(previous_device_);
-}
+Place::~Place() = default;
 
 void Place::lookup(const LookupParams& params) {
   if (is_host()) {
     lookup_cpu(params);
   } else {
     cuda_runtime::check(lookup_cuda(params, stream_), "the lookup kernel launch");
-  }
-}
-
-void Place::zero(void* memory, std::size_t bytes) {
-  if (is_host()) {
-    if (bytes > 0) std::memset(memory, 0, bytes);
-  } else {
-    cuda_runtime::fill(memory, 0, bytes, stream_);
   }
 }
 

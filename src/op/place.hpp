@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "cuda/runtime.hpp"
 #include "tpembed/cuda.hpp"
 #include "tpembed/lookup.hpp"
 #include "tpembed/tensor.hpp"
@@ -27,8 +28,6 @@ class Place {
 
   /// The lookup on this place (lookup_cpu, or a lookup_cuda launch whose status is checked).
   void lookup(const LookupParams& params);
-  /// Sets `bytes` at `memory` (on this place) to zero.
-  void zero(void* memory, std::size_t bytes);
   /// Copies from this place to host memory; returns once the data is there.
   void to_host(void* host, const void* source, std::size_t bytes);
   /// Copies from host memory to this place (queued on the stream for a device).
@@ -41,7 +40,7 @@ class Place {
  private:
   Device device_;
   void* stream_;
-  int previous_device_ = -1;
+  cuda_runtime::DeviceScope scope_;
 };
 
 /// Buffers a ParallelEmbedding keeps between calls: grown when a call needs more, never per call.
@@ -58,7 +57,7 @@ class Workspace {
   /// The counter if it was allocated, else null.
   const unsigned long long* device_counter_if_any() const;
   /// What a scratch buffer is for (each kind is kept, and grown, separately).
-  enum class Scratch { gather_blocks, exchange_ids, exchange_positions, exchange_send, exchange_receive, count };
+  enum class Scratch { gather_blocks, exchange_ids, exchange_positions, exchange_receive, count };
   /// At least `bytes` of scratch of kind `kind` on `place`.
   void* scratch(const Place& place, Scratch kind, std::size_t bytes);
   /// At least `bytes` of page-locked host memory for staging device data through MPI.

@@ -245,25 +245,37 @@ TEST_P(CommConformance, AllGatherPlacesEveryRanksBlock) {
 }
 
 TEST_P(CommConformance, AllGatherVPlacesUnevenBlocks) {
-  // Rank r sends (r * 37 + 5) % 11 bytes (some ranks send nothing), each byte naming its rank.
+  // Rank r sends (r * 37 + 5) % 11 bytes, each byte naming its rank; rank 1 sends nothing. Once
+  // from a separate send buffer, once in place (the send block already in its place in recv).
   const int ranks = comm->size();
   std::vector<std::int64_t> counts(static_cast<std::size_t>(ranks));
-  for (int r = 0; r < ranks; ++r) counts[static_cast<std::size_t>(r)] = (r * 37 + 5) % 11 - (r % 3 == 1 ? 5 : 0);
-  for (auto& count : counts) count = std::max<std::int64_t>(0, count);
-  std::int64_t total = 0;
-  for (auto count : counts) total += count;
+  for (int r = 0; r < ranks; ++r) counts[static_cast<std::size_t>(r)] = r == 1 ? 0 : (r * 37 + 5) % 11;
+  std::int64_t total = 0, displacement = 0;
+  for (int r = 0; r < ranks; ++r) {
+    if (r == comm->rank()) displacement = total;
+    total += counts[static_cast<std::size_t>(r)];
+  }
   const std::int64_t mine = counts[static_cast<std::size_t>(comm->rank())];
   std::vector<std::uint8_t> send(static_cast<std::size_t>(mine));
   for (std::int64_t i = 0; i < mine; ++i) send[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(comm->rank() * 16 + i);
-  std::vector<std::uint8_t> recv(static_cast<std::size_t>(total) + 8, 0xee);
-  comm->all_gather_v(send.data(), recv.data(), counts);
-  std::int64_t at = 0;
-  for (int r = 0; r < ranks; ++r) {
-    for (std::int64_t i = 0; i < counts[static_cast<std::size_t>(r)]; ++i, ++at) {
-      ASSERT_EQ(recv[static_cast<std::size_t>(at)], static_cast<std::uint8_t>(r * 16 + i)) << "rank " << r << " byte " << i;
+  std::vector<std::uint8_t> recv;
+  for (bool in_place : {false, true}) {
+    recv.assign(static_cast<std::size_t>(total) + 8, 0xee);
+    const void* from = send.data();
+    if (in_place) {
+      std::copy(send.begin(), send.end(), recv.begin() + displacement);
+      from = recv.data() + displacement;
     }
+    comm->all_gather_v(from, recv.data(), counts);
+    std::int64_t at = 0;
+    for (int r = 0; r < ranks; ++r) {
+      for (std::int64_t i = 0; i < counts[static_cast<std::size_t>(r)]; ++i, ++at) {
+        ASSERT_EQ(recv[static_cast<std::size_t>(at)], static_cast<std::uint8_t>(r * 16 + i))
+            << "rank " << r << " byte " << i << (in_place ? " (in place)" : "");
+      }
+    }
+    for (std::size_t g = static_cast<std::size_t>(total); g < recv.size(); ++g) ASSERT_EQ(recv[g], 0xee) << "wrote past the end";
   }
-  for (std::size_t g = static_cast<std::size_t>(total); g < recv.size(); ++g) ASSERT_EQ(recv[g], 0xee) << "wrote past the end";
   expect_error<InvalidArgumentError>([&] { comm->all_gather_v(send.data(), recv.data(), {}); },
                                      "counts for a communicator of");
   std::vector<std::int64_t> negative(static_cast<std::size_t>(ranks), 1);
@@ -273,6 +285,8 @@ TEST_P(CommConformance, AllGatherVPlacesUnevenBlocks) {
   std::vector<std::int64_t> ones(static_cast<std::size_t>(ranks), 1);
   expect_error<InvalidArgumentError>([&] { comm->all_gather_v(send.data(), nullptr, ones); },
                                      "null receive buffer");
+  expect_error<InvalidArgumentError>([&] { comm->all_gather_v(nullptr, recv.data(), ones); },
+                                     "null send buffer for 1 bytes");
 }
 
 TEST_P(CommConformance, ZeroCountCollectivesTouchNothing) {

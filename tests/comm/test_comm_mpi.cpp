@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "conformance.hpp"
+#include "tpembed/cuda.hpp"
 
 TPEMBED_COMM_CONFORMANCE(Mpi, "mpi", tpembed::make_mpi_communicator);
 
@@ -64,6 +65,35 @@ TEST(MpiCommunicator, WrapsAnExistingCommunicator) {
     ADD_FAILURE() << "a null MPI_Comm address was accepted";
   } catch (const InvalidArgumentError& error) {
     EXPECT_NE(std::string(error.what()).find("null address of an MPI_Comm"), std::string::npos) << error.what();
+  }
+}
+
+// make_nccl_communicator(bootstrap): a bad argument on one rank reaches every rank as the same
+// error, before any rank starts the NCCL set-up (where the others would wait for it until the
+// timeout). Needs no GPU: the arguments are checked first.
+TEST(MpiCommunicator, NcclBootstrapRefusesABadArgumentOnEveryRank) {
+  if (!nccl_available()) GTEST_SKIP() << "SKIPPED: this build has no NCCL";
+  auto world = make_mpi_communicator();
+  const int last = world->size() - 1;
+  NcclOptions bad_timeout;
+  if (world->rank() == last) bad_timeout.timeout_seconds = 0;
+  try {
+    make_nccl_communicator(*world, 0, bad_timeout);
+    ADD_FAILURE() << "a zero timeout was accepted";
+  } catch (const InvalidArgumentError& error) {
+    EXPECT_NE(std::string(error.what()).find("timeout must be positive"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find(std::to_string(last)), std::string::npos) << error.what();
+  }
+  const int missing = cuda_device_count() + 3;
+  try {
+    make_nccl_communicator(*world, world->rank() == last ? missing : 0);
+    ADD_FAILURE() << "CUDA device " << missing << " was accepted";
+  } catch (const Error& error) {
+    // Where no GPU is visible, every rank is refused for that (UnsupportedError) or, on the rank
+    // given the missing device, for it: every rank throws the lowest failing rank's error.
+    const std::string text = error.what();
+    EXPECT_TRUE(text.find("is not visible") != std::string::npos || text.find("no CUDA device") != std::string::npos)
+        << text;
   }
 }
 

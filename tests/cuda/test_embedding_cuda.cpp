@@ -19,8 +19,6 @@ constexpr std::uint8_t kPoison = 0xcd;
 constexpr std::uint8_t kGuard = 0xa5;
 constexpr std::size_t kGuardBytes = 256;
 
-#define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
-
 class EmbeddingCuda : public ::testing::TestWithParam<Case> {};
 
 TEST_P(EmbeddingCuda, MatchesReference) {

@@ -28,7 +28,7 @@ std::vector<std::string> on_every_gpu(int size, Body body) {
       std::string stage = "starting";
       try {
         set_test_device(rank);
-        if (cudaSetDevice(rank) != cudaSuccess) throw std::runtime_error("cudaSetDevice failed");
+        cuda_set_device(rank);
         failures[static_cast<std::size_t>(rank)] = body(rank, size, stage);
       } catch (const std::exception& error) {
         failures[static_cast<std::size_t>(rank)] = "exception while " + stage + ": " + error.what();

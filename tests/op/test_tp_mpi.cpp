@@ -455,8 +455,6 @@ TEST(TensorParallelOp, FunctionFormWithGroupAndExplicitRanks) {
 #if TPEMBED_TEST_ON_GPU
 // ---- peer_rows: every rank reads the others' tables (CUDA IPC: ranks are processes) -------------
 
-#define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
-
 TEST(TensorParallelPeerRows, AutomaticNeverPicksPeerRows) {
   // peer_rows makes the destructor collective: only a caller who asks for it gets it.
   const HostTable table = random_table(DType::f32, 4, 4, 1);

@@ -1,5 +1,5 @@
-// Test support for GPU tests: work captured once as a CUDA graph on a stream of its own, then
-// replayed (header-only: only binaries built with the CUDA backend include it).
+// Test support for GPU tests: CUDA_OK, and work captured once as a CUDA graph on a stream of its
+// own, then replayed (header-only: only binaries built with the CUDA backend include it).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -7,6 +7,9 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+
+/// Inside a gtest body: fails the test (and returns) when a CUDA runtime call does not succeed.
+#define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
 
 namespace tpembed::testing {
 
