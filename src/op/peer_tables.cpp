@@ -130,12 +130,18 @@ std::unique_ptr<PeerTables> PeerTables::connect(Communicator& group, const Embed
         entry.scale = record.has_scale ? reinterpret_cast<const void*>(record.scale_address) : nullptr;
         continue;
       }
-      auto map = [&](const cuda_runtime::SharedMemoryHandle& handle) -> const void* {
+      // A process may open one allocation only once: where the scales live in the table's own
+      // allocation (one packed buffer, or a caching allocator's segment), the mapping is shared.
+      auto map = [&](const cuda_runtime::SharedMemoryHandle& handle) {
         tables->mappings_.push_back(cuda_runtime::map_memory(handle));
-        return static_cast<const std::uint8_t*>(tables->mappings_.back()) + handle.offset;
+        return static_cast<const std::uint8_t*>(tables->mappings_.back());
       };
-      entry.table = map(record.table);
-      entry.scale = record.has_scale ? map(record.scale) : nullptr;
+      const std::uint8_t* table_base = map(record.table);
+      entry.table = table_base + record.table.offset;
+      if (!record.has_scale) continue;
+      const bool same_allocation = record.scale_address - static_cast<std::uintptr_t>(record.scale.offset) ==
+                                   record.table_address - static_cast<std::uintptr_t>(record.table.offset);
+      entry.scale = (same_allocation ? table_base : map(record.scale)) + record.scale.offset;
     }
     tables->num_shards_ = members;
     tables->alignment_ = alignment;

@@ -490,6 +490,36 @@ TEST(TensorParallelPeerRows, ATableThatCannotBeSharedIsNamedOnEveryRank) {
   cudaFree(managed);
 }
 
+// Every rank's scales in the same allocation as its table (one packed buffer, as a caching
+// allocator's segment may hold both): a process may open an allocation only once, so each peer's is
+// mapped once and both the rows and the scales are read through that one mapping.
+TEST(TensorParallelPeerRows, TableAndScalesInOneAllocation) {
+  if (!gpus_of_the_world_reach_each_other()) GTEST_SKIP() << "SKIPPED: these GPUs have no peer access to each other";
+  const int tp = world().size();
+  const std::int64_t rows = 40, hidden = 64;
+  const Problem problem = random_problem(DType::i8, rows * tp, hidden, DType::f32, 0, 41);
+  const RankShard mine = cut_shard(problem, 0, rows * world().rank(), rows);
+  const std::size_t table_bytes = mine.weight.bytes.size(), scale_bytes = mine.scale->bytes.size();
+  DeviceBuffer packed(table_bytes + scale_bytes, test_device());
+  auto* scales_at = static_cast<std::uint8_t*>(packed.data()) + table_bytes;
+  cuda_copy(packed.data(), mine.weight.bytes.data(), table_bytes);
+  cuda_copy(scales_at, mine.scale->bytes.data(), scale_bytes);
+  EmbeddingShard shard;
+  shard.weight = TensorView(packed.data(), DType::i8, {rows, hidden}, Device::cuda(test_device()));
+  shard.scale = TensorView(scales_at, DType::f32, {rows}, Device::cuda(test_device()));
+  EmbeddingConfig config = whole_world_config(0);
+  config.vocab_exchange = VocabExchange::peer_rows;
+  config.out_dtype = DType::bf16;
+  ParallelEmbedding layer(world(), shard, config);
+  const std::vector<std::int64_t> ids = {0, rows * tp - 1, rows, -1, rows * tp, 7, rows + 3};
+  const auto count = static_cast<std::int64_t>(ids.size());
+  const DeviceCopy device_ids = upload_bytes(encode_ids(ids, DType::i64), DType::i64, {count});
+  DeviceBuffer out(static_cast<std::size_t>(count * hidden * 2), test_device());
+  layer.forward(device_ids.view, out.view(DType::bf16, {count, hidden}));
+  EXPECT_EQ(download(out.data(), out.size()), reference_lookup(problem, ids, DType::bf16));
+  EXPECT_EQ(layer.last_bad_id_count(), 2u);
+}
+
 // The whole tp > 1 forward captured once in a CUDA graph (collective checks off: nothing but the
 // lookup kernel), replayed with new ids written into the captured id buffer.
 TEST(TensorParallelPeerRows, CapturedForwardReplaysWithNewIds) {
