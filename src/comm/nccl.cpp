@@ -112,7 +112,7 @@ class NcclCommunicator final : public Communicator {
       Communicator::do_all_gather_v(send, recv, byte_counts, displacements, stream_handle);
       return;
     }
-    cuda_runtime::set_device(device_);
+    const cuda_runtime::DeviceScope on(device_);  // the caller keeps its current device
     auto stream = static_cast<cudaStream_t>(stream_handle);
     TPEMBED_EXPECTS(!meet_local_members(stream), UnsupportedError, "rank ", rank_,
                     ": all_gather_v cannot be captured in a CUDA graph (its counts are planned on the host)");
@@ -143,7 +143,7 @@ class NcclCommunicator final : public Communicator {
 
   std::unique_ptr<Communicator> do_split(int color, int key) override {
     check_usable();
-    cuda_runtime::set_device(device_);
+    const cuda_runtime::DeviceScope on(device_);
     // Members of the child in this process: those of this process's members that pass the same color
     // (every member splits in the same order, so the split count names the same split everywhere).
     const std::uint64_t split_number = splits_++;
@@ -245,7 +245,7 @@ class NcclCommunicator final : public Communicator {
   void run(const void* send, void* recv, std::size_t send_bytes, std::size_t recv_bytes, void* stream_handle,
            Collective collective) {
     check_usable();
-    cuda_runtime::set_device(device_);
+    const cuda_runtime::DeviceScope on(device_);
     auto stream = static_cast<cudaStream_t>(stream_handle);
     const bool staged = !is_device_memory(recv);
     const void* device_send = send;
