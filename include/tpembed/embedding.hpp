@@ -71,6 +71,11 @@ struct EmbeddingConfig {
   /// queues nothing but the lookup and the exchange: with NCCL (all_reduce) or peer_rows it can
   /// then be captured in a CUDA graph. Every rank must set the same value.
   bool collective_checks = true;
+  /// A fingerprint of where this rank's shard came from (0: not given), for example a hash of the
+  /// checkpoint's tensor name, dtype and global shape, as the safetensors loaders fill it. Set-up
+  /// refuses, on every rank, a group whose ranks give different non-zero fingerprints (ranks that
+  /// opened different checkpoints); ranks that give 0 are not compared.
+  std::uint64_t table_fingerprint = 0;
 };
 
 /// A rank's part of the table. Views, plus an optional owner that keeps their memory alive.

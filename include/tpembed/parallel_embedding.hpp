@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <vector>
 
@@ -55,6 +56,13 @@ class ParallelEmbedding {
   /// (MPI) and all_reduce, owned_rows or hidden sharding, device data is staged through host memory
   /// and the call returns when the output is complete.
   void forward(const TensorView& ids, const TensorView& out, void* stream = nullptr);
+
+  /// Joins a forward of the group without ids, failing with `error`: for a rank whose arguments
+  /// could not even be turned into tensors (a binding's conversion failed). It takes this rank's
+  /// part of the forward's cross-rank check, so every rank of the group throws the error (naming
+  /// this rank) instead of waiting for this one; with collective_checks off or tp_size 1 it
+  /// rethrows `error` here alone. Always throws; a null `error` becomes an InvalidArgumentError.
+  [[noreturn]] void fail_forward(std::exception_ptr error);
 
   /// Where the shards sit.
   const ShardLayout& layout() const;

@@ -342,6 +342,15 @@ void ParallelEmbedding::forward(const TensorView& ids, const TensorView& out, vo
   impl_->forward(ids, out, stream);
 }
 
+void ParallelEmbedding::fail_forward(std::exception_ptr error) {
+  if (!error) error = std::make_exception_ptr(InvalidArgumentError("fail_forward: no error given"));
+  if (impl_->layout.tp_size > 1 && impl_->config.collective_checks) {
+    // The other ranks' forward() gathers their counts after the error check; join that too.
+    agree_or_throw(*impl_->group, error);
+  }
+  std::rethrow_exception(error);
+}
+
 const ShardLayout& ParallelEmbedding::layout() const { return impl_->layout; }
 Communicator& ParallelEmbedding::group() { return *impl_->group; }
 std::uint64_t ParallelEmbedding::last_bad_id_count() const { return impl_->bad_id_count(impl_->last_stream); }
