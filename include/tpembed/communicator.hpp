@@ -2,6 +2,7 @@
 // MPI; NCCL later). The op layer only ever talks to this interface.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -133,6 +134,13 @@ std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, in
 /// `local_error` is the exception this rank caught (null when it succeeded); a tpembed::Error keeps
 /// its type (an OutOfRangeError its id and position), any other exception becomes a BackendError.
 void agree_or_throw(Communicator& comm, std::exception_ptr local_error);
+
+/// As above, and in the same collective gathers `fact_bytes` bytes of `facts` from every rank into
+/// `all_facts` (rank r's at r * fact_bytes; every rank passes the same fact_bytes): one round trip
+/// for an error check and the facts that ranks compare next. Throws before filling `all_facts`
+/// when any rank failed.
+void agree_or_throw(Communicator& comm, std::exception_ptr local_error, const void* facts,
+                    std::size_t fact_bytes, void* all_facts);
 
 /// As above, for an Error value (its dynamic type is not kept; its code is).
 void agree_or_throw(Communicator& comm, const std::optional<Error>& local_error);

@@ -58,7 +58,8 @@ std::string check_groups(const std::vector<std::vector<std::int64_t>>& groups) {
   return {};
 }
 
-// One fixed-size record per rank for agree_or_throw.
+// One fixed-size record per rank for agree_or_throw, followed by the caller's facts (the same
+// number of bytes on every rank).
 struct ErrorRecord {
   std::int32_t failed;
   std::int32_t code;
@@ -66,6 +67,61 @@ struct ErrorRecord {
   char message[992];
 };
 static_assert(sizeof(ErrorRecord) == 1024, "ErrorRecord is exchanged as raw bytes");
+
+void describe_error(std::exception_ptr local_error, ErrorRecord& mine) {
+  mine.failed = 1;
+  try {
+    std::rethrow_exception(local_error);
+  } catch (const OutOfRangeError& error) {
+    mine.code = static_cast<std::int32_t>(error.code());
+    mine.first_bad_id = error.first_bad_id();
+    mine.position = error.position();
+    mine.count = error.count();
+    std::strncpy(mine.message, error.what(), sizeof mine.message - 1);
+  } catch (const Error& error) {
+    mine.code = static_cast<std::int32_t>(error.code());
+    std::strncpy(mine.message, error.what(), sizeof mine.message - 1);
+  } catch (const std::exception& error) {
+    mine.code = static_cast<std::int32_t>(ErrorCode::backend);
+    std::strncpy(mine.message, error.what(), sizeof mine.message - 1);
+  } catch (...) {
+    mine.code = static_cast<std::int32_t>(ErrorCode::backend);
+    std::strncpy(mine.message, "unknown exception", sizeof mine.message - 1);
+  }
+}
+
+// Throws the agreed error when any of the gathered records failed.
+void throw_if_any_failed(const std::vector<const ErrorRecord*>& all) {
+  // Group ranks that failed with the same message, keeping the order of their first appearance.
+  std::vector<std::pair<std::string, std::vector<int>>> reasons;
+  const ErrorRecord* first = nullptr;
+  for (std::size_t r = 0; r < all.size(); ++r) {
+    if (!all[r]->failed) continue;
+    if (first == nullptr) first = all[r];
+    const std::string text(all[r]->message, strnlen(all[r]->message, sizeof all[r]->message));
+    auto it = std::find_if(reasons.begin(), reasons.end(),
+                           [&](const auto& reason) { return reason.first == text; });
+    if (it == reasons.end()) {
+      reasons.push_back({text, {static_cast<int>(r)}});
+    } else {
+      it->second.push_back(static_cast<int>(r));
+    }
+  }
+  if (first == nullptr) return;
+
+  std::ostringstream message;
+  for (std::size_t i = 0; i < reasons.size(); ++i) {
+    const auto& ranks = reasons[i].second;
+    message << (i ? "; " : "") << (ranks.size() > 1 ? "ranks " : "rank ");
+    for (std::size_t k = 0; k < ranks.size(); ++k) message << (k ? "," : "") << ranks[k];
+    message << ": " << reasons[i].first;
+  }
+  const auto code = static_cast<ErrorCode>(first->code);
+  if (code == ErrorCode::out_of_range) {
+    throw OutOfRangeError(message.str(), first->first_bad_id, first->position, first->count);
+  }
+  throw_error(code, message.str());
+}
 
 }  // namespace
 
@@ -150,60 +206,31 @@ void agree_or_throw(Communicator& comm, const std::optional<Error>& local_error)
 }
 
 void agree_or_throw(Communicator& comm, std::exception_ptr local_error) {
-  ErrorRecord mine{};
-  if (local_error) {
-    mine.failed = 1;
-    try {
-      std::rethrow_exception(local_error);
-    } catch (const OutOfRangeError& error) {
-      mine.code = static_cast<std::int32_t>(error.code());
-      mine.first_bad_id = error.first_bad_id();
-      mine.position = error.position();
-      mine.count = error.count();
-      std::strncpy(mine.message, error.what(), sizeof mine.message - 1);
-    } catch (const Error& error) {
-      mine.code = static_cast<std::int32_t>(error.code());
-      std::strncpy(mine.message, error.what(), sizeof mine.message - 1);
-    } catch (const std::exception& error) {
-      mine.code = static_cast<std::int32_t>(ErrorCode::backend);
-      std::strncpy(mine.message, error.what(), sizeof mine.message - 1);
-    } catch (...) {
-      mine.code = static_cast<std::int32_t>(ErrorCode::backend);
-      std::strncpy(mine.message, "unknown exception", sizeof mine.message - 1);
-    }
-  }
-  std::vector<ErrorRecord> all(comm.size());
-  comm.all_gather(&mine, all.data(), sizeof(ErrorRecord), DType::i8);
+  agree_or_throw(comm, local_error, nullptr, 0, nullptr);
+}
 
-  // Group ranks that failed with the same message, keeping the order of their first appearance.
-  std::vector<std::pair<std::string, std::vector<int>>> reasons;
-  const ErrorRecord* first = nullptr;
-  for (int r = 0; r < comm.size(); ++r) {
-    if (!all[r].failed) continue;
-    if (first == nullptr) first = &all[r];
-    const std::string text(all[r].message);
-    auto it = std::find_if(reasons.begin(), reasons.end(),
-                           [&](const auto& reason) { return reason.first == text; });
-    if (it == reasons.end()) {
-      reasons.push_back({text, {r}});
-    } else {
-      it->second.push_back(r);
-    }
-  }
-  if (first == nullptr) return;
+void agree_or_throw(Communicator& comm, std::exception_ptr local_error, const void* facts,
+                    std::size_t fact_bytes, void* all_facts) {
+  TPEMBED_EXPECTS(fact_bytes == 0 || (facts != nullptr && all_facts != nullptr), InvalidArgumentError,
+                  "agree_or_throw: null facts buffer for ", fact_bytes, " bytes");
+  // Records padded to 8 bytes so that each rank's facts stay aligned for the caller's struct.
+  const std::size_t padded = (fact_bytes + 7) / 8 * 8;
+  const std::size_t record_bytes = sizeof(ErrorRecord) + padded;
+  const std::size_t ranks = static_cast<std::size_t>(comm.size());
+  std::vector<std::uint64_t> mine(record_bytes / 8, 0), gathered(record_bytes / 8 * ranks);
+  auto* own = reinterpret_cast<ErrorRecord*>(mine.data());
+  if (local_error) describe_error(local_error, *own);
+  if (fact_bytes > 0) std::memcpy(own + 1, facts, fact_bytes);
+  comm.all_gather(mine.data(), gathered.data(), static_cast<std::int64_t>(record_bytes), DType::i8);
 
-  std::ostringstream message;
-  for (std::size_t i = 0; i < reasons.size(); ++i) {
-    const auto& ranks = reasons[i].second;
-    message << (i ? "; " : "") << (ranks.size() > 1 ? "ranks " : "rank ");
-    for (std::size_t k = 0; k < ranks.size(); ++k) message << (k ? "," : "") << ranks[k];
-    message << ": " << reasons[i].first;
+  std::vector<const ErrorRecord*> all(ranks);
+  for (std::size_t r = 0; r < ranks; ++r) {
+    all[r] = reinterpret_cast<const ErrorRecord*>(gathered.data() + r * record_bytes / 8);
   }
-  const auto code = static_cast<ErrorCode>(first->code);
-  if (code == ErrorCode::out_of_range) {
-    throw OutOfRangeError(message.str(), first->first_bad_id, first->position, first->count);
+  throw_if_any_failed(all);
+  for (std::size_t r = 0; fact_bytes > 0 && r < ranks; ++r) {
+    std::memcpy(static_cast<std::uint8_t*>(all_facts) + r * fact_bytes, all[r] + 1, fact_bytes);
   }
-  throw_error(code, message.str());
 }
 
 int node_local_cuda_device(const Communicator& comm) {

@@ -34,6 +34,10 @@ void check_scale(const TensorView& scale, const char* name, std::int64_t rows, c
                   device_name(table_device_ref.device));
 }
 
+const char* placement_name(std::int32_t placement) {
+  return placement == static_cast<std::int32_t>(ShardPlacement::equal) ? "equal" : "packed";
+}
+
 std::string rank_list(const std::vector<int>& ranks) {
   std::ostringstream text;
   for (std::size_t i = 0; i < ranks.size(); ++i) text << (i ? "," : "") << ranks[i];
@@ -41,6 +45,12 @@ std::string rank_list(const std::vector<int>& ranks) {
 }
 
 }  // namespace
+
+std::string hex(std::uint64_t value) {
+  std::ostringstream text;
+  text << "0x" << std::hex << value;
+  return text.str();
+}
 
 DType check_local_shard(const EmbeddingShard& shard, const EmbeddingConfig& config) {
   TPEMBED_EXPECTS(config.tp_size >= 1, InvalidArgumentError, "tp_size must be >= 1, got ",
@@ -154,6 +164,8 @@ ShardDescription describe_shard(const EmbeddingShard& shard, const EmbeddingConf
   d.vocab_size = config.vocab_size ? *config.vocab_size : -1;
   d.vocab_exchange = static_cast<std::int32_t>(config.vocab_exchange);
   d.collective_checks = config.collective_checks ? 1 : 0;
+  d.strict = config.strict ? 1 : 0;
+  d.table_fingerprint = config.table_fingerprint;
   return d;
 }
 
@@ -167,8 +179,9 @@ ShardLayout plan_layout(const std::vector<ShardDescription>& shards, int my_grou
     const ShardDescription& s = shards[r];
     TPEMBED_EXPECTS(s.sharding_dim == first.sharding_dim, ShapeError, "rank ", r,
                     " shards dim ", s.sharding_dim, " but rank 0 shards dim ", first.sharding_dim);
-    TPEMBED_EXPECTS(s.placement == first.placement, ShapeError, "rank ", r,
-                    " uses a different shard placement from rank 0");
+    TPEMBED_EXPECTS(s.placement == first.placement, ShapeError, "rank ", r, " uses ",
+                    placement_name(s.placement), " shard placement but rank 0 uses ",
+                    placement_name(first.placement));
     TPEMBED_EXPECTS(s.table_dtype == first.table_dtype, ShapeError, "rank ", r, " holds a ",
                     dtype_name(static_cast<DType>(s.table_dtype)), " table but rank 0 holds a ",
                     dtype_name(static_cast<DType>(first.table_dtype)), " table");
@@ -185,6 +198,14 @@ ShardLayout plan_layout(const std::vector<ShardDescription>& shards, int my_grou
     TPEMBED_EXPECTS(s.collective_checks == first.collective_checks, InvalidArgumentError, "rank ", r,
                     " sets collective_checks ", s.collective_checks ? "on" : "off", " but rank 0 sets it ",
                     first.collective_checks ? "on" : "off", " (ranks that check would wait for ranks that do not)");
+    TPEMBED_EXPECTS(s.strict == first.strict, InvalidArgumentError, "rank ", r, " sets strict ",
+                    s.strict ? "on" : "off", " but rank 0 sets it ", first.strict ? "on" : "off",
+                    " (strict ranks would wait for the others in the out-of-range check)");
+    TPEMBED_EXPECTS(s.table_fingerprint == 0 || first.table_fingerprint == 0 ||
+                        s.table_fingerprint == first.table_fingerprint,
+                    InvalidArgumentError, "rank ", r, " has table fingerprint ", hex(s.table_fingerprint),
+                    " but rank 0 has ", hex(first.table_fingerprint),
+                    ": the ranks' shards come from different tables (another checkpoint or tensor)");
   }
 
   // tp ranks must be a permutation of 0..tp-1.

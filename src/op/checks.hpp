@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "tpembed/embedding.hpp"
@@ -25,7 +26,13 @@ struct ShardDescription {
   std::int64_t vocab_size;  ///< -1 when not given.
   std::int32_t vocab_exchange;
   std::int32_t collective_checks;
+  std::int32_t strict;
+  std::int32_t reserved;  ///< zero: keeps the record free of padding bytes
+  std::uint64_t table_fingerprint;  ///< EmbeddingConfig::table_fingerprint (0: not given)
 };
+
+/// "0x" and the value in hexadecimal (fingerprints in messages).
+std::string hex(std::uint64_t value);
 
 /// Checks one rank's shard and config on their own; returns the output dtype.
 DType check_local_shard(const EmbeddingShard& shard, const EmbeddingConfig& config);

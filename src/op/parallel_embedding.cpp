@@ -3,11 +3,13 @@
 #include "tpembed/parallel_embedding.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <functional>
 #include <numeric>
 #include <optional>
 
+#include "op/agreement.hpp"
 #include "op/checks.hpp"
 #include "op/owned_rows.hpp"
 #include "op/peer_tables.hpp"
@@ -28,6 +30,31 @@ struct ParallelEmbedding::Impl {
   std::unique_ptr<op::PeerTables> peer_tables;
   unsigned long long host_bad_id_slots[3] = {0, 0, 0};  // LookupParams::bad_id_slots for host tables
   void* last_stream = nullptr;  // the stream the last forward queued its work on
+  // Set while a thread is inside forward() of a tp > 1 layer: a second thread would interleave its
+  // collectives with the first's (other ranks would pair them up wrongly), so it is refused.
+  std::atomic<bool> in_forward{false};
+
+  // Marks a forward of a tp > 1 layer as running for its scope; throws when one already is.
+  class ForwardEntry {
+   public:
+    explicit ForwardEntry(Impl& impl) : flag_(impl.layout.tp_size > 1 ? &impl.in_forward : nullptr) {
+      if (flag_ != nullptr && flag_->exchange(true, std::memory_order_acquire)) {
+        flag_ = nullptr;
+        throw InvalidArgumentError(
+            "forward: another thread is inside forward() of this tensor-parallel layer; a layer runs one "
+            "forward at a time (its collectives must pair up across ranks): use one layer per thread");
+      }
+    }
+    ~ForwardEntry() {
+      if (flag_ != nullptr) flag_->store(false, std::memory_order_release);
+    }
+    ForwardEntry(const ForwardEntry&) = delete;
+    ForwardEntry& operator=(const ForwardEntry&) = delete;
+
+   private:
+    std::atomic<bool>* flag_;
+  };
+  void check_forward_facts_across_group(std::exception_ptr local_error, const op::ForwardFacts& facts);
 
   bool on_gpu() const { return shard.weight.device.kind == DeviceKind::cuda; }
   void setup(Communicator& comm);
@@ -54,36 +81,33 @@ std::exception_ptr run_caught(const std::function<void()>& step) {
 }  // namespace
 
 void ParallelEmbedding::Impl::setup(Communicator& comm) {
-  DType out_dtype = DType::f32;
+  // Every rank of the communicator says what it holds and which group it joins in one collective
+  // (with its local error, if any), and every rank checks every group from the same records: a
+  // mismatch anywhere, or a rank of tp_size 1 among ranks that wait for it, raises the same error on
+  // every rank before anyone waits in a collective the others will not join.
   std::vector<int> members;
+  op::SetupFacts mine{};
   std::exception_ptr local_error = run_caught([&] {
-    out_dtype = op::check_local_shard(shard, config);
-    if (config.tp_size == 1) return;
-    if (config.tp_group.empty()) {
-      TPEMBED_EXPECTS(comm.size() == config.tp_size, InvalidArgumentError, "tp_size ",
-                      config.tp_size, " but the communicator has ", comm.size(),
-                      " ranks: pass tp_group to name this rank's group");
-      members.resize(comm.size());
-      std::iota(members.begin(), members.end(), 0);
-    } else {
-      members = config.tp_group;
-    }
+    const DType out_dtype = op::check_local_shard(shard, config);
+    members = op::group_members(config, comm.rank(), comm.size());
+    const int position = static_cast<int>(std::find(members.begin(), members.end(), comm.rank()) - members.begin());
+    const int my_tp_rank = config.tp_rank ? *config.tp_rank : position;
+    mine = op::describe_setup(op::describe_shard(shard, config, my_tp_rank, out_dtype), config, members, comm.rank());
   });
-  if (config.tp_size == 1) {
-    // Nothing to agree on: the rank works alone.
+  std::vector<op::SetupFacts> all(static_cast<std::size_t>(comm.size()));
+  if (comm.size() == 1) {
     if (local_error) std::rethrow_exception(local_error);
-    group = make_single_communicator();
+    all[0] = mine;
   } else {
-    agree_or_throw(comm, local_error);
-    group = comm.split(members);
+    agree_or_throw(comm, local_error, &mine, sizeof mine, all.data());
   }
+  op::SetupPlan plan = op::plan_setup(all, comm.rank());
+  layout = std::move(plan.layout);
+  tp_rank_of_member = std::move(plan.tp_rank_of_member);
+  // The split is collective over the communicator: ranks of tp_size 1 join it when any rank needs it.
+  std::unique_ptr<Communicator> split = plan.any_group ? comm.split(members) : nullptr;
+  group = config.tp_size > 1 ? std::move(split) : make_single_communicator();
 
-  const int my_tp_rank = config.tp_rank ? *config.tp_rank : group->rank();
-  const op::ShardDescription mine = op::describe_shard(shard, config, my_tp_rank, out_dtype);
-  std::vector<op::ShardDescription> all(group->size());
-  group->all_gather(&mine, all.data(), sizeof mine, DType::i8);
-  layout = op::plan_layout(all, group->rank());
-  for (const auto& description : all) tp_rank_of_member.push_back(description.tp_rank);
   // The device counter exists before the first forward, so that one can be graph-captured. It is
   // made before the peer tables, whose set-up must be the last step that can fail: a rank failing
   // after it would run its collective destructor while the others went on.
@@ -107,6 +131,13 @@ void ParallelEmbedding::Impl::setup(Communicator& comm) {
   }
 }
 
+void ParallelEmbedding::Impl::check_forward_facts_across_group(std::exception_ptr local_error,
+                                                               const op::ForwardFacts& facts) {
+  std::vector<op::ForwardFacts> all(static_cast<std::size_t>(layout.tp_size));
+  agree_or_throw(*group, local_error, &facts, sizeof facts, all.data());
+  op::check_forward_facts(all);
+}
+
 LookupParams ParallelEmbedding::Impl::lookup_params(const TensorView& ids, void* out,
                                                     std::int64_t out_row_stride) const {
   return op::lookup_params(shard, layout, ids, out, out_row_stride);
@@ -114,27 +145,26 @@ LookupParams ParallelEmbedding::Impl::lookup_params(const TensorView& ids, void*
 
 void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& out, void* stream) {
   const int tp = layout.tp_size;
+  const ForwardEntry entry(*this);
+  op::Place place(shard.weight.device, stream);
   std::exception_ptr local_error = run_caught([&] {
     op::check_ids(ids, shard.weight.device);
     op::check_out(out, ids, layout.global_cols, layout.out_dtype, shard.weight.device);
   });
-  const std::int64_t num_ids = local_error ? -1 : ids.numel();
   if (tp > 1 && config.collective_checks) {
-    // A rank with bad arguments, or with a different number of ids, must not leave the others
-    // waiting in the collective below.
-    agree_or_throw(*group, local_error);
-    std::vector<std::int64_t> counts(tp);
-    group->all_gather(&num_ids, counts.data(), 1, DType::i64);
-    for (int r = 1; r < tp; ++r) {
-      TPEMBED_EXPECTS(counts[r] == counts[0], ShapeError, "rank ", r, " of the tp group looks up ",
-                      counts[r], " ids but rank 0 looks up ", counts[0],
-                      ": every rank of the group must pass the same ids");
+    // A rank with bad arguments, other ids or a different number of them must not leave the others
+    // waiting in the exchange below, nor make them return rows of other ids: one collective
+    // carries the error flag, the count and the ids' fingerprint of every rank.
+    op::ForwardFacts facts{-1, 0};
+    if (!local_error) {
+      local_error = run_caught([&] { facts = {ids.numel(), op::ids_fingerprint(ids, place, workspace)}; });
     }
+    check_forward_facts_across_group(local_error, facts);
   } else if (local_error) {
     std::rethrow_exception(local_error);
   }
+  const std::int64_t num_ids = ids.numel();
 
-  op::Place place(shard.weight.device, stream);
   last_stream = stream;
   // Each lookup below stores its bad-id count in counter[0] (LookupParams::bad_id_slots): nothing to
   // reset per call, so a captured forward is the lookup (and exchange) alone.
@@ -345,8 +375,8 @@ void ParallelEmbedding::forward(const TensorView& ids, const TensorView& out, vo
 void ParallelEmbedding::fail_forward(std::exception_ptr error) {
   if (!error) error = std::make_exception_ptr(InvalidArgumentError("fail_forward: no error given"));
   if (impl_->layout.tp_size > 1 && impl_->config.collective_checks) {
-    // The other ranks' forward() gathers their counts after the error check; join that too.
-    agree_or_throw(*impl_->group, error);
+    const Impl::ForwardEntry entry(*impl_);
+    impl_->check_forward_facts_across_group(error, {-1, 0});  // throws: `error` reaches every rank
   }
   std::rethrow_exception(error);
 }

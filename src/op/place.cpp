@@ -88,4 +88,9 @@ void* Workspace::host_stage(std::size_t bytes) {
   return stage_.get();
 }
 
+void* Workspace::small_host_stage() {
+  if (small_stage_ == nullptr) small_stage_.reset(cuda_runtime::alloc_host(kSmallStageBytes));
+  return small_stage_.get();
+}
+
 }  // namespace tpembed::op

@@ -25,6 +25,8 @@ class Place {
 
   bool is_host() const { return device_.kind == DeviceKind::cpu; }
   const Device& device() const { return device_; }
+  /// The stream work is queued on (a cudaStream_t; null for the host or the default stream).
+  void* stream() const { return stream_; }
 
   /// The lookup on this place (lookup_cpu, or a lookup_cuda launch whose status is checked).
   void lookup(const LookupParams& params);
@@ -57,11 +59,15 @@ class Workspace {
   /// The counter if it was allocated, else null.
   const unsigned long long* device_counter_if_any() const;
   /// What a scratch buffer is for (each kind is kept, and grown, separately).
-  enum class Scratch { gather_blocks, exchange_ids, exchange_positions, exchange_receive, count };
+  enum class Scratch { gather_blocks, exchange_ids, exchange_positions, exchange_receive, fingerprint_partials, count };
   /// At least `bytes` of scratch of kind `kind` on `place`.
   void* scratch(const Place& place, Scratch kind, std::size_t bytes);
   /// At least `bytes` of page-locked host memory for staging device data through MPI.
   void* host_stage(std::size_t bytes);
+  /// kSmallStageBytes of page-locked host memory, allocated once: small per-call copies (the ids
+  /// fingerprint's) that must not disturb host_stage()'s buffer.
+  void* small_host_stage();
+  static constexpr std::size_t kSmallStageBytes = 8192;
 
  private:
   DeviceBuffer counter_;
@@ -72,6 +78,7 @@ class Workspace {
   };
   std::unique_ptr<void, PinnedFree> stage_;
   std::size_t stage_bytes_ = 0;
+  std::unique_ptr<void, PinnedFree> small_stage_;
 };
 
 }  // namespace tpembed::op

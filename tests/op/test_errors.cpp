@@ -139,7 +139,7 @@ TEST_F(EmbeddingErrors, TpSizeMustMatchTheCommunicator) {
   auto comm = make_single_communicator();
   expect_error<InvalidArgumentError>(
       [&] { embedding(id_view(), float_problem.table.view(), options, comm.get()); },
-      "rank 0: tp_size 2 but the communicator has 1 ranks");
+      "tp_size 2 but the communicator has 1 ranks");
 }
 
 TEST_F(EmbeddingErrors, TableDtypeMustBeATableDtype) {
