@@ -137,7 +137,10 @@ TensorView make_view(const Array& array, const char* name, const Declared& decla
           "columns"));
     }
     const std::int64_t columns = *declared.int4_columns;
-    if (shape.size() != 2 || columns < 0 || shape[1] != (columns + 1) / 2) {
+    // The user's own number, before a [rows, ceil(hidden / 2)] shape is derived from it.
+    TPEMBED_EXPECTS(columns >= 0, InvalidArgumentError, "hidden must be the number of columns of ",
+                    name, " (i4), a count >= 0, got hidden=", columns);
+    if (shape.size() != 2 || shape[1] != (columns + 1) / 2) {
       throw ShapeError(detail::concat(
           name, " is declared i4 with hidden=", columns, ", so it must be uint8 [rows, ",
           (columns + 1) / 2, "] (ceil(hidden / 2) bytes a row), got ", shape.size(), "-D with ",
@@ -152,7 +155,73 @@ TensorView make_view(const Array& array, const char* name, const Declared& decla
   return TensorView(data, resolved, std::move(shape), device);
 }
 
+// What a refused argument was, for messages: its type, and its dtype where it has one.
+std::string describe_object(const nanobind::handle& object) {
+  if (object.is_none()) return "None";
+  std::string text = nanobind::inst_name(object).c_str();
+  if (nanobind::hasattr(object, "dtype")) {
+    try {
+      const nanobind::object dtype = object.attr("dtype");
+      const nanobind::str shown{nanobind::handle(dtype.ptr())};  // str(dtype), not a cast
+      text += detail::concat(" of dtype ", shown.c_str());
+    } catch (const nanobind::python_error&) {
+      // A dtype that cannot be shown: the type name alone says enough.
+    }
+  }
+  return text;
+}
+
+template <typename Array>
+Array import_array(const nanobind::handle& object, const char* name, const char* required) {
+  Array array;
+  if (object.is_none() || !nanobind::try_cast(object, array, /*convert=*/false)) {
+    InputArray readable;
+    if (!object.is_none() && nanobind::try_cast(object, readable, /*convert=*/false)) {
+      throw InvalidArgumentError(
+          detail::concat(name, " is read-only (", describe_object(object),
+                         "); tpembed writes into it: pass a writable array"));
+    }
+    throw InvalidArgumentError(detail::concat(
+        name, " must be ", required,
+        " (NumPy, or a DLPack tensor such as PyTorch's or CuPy's) of a dtype tpembed takes, in "
+        "native byte order; got ",
+        describe_object(object)));
+  }
+  return array;
+}
+
 }  // namespace
+
+InputArray input_array(const nanobind::handle& object, const char* name) {
+  return import_array<InputArray>(object, name, "an array");
+}
+
+std::optional<InputArray> optional_input_array(const nanobind::handle& object, const char* name) {
+  if (object.is_none()) return std::nullopt;
+  return input_array(object, name);
+}
+
+OutputArray output_array(const nanobind::handle& object, const char* name) {
+  return import_array<OutputArray>(object, name, "a writable array");
+}
+
+void check_no_overlap(const TensorView& out, const std::vector<NamedView>& inputs) {
+  const auto begin = reinterpret_cast<std::uintptr_t>(out.data);
+  const auto end = begin + static_cast<std::uintptr_t>(out.nbytes());
+  if (begin == end) return;
+  for (const NamedView& input : inputs) {
+    if (input.view.data == nullptr) continue;  // an optional input not given
+    const auto first = reinterpret_cast<std::uintptr_t>(input.view.data);
+    const auto last = first + static_cast<std::uintptr_t>(input.view.nbytes());
+    // Host and CUDA pointers share one (unified) address space: ranges compare across devices.
+    if (first < end && begin < last) {
+      throw InvalidArgumentError(
+          detail::concat("out shares memory with ", input.name, " (bytes [0x", std::hex, begin,
+                         ", 0x", end, ") and [0x", first, ", 0x", last, std::dec,
+                         ")): the lookup would overwrite what it reads; pass an out of its own"));
+    }
+  }
+}
 
 TensorView to_view(const InputArray& array, const char* name, const Declared& declared) {
   return make_view(array, name, declared);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tpembed/dtype.hpp"
 #include "tpembed/tensor.hpp"
@@ -23,6 +24,25 @@ struct Declared {
   std::optional<DType> dtype;
   std::optional<std::int64_t> int4_columns;  ///< i4 only: the logical column count H.
 };
+
+/// `object` (an array of NumPy, PyTorch, CuPy..., or a DLPack capsule) imported as an array.
+/// Throws InvalidArgumentError naming `name`, what was given and what is accepted when it cannot be
+/// (None, a list, an object or big-endian array...): nanobind's own dispatch error names neither.
+InputArray input_array(const nanobind::handle& object, const char* name);
+/// As input_array, None being no array.
+std::optional<InputArray> optional_input_array(const nanobind::handle& object, const char* name);
+/// As input_array, for an array tpembed writes (read-only arrays are refused).
+OutputArray output_array(const nanobind::handle& object, const char* name);
+
+/// An input the output must not share memory with, as messages name it.
+struct NamedView {
+  const char* name;
+  TensorView view;
+};
+
+/// Throws InvalidArgumentError when the bytes of `out` overlap those of any of `inputs`: the
+/// lookup would read rows (or ids) it is overwriting.
+void check_no_overlap(const TensorView& out, const std::vector<NamedView>& inputs);
 
 /// A view of `array` (named `name` in messages). Throws InvalidArgumentError (ValueError) when its
 /// dtype, device or layout does not fit, or when `declared` does not match what the array holds.

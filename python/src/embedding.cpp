@@ -47,10 +47,9 @@ std::string setup_key(const EmbeddingShard& shard, const EmbeddingConfig& config
   return key.str();
 }
 
-nb::object embedding(const InputArray& ids, const InputArray& weight, const nb::object& out,
-                     const nb::callable& allocate, const std::optional<InputArray>& per_token_scale,
-                     const std::optional<InputArray>& padding,
-                     const std::optional<InputArray>& padding_scale,
+nb::object embedding(const nb::handle& ids, const nb::handle& weight, const nb::handle& out,
+                     const nb::callable& allocate, const nb::handle& per_token_scale,
+                     const nb::handle& padding, const nb::handle& padding_scale,
                      const std::optional<std::string>& out_dtype,
                      const std::optional<std::string>& weight_dtype,
                      const std::optional<std::string>& scale_dtype,
@@ -58,9 +57,9 @@ nb::object embedding(const InputArray& ids, const InputArray& weight, const nb::
   EmbeddingConfig config;
   config.out_dtype = parse_dtype(out_dtype, "out_dtype");
   config.strict = strict;
-  const EmbeddingShard shard = make_shard(weight, per_token_scale, padding, padding_scale,
-                                          weight_dtype, scale_dtype, hidden);
-  const TensorView ids_view = to_view(ids, "ids");
+  const ShardArrays arrays = make_shard(weight, per_token_scale, padding, padding_scale,
+                                        weight_dtype, scale_dtype, hidden);
+  const EmbeddingShard& shard = arrays.shard;
 
   std::unique_ptr<ParallelEmbedding> host_setup;
   ParallelEmbedding* layer = nullptr;
@@ -80,17 +79,19 @@ nb::object embedding(const InputArray& ids, const InputArray& weight, const nb::
     host_setup = std::make_unique<ParallelEmbedding>(*make_single_communicator(), shard, config);
     layer = host_setup.get();
   }
-  return forward_into(*layer, ids_view, out, allocate, stream, host_setup != nullptr);
+  return forward_into(*layer, shard_inputs(shard), ids, out, allocate, stream,
+                      host_setup != nullptr);
 }
 
 }  // namespace
 
 void bind_embedding(nb::module_& m) {
-  m.def("_embedding", &embedding, nb::arg("ids").noconvert(), nb::arg("weight").noconvert(),
-        nb::arg("out").none(), nb::arg("allocate"), nb::arg("per_token_scale").none().noconvert(),
-        nb::arg("padding").none().noconvert(), nb::arg("padding_scale").none().noconvert(),
-        nb::arg("out_dtype").none(), nb::arg("weight_dtype").none(), nb::arg("scale_dtype").none(),
-        nb::arg("hidden").none(), nb::arg("strict"), nb::arg("stream"),
+  // Arrays come as plain objects: make_shard and forward_into import them, naming the argument.
+  m.def("_embedding", &embedding, nb::arg("ids").none(), nb::arg("weight").none(),
+        nb::arg("out").none(), nb::arg("allocate"), nb::arg("per_token_scale").none(),
+        nb::arg("padding").none(), nb::arg("padding_scale").none(), nb::arg("out_dtype").none(),
+        nb::arg("weight_dtype").none(), nb::arg("scale_dtype").none(), nb::arg("hidden").none(),
+        nb::arg("strict"), nb::arg("stream"),
         "Core of tpembed.embedding(); returns the allocated output, or None when `out` was given.");
   m.def(
       "_clear_embedding_cache", [] { gpu_setups().clear(); },

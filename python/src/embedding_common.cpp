@@ -11,21 +11,9 @@ namespace tpembed::python {
 
 namespace {
 
-TensorView optional_view(const std::optional<InputArray>& array, const char* name,
-                         const Declared& declared) {
-  return array ? to_view(*array, name, declared) : TensorView();
-}
-
 // The output view: uint16 arrays hold bf16 bits; any other dtype is taken as it is and checked
 // against the output dtype by the op.
-TensorView output_view(const nb::object& object, DType out_dtype) {
-  OutputArray array;
-  if (!nb::try_cast(object, array, /*convert=*/false)) {
-    throw InvalidArgumentError(
-        detail::concat("out must be a writable array (NumPy, or a DLPack tensor such as PyTorch's "
-                       "or CuPy's); this ",
-                       nb::inst_name(object).c_str(), " is read-only or not an array"));
-  }
+TensorView output_view(const OutputArray& array, DType out_dtype) {
   Declared declared;
   const nb::dlpack::dtype dtype = array.dtype();
   if (out_dtype == DType::bf16 && dtype.code == std::uint8_t(nb::dlpack::dtype_code::UInt) &&
@@ -35,49 +23,104 @@ TensorView output_view(const nb::object& object, DType out_dtype) {
   return to_view(array, "out", declared);
 }
 
-}  // namespace
-
-EmbeddingShard make_shard(const InputArray& weight,
-                          const std::optional<InputArray>& per_token_scale,
-                          const std::optional<InputArray>& padding,
-                          const std::optional<InputArray>& padding_scale,
-                          const std::optional<std::string>& weight_dtype,
-                          const std::optional<std::string>& scale_dtype,
-                          std::optional<std::int64_t> hidden) {
-  Declared table{parse_dtype(weight_dtype, "weight_dtype"), hidden};
-  Declared scale{parse_dtype(scale_dtype, "scale_dtype"), std::nullopt};
-  EmbeddingShard shard;
-  shard.weight = to_view(weight, "weight", table);
-  shard.scale = optional_view(per_token_scale, "per_token_scale", scale);
-  // Padding rows have the table's dtype and columns: declared the same way.
-  shard.padding = optional_view(padding, "padding", table);
-  shard.padding_scale = optional_view(padding_scale, "padding_scale", scale);
-  return shard;
-}
-
-nb::object forward_into(ParallelEmbedding& layer, const TensorView& ids, const nb::object& out,
-                        const nb::callable& allocate, std::uintptr_t stream, bool release_gil) {
-  const ShardLayout& layout = layer.layout();
+// A forward's arguments as tensors, and what keeps them alive until the call returns.
+struct ForwardArguments {
+  std::optional<InputArray> ids_array;
+  std::optional<OutputArray> out_array;
+  TensorView ids, out;
   nb::object result = nb::none();
-  nb::object target = out;
+};
+
+ForwardArguments forward_arguments(const ParallelEmbedding& layer,
+                                   const std::vector<NamedView>& inputs, const nb::handle& ids,
+                                   const nb::handle& out, const nb::callable& allocate) {
+  ForwardArguments arguments;
+  arguments.ids_array = input_array(ids, "ids");
+  arguments.ids = to_view(*arguments.ids_array, "ids");
+  const ShardLayout& layout = layer.layout();
+  nb::object target = nb::borrow(out);
   if (out.is_none()) {
     nb::list shape;
-    for (std::int64_t extent : ids.shape) shape.append(extent);
+    for (std::int64_t extent : arguments.ids.shape) shape.append(extent);
     shape.append(layout.global_cols);
     nb::tuple allocated =
         nb::cast<nb::tuple>(allocate(nb::tuple(shape), dtype_name(layout.out_dtype)));
-    result = allocated[0];
+    arguments.result = allocated[0];
     target = allocated[1];
   }
-  const TensorView out_view = output_view(target, layout.out_dtype);
+  arguments.out_array = output_array(target, "out");
+  arguments.out = output_view(*arguments.out_array, layout.out_dtype);
+  std::vector<NamedView> read = inputs;
+  read.push_back({"ids", arguments.ids});
+  check_no_overlap(arguments.out, read);
+  return arguments;
+}
+
+}  // namespace
+
+ShardArrays make_shard(const nb::handle& weight, const nb::handle& per_token_scale,
+                       const nb::handle& padding, const nb::handle& padding_scale,
+                       const std::optional<std::string>& weight_dtype,
+                       const std::optional<std::string>& scale_dtype,
+                       std::optional<std::int64_t> hidden) {
+  const Declared table{parse_dtype(weight_dtype, "weight_dtype"), hidden};
+  const Declared scale{parse_dtype(scale_dtype, "scale_dtype"), std::nullopt};
+  ShardArrays result;
+  const auto view = [&](const nb::handle& object, const char* name, const Declared& declared) {
+    const std::optional<InputArray> array = optional_input_array(object, name);
+    if (!array) return TensorView();
+    result.arrays.push_back(*array);
+    return to_view(*array, name, declared);
+  };
+  result.shard.weight = view(weight, "weight", table);
+  TPEMBED_EXPECTS(!result.arrays.empty(), InvalidArgumentError,
+                  "weight must be an array (the table), got None");
+  result.shard.scale = view(per_token_scale, "per_token_scale", scale);
+  // Padding rows have the table's dtype and columns: declared the same way.
+  result.shard.padding = view(padding, "padding", table);
+  result.shard.padding_scale = view(padding_scale, "padding_scale", scale);
+  return result;
+}
+
+std::vector<NamedView> shard_inputs(const EmbeddingShard& shard) {
+  return {{"weight", shard.weight},
+          {"per_token_scale", shard.scale},
+          {"padding", shard.padding},
+          {"padding_scale", shard.padding_scale}};
+}
+
+std::exception_ptr as_tpembed_error(std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const nb::python_error& python) {
+    const std::string type = nb::inst_name(python.value()).c_str();
+    const std::string text = nb::str(python.value()).c_str();
+    if (python.matches(PyExc_TypeError) || python.matches(PyExc_ValueError)) {
+      return std::make_exception_ptr(InvalidArgumentError(text));
+    }
+    return std::make_exception_ptr(BackendError(detail::concat(type, ": ", text)));
+  } catch (...) {
+    return error;
+  }
+}
+
+nb::object forward_into(ParallelEmbedding& layer, const std::vector<NamedView>& inputs,
+                        const nb::handle& ids, const nb::handle& out, const nb::callable& allocate,
+                        std::uintptr_t stream, bool release_gil) {
+  ForwardArguments arguments;
+  try {
+    arguments = forward_arguments(layer, inputs, ids, out, allocate);
+  } catch (...) {
+    layer.fail_forward(as_tpembed_error(std::current_exception()));
+  }
   void* cuda_stream = reinterpret_cast<void*>(stream);
   if (release_gil) {
     nb::gil_scoped_release unlocked;
-    layer.forward(ids, out_view, cuda_stream);
+    layer.forward(arguments.ids, arguments.out, cuda_stream);
   } else {
-    layer.forward(ids, out_view, cuda_stream);
+    layer.forward(arguments.ids, arguments.out, cuda_stream);
   }
-  return result;
+  return arguments.result;
 }
 
 }  // namespace tpembed::python

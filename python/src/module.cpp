@@ -9,7 +9,8 @@ NB_MODULE(_tpembed, m) {
   m.def("cuda_built", &tpembed::cuda_built, "True when this build has the CUDA backend.");
   m.def("cuda_device_count", &tpembed::cuda_device_count, "CUDA devices visible (0 without CUDA).");
   m.def("mpi_available", &tpembed::mpi_available, "True when this build has the MPI communicator.");
-  m.def("nccl_available", &tpembed::nccl_available, "True when this build has the NCCL communicator.");
+  m.def("nccl_available", &tpembed::nccl_available,
+        "True when this build has the NCCL communicator.");
   m.def(
       "nccl_unique_id",
       [] {

@@ -47,7 +47,8 @@ std::unique_ptr<Communicator> make_communicator(const std::string& engine) {
   if (engine.rfind("nccl:", 0) == 0) {
     std::vector<std::string> fields;
     std::size_t start = 5;
-    for (std::size_t colon; (colon = engine.find(':', start)) != std::string::npos; start = colon + 1) {
+    for (std::size_t colon; (colon = engine.find(':', start)) != std::string::npos;
+         start = colon + 1) {
       fields.push_back(engine.substr(start, colon - start));
     }
     fields.push_back(engine.substr(start));
@@ -59,10 +60,11 @@ std::unique_ptr<Communicator> make_communicator(const std::string& engine) {
     }
     NcclOptions options;
     options.timeout_seconds = std::stod(fields[3]);
-    return make_nccl_communicator(id, std::stoi(fields[0]), std::stoi(fields[1]), std::stoi(fields[2]), options);
+    return make_nccl_communicator(id, std::stoi(fields[0]), std::stoi(fields[1]),
+                                  std::stoi(fields[2]), options);
   }
-  throw InvalidArgumentError(
-      detail::concat("communicator '", engine, "' is neither 'single', 'mpi' nor an NCCL communicator"));
+  throw InvalidArgumentError(detail::concat(
+      "communicator '", engine, "' is neither 'single', 'mpi' nor an NCCL communicator"));
 }
 
 // The group settings, as the Python constructor passes them.
@@ -105,30 +107,49 @@ struct GroupOptions {
   }
 };
 
+// Runs `step` (this rank's conversion of its arguments) and agrees on its success over `comm`
+// before set-up: a rank that refuses its arguments raises, with its reason, on every rank instead
+// of leaving the others waiting in the set-up's collectives.
+template <typename Step>
+auto agreed(Communicator& comm, Step&& step) -> decltype(step()) {
+  if (comm.size() == 1) return step();  // nobody to tell: the error as it is, without "rank 0: "
+  std::exception_ptr failure;
+  decltype(step()) result{};
+  try {
+    result = step();
+  } catch (...) {
+    failure = as_tpembed_error(std::current_exception());
+  }
+  agree_or_throw(comm, failure);
+  return result;
+}
+
 class Layer {
  public:
-  Layer(std::vector<InputArray> arrays, std::unique_ptr<ParallelEmbedding> layer)
-      : arrays_(std::move(arrays)), layer_(std::move(layer)) {}
+  Layer(std::vector<InputArray> arrays, const EmbeddingShard& shard,
+        std::unique_ptr<ParallelEmbedding> layer)
+      : arrays_(std::move(arrays)), inputs_(shard_inputs(shard)), layer_(std::move(layer)) {}
 
-  static Layer from_arrays(const InputArray& weight,
-                           const std::optional<InputArray>& per_token_scale,
-                           const std::optional<InputArray>& padding,
-                           const std::optional<InputArray>& padding_scale,
+  static Layer from_arrays(const nb::handle& weight, const nb::handle& per_token_scale,
+                           const nb::handle& padding, const nb::handle& padding_scale,
                            const std::optional<std::string>& weight_dtype,
                            const std::optional<std::string>& scale_dtype,
                            std::optional<std::int64_t> hidden, const std::string& communicator,
                            const GroupOptions& options) {
     std::unique_ptr<Communicator> comm = make_communicator(communicator);
-    const EmbeddingConfig config = options.config(*comm);
-    EmbeddingShard shard = make_shard(weight, per_token_scale, padding, padding_scale, weight_dtype,
-                                      scale_dtype, hidden);
+    struct Converted {
+      EmbeddingConfig config;
+      ShardArrays arrays;
+    };
+    Converted converted = agreed(*comm, [&] {
+      return Converted{options.config(*comm),
+                       make_shard(weight, per_token_scale, padding, padding_scale, weight_dtype,
+                                  scale_dtype, hidden)};
+    });
     // The views point into these arrays: keep them (and the memory they own) with the layer.
-    std::vector<InputArray> arrays{weight};
-    for (const auto* array : {&per_token_scale, &padding, &padding_scale}) {
-      if (*array) arrays.push_back(**array);
-    }
-    return Layer(std::move(arrays),
-                 std::make_unique<ParallelEmbedding>(*comm, std::move(shard), config));
+    const EmbeddingShard& shard = converted.arrays.shard;
+    auto layer = std::make_unique<ParallelEmbedding>(*comm, shard, converted.config);
+    return Layer(std::move(converted.arrays.arrays), shard, std::move(layer));
   }
 
   static Layer from_checkpoint(const std::string& path, const std::string& tensor,
@@ -136,28 +157,46 @@ class Layer {
                                std::optional<std::int64_t> hidden, const std::string& communicator,
                                const GroupOptions& options) {
     std::unique_ptr<Communicator> comm = make_communicator(communicator);
-    EmbeddingConfig config = options.config(*comm);
-    CheckpointShard read;
-    std::exception_ptr failure;
-    try {
-      read =
+    // A rank that cannot read its shard must not leave the others waiting in the set-up.
+    struct Read {
+      EmbeddingConfig config;
+      CheckpointShard read;
+    };
+    Read read = agreed(*comm, [&] {
+      EmbeddingConfig config = options.config(*comm);
+      CheckpointShard shard =
           read_checkpoint_shard(path, tensor, scale_tensor, hidden, config.tp_size,
                                 options.my_tp_rank(*comm), config.sharding_dim, config.placement);
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    // A rank that cannot read its shard must not leave the others waiting in the set-up.
-    agree_or_throw(*comm, failure);
+      return Read{config, shard};
+    });
+    EmbeddingConfig& config = read.config;
     if (config.sharding_dim == 0 && config.placement == ShardPlacement::equal &&
         !config.vocab_size) {
-      config.vocab_size = read.vocab_rows;  // the last equal shard may be zero-padded
+      config.vocab_size = read.read.vocab_rows;  // the last equal shard may be zero-padded
     }
-    return Layer({}, std::make_unique<ParallelEmbedding>(*comm, std::move(read.shard), config));
+    const EmbeddingShard& shard = read.read.shard;
+    auto layer = std::make_unique<ParallelEmbedding>(*comm, shard, config);
+    return Layer({}, shard, std::move(layer));
   }
 
-  nb::object forward(const InputArray& ids, const nb::object& out, const nb::callable& allocate,
+  // A refusal that the Python layer made before set-up (a bad keyword, a non-array table): sets up
+  // the communicator and joins the others' agreement with it, so every rank raises it.
+  [[noreturn]] static void refuse_setup(const std::string& communicator, bool argument_error,
+                                        const std::string& message) {
+    std::unique_ptr<Communicator> comm = make_communicator(communicator);
+    if (comm->size() == 1) std::rethrow_exception(python_refusal(argument_error, message));
+    agree_or_throw(*comm, python_refusal(argument_error, message));
+    throw BackendError("refuse_setup: the agreement did not raise");  // unreachable
+  }
+
+  nb::object forward(const nb::handle& ids, const nb::handle& out, const nb::callable& allocate,
                      std::uintptr_t stream) {
-    return forward_into(*layer_, to_view(ids, "ids"), out, allocate, stream, /*release_gil=*/false);
+    return forward_into(*layer_, inputs_, ids, out, allocate, stream, /*release_gil=*/false);
+  }
+
+  // A refusal that the Python layer made of a forward's arguments: joins the group's check.
+  [[noreturn]] void fail_forward(bool argument_error, const std::string& message) {
+    layer_->fail_forward(python_refusal(argument_error, message));
   }
 
   nb::dict layout() const {
@@ -183,7 +222,16 @@ class Layer {
   }
 
  private:
+  // A Python-side refusal as an error that crosses ranks: TypeError and ValueError are argument
+  // errors (ValueError, and TypeError too, on every rank), anything else a RuntimeError.
+  static std::exception_ptr python_refusal(bool argument_error, const std::string& message) {
+    if (argument_error) return std::make_exception_ptr(InvalidArgumentError(message));
+    return std::make_exception_ptr(BackendError(message));
+  }
+
   std::vector<InputArray> arrays_;
+  std::vector<NamedView>
+      inputs_;  // views into arrays_ (or a checkpoint): what out must not overlap
   std::unique_ptr<ParallelEmbedding> layer_;
 };
 
@@ -192,7 +240,7 @@ GroupOptions group_options(std::optional<int> tp_size, const std::vector<int>& t
                            const std::string& placement, std::optional<std::int64_t> vocab_size,
                            const std::optional<std::string>& out_dtype, bool strict,
                            const std::string& vocab_exchange, bool collective_checks) {
-  return GroupOptions{tp_size,   tp_group,   sharding_dim, tp_rank,        placement,
+  return GroupOptions{tp_size,    tp_group,  sharding_dim, tp_rank,        placement,
                       vocab_size, out_dtype, strict,       vocab_exchange, collective_checks};
 }
 
@@ -202,29 +250,28 @@ void bind_parallel_embedding(nb::module_& m) {
   nb::class_<Layer>(m, "_ParallelEmbedding", "Core of tpembed.ParallelEmbedding.")
       .def_static(
           "from_arrays",
-          [](const InputArray& weight, const std::optional<InputArray>& per_token_scale,
-             const std::optional<InputArray>& padding,
-             const std::optional<InputArray>& padding_scale,
-             const std::optional<std::string>& weight_dtype,
+          [](const nb::handle& weight, const nb::handle& per_token_scale, const nb::handle& padding,
+             const nb::handle& padding_scale, const std::optional<std::string>& weight_dtype,
              const std::optional<std::string>& scale_dtype, std::optional<std::int64_t> hidden,
              const std::string& communicator, std::optional<int> tp_size,
              const std::vector<int>& tp_group, int sharding_dim, std::optional<int> tp_rank,
              const std::string& placement, std::optional<std::int64_t> vocab_size,
-             const std::optional<std::string>& out_dtype, bool strict, const std::string& vocab_exchange,
-             bool collective_checks) {
-            return Layer::from_arrays(weight, per_token_scale, padding, padding_scale, weight_dtype,
-                                      scale_dtype, hidden, communicator,
-                                      group_options(tp_size, tp_group, sharding_dim, tp_rank,
-                                                    placement, vocab_size, out_dtype, strict,
-                                                    vocab_exchange, collective_checks));
+             const std::optional<std::string>& out_dtype, bool strict,
+             const std::string& vocab_exchange, bool collective_checks) {
+            return Layer::from_arrays(
+                weight, per_token_scale, padding, padding_scale, weight_dtype, scale_dtype, hidden,
+                communicator,
+                group_options(tp_size, tp_group, sharding_dim, tp_rank, placement, vocab_size,
+                              out_dtype, strict, vocab_exchange, collective_checks));
           },
-          nb::arg("weight").noconvert(), nb::arg("per_token_scale").none().noconvert(),
-          nb::arg("padding").none().noconvert(), nb::arg("padding_scale").none().noconvert(),
-          nb::arg("weight_dtype").none(), nb::arg("scale_dtype").none(), nb::arg("hidden").none(),
-          nb::arg("communicator"), nb::arg("tp_size").none(), nb::arg("tp_group"),
-          nb::arg("sharding_dim"), nb::arg("tp_rank").none(), nb::arg("placement"),
-          nb::arg("vocab_size").none(), nb::arg("out_dtype").none(), nb::arg("strict"),
-          nb::arg("vocab_exchange"), nb::arg("collective_checks"))
+          // Arrays come as plain objects: make_shard imports them, naming the argument.
+          nb::arg("weight").none(), nb::arg("per_token_scale").none(), nb::arg("padding").none(),
+          nb::arg("padding_scale").none(), nb::arg("weight_dtype").none(),
+          nb::arg("scale_dtype").none(), nb::arg("hidden").none(), nb::arg("communicator"),
+          nb::arg("tp_size").none(), nb::arg("tp_group"), nb::arg("sharding_dim"),
+          nb::arg("tp_rank").none(), nb::arg("placement"), nb::arg("vocab_size").none(),
+          nb::arg("out_dtype").none(), nb::arg("strict"), nb::arg("vocab_exchange"),
+          nb::arg("collective_checks"))
       .def_static(
           "from_checkpoint",
           [](const std::string& path, const std::string& tensor,
@@ -232,20 +279,25 @@ void bind_parallel_embedding(nb::module_& m) {
              const std::string& communicator, std::optional<int> tp_size,
              const std::vector<int>& tp_group, int sharding_dim, std::optional<int> tp_rank,
              const std::string& placement, std::optional<std::int64_t> vocab_size,
-             const std::optional<std::string>& out_dtype, bool strict, const std::string& vocab_exchange,
-             bool collective_checks) {
-            return Layer::from_checkpoint(path, tensor, scale_tensor, hidden, communicator,
-                                          group_options(tp_size, tp_group, sharding_dim, tp_rank,
-                                                        placement, vocab_size, out_dtype, strict,
-                                                    vocab_exchange, collective_checks));
+             const std::optional<std::string>& out_dtype, bool strict,
+             const std::string& vocab_exchange, bool collective_checks) {
+            return Layer::from_checkpoint(
+                path, tensor, scale_tensor, hidden, communicator,
+                group_options(tp_size, tp_group, sharding_dim, tp_rank, placement, vocab_size,
+                              out_dtype, strict, vocab_exchange, collective_checks));
           },
           nb::arg("path"), nb::arg("tensor"), nb::arg("scale_tensor").none(),
           nb::arg("hidden").none(), nb::arg("communicator"), nb::arg("tp_size").none(),
           nb::arg("tp_group"), nb::arg("sharding_dim"), nb::arg("tp_rank").none(),
           nb::arg("placement"), nb::arg("vocab_size").none(), nb::arg("out_dtype").none(),
           nb::arg("strict"), nb::arg("vocab_exchange"), nb::arg("collective_checks"))
-      .def("forward", &Layer::forward, nb::arg("ids").noconvert(), nb::arg("out").none(),
+      .def_static("refuse_setup", &Layer::refuse_setup, nb::arg("communicator"),
+                  nb::arg("argument_error"), nb::arg("message"),
+                  "Joins the set-up of the other ranks with this rank's refusal; always raises.")
+      .def("forward", &Layer::forward, nb::arg("ids").none(), nb::arg("out").none(),
            nb::arg("allocate"), nb::arg("stream"))
+      .def("fail_forward", &Layer::fail_forward, nb::arg("argument_error"), nb::arg("message"),
+           "Joins the group's forward with this rank's refusal of its arguments; always raises.")
       .def("layout", &Layer::layout)
       .def("last_bad_id_count", &Layer::last_bad_id_count)
       .def("bad_id_counter", &Layer::bad_id_counter);

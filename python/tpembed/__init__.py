@@ -17,9 +17,11 @@ hidden=H``, bf16 as uint16 with ``weight_dtype="bf16"`` (or ``scale_dtype="bf16"
 bfloat16 and float8_e4m3fn arrays are recognised as such. A bf16 output on the CPU is an
 ml_dtypes.bfloat16 array where ml_dtypes is installed, else a uint16 array of the bf16 bits.
 
-Errors carry the library's message: bad arguments and shapes raise ValueError; ids out of range in
-strict mode raise OutOfRangeError (an IndexError with ``first_bad_id``, ``position`` and ``count``);
-communicator, backend and unsupported-feature failures raise RuntimeError.
+Errors carry the library's message: bad arguments raise ArgumentError (a ValueError and a TypeError
+both), saying which argument, what was given and what is accepted; shapes that do not fit raise
+ValueError; ids out of range in strict mode raise OutOfRangeError (an IndexError with
+``first_bad_id``, ``position`` and ``count``); communicator, backend and unsupported-feature
+failures raise RuntimeError. Over a group, a refusal on one rank raises on every rank of it.
 
 CUDA tensors run on the caller's stream: ``stream=`` takes an integer cudaStream_t handle or an
 object with ``cuda_stream`` (a torch.cuda.Stream); by default the current PyTorch (or CuPy) stream
@@ -30,16 +32,18 @@ unless ``strict=True``, so a PyTorch CUDA graph can capture the call.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Optional, Sequence, Tuple
 
 from . import _tpembed as _core
-from ._tpembed import OutOfRangeError, cuda_built, cuda_device_count, mpi_available
+from ._tpembed import ArgumentError, OutOfRangeError, cuda_built, cuda_device_count, mpi_available
 
 __all__ = [
     "embedding",
     "ParallelEmbedding",
     "Layout",
     "OutOfRangeError",
+    "ArgumentError",
     "shard_range",
     "cuda_built",
     "cuda_device_count",
@@ -50,12 +54,14 @@ __all__ = [
     "clear_embedding_cache",
 ]
 
+from . import _arguments as _check
+from ._communicators import NcclCommunicator
+from ._communicators import engine as _communicator
 from ._frameworks import allocator as _allocator
 from ._frameworks import dtype_name as _dtype_name
 from ._frameworks import prepare as _prepare
 from ._frameworks import prepare_out as _prepare_out
 from ._frameworks import stream_handle as _stream_handle
-
 
 
 def _prepare_shard(weight, per_token_scale, padding, padding_scale, weight_dtype, scale_dtype):
@@ -67,6 +73,7 @@ def _prepare_shard(weight, per_token_scale, padding, padding_scale, weight_dtype
     pad, declared_table = _prepare(padding, "padding", declared_table)
     pad_scale, declared_scale = _prepare(padding_scale, "padding_scale", declared_scale)
     return table, scale, pad, pad_scale, declared_table, declared_scale
+
 
 def embedding(ids: Any, weight: Any, *, per_token_scale: Any = None, padding: Any = None,
               padding_scale: Any = None, out_dtype: Any = None, strict: bool = False,
@@ -104,7 +111,8 @@ def embedding(ids: Any, weight: Any, *, per_token_scale: Any = None, padding: An
     ids_arg, _ = _prepare(ids, "ids")
     allocated = _core._embedding(
         ids_arg, table, _prepare_out(out), _allocator(weight), scale, pad, pad_scale,
-        _dtype_name(out_dtype, "out_dtype"), declared_table, declared_scale, hidden, bool(strict),
+        _dtype_name(out_dtype, "out_dtype"), declared_table, declared_scale,
+        _check.optional_integer(hidden, "hidden"), _check.boolean(strict, "strict"),
         _stream_handle(stream, weight))
     return out if out is not None else allocated
 
@@ -125,7 +133,10 @@ def shard_range(total: int, tp_size: int, tp_rank: int,
     zero rows and pass vocab_size=total to ParallelEmbedding); "packed": the first
     total % tp_size ranks hold one more than the rest.
     """
-    return _core._shard_range(total, tp_size, tp_rank, placement)
+    return _core._shard_range(_check.integer(total, "total", 0),
+                              _check.integer(tp_size, "tp_size", 1, bits=32),
+                              _check.integer(tp_rank, "tp_rank", 0, bits=32),
+                              _check.string(placement, "placement", _PLACEMENTS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,56 +167,37 @@ def nccl_available() -> bool:
     return _core.nccl_available()
 
 
-class NcclCommunicator:
-    """An NCCL communicator for ParallelEmbedding(comm=...): this process is `rank` of `size`, on
-    CUDA device `device`, joined through `unique_id` (from nccl_unique_id() on one rank). Set-up and
-    collectives that do not finish within `timeout` seconds abort it and raise RuntimeError on this
-    rank instead of hanging. The library creates the communicator when a ParallelEmbedding is built,
-    and an NCCL unique id sets up one communicator: give each ParallelEmbedding its own
-    NcclCommunicator, with a new nccl_unique_id() handed to every rank (a second use raises)."""
-
-    def __init__(self, unique_id: bytes, rank: int, size: int, device: int = 0, timeout: float = 300.0):
-        if not isinstance(unique_id, (bytes, bytearray)):
-            raise TypeError(f"unique_id must be bytes (from tpembed.nccl_unique_id()), got {type(unique_id).__name__}")
-        self.unique_id, self.rank, self.size = bytes(unique_id), int(rank), int(size)
-        self.device, self.timeout = int(device), float(timeout)
-        self._used = False
-
-    def _engine(self) -> str:
-        if self._used:
-            raise RuntimeError("this NcclCommunicator already set up a ParallelEmbedding, and an NCCL unique id "
-                               "serves one set-up: make a new NcclCommunicator, with a new tpembed.nccl_unique_id() "
-                               "handed to every rank, for each layer")
-        self._used = True
-        return f"nccl:{self.rank}:{self.size}:{self.device}:{self.timeout!r}:{self.unique_id.hex()}"
-
-
-def _communicator(comm: Any) -> str:
-    """The engine for `comm`: None -> "single"; "mpi" or an mpi4py communicator -> "mpi"."""
-    if comm is None or comm == "single":
-        return "single"
-    if isinstance(comm, NcclCommunicator):
-        return comm._engine()
-    if comm == "mpi":
-        return "mpi"
-    if type(comm).__module__.startswith("mpi4py"):
-        from mpi4py import MPI
-        if MPI.Comm.Compare(comm, MPI.COMM_WORLD) == MPI.IDENT:
-            return "mpi"
-        # Any other communicator: the library duplicates it (collective over `comm`).
-        return f"mpi@{MPI._addressof(comm)}"
-    raise TypeError("comm must be None (one rank), 'mpi', an mpi4py communicator or a tpembed.NcclCommunicator, got "
-                    f"{type(comm).__name__}")
+_PLACEMENTS = ("equal", "packed")
+_EXCHANGES = ("auto", "all_reduce", "owned_rows", "peer_rows")
 
 
 def _group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement, vocab_size, out_dtype,
                      strict, vocab_exchange, collective_checks) -> tuple:
-    if not isinstance(vocab_exchange, str):
-        raise TypeError(f"vocab_exchange must be a str, not {type(vocab_exchange).__name__}")
-    return (None if tp_size is None else int(tp_size), [int(r) for r in (tp_group or [])],
-            int(sharding_dim), None if tp_rank is None else int(tp_rank), placement,
-            None if vocab_size is None else int(vocab_size), _dtype_name(out_dtype, "out_dtype"),
-            bool(strict), vocab_exchange, bool(collective_checks))
+    """The group settings as the core takes them; their values (and whether every rank of the
+    group passes the same) are checked by the core's set-up."""
+    return (_check.optional_integer(tp_size, "tp_size", bits=32),
+            _check.rank_list(tp_group, "tp_group"),
+            _check.integer(sharding_dim, "sharding_dim", bits=32),
+            _check.optional_integer(tp_rank, "tp_rank", bits=32),
+            _check.string(placement, "placement", _PLACEMENTS),
+            _check.optional_integer(vocab_size, "vocab_size"), _dtype_name(out_dtype, "out_dtype"),
+            _check.boolean(strict, "strict"),
+            _check.string(vocab_exchange, "vocab_exchange", _EXCHANGES),
+            _check.boolean(collective_checks, "collective_checks"))
+
+
+def _refuse_setup(engine: str, error: Exception) -> None:
+    """Raises `error` (this rank's refusal of its own arguments) on every rank of the set-up."""
+    if engine == "single":
+        raise error  # nobody to tell
+    _core._ParallelEmbedding.refuse_setup(engine, isinstance(error, (TypeError, ValueError)),
+                                          _reason(error))
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, (TypeError, ValueError)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 def _layout(impl: Any) -> Layout:
@@ -247,6 +239,14 @@ class ParallelEmbedding:
         the group first, so a bad argument on one rank raises on every rank. False: each rank
         checks only its own, and forward() queues nothing but the lookup and the exchange, so
         with peer_rows (or NCCL) a CUDA graph can capture it. Every rank must pass the same.
+    setup_timeout: over an mpi4py communicator (or "mpi" with mpi4py running), the seconds set-up
+        waits for every rank of it to arrive before raising RuntimeError on the ranks that came:
+        a rank that passed another communicator (MPI.COMM_SELF, another group) or failed before
+        set-up never arrives. That communicator then holds an unfinished barrier: end the run.
+
+    Any argument refused on one rank (a wrong type, dtype, device or value) raises the same error
+    on every rank of the communicator, naming that rank; only a `comm` that is no communicator is
+    refused on its rank alone (the others then meet setup_timeout).
 
     The arrays are kept (not copied): the layer keeps them alive and reads them at every forward.
     """
@@ -258,15 +258,19 @@ class ParallelEmbedding:
                  vocab_size: Optional[int] = None, out_dtype: Any = None, strict: bool = False,
                  weight_dtype: Any = None, scale_dtype: Any = None,
                  hidden: Optional[int] = None, vocab_exchange: str = "auto",
-                 collective_checks: bool = True) -> None:
-        table, scale, pad, pad_scale, declared_table, declared_scale = _prepare_shard(
-            weight, per_token_scale, padding, padding_scale, weight_dtype, scale_dtype)
+                 collective_checks: bool = True, setup_timeout: float = 300.0) -> None:
+        engine = _communicator(comm, _check.positive_seconds(setup_timeout, "setup_timeout"))
+        try:
+            shard = _prepare_shard(weight, per_token_scale, padding, padding_scale, weight_dtype,
+                                   scale_dtype)
+            arguments = (*shard, _check.optional_integer(hidden, "hidden"), engine,
+                         *_group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement,
+                                           vocab_size, out_dtype, strict, vocab_exchange,
+                                           collective_checks))
+        except Exception as error:
+            _refuse_setup(engine, error)
         self._table = weight  # decides the framework of allocated outputs and the default stream
-        self._impl = _core._ParallelEmbedding.from_arrays(
-            table, scale, pad, pad_scale, declared_table, declared_scale, hidden,
-            _communicator(comm), *_group_arguments(tp_size, tp_group, sharding_dim, tp_rank,
-                                                   placement, vocab_size, out_dtype, strict,
-                                                   vocab_exchange, collective_checks))
+        self._impl = _core._ParallelEmbedding.from_arrays(*arguments)
         self._layout = _layout(self._impl)
 
     @classmethod
@@ -276,7 +280,8 @@ class ParallelEmbedding:
                         tp_rank: Optional[int] = None, sharding_dim: int = 0,
                         placement: str = "equal", vocab_size: Optional[int] = None,
                         out_dtype: Any = None, strict: bool = False, vocab_exchange: str = "auto",
-                        collective_checks: bool = True) -> "ParallelEmbedding":
+                        collective_checks: bool = True,
+                        setup_timeout: float = 300.0) -> "ParallelEmbedding":
         """Builds the layer from a safetensors checkpoint: each rank reads only its shard.
 
         path: a .safetensors file, a model.safetensors.index.json, or a directory holding either.
@@ -289,12 +294,21 @@ class ParallelEmbedding:
         memory. A rank that cannot read its shard raises the same error on every rank (a
         RuntimeError naming the file and the problem) instead of leaving the others waiting.
         """
+        engine = _communicator(comm, _check.positive_seconds(setup_timeout, "setup_timeout"))
+        try:
+            if not isinstance(path, (str, os.PathLike)):
+                raise ArgumentError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+            arguments = (os.fspath(path), _check.string(tensor, "tensor", ()),
+                         _check.optional_string(scale_tensor, "scale_tensor", ()),
+                         _check.optional_integer(hidden, "hidden"), engine,
+                         *_group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement,
+                                           vocab_size, out_dtype, strict, vocab_exchange,
+                                           collective_checks))
+        except Exception as error:
+            _refuse_setup(engine, error)
         layer = cls.__new__(cls)
         layer._table = None  # host tables: NumPy outputs
-        layer._impl = _core._ParallelEmbedding.from_checkpoint(
-            str(path), tensor, scale_tensor, hidden, _communicator(comm),
-            *_group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement, vocab_size,
-                              out_dtype, strict, vocab_exchange, collective_checks))
+        layer._impl = _core._ParallelEmbedding.from_checkpoint(*arguments)
         layer._layout = _layout(layer._impl)
         return layer
 
@@ -309,10 +323,18 @@ class ParallelEmbedding:
         the same holds with collective_checks=False and peer_rows (or NCCL). With tp_size > 1
         over MPI and the other exchanges, device data is staged through host memory and the call
         returns when done.
+
+        Arguments refused on one rank (ids or out of a wrong type, dtype, device, layout, an out
+        that overlaps an input) raise the same error on every rank of the group, with
+        collective_checks on; with it off, on that rank alone.
         """
-        ids_arg, _ = _prepare(ids, "ids")
-        allocated = self._impl.forward(ids_arg, _prepare_out(out), _allocator(self._table),
-                                       _stream_handle(stream, self._table))
+        try:
+            ids_arg, _ = _prepare(ids, "ids")
+            arguments = (ids_arg, _prepare_out(out), _allocator(self._table),
+                         _stream_handle(stream, self._table))
+        except Exception as error:
+            self._impl.fail_forward(isinstance(error, (TypeError, ValueError)), _reason(error))
+        allocated = self._impl.forward(*arguments)
         return out if out is not None else allocated
 
     __call__ = forward

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Tuple
 
+from ._tpembed import ArgumentError
+
 _KDL_CUDA = 2  # DLPack device type of CUDA memory
 
 # Names a caller may use for tpembed's dtypes (framework dtype objects are matched by str()).
@@ -38,7 +40,7 @@ def dtype_name(dtype: Any, what: str) -> Optional[str]:
             key = getattr(dtype, "__name__", str(dtype))
     name = _DTYPE_NAMES.get(key.lower())
     if name is None:
-        raise ValueError(f"{what} {dtype!r} is not a tpembed dtype "
+        raise ArgumentError(f"{what} {dtype!r} is not a tpembed dtype "
                          "(f32, f16, bf16, i8, fp8_e4m3, i4)")
     return name
 
@@ -54,10 +56,24 @@ def _on_cuda(array: Any) -> bool:
 
 
 def _require_array(array: Any, name: str) -> None:
+    """Refuses what is no array, and arrays whose elements DLPack cannot carry, by name."""
     if not (hasattr(array, "__dlpack__") or hasattr(array, "__array_interface__")
             or type(array).__name__ == "PyCapsule"):
-        raise TypeError(f"{name} must be an array (NumPy, PyTorch, CuPy or another DLPack "
+        raise ArgumentError(f"{name} must be an array (NumPy, PyTorch, CuPy or another DLPack "
                         f"producer), got {type(array).__name__}")
+    dtype = getattr(array, "dtype", None)
+    if getattr(dtype, "hasobject", False):
+        raise ArgumentError(f"{name} is an array of Python objects (dtype {dtype}); tpembed takes "
+                        "numeric arrays: ids int32 or int64, tables and outputs of a tpembed dtype")
+    if getattr(dtype, "byteorder", "=") == (">" if _little_endian() else "<"):
+        raise ArgumentError(f"{name} has byte-swapped dtype {dtype.str!r}; tpembed reads native "
+                         f"byte order and does not convert: pass "
+                         f"{name}.astype({name}.dtype.newbyteorder('='))")
+
+
+def _little_endian() -> bool:
+    import sys
+    return sys.byteorder == "little"
 
 
 def prepare(array: Any, name: str, declared: Optional[str] = None) -> Tuple[Any, Optional[str]]:
@@ -78,7 +94,7 @@ def prepare(array: Any, name: str, declared: Optional[str] = None) -> Tuple[Any,
     if raw is not None and (array_dtype != "bfloat16" or _framework(array) != "torch"):
         tpembed_dtype, bits = raw
         if declared is not None and declared != tpembed_dtype:
-            raise ValueError(f"{name} is a {array_dtype} array but was declared {declared}; "
+            raise ArgumentError(f"{name} is a {array_dtype} array but was declared {declared}; "
                              "tpembed does not convert dtypes")
         declared = tpembed_dtype
         if _framework(array) == "torch":
@@ -103,17 +119,26 @@ def stream_handle(stream: Any, table: Any) -> int:
             import cupy
             return int(cupy.cuda.get_current_stream().ptr)
         return 0
-    if isinstance(stream, int):
-        return stream
+    if isinstance(stream, int) and not isinstance(stream, bool):
+        return _stream_value(stream, "stream")
     for attribute in ("cuda_stream", "ptr"):
         handle = getattr(stream, attribute, None)
         if isinstance(handle, int):
-            return handle
+            return _stream_value(handle, f"stream.{attribute}")
     protocol = getattr(stream, "__cuda_stream__", None)
     if protocol is not None:
-        return int(protocol()[1])
-    raise TypeError("stream must be an integer cudaStream_t or an object with `cuda_stream` "
-                    f"(e.g. torch.cuda.Stream), got {type(stream).__name__}")
+        return _stream_value(int(protocol()[1]), "stream.__cuda_stream__()")
+    raise ArgumentError("stream must be an integer cudaStream_t or an object with `cuda_stream` "
+                    f"(e.g. torch.cuda.Stream), got {stream!r} ({type(stream).__name__})")
+
+
+def _stream_value(handle: int, what: str) -> int:
+    # A cudaStream_t is an address (0: the legacy default stream); DLPack's -1 ("no
+    # synchronisation") and other negative values name no stream here.
+    if not 0 <= handle < 2**64:
+        raise ArgumentError(f"{what} must be a cudaStream_t handle, an integer in [0, 2**64) (0: the "
+                         f"default stream), got {handle}")
+    return handle
 
 
 def allocator(table: Any) -> Callable[[Tuple[int, ...], str], Tuple[Any, Any]]:
@@ -134,7 +159,7 @@ def allocator(table: Any) -> Callable[[Tuple[int, ...], str], Tuple[Any, Any]]:
                                                "bf16": "uint16"}[dtype])
             return out, out.__dlpack__(stream=-1)
         if _on_cuda(table):
-            raise ValueError(f"cannot allocate an output for a CUDA array of {framework}: "
+            raise ArgumentError(f"cannot allocate an output for a CUDA array of {framework}: "
                              "pass out=")
         import numpy
         if dtype == "bf16":

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
+#include <string>
 
 #include "reference.hpp"
 
@@ -10,13 +12,40 @@ namespace {
 
 TEST(Sharding, RangesEqualAndPacked) {
   // 10 rows over 4 ranks. Equal: ceil = 3 each (the last holds row 9 and two zero rows).
-  EXPECT_EQ(shard_range(10, 4, 0, ShardPlacement::equal), (std::pair<std::int64_t, std::int64_t>{0, 3}));
-  EXPECT_EQ(shard_range(10, 4, 3, ShardPlacement::equal), (std::pair<std::int64_t, std::int64_t>{9, 3}));
+  EXPECT_EQ(shard_range(10, 4, 0, ShardPlacement::equal),
+            (std::pair<std::int64_t, std::int64_t>{0, 3}));
+  EXPECT_EQ(shard_range(10, 4, 3, ShardPlacement::equal),
+            (std::pair<std::int64_t, std::int64_t>{9, 3}));
   // Packed: 3, 3, 2, 2.
-  EXPECT_EQ(shard_range(10, 4, 1, ShardPlacement::packed), (std::pair<std::int64_t, std::int64_t>{3, 3}));
-  EXPECT_EQ(shard_range(10, 4, 2, ShardPlacement::packed), (std::pair<std::int64_t, std::int64_t>{6, 2}));
-  EXPECT_EQ(shard_range(10, 4, 3, ShardPlacement::packed), (std::pair<std::int64_t, std::int64_t>{8, 2}));
+  EXPECT_EQ(shard_range(10, 4, 1, ShardPlacement::packed),
+            (std::pair<std::int64_t, std::int64_t>{3, 3}));
+  EXPECT_EQ(shard_range(10, 4, 2, ShardPlacement::packed),
+            (std::pair<std::int64_t, std::int64_t>{6, 2}));
+  EXPECT_EQ(shard_range(10, 4, 3, ShardPlacement::packed),
+            (std::pair<std::int64_t, std::int64_t>{8, 2}));
   EXPECT_THROW(shard_range(10, 4, 4, ShardPlacement::packed), InvalidArgumentError);
+}
+
+TEST(Sharding, RangesNearTheLargestIndexDoNotOverflow) {
+  constexpr std::int64_t kMax =
+      std::numeric_limits<std::int64_t>::max();  // 3 * 3074457345618258602 + 1
+  // ceil(kMax / 3) computed without kMax + 2: ranks 0 and 1 fit, rank 2's shard would end past
+  // kMax.
+  EXPECT_EQ(shard_range(kMax, 3, 1, ShardPlacement::equal),
+            (std::pair<std::int64_t, std::int64_t>{3074457345618258603, 3074457345618258603}));
+  try {
+    shard_range(kMax, 3, 2, ShardPlacement::equal);
+    ADD_FAILURE() << "an equal shard ending past INT64_MAX was accepted";
+  } catch (const InvalidArgumentError& error) {
+    EXPECT_NE(std::string(error.what()).find("reach past the largest 64-bit index at tp_rank 2"),
+              std::string::npos)
+        << error.what();
+  }
+  // Packed shards end at the total: every rank fits, sizes sum to kMax.
+  EXPECT_EQ(shard_range(kMax, 3, 2, ShardPlacement::packed),
+            (std::pair<std::int64_t, std::int64_t>{6148914691236517205, 3074457345618258602}));
+  EXPECT_EQ(shard_range(kMax, 1, 0, ShardPlacement::equal),
+            (std::pair<std::int64_t, std::int64_t>{0, kMax}));
 }
 
 TEST(Sharding, SlicesMatchElementwiseCopies) {
@@ -40,7 +69,8 @@ TEST(Sharding, BadRangesAreRefused) {
     slice_cols(table.view(), 2, 3);
     FAIL() << "slice past the last column accepted";
   } catch (const InvalidArgumentError& error) {
-    EXPECT_NE(std::string(error.what()).find("columns [2, 5) are outside [0, 4)"), std::string::npos)
+    EXPECT_NE(std::string(error.what()).find("columns [2, 5) are outside [0, 4)"),
+              std::string::npos)
         << error.what();
   }
   EXPECT_THROW(slice_rows(table.view(), -1, 2), InvalidArgumentError);
