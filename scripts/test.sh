@@ -20,7 +20,8 @@ cmake -S "$root" -B "$build" "${flags[@]}" >/dev/null
 cmake --build "$build" -j"$(nproc)"
 cd "$build"
 ctest --output-on-failure -j"$(nproc)"
-# The Python module (README "Use it from Python"): built by pip, tested on NumPy and over 2 MPI ranks.
+# The Python module (README "Use it from Python"): built by pip, tested on NumPy and over 2 MPI ranks;
+# test_agreement_mpi.py (in the first run) launches its own mpirun jobs of 2-4 ranks that disagree.
 if [[ ${1:-} != --sanitize ]]; then
   cd "$root"
   python3 -m pip install --quiet --root-user-action=ignore --no-build-isolation --no-deps .

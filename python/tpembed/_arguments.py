@@ -52,8 +52,9 @@ def string(value: Any, name: str, accepted: Sequence[str]) -> str:
     """A str; the names in `accepted` are what the message offers (the core checks the value)."""
     if isinstance(value, str):
         return value
-    raise ArgumentError(f"{name} must be a str ({', '.join(repr(a) for a in accepted)}), got "
-                    f"{_shown(value)} ({type(value).__name__})")
+    names = f" ({', '.join(repr(a) for a in accepted)})" if accepted else ""
+    raise ArgumentError(f"{name} must be a str{names}, got {_shown(value)} "
+                        f"({type(value).__name__})")
 
 
 def optional_string(value: Any, name: str, accepted: Sequence[str]) -> Optional[str]:
