@@ -3,9 +3,11 @@
 
 Every row gives the bytes the lookup must move (ids read + table rows read + row scales read +
 output written), the achieved GB/s, the % of the device-to-device copy ceiling measured at the
-start of this run, and the same case through PyTorch (index_select for float tables; gather, then
-multiply by the scale, for quantised ones) with the speed ratio. Outputs of both are compared bit
-for bit once per case before timing.
+start of this run, and the same case through two peers with their speed ratios: PyTorch
+(index_select for float tables; gather, then multiply by the scale, for quantised ones) and a fused
+Triton gather-and-dequantise kernel (one program per token and column block, the row's scale loaded
+once, autotuned over block size and warps per case: what an inference engineer writes in an
+afternoon). Outputs of all three are compared bit for bit once per case before timing.
 
 Timing: CUDA events after warm-up, the median of many repeats. Each case rotates through K id sets
 and output buffers (K grows as the case shrinks, so that one pass touches >= 200 MB, four L2s) so
@@ -18,6 +20,7 @@ the same way with a graph of 64 KB device-to-device copies.
 
 Usage (on the GPU machine, after building with CUDA):
   python3 bench/bench_cuda_lookup.py --lib build/bench/libtpembed_bench_capi.so [--json out.json]
+  --cases takes TABLE or TABLE:OUT (default output bf16), e.g. --cases i8:f16,f32:f32
 """
 import argparse
 import ctypes
@@ -39,8 +42,9 @@ def parse_args():
     parser.add_argument("--vocab", type=int, default=128256)
     parser.add_argument("--hidden", default="4096,8192")
     parser.add_argument("--tokens", default="1,16,128,1024,8192,32768")
-    parser.add_argument("--cases", default="bf16,f32,i8,fp8_e4m3,i4",
-                        help="table dtypes; quantised ones give bf16 output with f32 row scales")
+    parser.add_argument("--cases", default="bf16,f16,f32,i8,fp8_e4m3,i4",
+                        help="TABLE[:OUT] list (OUT default bf16); quantised tables get f32 row scales")
+    parser.add_argument("--no-triton", action="store_true", help="skip the Triton peer")
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--json", help="write all rows here")
     return parser.parse_args()
@@ -88,37 +92,43 @@ def graph_node_floor_us(copies=64, nbytes=64 << 10):
     return ms * 1e3
 
 
-class Case:
-    """One table on the GPU, its row scales, and both lookups."""
+TORCH_DTYPE = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
-    def __init__(self, lib, dtype, vocab, hidden):
-        self.lib, self.dtype, self.vocab, self.hidden = lib, dtype, vocab, hidden
+
+class Case:
+    """One table on the GPU, its row scales, and the three lookups."""
+
+    def __init__(self, lib, triton_peer, spec, vocab, hidden):
+        dtype, _, out = spec.partition(":")
+        out = out or "bf16"
+        self.lib, self.triton, self.dtype, self.out, self.vocab, self.hidden = lib, triton_peer, dtype, out, vocab, hidden
         gen = torch.Generator(device="cuda").manual_seed(hidden)
         self.scale = None
-        if dtype == "bf16":
-            self.table = torch.randn(vocab, hidden, device="cuda", dtype=torch.bfloat16, generator=gen)
-            self.out_dtype, self.row_bytes = torch.bfloat16, hidden * 2
-        elif dtype == "f32":
-            self.table = torch.randn(vocab, hidden, device="cuda", dtype=torch.float32, generator=gen)
-            self.out_dtype, self.row_bytes = torch.float32, hidden * 4
+        self.out_dtype = TORCH_DTYPE[out]
+        if dtype in TORCH_DTYPE:
+            self.table = torch.randn(vocab, hidden, device="cuda", dtype=TORCH_DTYPE[dtype], generator=gen)
+            self.row_bytes = hidden * self.table.element_size()
         else:
             self.scale = torch.rand(vocab, device="cuda", generator=gen) * 0.02 + 1e-3
-            self.out_dtype = torch.bfloat16
             if dtype == "i8":
                 self.table = torch.randint(-128, 128, (vocab, hidden), device="cuda", dtype=torch.int8, generator=gen)
                 self.row_bytes = hidden
             elif dtype == "fp8_e4m3":
                 values = (torch.randn(vocab, hidden, device="cuda", generator=gen) * 64).clamp(-448, 448)
-                self.table = values.to(torch.float8_e4m3fn).view(torch.uint8)
+                self.table = values.to(torch.float8_e4m3fn)
                 self.row_bytes = hidden
             else:
                 self.table = torch.randint(0, 256, (vocab, hidden // 2), device="cuda", dtype=torch.uint8, generator=gen)
                 self.row_bytes = hidden // 2
-        self.out_code = DTYPE_CODE["f32" if self.out_dtype == torch.float32 else "bf16"]
+        self.out_code = DTYPE_CODE[out]
         self.bad = torch.zeros(1, dtype=torch.int64, device="cuda")
 
+    @property
+    def name(self):
+        return f"{self.dtype} -> {self.out}"
+
     def bytes_moved(self, tokens):
-        out_size = 4 if self.out_dtype == torch.float32 else 2
+        out_size = torch.tensor([], dtype=self.out_dtype).element_size()
         scales = 4 * tokens if self.scale is not None else 0
         return tokens * 8 + tokens * self.row_bytes + scales + tokens * self.hidden * out_size
 
@@ -134,19 +144,65 @@ class Case:
 
     def torch_peer(self, ids, out):
         if self.scale is None:
-            torch.index_select(self.table, 0, ids, out=out)
+            if self.table.dtype == self.out_dtype:
+                torch.index_select(self.table, 0, ids, out=out)
+            else:
+                out.copy_(self.table.index_select(0, ids))
             return
         scale = self.scale.index_select(0, ids).unsqueeze(1)
         rows = self.table.index_select(0, ids)
         if self.dtype == "i8":
-            values = rows.to(torch.bfloat16) * scale
+            values = rows.to(torch.float32) * scale
         elif self.dtype == "fp8_e4m3":
-            values = rows.view(torch.float8_e4m3fn).to(torch.float32) * scale
+            values = rows.to(torch.float32) * scale
         else:  # int4: two per byte, low nibble first, signed
             low = (rows << 4).view(torch.int8) >> 4
             high = rows.view(torch.int8) >> 4
             values = torch.stack((low, high), dim=-1).view(rows.shape[0], self.hidden).to(torch.float32) * scale
         out.copy_(values)
+
+    def triton_peer(self, ids, out):
+        self.triton(self, ids, out)
+
+
+def make_triton_peer():
+    """The fused Triton kernel a user would write instead of calling tpembed, or None."""
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:
+        return None
+
+    configs = [triton.Config({"BLOCK": block}, num_warps=warps)
+               for block in (256, 512, 1024, 2048, 4096) for warps in (1, 2, 4, 8)
+               if block // (32 * warps) >= 4]
+
+    @triton.autotune(configs=configs, key=["tokens", "hidden", "IS_INT4", "HAS_SCALE"])
+    @triton.jit
+    def gather_dequantise(ids, table, scale, out, tokens, hidden,
+                          IS_INT4: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr):
+        token = tl.program_id(0)
+        row = tl.load(ids + token).to(tl.int64)
+        if IS_INT4:  # two codes a byte, low nibble first: BLOCK // 2 bytes give BLOCK values
+            byte = tl.program_id(1) * (BLOCK // 2) + tl.arange(0, BLOCK // 2)
+            packed = tl.load(table + row * (hidden // 2) + byte, mask=byte < hidden // 2).to(tl.int8, bitcast=True)
+            values = tl.interleave((packed << 4) >> 4, packed >> 4).to(tl.float32)
+            cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        else:
+            cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+            values = tl.load(table + row * hidden + cols, mask=cols < hidden).to(tl.float32)
+        if HAS_SCALE:
+            values = values * tl.load(scale + row)
+        tl.store(out + token * hidden + cols, values.to(out.dtype.element_ty), mask=cols < hidden)
+
+    def run(case, ids, out):
+        tokens = ids.numel()
+        grid = lambda meta: (tokens, triton.cdiv(case.hidden, meta["BLOCK"]))  # noqa: E731
+        scale = case.scale if case.scale is not None else case.table
+        gather_dequantise[grid](ids, case.table, scale, out, tokens, case.hidden,
+                                IS_INT4=case.dtype == "i4", HAS_SCALE=case.scale is not None)
+
+    return run
 
 
 def time_case(case, tokens, repeats):
@@ -154,21 +210,26 @@ def time_case(case, tokens, repeats):
     sets = max(2, min(64, math.ceil(L2_FLUSH_BYTES / out_bytes)))
     ids = [torch.randint(0, case.vocab, (tokens,), device="cuda", dtype=torch.int64) for _ in range(sets)]
     outs_ours = [torch.empty(tokens, case.hidden, device="cuda", dtype=case.out_dtype) for _ in range(sets)]
-    outs_torch = [torch.empty_like(o) for o in outs_ours]
+    peers = [("ours", case.ours), ("torch", case.torch_peer)]
+    if case.triton is not None:
+        peers.append(("triton", case.triton_peer))
+    outs = {name: [torch.empty_like(o) for o in outs_ours] if name != "ours" else outs_ours for name, _ in peers}
 
-    # Same function: bit for bit.
-    case.ours(ids[0], outs_ours[0])
-    case.torch_peer(ids[0], outs_torch[0])
+    # Same function: bit for bit (the Triton peer's autotuning runs here, outside the timing).
+    bits = torch.int32 if case.out_dtype == torch.float32 else torch.int16
+    for name, fn in peers:
+        fn(ids[0], outs[name][0])
     torch.cuda.synchronize()
-    if not torch.equal(outs_ours[0].view(torch.int16 if case.out_dtype != torch.float32 else torch.int32),
-                       outs_torch[0].view(torch.int16 if case.out_dtype != torch.float32 else torch.int32)):
-        raise RuntimeError(f"{case.dtype} H={case.hidden} tokens={tokens}: tpembed and PyTorch outputs differ")
+    for name, _ in peers[1:]:
+        if not torch.equal(outs_ours[0].view(bits), outs[name][0].view(bits)):
+            raise RuntimeError(f"{case.name} H={case.hidden} tokens={tokens}: tpembed and {name} outputs differ")
 
     results = {}
-    for name, fn, outs in (("ours", case.ours, outs_ours), ("torch", case.torch_peer, outs_torch)):
+    for name, fn in peers:
+        outs_of = outs[name]
         def run_all():
             for k in range(sets):
-                fn(ids[k], outs[k])
+                fn(ids[k], outs_of[k])
         graph = torch.cuda.CUDAGraph()
         stream = torch.cuda.Stream()
         with torch.cuda.stream(stream):
@@ -183,14 +244,20 @@ def time_case(case, tokens, repeats):
     return out_bytes, sets, results
 
 
-def main():
-    args = parse_args()
-    lib = ctypes.CDLL(args.lib)
+def load_lib(path):
+    """The C entry point of bench/lookup_capi.cpp."""
+    lib = ctypes.CDLL(path)
     lib.tpembed_bench_lookup.restype = ctypes.c_int
     lib.tpembed_bench_lookup.argtypes = [
         ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_int,
         ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
         ctypes.c_void_p]
+    return lib
+
+
+def main():
+    args = parse_args()
+    lib = load_lib(args.lib)
     props = torch.cuda.get_device_properties(0)
     ceiling = copy_ceiling_gbs()
     floor_us = graph_node_floor_us()
@@ -202,30 +269,46 @@ def main():
     print(f"# {props.name}, {props.multi_processor_count} SMs, torch {torch.__version__}, {header['date']}")
     print(f"# device-to-device copy ceiling (2 GiB, read+write): {ceiling:.0f} GB/s; "
           f"graph-node floor (64 KB copy, replayed): {floor_us:.2f} us")
+    triton_peer = None if args.no_triton else make_triton_peer()
+    header["triton"] = None
+    if triton_peer is not None:
+        import triton
+        header["triton"] = triton.__version__
+    print(f"# peers: PyTorch {torch.__version__}; "
+          f"{'Triton ' + header['triton'] + ' (autotuned per row)' if triton_peer else 'no Triton'}")
     print("| table -> out | H | tokens | K | bytes moved | tpembed us | x graph floor | GB/s | % ceiling | "
-          "PyTorch us | PyTorch GB/s | speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "PyTorch us | vs PyTorch | Triton us | Triton % ceiling | vs Triton |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
-    for dtype in args.cases.split(","):
+    for spec in args.cases.split(","):
         for hidden in (int(h) for h in args.hidden.split(",")):
-            case = Case(lib, dtype, args.vocab, hidden)
+            case = Case(lib, triton_peer, spec, args.vocab, hidden)
             for tokens in (int(t) for t in args.tokens.split(",")):
                 moved, sets, results = time_case(case, tokens, args.repeats)
                 ours_ms, torch_ms = results["ours"][0], results["torch"][0]
                 ours_gbs, torch_gbs = moved / (ours_ms * 1e-3) / 1e9, moved / (torch_ms * 1e-3) / 1e9
                 row = {
-                    "table": dtype, "out": "f32" if case.out_dtype == torch.float32 else "bf16", "hidden": hidden,
+                    "table": case.dtype, "out": case.out, "hidden": hidden,
                     "tokens": tokens, "rotating_sets": sets, "ours_per_graph_floor": ours_ms * 1e3 / floor_us,
                     "bytes": moved, "ours_us": ours_ms * 1e3, "ours_gbs": ours_gbs,
                     "ours_pct_ceiling": 100 * ours_gbs / ceiling, "torch_us": torch_ms * 1e3,
                     "torch_gbs": torch_gbs, "torch_pct_ceiling": 100 * torch_gbs / ceiling,
                     "speedup": torch_ms / ours_ms, "ours_min_max_us": [results["ours"][1] * 1e3, results["ours"][2] * 1e3],
                 }
+                triton_text = "- | - | -"
+                if "triton" in results:
+                    triton_ms = results["triton"][0]
+                    triton_gbs = moved / (triton_ms * 1e-3) / 1e9
+                    row.update({"triton_us": triton_ms * 1e3, "triton_gbs": triton_gbs,
+                                "triton_pct_ceiling": 100 * triton_gbs / ceiling,
+                                "speedup_vs_triton": triton_ms / ours_ms})
+                    triton_text = (f"{row['triton_us']:.2f} | {row['triton_pct_ceiling']:.1f}% | "
+                                   f"{row['speedup_vs_triton']:.2f}x")
                 rows.append(row)
-                print(f"| {dtype} -> {row['out']} | {hidden} | {tokens} | {sets} | {moved:,} | "
+                print(f"| {case.name} | {hidden} | {tokens} | {sets} | {moved:,} | "
                       f"{row['ours_us']:.2f} | {row['ours_per_graph_floor']:.2f} | {ours_gbs:.0f} | "
                       f"{row['ours_pct_ceiling']:.1f}% | "
-                      f"{row['torch_us']:.2f} | {torch_gbs:.0f} | {row['speedup']:.2f}x |", flush=True)
+                      f"{row['torch_us']:.2f} | {row['speedup']:.2f}x | {triton_text} |", flush=True)
             del case
             torch.cuda.empty_cache()
     if args.json:

@@ -4,7 +4,10 @@
 # racecheck on a reduced GPU matrix, the CUDA benchmark against PyTorch, and dumps the kernels'
 # resource usage and SASS. Logs go to $OUT (or ./device-out): the tables as .md/.json, every other
 # log packed into logs.tar.gz (the device tool brings back a few files only).
-# STEPS picks parts (default all): tests sanitizer sass cli python tp bench, e.g. STEPS="tests tp".
+# STEPS picks parts (default all): tests sanitizer sass cli python tp bench, e.g. STEPS="tests tp";
+# also (not in the default): gputests (the GPU test binaries alone), ncu (Nsight Compute counters of
+# every table dtype's lookup and the Triton peer's, bench/profile_lookup.py). TARGETS limits the
+# build to those targets (with STEPS that need no others).
 # With 2 or more GPUs, ctest also runs the NCCL tests of one GPU per rank, the thread-per-GPU and the
 # dead-rank tests, and `tp` adds bench-tp over NCCL and the PyTorch comparison on every GPU.
 set -uo pipefail
@@ -26,7 +29,17 @@ gtest=()
 step "build"
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${gtest[@]}" >"$out/configure.log" 2>&1 \
   || { tail -30 "$out/configure.log"; exit 1; }
-cmake --build build-gpu -j16 >"$out/build.log" 2>&1 || { grep -E "error" -A5 "$out/build.log" | head -60; exit 1; }
+targets=()
+for target in ${TARGETS:-}; do targets+=(--target "$target"); done
+cmake --build build-gpu -j16 "${targets[@]}" >"$out/build.log" 2>&1 || { grep -E "error" -A5 "$out/build.log" | head -60; exit 1; }
+if want gputests; then
+step "GPU tests"
+for t in test_codes_cuda test_embedding_cuda test_lookup_params_cuda test_large_table_cuda; do
+  build-gpu/tests/cuda/$t >"$out/$t.log" 2>&1
+  echo "$t: exit $? ($(grep -E '^\[  PASSED|^\[  FAILED' "$out/$t.log" | tr '\n' ' '))"
+  grep -E "^\[  FAILED|Failure|mismatch|Expected" -A3 "$out/$t.log" | head -30
+done
+fi
 if want tests; then
 step "tests (all, GPU included)"
 (cd build-gpu && ctest --output-on-failure -j4 --timeout ${CTEST_TIMEOUT:-300}) >"$out/ctest.log" 2>&1
@@ -108,6 +121,26 @@ if want python && (( gpus > 2 )); then  # (2 GPUs: the python step already ran i
   PYTHONPATH=build-gpu-py/python:/tmp/pylibs timeout 900 mpirun -np $gpus python3 bench/bench_tp_torch.py \
     --tokens ${TP_TOKENS:-1,16,64,128,1024,8192,32768} 2>&1 | tee "$out/bench_tp_torch_np$gpus.md" | tail -32
 fi
+fi
+if want ncu; then
+step "Nsight Compute: every table dtype -> bf16, H 8192, 32768 tokens (tpembed, then the Triton peer)"
+metrics=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_issued.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum,sm__warps_active.avg.pct_of_peak_sustained_active
+ncu --clock-control none --nvtx --nvtx-include "profile/" --metrics $metrics --csv \
+  python3 bench/profile_lookup.py --lib build-gpu/bench/libtpembed_bench_capi.so ${NCU_ARGS:-} >"$out/ncu.csv" 2>"$out/ncu.err"
+python3 - "$out/ncu.csv" <<'PY' | tee "$out/ncu.md"
+import csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+head, body = rows[0], rows[1:]
+col = {name: i for i, name in enumerate(head)}
+kernels = {}
+for r in body:
+    kernels.setdefault((r[col["ID"]], r[col["Kernel Name"]][:60]), {})[r[col["Metric Name"]]] = r[col["Metric Value"]]
+names = sorted({m for v in kernels.values() for m in v})
+print("| id | kernel | " + " | ".join(names) + " |")
+print("|---|---|" + "---|" * len(names))
+for (i, k), v in kernels.items():
+    print(f"| {i} | {k} | " + " | ".join(v.get(m, "") for m in names) + " |")
+PY
 fi
 if want bench; then
 step "benchmark"

@@ -7,7 +7,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 
+#include "cuda/convert.cuh"
 #include "tpembed/lookup.hpp"
 #include "tpembed/numeric.hpp"
 
@@ -15,51 +17,6 @@ namespace tpembed::cuda_kernels {
 
 constexpr int kBlockThreads = 256;
 constexpr int kUnroll = 4;
-
-template <DType D>
-__host__ __device__ constexpr int bits_of() {
-  return D == DType::f32 ? 32 : (D == DType::f16 || D == DType::bf16) ? 16 : D == DType::i4 ? 4 : 8;
-}
-
-/// Outputs per 16-byte output vector.
-template <DType Out>
-__host__ __device__ constexpr int outputs_per_vector() {
-  return 128 / bits_of<Out>();
-}
-
-/// Table bytes behind one output vector.
-template <DType Table, DType Out>
-__host__ __device__ constexpr int input_bytes_per_vector() {
-  return outputs_per_vector<Out>() * bits_of<Table>() / 8;
-}
-
-template <DType Table>
-__device__ __forceinline__ float decode(std::uint32_t code) {
-  if constexpr (Table == DType::f32) {
-    return __uint_as_float(code);
-  } else if constexpr (Table == DType::f16) {
-    return f16_bits_to_f32(static_cast<std::uint16_t>(code));
-  } else if constexpr (Table == DType::bf16) {
-    return __uint_as_float(code << 16);
-  } else if constexpr (Table == DType::i8) {
-    return static_cast<float>(static_cast<std::int8_t>(code));
-  } else if constexpr (Table == DType::fp8_e4m3) {
-    return fp8_e4m3_bits_to_f32(static_cast<std::uint8_t>(code));
-  } else {
-    return static_cast<float>(static_cast<std::int32_t>(code << 28) >> 28);
-  }
-}
-
-template <DType Out>
-__device__ __forceinline__ std::uint32_t encode(float value) {
-  if constexpr (Out == DType::f32) {
-    return __float_as_uint(value);
-  } else if constexpr (Out == DType::f16) {
-    return f32_to_f16_bits(value);
-  } else {
-    return f32_to_bf16_bits(value);
-  }
-}
 
 __device__ __forceinline__ float load_scale(const void* scales, DType dtype, std::int64_t index) {
   switch (dtype) {
@@ -102,29 +59,6 @@ __device__ __forceinline__ void load_raw(const std::uint8_t* __restrict__ src, R
     static_assert(Bytes == 2, "unexpected vector width");
     raw.words[0] = __ldg(reinterpret_cast<const unsigned short*>(src));
   }
-}
-
-/// Converts output vector `j` of the raw bits into 16 bytes of output: value * factor, rounded once.
-template <DType Table, DType Out, bool kScaled, int Bytes>
-__device__ __forceinline__ uint4 convert(const RawVector<Bytes>& raw, int j, float factor) {
-  constexpr int kOutputs = outputs_per_vector<Out>();
-  constexpr int kBits = bits_of<Table>();
-  constexpr std::uint32_t kMask = kBits == 32 ? 0xffffffffu : ((1u << kBits) - 1u);
-  std::uint32_t packed[4] = {0, 0, 0, 0};
-#pragma unroll
-  for (int k = 0; k < kOutputs; ++k) {
-    const int bit = (j * kOutputs + k) * kBits;
-    const std::uint32_t code = (raw.words[bit / 32] >> (bit % 32)) & kMask;
-    float value = decode<Table>(code);
-    if constexpr (kScaled) value = value * factor;
-    const std::uint32_t bits = encode<Out>(value);
-    if constexpr (bits_of<Out>() == 32) {
-      packed[k] = bits;
-    } else {
-      packed[k / 2] |= bits << (16 * (k % 2));
-    }
-  }
-  return make_uint4(packed[0], packed[1], packed[2], packed[3]);
 }
 
 /// 16 bytes of one repeated output element (zeros, or -0.0 for rows another rank owns).
@@ -270,20 +204,74 @@ __device__ __forceinline__ RawVector<kItemBytes / kGroup> exchange_for_store(con
   return result;
 }
 
+/// What a row's output is made of: zeros (a bad id, or a row another rank owns), its table bits
+/// times its scale, or its table bits alone. Each has its own loop, so that none of them branches
+/// per vector.
+enum class RowKind { zero, scaled, unscaled };
+
+/// Moves this thread's share of one output row chunk: items [first, chunk_end) of `src` (items of
+/// kGroup output vectors fed by one table load), `step` items apart.
+template <DType Table, DType Out, int kGroup, RowKind kKind>
+__device__ __forceinline__ void move_row(const std::uint8_t* __restrict__ src, uint4* __restrict__ dst, float factor,
+                                         uint4 zero, int first, int chunk_end, int step, int lane) {
+  constexpr int kItemBytes = input_bytes_per_vector<Table, Out>() * kGroup;
+  constexpr bool kPlainCopy = Table == Out && kKind == RowKind::unscaled;
+  // With kGroup > 1 the whole warp walks the row together (its lanes exchange table bits), so the
+  // loop runs on the warp's first item: uniform across the warp.
+  for (; first - (kGroup > 1 ? lane : 0) < chunk_end; first += step * kUnroll) {
+    RawVector<kItemBytes> raw[kUnroll];
+    if constexpr (kKind != RowKind::zero) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int item = first + u * step;
+        if (item < chunk_end) load_raw<kItemBytes>(src + static_cast<std::int64_t>(item) * kItemBytes, raw[u]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int item = first + u * step;
+      if constexpr (kGroup == 1) {
+        if (item >= chunk_end) break;
+        uint4 value = zero;
+        if constexpr (kPlainCopy) {
+          value = make_uint4(raw[u].words[0], raw[u].words[1], raw[u].words[2], raw[u].words[3]);
+        } else if constexpr (kKind != RowKind::zero) {
+          value = convert_vector<Table, Out, kKind == RowKind::scaled>(raw[u].words, factor);
+        }
+        dst[item] = value;
+      } else {
+        const int warp_item = item - lane;
+        if (warp_item >= chunk_end) break;  // uniform across the warp
+#pragma unroll
+        for (int j = 0; j < kGroup; ++j) {
+          const int vector = warp_item * kGroup + j * 32 + lane;
+          uint4 value = zero;
+          if constexpr (kKind != RowKind::zero) {
+            const auto part = exchange_for_store<kGroup, kItemBytes>(raw[u], j, lane);
+            value = convert_vector<Table, Out, kKind == RowKind::scaled>(part.words, factor);
+          }
+          if (vector < chunk_end * kGroup) dst[vector] = value;
+        }
+      }
+    }
+  }
+}
+
 /// Returns the bad rows this thread counted (one thread per row counts).
 template <typename Id, DType Table, DType Out, int kGroup>
 __device__ __forceinline__ unsigned long long gather_vector_rows(const LookupParams& p, std::int64_t chunk_items) {
   constexpr int kOutputs = outputs_per_vector<Out>();
-  constexpr int kVectorBytes = input_bytes_per_vector<Table, Out>();
-  constexpr int kItemBytes = kVectorBytes * kGroup;
-  constexpr bool kPlainCopy = Table == Out;
-  const std::int64_t items = p.cols / kOutputs / kGroup;
-  const std::int64_t chunk_begin = static_cast<std::int64_t>(blockIdx.y) * chunk_items;
-  const std::int64_t chunk_end = chunk_begin + chunk_items < items ? chunk_begin + chunk_items : items;
+  // Item indices within a row fit an int (the launcher sends rows of 2^31 vectors or more down the
+  // element-wise path).
+  const int items = static_cast<int>(p.cols / kOutputs / kGroup);
+  const int chunk_begin = static_cast<int>(blockIdx.y * chunk_items);
+  const int chunk_end = chunk_begin + static_cast<int>(chunk_items) < items ? chunk_begin + static_cast<int>(chunk_items) : items;
   const std::int64_t out_row_bytes = row_bytes(Out, p.out_row_stride);
   const std::int64_t padding_row_bytes = row_bytes(Table, p.cols);
   const std::int64_t row_step = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
   const int lane = static_cast<int>(threadIdx.x % 32);
+  const int first = chunk_begin + static_cast<int>(threadIdx.x);
+  const int step = static_cast<int>(blockDim.x);
   std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   // The next row's source is resolved (its id loaded) while this row's data is in flight.
   unsigned long long bad_rows = 0;
@@ -293,51 +281,15 @@ __device__ __forceinline__ unsigned long long gather_vector_rows(const LookupPar
     const RowSource next = row + row_step < p.num_ids ? resolve_row<Id>(p, row + row_step, padding_row_bytes)
                                                       : RowSource{};
     if (source.bad && threadIdx.x == 0 && blockIdx.y == 0) ++bad_rows;
-    const float factor = source.scales != nullptr ? load_scale(source.scales, p.scale_dtype, source.scale_index) : 1.0f;
-    const uint4 zero = splat_zero<Out>(source.unowned && p.unowned_negative_zero);
     auto* dst = reinterpret_cast<uint4*>(static_cast<std::uint8_t*>(p.out) + row * out_row_bytes);
-    // With kGroup > 1 the whole warp walks the row together (its lanes exchange table bits), so
-    // the loop runs on the warp's first item: uniform across the warp.
-    for (std::int64_t first = chunk_begin + threadIdx.x; first - (kGroup > 1 ? lane : 0) < chunk_end;
-         first += static_cast<std::int64_t>(blockDim.x) * kUnroll) {
-      RawVector<kItemBytes> raw[kUnroll] = {};
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const std::int64_t item = first + static_cast<std::int64_t>(u) * blockDim.x;
-        if (source.src != nullptr && item < chunk_end) load_raw<kItemBytes>(source.src + item * kItemBytes, raw[u]);
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const std::int64_t item = first + static_cast<std::int64_t>(u) * blockDim.x;
-        if constexpr (kGroup == 1) {
-          if (item >= chunk_end) break;
-          uint4 value = zero;
-          if (source.src != nullptr) {
-            if (source.scales != nullptr) {
-              value = convert<Table, Out, true>(raw[u], 0, factor);
-            } else if constexpr (kPlainCopy) {
-              value = make_uint4(raw[u].words[0], raw[u].words[1], raw[u].words[2], raw[u].words[3]);
-            } else {
-              value = convert<Table, Out, false>(raw[u], 0, factor);
-            }
-          }
-          dst[item] = value;
-        } else {
-          const std::int64_t warp_item = item - lane;
-          if (warp_item >= chunk_end) break;  // uniform across the warp
-#pragma unroll
-          for (int j = 0; j < kGroup; ++j) {
-            const std::int64_t vector = warp_item * kGroup + j * 32 + lane;
-            uint4 value = zero;
-            if (source.src != nullptr) {  // uniform: the warp is on one row
-              const auto part = exchange_for_store<kGroup, kItemBytes>(raw[u], j, lane);
-              value = source.scales != nullptr ? convert<Table, Out, true>(part, 0, factor)
-                                               : convert<Table, Out, false>(part, 0, factor);
-            }
-            if (vector < chunk_end * kGroup) dst[vector] = value;
-          }
-        }
-      }
+    if (source.src == nullptr) {
+      const uint4 zero = splat_zero<Out>(source.unowned && p.unowned_negative_zero);
+      move_row<Table, Out, kGroup, RowKind::zero>(nullptr, dst, 1.0f, zero, first, chunk_end, step, lane);
+    } else if (source.scales != nullptr) {
+      const float factor = load_scale(source.scales, p.scale_dtype, source.scale_index);
+      move_row<Table, Out, kGroup, RowKind::scaled>(source.src, dst, factor, uint4{}, first, chunk_end, step, lane);
+    } else {
+      move_row<Table, Out, kGroup, RowKind::unscaled>(source.src, dst, 1.0f, uint4{}, first, chunk_end, step, lane);
     }
     source = next;
   }
@@ -396,15 +348,15 @@ __global__ void __launch_bounds__(kBlockThreads) gather_scalar(const LookupParam
     const bool negative = source.unowned && p.unowned_negative_zero;
     std::uint8_t* dst = static_cast<std::uint8_t*>(p.out) + row * out_row_bytes;
     for (std::int64_t c = threadIdx.x; c < p.cols; c += blockDim.x) {
-      std::uint32_t code = encode<Out>(negative ? -0.0f : 0.0f);
+      std::uint32_t code = encode_single<Out>(negative ? -0.0f : 0.0f);
       if (source.src != nullptr) {
         const std::uint32_t raw = load_code<Table>(source.src, c);
         if (Table == Out && source.scales == nullptr) {
           code = raw;  // bit-exact copy, NaN payloads included
         } else {
-          float value = decode<Table>(raw);
+          float value = decode_single<Table>(raw);
           if (source.scales != nullptr) value = value * factor;
-          code = encode<Out>(value);
+          code = encode_single<Out>(value);
         }
       }
       store_code<Out>(dst, c, code);
@@ -420,6 +372,27 @@ cudaError_t launch_gather(const LookupParams& p, cudaStream_t stream);
 /// Multiprocessors of the current device (queried once per device).
 int multiprocessor_count();
 
+/// EXPERIMENT knobs (device pass only; removed once measured): TPEMBED_X_WIDE, TPEMBED_X_PDL,
+/// TPEMBED_X_SMALL_UNROLL, TPEMBED_X_BLOCKS_PER_SM (a persistent grid of that many blocks per SM).
+struct Experiment {
+  int wide = 1, pdl = 1, small_unroll = 1, blocks_per_sm = 0;
+};
+inline const Experiment& experiment() {
+  static const Experiment knobs = [] {
+    Experiment e;
+    auto read = [](const char* name, int fallback) {
+      const char* value = std::getenv(name);
+      return value != nullptr ? std::atoi(value) : fallback;
+    };
+    e.wide = read("TPEMBED_X_WIDE", 1);
+    e.pdl = read("TPEMBED_X_PDL", 1);
+    e.small_unroll = read("TPEMBED_X_SMALL_UNROLL", 1);
+    e.blocks_per_sm = read("TPEMBED_X_BLOCKS_PER_SM", 0);
+    return e;
+  }();
+  return knobs;
+}
+
 template <typename Id, DType Table, DType Out>
 cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   constexpr int kOutputs = outputs_per_vector<Out>();
@@ -433,7 +406,7 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
     return aligned(p.table, alignment) && p.table_row_bytes % alignment == 0 &&
            (p.padding == nullptr || aligned(p.padding, alignment));
   };
-  const bool vector = p.cols % kOutputs == 0 && aligned(p.out, 16) && row_bytes(Out, p.out_row_stride) % 16 == 0 &&
+  const bool vector = p.cols % kOutputs == 0 && p.cols / kOutputs < (std::int64_t{1} << 31) && aligned(p.out, 16) && row_bytes(Out, p.out_row_stride) % 16 == 0 &&
                       tables_aligned(kInAlign);
 
   cudaLaunchConfig_t config{};
@@ -442,7 +415,7 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &attribute;
-  config.numAttrs = 1;
+  config.numAttrs = experiment().pdl ? 1 : 0;
   auto pow2_at_least = [](std::int64_t n) {
     int threads = 1;
     while (threads < n && threads < kBlockThreads) threads *= 2;
@@ -471,8 +444,8 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   };
   // Wide items (16-byte table loads, exchanged within the warp for coalesced stores) pay off when
   // there is bandwidth to win; small lookups are latency-bound and do better one vector a thread.
-  const int per_thread = p.num_ids * vectors >= enough ? kUnroll : 1;
-  plan.wide = kWide > 1 && per_thread == kUnroll && vectors % kWide == 0 && tables_aligned(16) &&
+  const int per_thread = p.num_ids * vectors >= enough ? kUnroll : experiment().small_unroll;
+  plan.wide = experiment().wide && kWide > 1 && per_thread == kUnroll && vectors % kWide == 0 && tables_aligned(16) &&
               threads_for(vectors / kWide, per_thread) >= 32;  // whole warps on a row
   const std::int64_t items = plan.wide ? vectors / kWide : vectors;
   const int threads_x = threads_for(items, per_thread);
@@ -482,6 +455,10 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   const std::int64_t grid_y = (items + plan.chunk_items - 1) / plan.chunk_items;
   config.blockDim = dim3(threads_x, grid_y == 1 ? kBlockThreads / threads_x : 1);
   config.gridDim = dim3(row_grid(config.blockDim.y), static_cast<unsigned>(grid_y > 0 ? grid_y : 1));
+  if (experiment().blocks_per_sm > 0) {
+    const std::int64_t resident = std::int64_t{multiprocessor_count()} * experiment().blocks_per_sm / config.gridDim.y;
+    if (resident >= 1 && config.gridDim.x > resident) config.gridDim.x = static_cast<unsigned>(resident);
+  }
   const cudaError_t status = cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out>, p, plan);
   return status != cudaSuccess ? status : cudaGetLastError();
 }
