@@ -1,6 +1,7 @@
 // The CPU lookup backend: the masked, dequantising gather of lookup.hpp on the host.
 // Dtypes are dispatched once per call; the inner loop is one template instance per
-// (id type x table dtype x output dtype). A same-dtype float table without scales is a row copy.
+// (id type x table dtype x output dtype). A same-dtype float table without scales is a row copy;
+// a quantized table's rows are decoded by the vector bodies of decode_rows.hpp.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "cpu/decode_rows.hpp"
 #include "cpu/elements.hpp"
 #include "tpembed/error.hpp"
 #include "tpembed/lookup.hpp"
@@ -124,7 +126,14 @@ void gather(const LookupParams& p) {
   const std::int64_t padding_row_bytes = row_bytes(Table, p.cols);
   const std::size_t written_bytes = static_cast<std::size_t>(row_bytes(Out, p.cols));
   const bool plain_copy = (Table == Out) && p.scale == nullptr;
-  const bool streaming = plain_copy && p.num_ids * out_row_bytes >= kStreamingOutputBytes;
+  // Quantized rows are decoded a vector at a time, by the widest ISA the CPU has (or is capped to).
+  const cpu::CpuIsa isa = is_quantized(Table) ? cpu::active_cpu_isa() : cpu::CpuIsa::portable;
+  const cpu::RowBody scaled_body =
+      is_quantized(Table) ? cpu::row_body(isa, Table, Out, true) : cpu::RowBody{};
+  const cpu::RowBody unscaled_body =
+      is_quantized(Table) ? cpu::row_body(isa, Table, Out, false) : cpu::RowBody{};
+  const bool streaming = (plain_copy || is_quantized(Table)) &&
+                         p.num_ids * out_row_bytes >= kStreamingOutputBytes;
   const std::int64_t prefetch_ahead =
       std::max<std::int64_t>(1, kPrefetchAheadBytes / std::max<std::int64_t>(1, written_bytes));
   // Where the output row of `id` comes from (lookup.hpp): a table or padding row with its scales,
@@ -183,6 +192,12 @@ void gather(const LookupParams& p) {
         const std::uint8_t* ahead =
             next < end ? locate(static_cast<std::int64_t>(ids[next])).row : nullptr;
         copy_row(dst, src, ahead, static_cast<std::int64_t>(written_bytes), streaming);
+      } else if (is_quantized(Table)) {
+        const bool scaled = source.scales != nullptr;
+        const float factor =
+            scaled ? cpu::load_scale(source.scales, p.scale_dtype, source.scale_index) : 1.0f;
+        cpu::decode_row<Table, Out>(scaled ? scaled_body : unscaled_body, dst, src, p.cols, scaled,
+                                    factor, streaming);
       } else if (source.scales == nullptr) {
         for (std::int64_t c = 0; c < p.cols; ++c) store_element<Out>(dst, c, load_element<Table>(src, c));
       } else {

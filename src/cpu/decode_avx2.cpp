@@ -1,0 +1,137 @@
+// The row bodies for CPUs with AVX2 and F16C, 16 columns a step. Only the functions here carry the
+// target attribute (the rest of the library stays baseline x86-64); decode_rows.cpp calls them only
+// where the CPU has both. The conversions, and why each is exact:
+//  - i8, i4 -> f32: sign-extended integers, converted exactly (|v| <= 128);
+//  - fp8 e4m3 -> f32: normal codes rebiased in the exponent field, subnormals as mantissa * 2^-9
+//    (no subnormal f32 anywhere, so no microcode assists), 0x7f/0xff the quiet NaN;
+//  - the scale: one multiply (nothing to fuse it with, so no FMA contraction);
+//  - f32 -> f16: vcvtps2ph with imm 0, round to nearest even whatever MXCSR says; it makes
+//    subnormals and Inf as numeric.hpp does, and quiets NaN keeping the payload's top bits;
+//  - f32 -> bf16: numeric.hpp's integer rounding, the NaN branch a blend.
+#include "cpu/decode_rows.hpp"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+
+#include <immintrin.h>
+
+#define TPEMBED_AVX2 __attribute__((target("avx2,f16c")))
+
+namespace tpembed::cpu {
+
+namespace {
+
+constexpr std::int64_t kColumns = 16;
+
+struct Pair {
+  __m256 low, high;  // columns 0..7 and 8..15 of a step
+};
+
+TPEMBED_AVX2 inline __m256 fp8_to_f32(__m256i codes) {
+  const __m256i rest = _mm256_and_si256(codes, _mm256_set1_epi32(0x7f));
+  const __m256i normal =
+      _mm256_add_epi32(_mm256_slli_epi32(rest, 20), _mm256_set1_epi32(120 << 23));
+  const __m256i subnormal =
+      _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(rest), _mm256_set1_ps(0x1p-9f)));
+  __m256i magnitude =
+      _mm256_blendv_epi8(normal, subnormal, _mm256_cmpgt_epi32(_mm256_set1_epi32(8), rest));
+  magnitude = _mm256_blendv_epi8(magnitude, _mm256_set1_epi32(0x7fc00000),
+                                 _mm256_cmpeq_epi32(rest, _mm256_set1_epi32(0x7f)));
+  const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(codes, _mm256_set1_epi32(0x80)), 24);
+  return _mm256_castsi256_ps(_mm256_or_si256(magnitude, sign));
+}
+
+template <DType Table>
+TPEMBED_AVX2 inline Pair load_step(const std::uint8_t* src, std::int64_t col) {
+  if constexpr (Table == DType::i8) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + col));
+    return {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)),
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8)))};
+  } else if constexpr (Table == DType::fp8_e4m3) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + col));
+    return {fp8_to_f32(_mm256_cvtepu8_epi32(bytes)),
+            fp8_to_f32(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8)))};
+  } else {
+    static_assert(Table == DType::i4, "a quantized table dtype");
+    const __m128i packed = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + col / 2));
+    const __m128i mask = _mm_set1_epi8(0x0f);
+    const __m128i low = _mm_and_si128(packed, mask);
+    const __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
+    // Low nibble first: interleaving the two gives the 16 columns in order; (n ^ 8) - 8 signs them.
+    const __m128i eight = _mm_set1_epi8(8);
+    const __m128i values = _mm_sub_epi8(_mm_xor_si128(_mm_unpacklo_epi8(low, high), eight), eight);
+    return {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(values)),
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(values, 8)))};
+  }
+}
+
+TPEMBED_AVX2 inline __m256i bf16_bits(__m256 values) {
+  const __m256i bits = _mm256_castps_si256(values);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  const __m256i rounded = _mm256_srli_epi32(
+      _mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7fff)), odd), 16);
+  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
+  const __m256i magnitude = _mm256_and_si256(bits, _mm256_set1_epi32(0x7fffffff));
+  const __m256i nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7f800000));
+  return _mm256_blendv_epi8(rounded, quiet, nan);
+}
+
+TPEMBED_AVX2 inline void store_32_bytes(std::uint8_t* dst, __m256i bytes, bool streaming) {
+  if (streaming) {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(dst), bytes);
+  } else {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), bytes);
+  }
+}
+
+template <DType Out>
+TPEMBED_AVX2 inline void store_step(std::uint8_t* dst, std::int64_t col, Pair values,
+                                    bool streaming) {
+  if constexpr (Out == DType::f32) {
+    store_32_bytes(dst + col * 4, _mm256_castps_si256(values.low), streaming);
+    store_32_bytes(dst + col * 4 + 32, _mm256_castps_si256(values.high), streaming);
+  } else if constexpr (Out == DType::f16) {
+    const __m128i low = _mm256_cvtps_ph(values.low, _MM_FROUND_TO_NEAREST_INT);
+    const __m128i high = _mm256_cvtps_ph(values.high, _MM_FROUND_TO_NEAREST_INT);
+    store_32_bytes(dst + col * 2, _mm256_set_m128i(high, low), streaming);
+  } else {
+    static_assert(Out == DType::bf16, "an output dtype");
+    // packus works within 128-bit lanes (and every value fits 16 bits, so nothing saturates):
+    // 0xd8 puts the four 64-bit quarters back in column order.
+    const __m256i packed = _mm256_packus_epi32(bf16_bits(values.low), bf16_bits(values.high));
+    store_32_bytes(dst + col * 2, _mm256_permute4x64_epi64(packed, 0xd8), streaming);
+  }
+}
+
+template <DType Table, DType Out, bool Scaled>
+struct Body {
+  TPEMBED_AVX2 static void run(std::uint8_t* dst, const std::uint8_t* src, std::int64_t count,
+                               float factor, bool streaming) {
+    const __m256 scale = _mm256_set1_ps(factor);
+    for (std::int64_t col = 0; col < count; col += kColumns) {
+      Pair values = load_step<Table>(src, col);
+      if (Scaled) {
+        values.low = _mm256_mul_ps(values.low, scale);
+        values.high = _mm256_mul_ps(values.high, scale);
+      }
+      store_step<Out>(dst, col, values, streaming);
+    }
+  }
+};
+
+}  // namespace
+
+RowBody avx2_row_body(DType table, DType out, bool scaled) {
+  return quantized_row_body<Body>(table, out, scaled, kColumns, 32);
+}
+
+}  // namespace tpembed::cpu
+
+#else  // not x86-64: no AVX2 bodies
+
+namespace tpembed::cpu {
+RowBody avx2_row_body(DType, DType, bool) {
+  return {};
+}
+}  // namespace tpembed::cpu
+
+#endif
