@@ -298,7 +298,8 @@ class ParallelEmbedding:
         try:
             if not isinstance(path, (str, os.PathLike)):
                 raise ArgumentError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-            arguments = (os.fspath(path), _check.string(tensor, "tensor", ()),
+            arguments = (_check.string(os.fspath(path), "path", ()),
+                         _check.string(tensor, "tensor", ()),
                          _check.optional_string(scale_tensor, "scale_tensor", ()),
                          _check.optional_integer(hidden, "hidden"), engine,
                          *_group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement,

@@ -51,6 +51,8 @@ def boolean(value: Any, name: str) -> bool:
 def string(value: Any, name: str, accepted: Sequence[str]) -> str:
     """A str; the names in `accepted` are what the message offers (the core checks the value)."""
     if isinstance(value, str):
+        if "\0" in value:  # C++ messages (and file names) would end at it
+            raise ArgumentError(f"{name} {value!r} holds a NUL character, which no name may hold")
         return value
     names = f" ({', '.join(repr(a) for a in accepted)})" if accepted else ""
     raise ArgumentError(f"{name} must be a str{names}, got {_shown(value)} "
