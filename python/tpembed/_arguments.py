@@ -43,7 +43,8 @@ def optional_integer(value: Any, name: str, minimum: Optional[int] = None,
 
 def boolean(value: Any, name: str) -> bool:
     """True or False (NumPy bools too); not 0, 1, strings or None, which usually mean a slip."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")
+    if isinstance(value, bool) or numpy_bool:
         return bool(value)
     raise ArgumentError(f"{name} must be True or False, got {_shown(value)} ({type(value).__name__})")
 
