@@ -190,6 +190,13 @@ def world_and_self(role):
 
 # ---- communicators that are not -------------------------------------------------------------
 
+def one_rank_without_communicator(role):
+    """MPMD: program b passes MPI.COMM_NULL (refused on its rank: it has no group to tell), program
+    a MPI.COMM_WORLD: it must raise within setup_timeout instead of waiting for b forever."""
+    comm = WORLD if role == "a" else MPI.COMM_NULL
+    report("setup", lambda: tpembed.ParallelEmbedding(TABLE, comm=comm, setup_timeout=3) and True)
+
+
 def not_communicators(role):
     """Every rank passes the same non-communicator: refused on each rank, nothing waits."""
     group = WORLD.Get_group()
@@ -247,7 +254,8 @@ def partition(role):
 
 SCENARIOS = {f.__name__: f for f in [forward_refusals, different_ids,
                                      setup_refusals, settings_differ, world_and_self,
-                                     not_communicators, after_finalize, partition]}
+                                     one_rank_without_communicator, not_communicators,
+                                     after_finalize, partition]}
 
 if __name__ == "__main__":
     SCENARIOS[sys.argv[1]](sys.argv[3] if len(sys.argv) > 3 else None)

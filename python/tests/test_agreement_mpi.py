@@ -190,6 +190,14 @@ def test_comm_world_against_comm_self_never_hangs(tmp_path):
                       "communicator, and some never came", "MPI.COMM_SELF")
 
 
+@needs_mpirun
+def test_a_rank_whose_comm_is_refused_never_leaves_the_others_waiting(tmp_path):
+    results = launch(tmp_path, "one_rank_without_communicator", roles=["a", "b"])
+    assert_every_rank({0: results[0]}, "setup", "RuntimeError",
+                      "rank 0: set-up waited 3 s (setup_timeout) for all 2 ranks")
+    assert_every_rank({1: results[1]}, "setup", "ArgumentError", "got MPI.COMM_NULL")
+
+
 NOT_COMMUNICATORS = {
     "group": "got an mpi4py Group, which is not a communicator",
     "win_null": "got an mpi4py Win, which is not a communicator",
@@ -292,6 +300,10 @@ REFUSED = [
      "path must be a str or os.PathLike, got int"),
     ("tensor=None", lambda: tpembed.ParallelEmbedding.from_checkpoint("x", None),
      "tensor must be a str"),
+    ("tensor with a NUL", lambda: tpembed.ParallelEmbedding.from_checkpoint("x", "embed\0.w"),
+     "tensor 'embed\\x00.w' holds a NUL character"),
+    ("path with a NUL", lambda: tpembed.ParallelEmbedding.from_checkpoint("m\0.st", "embed"),
+     "path 'm\\x00.st' holds a NUL character"),
     ("shard_range(2**64)", lambda: tpembed.shard_range(2**64, 3, 2),
      "total must be an integer in [0, 9223372036854775807], got 18446744073709551616"),
     ("shard_range('3')", lambda: tpembed.shard_range(10, "3", 2),
@@ -306,6 +318,15 @@ def test_a_refused_argument_says_which_what_and_what_is_taken(case, call, messag
     text = str(raised.value)
     assert message in text
     assert "incompatible function arguments" not in text
+
+
+def test_numpy_scalars_are_taken_where_python_ones_are():
+    out = tpembed.embedding(IDS, TABLE, strict=np.True_)
+    np.testing.assert_array_equal(out, TABLE[IDS])
+    layer = tpembed.ParallelEmbedding(TABLE, tp_size=np.int64(1), sharding_dim=np.int32(0),
+                                      strict=np.bool_(False))
+    np.testing.assert_array_equal(layer.forward(IDS), TABLE[IDS])
+    assert tpembed.shard_range(np.int64(10), np.int32(4), np.int8(3), "equal") == (9, 3)
 
 
 def test_argument_errors_are_value_and_type_errors():
