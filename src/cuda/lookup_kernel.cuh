@@ -16,7 +16,13 @@
 namespace tpembed::cuda_kernels {
 
 constexpr int kBlockThreads = 256;
-constexpr int kUnroll = 4;
+#ifndef TPEMBED_UNROLL
+#define TPEMBED_UNROLL 4
+#endif
+#ifndef TPEMBED_MIN_BLOCKS
+#define TPEMBED_MIN_BLOCKS 1
+#endif
+constexpr int kUnroll = TPEMBED_UNROLL;
 
 __device__ __forceinline__ float load_scale(const void* scales, DType dtype, std::int64_t index) {
   switch (dtype) {
@@ -297,7 +303,7 @@ __device__ __forceinline__ unsigned long long gather_vector_rows(const LookupPar
 }
 
 template <typename Id, DType Table, DType Out>
-__global__ void __launch_bounds__(kBlockThreads) gather_vector(const LookupParams p, const VectorPlan plan) {
+__global__ void __launch_bounds__(kBlockThreads, TPEMBED_MIN_BLOCKS) gather_vector(const LookupParams p, const VectorPlan plan) {
   wait_for_previous_grid_and_release_next();
   constexpr int kWide = vectors_per_load<Table, Out>();
   unsigned long long bad_rows = 0;
@@ -305,6 +311,36 @@ __global__ void __launch_bounds__(kBlockThreads) gather_vector(const LookupParam
     bad_rows = gather_vector_rows<Id, Table, Out, kWide>(p, plan.chunk_items);
   } else {
     bad_rows = gather_vector_rows<Id, Table, Out, 1>(p, plan.chunk_items);
+  }
+  report_bad_rows(p, bad_rows);
+}
+
+/// Small (latency-bound) lookups: each thread moves up to kUnroll output vectors of one row chunk,
+/// once, with no loop over rows and no wide items: the fewest instructions between the id's
+/// arrival and the stores.
+template <typename Id, DType Table, DType Out>
+__global__ void __launch_bounds__(kBlockThreads) gather_small(const LookupParams p, const VectorPlan plan) {
+  wait_for_previous_grid_and_release_next();
+  constexpr int kOutputs = outputs_per_vector<Out>();
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+  unsigned long long bad_rows = 0;
+  if (row < p.num_ids) {
+    const int items = static_cast<int>(p.cols / kOutputs);
+    const int chunk_begin = static_cast<int>(blockIdx.y * plan.chunk_items);
+    const int chunk_end = chunk_begin + static_cast<int>(plan.chunk_items) < items ? chunk_begin + static_cast<int>(plan.chunk_items) : items;
+    const RowSource source = resolve_row<Id>(p, row, row_bytes(Table, p.cols));
+    if (source.bad && threadIdx.x == 0 && blockIdx.y == 0) bad_rows = 1;
+    auto* dst = reinterpret_cast<uint4*>(static_cast<std::uint8_t*>(p.out) + row * row_bytes(Out, p.out_row_stride));
+    const int first = chunk_begin + static_cast<int>(threadIdx.x), step = static_cast<int>(blockDim.x);
+    if (source.src == nullptr) {
+      const uint4 zero = splat_zero<Out>(source.unowned && p.unowned_negative_zero);
+      move_row<Table, Out, 1, RowKind::zero>(nullptr, dst, 1.0f, zero, first, chunk_end, step, 0);
+    } else if (source.scales != nullptr) {
+      const float factor = load_scale(source.scales, p.scale_dtype, source.scale_index);
+      move_row<Table, Out, 1, RowKind::scaled>(source.src, dst, factor, uint4{}, first, chunk_end, step, 0);
+    } else {
+      move_row<Table, Out, 1, RowKind::unscaled>(source.src, dst, 1.0f, uint4{}, first, chunk_end, step, 0);
+    }
   }
   report_bad_rows(p, bad_rows);
 }
@@ -375,7 +411,7 @@ int multiprocessor_count();
 /// EXPERIMENT knobs (device pass only; removed once measured): TPEMBED_X_WIDE, TPEMBED_X_PDL,
 /// TPEMBED_X_SMALL_UNROLL, TPEMBED_X_BLOCKS_PER_SM (a persistent grid of that many blocks per SM).
 struct Experiment {
-  int wide = 1, pdl = 1, small_unroll = 1, blocks_per_sm = 0;
+  int wide = 1, pdl = 1, small_unroll = 1, blocks_per_sm = 0, small_kernel = 0;
 };
 inline const Experiment& experiment() {
   static const Experiment knobs = [] {
@@ -388,6 +424,7 @@ inline const Experiment& experiment() {
     e.pdl = read("TPEMBED_X_PDL", 1);
     e.small_unroll = read("TPEMBED_X_SMALL_UNROLL", 1);
     e.blocks_per_sm = read("TPEMBED_X_BLOCKS_PER_SM", 0);
+    e.small_kernel = read("TPEMBED_X_SMALL_KERNEL", 0);
     return e;
   }();
   return knobs;
@@ -444,8 +481,9 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   };
   // Wide items (16-byte table loads, exchanged within the warp for coalesced stores) pay off when
   // there is bandwidth to win; small lookups are latency-bound and do better one vector a thread.
-  const int per_thread = p.num_ids * vectors >= enough ? kUnroll : experiment().small_unroll;
-  plan.wide = experiment().wide && kWide > 1 && per_thread == kUnroll && vectors % kWide == 0 && tables_aligned(16) &&
+  const bool large = p.num_ids * vectors >= enough;
+  const int per_thread = large ? kUnroll : experiment().small_unroll;
+  plan.wide = experiment().wide && kWide > 1 && large && vectors % kWide == 0 && tables_aligned(16) &&
               threads_for(vectors / kWide, per_thread) >= 32;  // whole warps on a row
   const std::int64_t items = plan.wide ? vectors / kWide : vectors;
   const int threads_x = threads_for(items, per_thread);
@@ -459,7 +497,9 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
     const std::int64_t resident = std::int64_t{multiprocessor_count()} * experiment().blocks_per_sm / config.gridDim.y;
     if (resident >= 1 && config.gridDim.x > resident) config.gridDim.x = static_cast<unsigned>(resident);
   }
-  const cudaError_t status = cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out>, p, plan);
+  const cudaError_t status = !large && experiment().small_kernel
+                                 ? cudaLaunchKernelEx(&config, gather_small<Id, Table, Out>, p, plan)
+                                 : cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out>, p, plan);
   return status != cudaSuccess ? status : cudaGetLastError();
 }
 
