@@ -83,14 +83,31 @@ std::unique_ptr<Communicator> make_single_communicator();
 /// True when this build includes the MPI engine.
 bool mpi_available();
 
+/// Options of the MPI engine.
+struct MpiOptions {
+  /// Longest wait, in seconds, for a collective of up to 256 KiB (every agreement, set-up and
+  /// split, and the exchanges of small forwards) and for the duplicate made at creation: past it
+  /// this rank throws CommunicatorError naming the call, and the communicator refuses every later
+  /// collective (a peer that failed, skipped a call or passed another communicator cannot hang us).
+  /// Those calls run in the engine's own buffers, so a late peer never writes into the caller's
+  /// memory. Larger collectives block without a limit, as MPI's do (their non-blocking forms are
+  /// slower): in a forward they follow the argument check, which has seen every rank arrive.
+  /// Unset: the environment variable TPEMBED_COMM_TIMEOUT_SECONDS when set, else 300. The wait
+  /// polls: for its first second it yields the CPU between polls, then sleeps 1 ms between them.
+  std::optional<double> timeout_seconds;
+};
+
 /// A communicator over MPI_COMM_WORLD. Initialises MPI (thread level "funneled") when nobody has,
 /// and then finalises it at process exit. Throws UnsupportedError when built without MPI.
 std::unique_ptr<Communicator> make_mpi_communicator();
+std::unique_ptr<Communicator> make_mpi_communicator(const MpiOptions& options);
 
-/// A communicator over a duplicate (MPI_Comm_dup: collective over that communicator) of the MPI_Comm
-/// stored at `mpi_comm_address` (for example mpi4py's `MPI._addressof(comm)`). MPI must already be
-/// initialised by its owner, who also finalises it. Throws UnsupportedError when built without MPI.
+/// A communicator over a duplicate (MPI_Comm_idup: collective over that communicator, waited for
+/// against the timeout) of the MPI_Comm stored at `mpi_comm_address` (for example mpi4py's
+/// `MPI._addressof(comm)`). MPI must already be initialised by its owner, who also finalises it.
+/// Throws UnsupportedError when built without MPI.
 std::unique_ptr<Communicator> make_mpi_communicator(const void* mpi_comm_address);
+std::unique_ptr<Communicator> make_mpi_communicator(const void* mpi_comm_address, const MpiOptions& options);
 
 /// Options of the NCCL engine.
 struct NcclOptions {

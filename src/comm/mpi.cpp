@@ -3,11 +3,14 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tpembed/communicator.hpp"
@@ -175,6 +178,75 @@ class BigBytesType {
   MPI_Datatype type_ = MPI_DATATYPE_NULL;
 };
 
+// ---- waiting with a deadline
+// --------------------------------------------------------------------------
+
+// Collectives of up to this many bytes are non-blocking, waited for against the timeout, in the
+// engine's own buffer (a late peer can never write into the caller's memory after a timeout).
+// Larger ones block: MPI's blocking algorithms move large blocks about a third faster here.
+constexpr std::int64_t kOwnBufferBytes = 256 * 1024;
+
+double timeout_from(const MpiOptions& options) {
+  double seconds = 300.0;
+  std::string source = "MpiOptions::timeout_seconds";
+  if (options.timeout_seconds) {
+    seconds = *options.timeout_seconds;
+  } else if (const char* text = std::getenv("TPEMBED_COMM_TIMEOUT_SECONDS");
+             text != nullptr && *text != '\0') {
+    char* end = nullptr;
+    seconds = std::strtod(text, &end);
+    source = detail::concat("TPEMBED_COMM_TIMEOUT_SECONDS='", text, "'");
+    if (end == text || *end != '\0') seconds = -1;
+  }
+  TPEMBED_EXPECTS(std::isfinite(seconds) && seconds > 0, InvalidArgumentError, source,
+                  " must be a positive number of seconds, got ", seconds);
+  return seconds;
+}
+
+// Polls `request` until it completes (true) or `timeout_seconds` pass (false). MPI progresses only
+// inside MPI calls, so the first second polls back to back (yielding the CPU to other ranks of an
+// oversubscribed node); after that a peer is late, and polls are 1 ms apart.
+bool wait_for(MPI_Request& request, double timeout_seconds) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  const std::chrono::duration<double> limit(timeout_seconds);
+  for (;;) {
+    int done = 0;
+    TPEMBED_MPI_TRY(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    if (done) return true;
+    const auto waited = Clock::now() - start;
+    if (waited >= limit) return false;
+    if (waited < std::chrono::seconds(1)) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+}
+
+// Buffers that a timed-out collective may still write: kept until the process ends.
+void keep_forever(std::vector<std::uint8_t>&& buffer) {
+  static auto* kept = new std::vector<std::vector<std::uint8_t>>();  // never freed, on purpose
+  kept->push_back(std::move(buffer));
+}
+
+// A duplicate of `given` (collective over it), waited for against the timeout.
+MPI_Comm duplicate(MPI_Comm given, double timeout_seconds) {
+  MPI_Comm comm = MPI_COMM_NULL;
+  MPI_Request request = MPI_REQUEST_NULL;
+  TPEMBED_MPI_TRY(MPI_Comm_idup(given, &comm, &request));
+  if (!wait_for(request, timeout_seconds)) {
+    int size = 0;
+    MPI_Comm_size(given, &size);
+    throw CommunicatorError(detail::concat(
+        "make_mpi_communicator: duplicating the MPI communicator (collective over its ", size,
+        " ranks) did not complete within ", timeout_seconds,
+        " s: some rank did not make a communicator from the same MPI communicator at the same "
+        "time"));
+  }
+  return comm;
+}
+
 bool overlaps(const void* a, std::int64_t a_bytes, const void* b, std::int64_t b_bytes) {
   const auto begin_a = reinterpret_cast<std::uintptr_t>(a);
   const auto begin_b = reinterpret_cast<std::uintptr_t>(b);
@@ -188,7 +260,8 @@ bool overlaps(const void* a, std::int64_t a_bytes, const void* b, std::int64_t b
 class MpiCommunicator final : public Communicator {
  public:
   // Takes ownership of `comm`.
-  explicit MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+  MpiCommunicator(MPI_Comm comm, double timeout_seconds)
+      : comm_(comm), timeout_seconds_(timeout_seconds) {
     try {
       TPEMBED_MPI_TRY(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
       TPEMBED_MPI_TRY(MPI_Comm_rank(comm_, &rank_));
@@ -199,8 +272,9 @@ class MpiCommunicator final : public Communicator {
     }
   }
   ~MpiCommunicator() override {
-    // After MPI_Finalize the handle is gone with the rest of MPI's state.
-    if (comm_ != MPI_COMM_NULL && !is_finalized()) MPI_Comm_free(&comm_);
+    // After MPI_Finalize the handle is gone with the rest of MPI's state; after a timeout a
+    // collective is still pending on it, so it is left alone.
+    if (comm_ != MPI_COMM_NULL && !is_finalized() && timed_out_in_.empty()) MPI_Comm_free(&comm_);
   }
   MpiCommunicator(const MpiCommunicator&) = delete;
   MpiCommunicator& operator=(const MpiCommunicator&) = delete;
@@ -210,8 +284,9 @@ class MpiCommunicator final : public Communicator {
   std::string engine() const override { return "mpi"; }
 
  protected:
-  void do_all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype, void*) override {
-    expect_not_finalized("all_reduce_sum");
+  void do_all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype,
+                         void*) override {
+    expect_usable("all_reduce_sum");
     MPI_Datatype type = MPI_DATATYPE_NULL;
     MPI_Op op = MPI_SUM;
     switch (dtype) {
@@ -237,9 +312,20 @@ class MpiCommunicator final : public Communicator {
             detail::concat("all_reduce_sum: the MPI engine cannot sum ", dtype_name(dtype)));
     }
     const auto element = static_cast<std::int64_t>(element_size(dtype));
+    const std::int64_t bytes = count * element;
+    if (bytes <= kOwnBufferBytes) {
+      stage_.resize(static_cast<std::size_t>(bytes));
+      std::memcpy(stage_.data(), send, static_cast<std::size_t>(bytes));
+      MPI_Request request = MPI_REQUEST_NULL;
+      TPEMBED_MPI_TRY(MPI_Iallreduce(MPI_IN_PLACE, stage_.data(), static_cast<int>(count), type, op,
+                                     comm_, &request));
+      wait(request, "all_reduce_sum");
+      std::memcpy(recv, stage_.data(), static_cast<std::size_t>(bytes));
+      return;
+    }
     // MPI forbids aliased buffers: a partial overlap becomes an in-place reduction.
-    if (send != recv && overlaps(send, count * element, recv, count * element)) {
-      std::memmove(recv, send, static_cast<std::size_t>(count * element));
+    if (send != recv && overlaps(send, bytes, recv, bytes)) {
+      std::memmove(recv, send, static_cast<std::size_t>(bytes));
       send = recv;
     }
     const bool in_place = send == recv;
@@ -253,12 +339,24 @@ class MpiCommunicator final : public Communicator {
   }
 
   void do_all_gather(const void* send, void* recv, std::int64_t bytes_per_rank, void*) override {
-    expect_not_finalized("all_gather");
+    expect_usable("all_gather");
+    const std::int64_t total = bytes_per_rank * static_cast<std::int64_t>(size_);
+    MPI_Request request = MPI_REQUEST_NULL;
+    if (total <= kOwnBufferBytes) {
+      stage_.resize(static_cast<std::size_t>(total));
+      std::memcpy(stage_.data() + rank_ * bytes_per_rank, send,
+                  static_cast<std::size_t>(bytes_per_rank));
+      const int bytes = static_cast<int>(bytes_per_rank);
+      TPEMBED_MPI_TRY(MPI_Iallgather(MPI_IN_PLACE, bytes, MPI_BYTE, stage_.data(), bytes, MPI_BYTE,
+                                     comm_, &request));
+      wait(request, "all_gather");
+      std::memcpy(recv, stage_.data(), static_cast<std::size_t>(total));
+      return;
+    }
     char* own_block = static_cast<char*>(recv) + rank_ * bytes_per_rank;
     // In place when `send` is this rank's block; any other overlap with `recv` is copied there
     // first, since MPI forbids aliased buffers.
-    if (send != own_block &&
-        overlaps(send, bytes_per_rank, recv, bytes_per_rank * static_cast<std::int64_t>(size_))) {
+    if (send != own_block && overlaps(send, bytes_per_rank, recv, total)) {
       std::memmove(own_block, send, static_cast<std::size_t>(bytes_per_rank));
       send = own_block;
     }
@@ -273,13 +371,15 @@ class MpiCommunicator final : public Communicator {
   }
 
   void do_barrier() override {
-    expect_not_finalized("barrier");
-    TPEMBED_MPI_TRY(MPI_Barrier(comm_));
+    expect_usable("barrier");
+    MPI_Request request = MPI_REQUEST_NULL;
+    TPEMBED_MPI_TRY(MPI_Ibarrier(comm_, &request));
+    wait(request, "barrier");
   }
 
   void do_all_gather_v(const void* send, void* recv, const std::vector<std::int64_t>& byte_counts,
                        const std::vector<std::int64_t>& displacements, void* stream) override {
-    expect_not_finalized("all_gather_v");
+    expect_usable("all_gather_v");
     const std::int64_t total = displacements.back() + byte_counts.back();
     if (total > kMaxCount) {  // MPI's int counts: the padded all-gather handles the large case
       Communicator::do_all_gather_v(send, recv, byte_counts, displacements, stream);
@@ -287,23 +387,61 @@ class MpiCommunicator final : public Communicator {
     }
     std::vector<int> counts(byte_counts.begin(), byte_counts.end());
     std::vector<int> displs(displacements.begin(), displacements.end());
+    const auto me = static_cast<std::size_t>(rank_);
+    MPI_Request request = MPI_REQUEST_NULL;
+    if (total <= kOwnBufferBytes) {
+      stage_.resize(static_cast<std::size_t>(total));
+      if (counts[me] > 0)
+        std::memcpy(stage_.data() + displs[me], send, static_cast<std::size_t>(counts[me]));
+      TPEMBED_MPI_TRY(MPI_Iallgatherv(MPI_IN_PLACE, counts[me], MPI_BYTE, stage_.data(),
+                                      counts.data(), displs.data(), MPI_BYTE, comm_, &request));
+      wait(request, "all_gather_v");
+      std::memcpy(recv, stage_.data(), static_cast<std::size_t>(total));
+      return;
+    }
     // In place when `send` already sits at this rank's place in `recv` (MPI forbids aliasing).
-    const bool in_place = send == static_cast<const char*>(recv) + displs[static_cast<std::size_t>(rank_)];
-    const void* source = in_place ? MPI_IN_PLACE : counts[static_cast<std::size_t>(rank_)] == 0 ? recv : send;
-    TPEMBED_MPI_TRY(MPI_Allgatherv(source, counts[static_cast<std::size_t>(rank_)], MPI_BYTE, recv, counts.data(),
-                                   displs.data(), MPI_BYTE, comm_));
+    const bool in_place = send == static_cast<const char*>(recv) + displs[me];
+    const void* source = in_place ? MPI_IN_PLACE : counts[me] == 0 ? recv : send;
+    TPEMBED_MPI_TRY(MPI_Allgatherv(source, counts[me], MPI_BYTE, recv, counts.data(), displs.data(),
+                                   MPI_BYTE, comm_));
   }
 
   std::unique_ptr<Communicator> do_split(int color, int key) override {
+    expect_usable("split");
     MPI_Comm group = MPI_COMM_NULL;
     TPEMBED_MPI_TRY(MPI_Comm_split(comm_, color, key, &group));
-    return std::make_unique<MpiCommunicator>(group);
+    return std::make_unique<MpiCommunicator>(group, timeout_seconds_);
   }
 
  private:
+  void expect_usable(const char* what) const {
+    expect_not_finalized(what);
+    if (!timed_out_in_.empty()) {
+      throw CommunicatorError(
+          detail::concat(what, " on an MPI communicator that timed out in ", timed_out_in_,
+                         " earlier: it can no longer be used (its ranks are out of step)"));
+    }
+  }
+
+  void wait(MPI_Request& request, const char* what) {
+    if (wait_for(request, timeout_seconds_)) return;
+    timed_out_in_ = what;
+    keep_forever(std::move(stage_));  // the pending call may still write into it
+    stage_ = {};
+    throw CommunicatorError(detail::concat("rank ", rank_, " of ", size_, ": ", what,
+                                           " on the MPI communicator did not complete within ",
+                                           timeout_seconds_,
+                                           " s: a rank of the communicator has not reached it (it "
+                                           "failed, skipped the call or is in another "
+                                           "collective); this communicator can no longer be used"));
+  }
+
   MPI_Comm comm_ = MPI_COMM_NULL;
+  double timeout_seconds_;
   int rank_ = 0;
   int size_ = 0;
+  std::vector<std::uint8_t> stage_;  // buffer of the collectives up to kOwnBufferBytes
+  std::string timed_out_in_;         // the collective that timed out, if one did
 };
 
 void finalize_at_exit() {
@@ -317,6 +455,11 @@ bool mpi_available() {
 }
 
 std::unique_ptr<Communicator> make_mpi_communicator() {
+  return make_mpi_communicator(MpiOptions{});
+}
+
+std::unique_ptr<Communicator> make_mpi_communicator(const MpiOptions& options) {
+  const double timeout_seconds = timeout_from(options);
   int initialized = 0;
   TPEMBED_MPI_TRY(MPI_Initialized(&initialized));
   if (!initialized) {
@@ -327,27 +470,28 @@ std::unique_ptr<Communicator> make_mpi_communicator() {
   } else if (is_finalized()) {
     throw CommunicatorError("make_mpi_communicator: MPI has already been finalized");
   }
-  MPI_Comm comm = MPI_COMM_NULL;
-  TPEMBED_MPI_TRY(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
-  return std::make_unique<MpiCommunicator>(comm);
+  return std::make_unique<MpiCommunicator>(duplicate(MPI_COMM_WORLD, timeout_seconds),
+                                           timeout_seconds);
 }
 
-}  // namespace tpembed
-
-namespace tpembed {
-
 std::unique_ptr<Communicator> make_mpi_communicator(const void* mpi_comm_address) {
+  return make_mpi_communicator(mpi_comm_address, MpiOptions{});
+}
+
+std::unique_ptr<Communicator> make_mpi_communicator(const void* mpi_comm_address,
+                                                    const MpiOptions& options) {
   TPEMBED_EXPECTS(mpi_comm_address != nullptr, InvalidArgumentError,
                   "make_mpi_communicator: null address of an MPI_Comm");
+  const double timeout_seconds = timeout_from(options);
   int initialized = 0;
   TPEMBED_MPI_TRY(MPI_Initialized(&initialized));
   TPEMBED_EXPECTS(initialized && !is_finalized(), CommunicatorError,
-                  "make_mpi_communicator: MPI must be initialised (and not finalised) by whoever owns the MPI_Comm");
+                  "make_mpi_communicator: MPI must be initialised (and not finalised) by whoever "
+                  "owns the MPI_Comm");
   const MPI_Comm given = *static_cast<const MPI_Comm*>(mpi_comm_address);
-  TPEMBED_EXPECTS(given != MPI_COMM_NULL, InvalidArgumentError, "make_mpi_communicator: the MPI_Comm is MPI_COMM_NULL");
-  MPI_Comm comm = MPI_COMM_NULL;
-  TPEMBED_MPI_TRY(MPI_Comm_dup(given, &comm));
-  return std::make_unique<MpiCommunicator>(comm);
+  TPEMBED_EXPECTS(given != MPI_COMM_NULL, InvalidArgumentError,
+                  "make_mpi_communicator: the MPI_Comm is MPI_COMM_NULL");
+  return std::make_unique<MpiCommunicator>(duplicate(given, timeout_seconds), timeout_seconds);
 }
 
 }  // namespace tpembed

@@ -2,6 +2,8 @@
 // from tests/support/mpi_main.cpp initialises MPI), plus checks that only MPI can make.
 #include <mpi.h>
 
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "conformance.hpp"
@@ -64,7 +66,8 @@ TEST(MpiCommunicator, WrapsAnExistingCommunicator) {
     make_mpi_communicator(static_cast<const void*>(nullptr));
     ADD_FAILURE() << "a null MPI_Comm address was accepted";
   } catch (const InvalidArgumentError& error) {
-    EXPECT_NE(std::string(error.what()).find("null address of an MPI_Comm"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("null address of an MPI_Comm"), std::string::npos)
+        << error.what();
   }
 }
 
@@ -81,8 +84,10 @@ TEST(MpiCommunicator, NcclBootstrapRefusesABadArgumentOnEveryRank) {
     make_nccl_communicator(*world, 0, bad_timeout);
     ADD_FAILURE() << "a zero timeout was accepted";
   } catch (const InvalidArgumentError& error) {
-    EXPECT_NE(std::string(error.what()).find("timeout must be positive"), std::string::npos) << error.what();
-    EXPECT_NE(std::string(error.what()).find(std::to_string(last)), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("timeout must be positive"), std::string::npos)
+        << error.what();
+    EXPECT_NE(std::string(error.what()).find(std::to_string(last)), std::string::npos)
+        << error.what();
   }
   const int missing = cuda_device_count() + 3;
   try {
@@ -92,9 +97,70 @@ TEST(MpiCommunicator, NcclBootstrapRefusesABadArgumentOnEveryRank) {
     // Where no GPU is visible, every rank is refused for that (UnsupportedError) or, on the rank
     // given the missing device, for it: every rank throws the lowest failing rank's error.
     const std::string text = error.what();
-    EXPECT_TRUE(text.find("is not visible") != std::string::npos || text.find("no CUDA device") != std::string::npos)
+    EXPECT_TRUE(text.find("is not visible") != std::string::npos ||
+                text.find("no CUDA device") != std::string::npos)
         << text;
   }
+}
+
+// A collective that a peer never joins times out with a CommunicatorError naming it, and the
+// communicator then refuses every later collective instead of pairing them up out of step.
+TEST(MpiCommunicator, ACollectiveAPeerSkipsTimesOut) {
+  auto world = make_mpi_communicator();
+  if (world->size() < 2) GTEST_SKIP() << "needs two ranks";
+  MpiOptions quick;
+  quick.timeout_seconds = 0.5;
+  auto comm = make_mpi_communicator(quick);
+  if (comm->rank() == 0) {
+    std::int64_t mine = 1;
+    std::vector<std::int64_t> all(comm->size());
+    try {
+      comm->all_gather(&mine, all.data(), 1, DType::i64);
+      ADD_FAILURE() << "an all_gather that rank 1 skipped completed";
+    } catch (const CommunicatorError& error) {
+      EXPECT_NE(std::string(error.what())
+                    .find("all_gather on the MPI communicator did not complete within 0.5 s"),
+                std::string::npos)
+          << error.what();
+    }
+    try {
+      comm->barrier();
+      ADD_FAILURE() << "a timed-out communicator ran a barrier";
+    } catch (const CommunicatorError& error) {
+      EXPECT_NE(std::string(error.what())
+                    .find("barrier on an MPI communicator that timed out in all_gather"),
+                std::string::npos)
+          << error.what();
+    }
+  }
+  world->barrier();  // the other ranks skipped the all_gather; everyone is in step on `world`
+}
+
+TEST(MpiCommunicator, TheTimeoutComesFromTheOptionsOrTheEnvironment) {
+  MpiOptions bad;
+  bad.timeout_seconds = -1;
+  try {
+    make_mpi_communicator(bad);
+    ADD_FAILURE() << "a negative timeout was accepted";
+  } catch (const InvalidArgumentError& error) {
+    EXPECT_NE(std::string(error.what())
+                  .find("MpiOptions::timeout_seconds must be a positive number of seconds"),
+              std::string::npos)
+        << error.what();
+  }
+  setenv("TPEMBED_COMM_TIMEOUT_SECONDS", "soon", 1);
+  try {
+    make_mpi_communicator();
+    ADD_FAILURE() << "TPEMBED_COMM_TIMEOUT_SECONDS=soon was accepted";
+  } catch (const InvalidArgumentError& error) {
+    EXPECT_NE(std::string(error.what())
+                  .find("TPEMBED_COMM_TIMEOUT_SECONDS='soon' must be a positive number"),
+              std::string::npos)
+        << error.what();
+  }
+  setenv("TPEMBED_COMM_TIMEOUT_SECONDS", "30", 1);
+  EXPECT_NO_THROW(make_mpi_communicator());
+  unsetenv("TPEMBED_COMM_TIMEOUT_SECONDS");
 }
 
 }  // namespace
