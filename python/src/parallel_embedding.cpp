@@ -35,13 +35,17 @@ ShardPlacement parse_placement(const std::string& name) {
       detail::concat("placement '", name, "' is neither 'equal' (the seed's shards) nor 'packed'"));
 }
 
-std::unique_ptr<Communicator> make_communicator(const std::string& engine) {
+// `timeout`: MpiOptions::timeout_seconds of an MPI engine (how long a rank waits for its peers).
+std::unique_ptr<Communicator> make_communicator(const std::string& engine,
+                                                std::optional<double> timeout) {
   if (engine == "single") return make_single_communicator();
-  if (engine == "mpi") return make_mpi_communicator();
+  MpiOptions mpi;
+  mpi.timeout_seconds = timeout;
+  if (engine == "mpi") return make_mpi_communicator(mpi);
   // "mpi@<address>": an mpi4py communicator, by the address of its MPI_Comm handle.
   if (engine.rfind("mpi@", 0) == 0) {
     const auto address = static_cast<std::uintptr_t>(std::stoull(engine.substr(4)));
-    return make_mpi_communicator(reinterpret_cast<const void*>(address));
+    return make_mpi_communicator(reinterpret_cast<const void*>(address), mpi);
   }
   // "nccl:<rank>:<size>:<device>:<timeout seconds>:<unique id in hex>" (tpembed.NcclCommunicator).
   if (engine.rfind("nccl:", 0) == 0) {
@@ -135,8 +139,8 @@ class Layer {
                            const std::optional<std::string>& weight_dtype,
                            const std::optional<std::string>& scale_dtype,
                            std::optional<std::int64_t> hidden, const std::string& communicator,
-                           const GroupOptions& options) {
-    std::unique_ptr<Communicator> comm = make_communicator(communicator);
+                           std::optional<double> comm_timeout, const GroupOptions& options) {
+    std::unique_ptr<Communicator> comm = make_communicator(communicator, comm_timeout);
     struct Converted {
       EmbeddingConfig config;
       ShardArrays arrays;
@@ -155,8 +159,8 @@ class Layer {
   static Layer from_checkpoint(const std::string& path, const std::string& tensor,
                                const std::optional<std::string>& scale_tensor,
                                std::optional<std::int64_t> hidden, const std::string& communicator,
-                               const GroupOptions& options) {
-    std::unique_ptr<Communicator> comm = make_communicator(communicator);
+                               std::optional<double> comm_timeout, const GroupOptions& options) {
+    std::unique_ptr<Communicator> comm = make_communicator(communicator, comm_timeout);
     // A rank that cannot read its shard must not leave the others waiting in the set-up.
     struct Read {
       EmbeddingConfig config;
@@ -181,9 +185,10 @@ class Layer {
 
   // A refusal that the Python layer made before set-up (a bad keyword, a non-array table): sets up
   // the communicator and joins the others' agreement with it, so every rank raises it.
-  [[noreturn]] static void refuse_setup(const std::string& communicator, bool argument_error,
+  [[noreturn]] static void refuse_setup(const std::string& communicator,
+                                        std::optional<double> comm_timeout, bool argument_error,
                                         const std::string& message) {
-    std::unique_ptr<Communicator> comm = make_communicator(communicator);
+    std::unique_ptr<Communicator> comm = make_communicator(communicator, comm_timeout);
     if (comm->size() == 1) std::rethrow_exception(python_refusal(argument_error, message));
     agree_or_throw(*comm, python_refusal(argument_error, message));
     throw BackendError("refuse_setup: the agreement did not raise");  // unreachable
@@ -253,14 +258,14 @@ void bind_parallel_embedding(nb::module_& m) {
           [](const nb::handle& weight, const nb::handle& per_token_scale, const nb::handle& padding,
              const nb::handle& padding_scale, const std::optional<std::string>& weight_dtype,
              const std::optional<std::string>& scale_dtype, std::optional<std::int64_t> hidden,
-             const std::string& communicator, std::optional<int> tp_size,
-             const std::vector<int>& tp_group, int sharding_dim, std::optional<int> tp_rank,
-             const std::string& placement, std::optional<std::int64_t> vocab_size,
-             const std::optional<std::string>& out_dtype, bool strict,
-             const std::string& vocab_exchange, bool collective_checks) {
+             const std::string& communicator, std::optional<double> comm_timeout,
+             std::optional<int> tp_size, const std::vector<int>& tp_group, int sharding_dim,
+             std::optional<int> tp_rank, const std::string& placement,
+             std::optional<std::int64_t> vocab_size, const std::optional<std::string>& out_dtype,
+             bool strict, const std::string& vocab_exchange, bool collective_checks) {
             return Layer::from_arrays(
                 weight, per_token_scale, padding, padding_scale, weight_dtype, scale_dtype, hidden,
-                communicator,
+                communicator, comm_timeout,
                 group_options(tp_size, tp_group, sharding_dim, tp_rank, placement, vocab_size,
                               out_dtype, strict, vocab_exchange, collective_checks));
           },
@@ -268,31 +273,32 @@ void bind_parallel_embedding(nb::module_& m) {
           nb::arg("weight").none(), nb::arg("per_token_scale").none(), nb::arg("padding").none(),
           nb::arg("padding_scale").none(), nb::arg("weight_dtype").none(),
           nb::arg("scale_dtype").none(), nb::arg("hidden").none(), nb::arg("communicator"),
-          nb::arg("tp_size").none(), nb::arg("tp_group"), nb::arg("sharding_dim"),
-          nb::arg("tp_rank").none(), nb::arg("placement"), nb::arg("vocab_size").none(),
-          nb::arg("out_dtype").none(), nb::arg("strict"), nb::arg("vocab_exchange"),
-          nb::arg("collective_checks"))
+          nb::arg("comm_timeout").none(), nb::arg("tp_size").none(), nb::arg("tp_group"),
+          nb::arg("sharding_dim"), nb::arg("tp_rank").none(), nb::arg("placement"),
+          nb::arg("vocab_size").none(), nb::arg("out_dtype").none(), nb::arg("strict"),
+          nb::arg("vocab_exchange"), nb::arg("collective_checks"))
       .def_static(
           "from_checkpoint",
           [](const std::string& path, const std::string& tensor,
              const std::optional<std::string>& scale_tensor, std::optional<std::int64_t> hidden,
-             const std::string& communicator, std::optional<int> tp_size,
-             const std::vector<int>& tp_group, int sharding_dim, std::optional<int> tp_rank,
-             const std::string& placement, std::optional<std::int64_t> vocab_size,
-             const std::optional<std::string>& out_dtype, bool strict,
-             const std::string& vocab_exchange, bool collective_checks) {
+             const std::string& communicator, std::optional<double> comm_timeout,
+             std::optional<int> tp_size, const std::vector<int>& tp_group, int sharding_dim,
+             std::optional<int> tp_rank, const std::string& placement,
+             std::optional<std::int64_t> vocab_size, const std::optional<std::string>& out_dtype,
+             bool strict, const std::string& vocab_exchange, bool collective_checks) {
             return Layer::from_checkpoint(
-                path, tensor, scale_tensor, hidden, communicator,
+                path, tensor, scale_tensor, hidden, communicator, comm_timeout,
                 group_options(tp_size, tp_group, sharding_dim, tp_rank, placement, vocab_size,
                               out_dtype, strict, vocab_exchange, collective_checks));
           },
           nb::arg("path"), nb::arg("tensor"), nb::arg("scale_tensor").none(),
-          nb::arg("hidden").none(), nb::arg("communicator"), nb::arg("tp_size").none(),
-          nb::arg("tp_group"), nb::arg("sharding_dim"), nb::arg("tp_rank").none(),
-          nb::arg("placement"), nb::arg("vocab_size").none(), nb::arg("out_dtype").none(),
-          nb::arg("strict"), nb::arg("vocab_exchange"), nb::arg("collective_checks"))
+          nb::arg("hidden").none(), nb::arg("communicator"), nb::arg("comm_timeout").none(),
+          nb::arg("tp_size").none(), nb::arg("tp_group"), nb::arg("sharding_dim"),
+          nb::arg("tp_rank").none(), nb::arg("placement"), nb::arg("vocab_size").none(),
+          nb::arg("out_dtype").none(), nb::arg("strict"), nb::arg("vocab_exchange"),
+          nb::arg("collective_checks"))
       .def_static("refuse_setup", &Layer::refuse_setup, nb::arg("communicator"),
-                  nb::arg("argument_error"), nb::arg("message"),
+                  nb::arg("comm_timeout").none(), nb::arg("argument_error"), nb::arg("message"),
                   "Joins the set-up of the other ranks with this rank's refusal; always raises.")
       .def("forward", &Layer::forward, nb::arg("ids").none(), nb::arg("out").none(),
            nb::arg("allocate"), nb::arg("stream"))

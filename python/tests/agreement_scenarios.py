@@ -96,6 +96,12 @@ def forward_refusals(role):
         report(step + "/after", lambda: rows_match(layer))
 
 
+def skipped_forward(role):
+    """Rank 1 skips a forward: rank 0 raises within comm_timeout instead of waiting forever."""
+    layer = shard_layer(comm_timeout=3)
+    report("forward", lambda: rows_match(layer) if RANK == 0 else "skipped")
+
+
 def different_ids(role):
     """Ranks that pass different ids of the same count: the group's ids fingerprint refuses."""
     layer = shard_layer()
@@ -182,19 +188,19 @@ def settings_differ(role):
 
 def world_and_self(role):
     """MPMD: program a passes MPI.COMM_SELF (it works alone), program b MPI.COMM_WORLD (its peer
-    never comes: it must raise within setup_timeout instead of waiting forever)."""
+    never comes: it must raise within comm_timeout instead of waiting forever)."""
     comm = MPI.COMM_SELF if role == "a" else WORLD
     report("setup", lambda: rows_match(
-        tpembed.ParallelEmbedding(TABLE, comm=comm, setup_timeout=3)))
+        tpembed.ParallelEmbedding(TABLE, comm=comm, comm_timeout=3)))
 
 
 # ---- communicators that are not -------------------------------------------------------------
 
 def one_rank_without_communicator(role):
     """MPMD: program b passes MPI.COMM_NULL (refused on its rank: it has no group to tell), program
-    a MPI.COMM_WORLD: it must raise within setup_timeout instead of waiting for b forever."""
+    a MPI.COMM_WORLD: it must raise within comm_timeout instead of waiting for b forever."""
     comm = WORLD if role == "a" else MPI.COMM_NULL
-    report("setup", lambda: tpembed.ParallelEmbedding(TABLE, comm=comm, setup_timeout=3) and True)
+    report("setup", lambda: tpembed.ParallelEmbedding(TABLE, comm=comm, comm_timeout=3) and True)
 
 
 def not_communicators(role):
@@ -252,10 +258,10 @@ def partition(role):
     report("after", lambda: rows_match(build()))
 
 
-SCENARIOS = {f.__name__: f for f in [forward_refusals, different_ids,
-                                     setup_refusals, settings_differ, world_and_self,
-                                     one_rank_without_communicator, not_communicators,
-                                     after_finalize, partition]}
+SCENARIOS = {f.__name__: f for f in [
+    forward_refusals, skipped_forward, different_ids, setup_refusals,
+    settings_differ, world_and_self, one_rank_without_communicator, not_communicators,
+    after_finalize, partition]}
 
 if __name__ == "__main__":
     SCENARIOS[sys.argv[1]](sys.argv[3] if len(sys.argv) > 3 else None)

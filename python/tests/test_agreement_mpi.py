@@ -126,6 +126,15 @@ def test_a_forward_argument_refused_on_one_rank_raises_on_every_rank(forward_ref
 
 
 @needs_mpirun
+def test_a_rank_that_skips_a_forward_never_leaves_the_others_waiting(tmp_path):
+    results = launch(tmp_path, "skipped_forward")
+    assert_every_rank({0: results[0]}, "forward", "RuntimeError",
+                      "rank 0 of 2: all_gather on the MPI communicator did not complete within "
+                      "3 s", "skipped the call")
+    assert results[1]["forward"]["ok"] == "skipped"
+
+
+@needs_mpirun
 def test_different_ids_of_the_same_count_raise_on_every_rank(tmp_path):
     results = launch(tmp_path, "different_ids")
     assert_every_rank(results, "different_ids", "ValueError",
@@ -179,22 +188,24 @@ def test_settings_that_differ_between_programs_raise_on_every_rank(tmp_path):
     assert_every_rank(results, "after", None)
 
 
+DUPLICATE_TIMED_OUT = ("duplicating the MPI communicator (collective over its 2 ranks) did not "
+                       "complete within 3 s: some rank did not make a communicator from the same "
+                       "MPI communicator")
+
+
 @needs_mpirun
 def test_comm_world_against_comm_self_never_hangs(tmp_path):
     # Program a (COMM_SELF) is a group of its own and gets the whole table's rows; program b
-    # (COMM_WORLD) waits for a peer that never comes, and raises within setup_timeout.
+    # (COMM_WORLD) waits for a peer that never comes, and raises within comm_timeout.
     results = launch(tmp_path, "world_and_self", roles=["a", "b"])
     assert_every_rank({0: results[0]}, "setup", None)
-    assert_every_rank({1: results[1]}, "setup", "RuntimeError",
-                      "rank 1: set-up waited 3 s (setup_timeout) for all 2 ranks of the "
-                      "communicator, and some never came", "MPI.COMM_SELF")
+    assert_every_rank({1: results[1]}, "setup", "RuntimeError", DUPLICATE_TIMED_OUT)
 
 
 @needs_mpirun
 def test_a_rank_whose_comm_is_refused_never_leaves_the_others_waiting(tmp_path):
     results = launch(tmp_path, "one_rank_without_communicator", roles=["a", "b"])
-    assert_every_rank({0: results[0]}, "setup", "RuntimeError",
-                      "rank 0: set-up waited 3 s (setup_timeout) for all 2 ranks")
+    assert_every_rank({0: results[0]}, "setup", "RuntimeError", DUPLICATE_TIMED_OUT)
     assert_every_rank({1: results[1]}, "setup", "ArgumentError", "got MPI.COMM_NULL")
 
 
@@ -289,8 +300,10 @@ REFUSED = [
      "vocab_size must be an integer, got True (bool)"),
     ("placement=0", lambda: tpembed.ParallelEmbedding(TABLE, placement=0),
      "placement must be a str ('equal', 'packed'), got 0 (int)"),
-    ("setup_timeout=0", lambda: tpembed.ParallelEmbedding(TABLE, setup_timeout=0),
-     "setup_timeout must be a positive number of seconds, got 0"),
+    ("comm_timeout=0", lambda: tpembed.ParallelEmbedding(TABLE, comm_timeout=0),
+     "comm_timeout must be a positive number of seconds, got 0"),
+    ("comm_timeout='5'", lambda: tpembed.ParallelEmbedding(TABLE, comm_timeout="5"),
+     "comm_timeout must be a number of seconds, got '5' (str)"),
     ("comm=3", lambda: tpembed.ParallelEmbedding(TABLE, comm=3), "got int"),
     ("forward(None)", lambda: tpembed.ParallelEmbedding(TABLE).forward(None),
      "ids must be an array"),

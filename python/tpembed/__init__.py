@@ -186,11 +186,12 @@ def _group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement, vocab_
             _check.boolean(collective_checks, "collective_checks"))
 
 
-def _refuse_setup(engine: str, error: Exception) -> None:
+def _refuse_setup(engine: str, comm_timeout: Optional[float], error: Exception) -> None:
     """Raises `error` (this rank's refusal of its own arguments) on every rank of the set-up."""
     if engine == "single":
         raise error  # nobody to tell
-    _core._ParallelEmbedding.refuse_setup(engine, isinstance(error, (TypeError, ValueError)),
+    _core._ParallelEmbedding.refuse_setup(engine, comm_timeout,
+                                          isinstance(error, (TypeError, ValueError)),
                                           _reason(error))
 
 
@@ -239,14 +240,17 @@ class ParallelEmbedding:
         the group first, so a bad argument on one rank raises on every rank. False: each rank
         checks only its own, and forward() queues nothing but the lookup and the exchange, so
         with peer_rows (or NCCL) a CUDA graph can capture it. Every rank must pass the same.
-    setup_timeout: over an mpi4py communicator (or "mpi" with mpi4py running), the seconds set-up
-        waits for every rank of it to arrive before raising RuntimeError on the ranks that came:
-        a rank that passed another communicator (MPI.COMM_SELF, another group) or failed before
-        set-up never arrives. That communicator then holds an unfinished barrier: end the run.
+    comm_timeout: MPI communicators (mpi4py's or "mpi"): the longest wait, in seconds, for the other
+        ranks in set-up, in every agreement (forward's check with collective_checks on) and in small
+        collectives; past it this rank raises RuntimeError instead of hanging, and the layer can no
+        longer be used (its ranks are out of step: end the run). A rank that passed another
+        communicator (MPI.COMM_SELF, another group), failed before set-up, skipped a forward or
+        died then makes the others raise. Default: the environment variable
+        TPEMBED_COMM_TIMEOUT_SECONDS, else 300. An NcclCommunicator takes its own timeout.
 
     Any argument refused on one rank (a wrong type, dtype, device or value) raises the same error
     on every rank of the communicator, naming that rank; only a `comm` that is no communicator is
-    refused on its rank alone (the others then meet setup_timeout).
+    refused on its rank alone (the others then meet comm_timeout).
 
     The arrays are kept (not copied): the layer keeps them alive and reads them at every forward.
     """
@@ -258,17 +262,19 @@ class ParallelEmbedding:
                  vocab_size: Optional[int] = None, out_dtype: Any = None, strict: bool = False,
                  weight_dtype: Any = None, scale_dtype: Any = None,
                  hidden: Optional[int] = None, vocab_exchange: str = "auto",
-                 collective_checks: bool = True, setup_timeout: float = 300.0) -> None:
-        engine = _communicator(comm, _check.positive_seconds(setup_timeout, "setup_timeout"))
+                 collective_checks: bool = True, comm_timeout: Optional[float] = None) -> None:
+        engine = _communicator(comm)
+        timeout = None
         try:
+            timeout = _check.optional_seconds(comm_timeout, "comm_timeout")
             shard = _prepare_shard(weight, per_token_scale, padding, padding_scale, weight_dtype,
                                    scale_dtype)
-            arguments = (*shard, _check.optional_integer(hidden, "hidden"), engine,
+            arguments = (*shard, _check.optional_integer(hidden, "hidden"), engine, timeout,
                          *_group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement,
                                            vocab_size, out_dtype, strict, vocab_exchange,
                                            collective_checks))
         except Exception as error:
-            _refuse_setup(engine, error)
+            _refuse_setup(engine, timeout, error)
         self._table = weight  # decides the framework of allocated outputs and the default stream
         self._impl = _core._ParallelEmbedding.from_arrays(*arguments)
         self._layout = _layout(self._impl)
@@ -281,7 +287,7 @@ class ParallelEmbedding:
                         placement: str = "equal", vocab_size: Optional[int] = None,
                         out_dtype: Any = None, strict: bool = False, vocab_exchange: str = "auto",
                         collective_checks: bool = True,
-                        setup_timeout: float = 300.0) -> "ParallelEmbedding":
+                        comm_timeout: Optional[float] = None) -> "ParallelEmbedding":
         """Builds the layer from a safetensors checkpoint: each rank reads only its shard.
 
         path: a .safetensors file, a model.safetensors.index.json, or a directory holding either.
@@ -294,19 +300,21 @@ class ParallelEmbedding:
         memory. A rank that cannot read its shard raises the same error on every rank (a
         RuntimeError naming the file and the problem) instead of leaving the others waiting.
         """
-        engine = _communicator(comm, _check.positive_seconds(setup_timeout, "setup_timeout"))
+        engine = _communicator(comm)
+        timeout = None
         try:
+            timeout = _check.optional_seconds(comm_timeout, "comm_timeout")
             if not isinstance(path, (str, os.PathLike)):
                 raise ArgumentError(f"path must be a str or os.PathLike, got {type(path).__name__}")
             arguments = (_check.string(os.fspath(path), "path", ()),
                          _check.string(tensor, "tensor", ()),
                          _check.optional_string(scale_tensor, "scale_tensor", ()),
-                         _check.optional_integer(hidden, "hidden"), engine,
+                         _check.optional_integer(hidden, "hidden"), engine, timeout,
                          *_group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement,
                                            vocab_size, out_dtype, strict, vocab_exchange,
                                            collective_checks))
         except Exception as error:
-            _refuse_setup(engine, error)
+            _refuse_setup(engine, timeout, error)
         layer = cls.__new__(cls)
         layer._table = None  # host tables: NumPy outputs
         layer._impl = _core._ParallelEmbedding.from_checkpoint(*arguments)

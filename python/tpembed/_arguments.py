@@ -74,10 +74,14 @@ def rank_list(value: Any, name: str) -> List[int]:
     return [integer(rank, f"{name}[{i}]", 0, bits=32) for i, rank in enumerate(value)]
 
 
+def optional_seconds(value: Any, name: str) -> Optional[float]:
+    return None if value is None else positive_seconds(value, name)
+
+
 def positive_seconds(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ArgumentError(f"{name} must be a number of seconds, got {_shown(value)} "
                         f"({type(value).__name__})")
-    if not value > 0:  # NaN too
+    if not 0 < value < float("inf"):  # NaN too
         raise ArgumentError(f"{name} must be a positive number of seconds, got {value!r}")
     return float(value)

@@ -1,16 +1,14 @@
 """What `comm=` may be, and how it reaches the extension module (an engine description string).
 
 A communicator is checked here, on each rank alone: a rank whose `comm` is not a usable communicator
-has no group through which to tell the others, so the others are protected by the join instead: set-up
-over an mpi4py communicator first waits, for at most `setup_timeout` seconds, until every rank of it
-has arrived (a nonblocking barrier). A rank that never comes (it passed another communicator, failed
-before set-up, or died) then makes the others raise instead of waiting forever.
+has no group through which to tell the others. They are protected by the MPI engine's timeout
+instead (MpiOptions, ParallelEmbedding's comm_timeout): the duplicate it makes of the communicator,
+and every agreement after it, wait for the other ranks for a bounded time, so a rank that never comes
+(it passed another communicator, failed before set-up, or died) makes the others raise.
 """
 
 from __future__ import annotations
 
-import sys
-import time
 from typing import Any
 
 from ._tpembed import ArgumentError
@@ -53,27 +51,6 @@ _ACCEPTED = ("comm must be None (one rank), 'mpi' (MPI_COMM_WORLD), an mpi4py in
              "(MPI.COMM_WORLD, a Split of it...) or a tpembed.NcclCommunicator")
 
 
-def _join(comm: Any, timeout: float) -> None:
-    """Waits until every rank of the mpi4py communicator `comm` has come to set-up, or raises."""
-    if comm.Get_size() == 1:
-        return
-    request = comm.Ibarrier()
-    deadline = time.monotonic() + timeout
-    pause = 1e-4
-    while not request.Test():
-        if time.monotonic() > deadline:
-            # The barrier stays pending (MPI cannot cancel a collective): this communicator is not
-            # usable for collectives any more, which the message says.
-            raise RuntimeError(
-                f"rank {comm.Get_rank()}: set-up waited {timeout:g} s (setup_timeout) for all "
-                f"{comm.Get_size()} ranks of the communicator, and some never came: every rank of "
-                "it must build the layer with the same communicator (a rank that passed "
-                "MPI.COMM_SELF or another group works alone, and one that failed before set-up "
-                "never arrives); this communicator now holds an unfinished barrier, so end the run")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.01)
-
-
 def _live_mpi():
     """mpi4py's MPI module when MPI is running; raises when MPI was finalised."""
     from mpi4py import MPI
@@ -85,7 +62,7 @@ def _live_mpi():
     return MPI
 
 
-def engine(comm: Any, setup_timeout: float = 300.0) -> str:
+def engine(comm: Any) -> str:
     """The engine description the core takes for `comm`: "single", "mpi", "mpi@<address of the
     MPI_Comm>" or "nccl:..."; raises TypeError or ValueError for anything else."""
     if comm is None or (isinstance(comm, str) and comm == "single"):
@@ -93,11 +70,6 @@ def engine(comm: Any, setup_timeout: float = 300.0) -> str:
     if isinstance(comm, NcclCommunicator):
         return comm._engine()
     if isinstance(comm, str) and comm == "mpi":
-        # With mpi4py running, join over COMM_WORLD as for the object; else the library starts MPI.
-        if "mpi4py.MPI" in sys.modules:
-            MPI = sys.modules["mpi4py.MPI"]
-            if MPI.Is_initialized() and not MPI.Is_finalized():
-                _join(MPI.COMM_WORLD, setup_timeout)
         return "mpi"
     if isinstance(comm, str):
         raise ArgumentError(f"{_ACCEPTED}; got the string {comm!r}")
@@ -114,7 +86,6 @@ def engine(comm: Any, setup_timeout: float = 300.0) -> str:
     if not isinstance(comm, MPI.Intracomm) or comm.Is_inter():
         raise ArgumentError(f"{_ACCEPTED}; got an intercommunicator ({type(comm).__name__}), whose "
                         "two groups cannot share one table")
-    _join(comm, setup_timeout)
     if MPI.Comm.Compare(comm, MPI.COMM_WORLD) == MPI.IDENT:
         return "mpi"
     # Any other communicator: the library duplicates it (collective over `comm`).
