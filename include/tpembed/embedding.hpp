@@ -65,11 +65,13 @@ struct EmbeddingConfig {
   std::optional<DType> out_dtype;  ///< Output dtype; default the table's (required if quantized).
   bool strict = false;             ///< Throw OutOfRangeError when any id is out of range.
   VocabExchange vocab_exchange = VocabExchange::automatic;  ///< sharding_dim 0 with tp > 1 only.
-  /// tp > 1: forward() first checks its arguments across the group (host collectives), so that a
-  /// rank with bad arguments or a different number of ids raises the error on every rank instead
-  /// of leaving the others waiting. Off, each rank checks only its own arguments and forward()
-  /// queues nothing but the lookup and the exchange: with NCCL (all_reduce) or peer_rows it can
-  /// then be captured in a CUDA graph. Every rank must set the same value.
+  /// tp > 1: forward() first checks its arguments across the group (one small collective), so that
+  /// a rank with bad arguments, a different number of ids or other ids (a fingerprint of their
+  /// values, computed on the ids' device) raises the error on every rank instead of leaving the
+  /// others waiting or returning wrong rows. Off, each rank checks only its own arguments and
+  /// forward() queues nothing but the lookup and the exchange: with NCCL (all_reduce) or peer_rows
+  /// it can then be captured in a CUDA graph, and ranks that pass different ids get wrong rows
+  /// without a word. Every rank must set the same value (agreed at set-up).
   bool collective_checks = true;
   /// A fingerprint of where this rank's shard came from (0: not given), for example a hash of the
   /// checkpoint's tensor name, dtype and global shape, as the safetensors loaders fill it. Set-up

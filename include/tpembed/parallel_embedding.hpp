@@ -32,11 +32,21 @@ struct ShardLayout {
 };
 
 /// A rank's view of a tensor-parallel embedding. Construction is collective: every rank of the
-/// communicator calls it (with its own shard), the tp groups are formed, and the shards are checked
-/// against each other. Any mismatch — a shard that does not fit the others, dtypes that differ, a
-/// quantized table without scales, tp ranks that collide — throws the same error on every rank,
-/// naming the rank at fault. With the peer_rows exchange the destructor is collective too: it waits
-/// for the group (a barrier), so that no rank frees a table another rank's kernels still read.
+/// communicator calls it (with its own shard) — ranks of tp_size 1 too, when the communicator has
+/// more than one rank — and in one collective over the whole communicator every rank says which
+/// group it joins, what it holds and how it is set up (strict, collective_checks, out dtype,
+/// exchange, placement, sharding dim, table and scale dtypes, shard shape, table_fingerprint), with
+/// its own local error if it has one. Every rank checks every group from the same records, so any
+/// mismatch — groups that do not partition the communicator, a tp_size or tp_group that differs, a
+/// shard that does not fit the others, settings or dtypes that differ, a quantized table without
+/// scales, tp ranks that collide, fingerprints of different tables — throws the same error on every
+/// rank of the communicator, naming the setting, the rank and both values. Then the groups are
+/// split off. With the peer_rows exchange the destructor is collective too: it waits for the group
+/// (a barrier), so that no rank frees a table another rank's kernels still read.
+///
+/// A layer runs one forward at a time: a tp > 1 layer refuses (InvalidArgumentError) a thread that
+/// enters forward() while another thread is inside, since interleaved collectives would pair up
+/// wrongly across ranks. Use one layer per thread (each over its own communicator).
 class ParallelEmbedding {
  public:
   ParallelEmbedding(Communicator& comm, EmbeddingShard shard, const EmbeddingConfig& config = {});
@@ -45,7 +55,12 @@ class ParallelEmbedding {
   ParallelEmbedding& operator=(ParallelEmbedding&&) noexcept;
 
   /// Looks up `ids` (any shape, i32/i64) on every rank of the group; returns ids.shape + [H].
-  /// Host tables only (for a table on a GPU, pass `out`).
+  /// Host tables only (for a table on a GPU, pass `out`). With tp_size > 1 and collective_checks on,
+  /// one small collective first checks that every rank of the group passed valid arguments and the
+  /// same ids (their count, and a 64-bit fingerprint of their values in order: cuda/fingerprint.hpp;
+  /// the same ids as i32 on one rank and i64 on another agree); otherwise every rank throws the same
+  /// error: a rank's own argument error, ShapeError for other counts, InvalidArgumentError for other
+  /// ids, naming the ranks that differ from group rank 0.
   Tensor forward(const TensorView& ids);
   /// As forward(ids), into `out` (ids and out on the table's device). For a table on a GPU the work
   /// is queued on `stream` (a cudaStream_t; null: the default stream). With tp_size 1 and strict

@@ -1,5 +1,6 @@
-// The ids fingerprint on the device (definition in fingerprint.hpp): a few blocks, each writing one
-// partial sum; the host adds them. Partials instead of atomics: nothing to reset before a launch.
+// The ids fingerprint on the device (definition in fingerprint.hpp) in one launch: a few blocks
+// each store a partial sum, and the last block to finish adds them in block order and stores the
+// fingerprint. No atomics on the sum and no reset before a launch (the finished count wraps).
 #include <cuda_runtime.h>
 
 #include "cuda/fingerprint.hpp"
@@ -9,10 +10,12 @@ namespace tpembed::fingerprint {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr std::int64_t kIdsPerBlock = 8192;
 
 template <typename Id>
 __global__ void __launch_bounds__(kThreads)
-    partial_sums_kernel(const Id* __restrict__ ids, std::int64_t count, std::uint64_t* partials) {
+    fingerprint_kernel(const Id* __restrict__ ids, std::int64_t count, DeviceScratch* scratch,
+                       std::uint64_t* fingerprint) {
   std::uint64_t sum = 0;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < count;
        i += static_cast<std::int64_t>(gridDim.x) * kThreads) {
@@ -22,25 +25,38 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ std::uint64_t warp_sums[kThreads / 32];
   if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = sum;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    std::uint64_t total = 0;
-    for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w];
-    partials[blockIdx.x] = total;
+  if (threadIdx.x != 0) return;
+  std::uint64_t block_sum = 0;
+  for (int w = 0; w < kThreads / 32; ++w) block_sum += warp_sums[w];
+  if (gridDim.x == 1) {
+    *fingerprint = finish(block_sum, count);
+    return;
   }
+  volatile std::uint64_t* partials = scratch->partials;
+  partials[blockIdx.x] = block_sum;
+  __threadfence();  // this block's partial lands before it counts itself finished
+  // atomicInc counts 0, 1, ..., gridDim.x - 1 and then wraps to 0: the last block leaves it zero.
+  if (atomicInc(&scratch->finished_blocks, gridDim.x - 1) != gridDim.x - 1) return;
+  __threadfence();
+  std::uint64_t total = 0;
+  for (unsigned int b = 0; b < gridDim.x; ++b) total += partials[b];
+  *fingerprint = finish(total, count);
 }
 
 }  // namespace
 
-int partial_sums_cuda(const void* ids, bool wide, std::int64_t count, std::uint64_t* partials,
-                      void* stream) {
-  const int blocks = partial_count(count);
+int fingerprint_cuda(const void* ids, bool wide, std::int64_t count, DeviceScratch* scratch,
+                     std::uint64_t* fingerprint, void* stream) {
+  std::int64_t blocks = (count + kIdsPerBlock - 1) / kIdsPerBlock;
+  blocks = blocks < 1 ? 1 : blocks > kMaxPartials ? kMaxPartials : blocks;
   auto* on = static_cast<cudaStream_t>(stream);
+  const auto grid = static_cast<unsigned int>(blocks);
   if (wide) {
-    partial_sums_kernel<<<blocks, kThreads, 0, on>>>(static_cast<const std::int64_t*>(ids), count,
-                                                     partials);
+    fingerprint_kernel<<<grid, kThreads, 0, on>>>(static_cast<const std::int64_t*>(ids), count,
+                                                  scratch, fingerprint);
   } else {
-    partial_sums_kernel<<<blocks, kThreads, 0, on>>>(static_cast<const std::int32_t*>(ids), count,
-                                                     partials);
+    fingerprint_kernel<<<grid, kThreads, 0, on>>>(static_cast<const std::int32_t*>(ids), count,
+                                                  scratch, fingerprint);
   }
   return static_cast<int>(cudaGetLastError());
 }

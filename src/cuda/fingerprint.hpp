@@ -41,21 +41,23 @@ TPEMBED_HOST_DEVICE inline std::uint64_t finish(std::uint64_t sum, std::int64_t 
   return mix(sum + static_cast<std::uint64_t>(count));
 }
 
-/// Most partial sums the device launcher writes (one per block).
+/// Most blocks (partial sums) of the device launcher.
 constexpr int kMaxPartials = 64;
 
-/// Blocks (partial sums) the device launcher uses for `count` ids.
-inline int partial_count(std::int64_t count) {
-  const std::int64_t per_block = 8192;
-  const std::int64_t blocks = (count + per_block - 1) / per_block;
-  return static_cast<int>(blocks < 1 ? 1 : blocks > kMaxPartials ? kMaxPartials : blocks);
-}
+/// Scratch of the device launcher: a partial sum per block and the count of finished blocks. Zero
+/// it once when allocating it; every launch leaves it ready for the next (the count wraps to 0).
+struct DeviceScratch {
+  std::uint64_t partials[kMaxPartials];
+  unsigned int finished_blocks;
+  unsigned int reserved;
+};
 
-/// Queues on `stream` (a cudaStream_t) the partial sums of the terms of `count` ids (i32 when
-/// `wide` is false, else i64) in device memory: partials[b] for b < partial_count(count), to be
-/// added on the host and finished. Returns the launch status (a cudaError_t); no allocation, no
-/// synchronisation. In builds without CUDA: a nonzero status.
-int partial_sums_cuda(const void* ids, bool wide, std::int64_t count, std::uint64_t* partials,
-                      void* stream);
+/// Queues on `stream` (a cudaStream_t) one kernel that stores the fingerprint of `count` ids in
+/// device memory (i32 when `wide` is false, else i64) at `*fingerprint` (device memory): a few
+/// blocks add their terms, and the last to finish adds the partial sums in block order (the same
+/// bits whatever order the blocks run in) and stores the result. Returns the launch status (a
+/// cudaError_t); no allocation, no synchronisation. In builds without CUDA: a nonzero status.
+int fingerprint_cuda(const void* ids, bool wide, std::int64_t count, DeviceScratch* scratch,
+                     std::uint64_t* fingerprint, void* stream);
 
 }  // namespace tpembed::fingerprint

@@ -14,6 +14,8 @@ namespace tpembed::op {
 static_assert(sizeof(ShardDescription) == 80,
               "ShardDescription is exchanged as raw bytes, without padding");
 static_assert(sizeof(SetupFacts) == 176, "SetupFacts is exchanged as raw bytes, without padding");
+static_assert(sizeof(ForwardFacts) == 32,
+              "ForwardFacts is exchanged as raw bytes, without padding");
 
 namespace {
 
@@ -147,6 +149,68 @@ SetupPlan plan_setup(const std::vector<SetupFacts>& all, int comm_rank) {
   return plan;
 }
 
+std::vector<ForwardFacts> gather_forward_facts(Communicator& group, const TensorView& ids,
+                                               std::exception_ptr& local_error, Place& place,
+                                               Workspace& workspace) {
+  const auto ranks = static_cast<std::size_t>(group.size());
+  const auto me = static_cast<std::size_t>(group.rank());
+  std::vector<ForwardFacts> all(ranks);
+  ForwardFacts mine{};
+  mine.count = ids.numel();
+  // A failure here must still reach the gather below, or the others would wait for this rank.
+  auto attempt = [&](const auto& step) {
+    if (local_error) return;
+    try {
+      step();
+    } catch (...) {
+      local_error = std::current_exception();
+    }
+  };
+  const bool on_device = !place.is_host() && group.accepts_device_buffers();
+  if (!on_device) {
+    attempt([&] { mine.ids_fingerprint = ids_fingerprint(ids, place, workspace); });
+    mine.failed = local_error ? 1 : 0;
+    group.all_gather(&mine, all.data(), sizeof mine, DType::i8);
+    return all;
+  }
+  // The records on the device: this rank's host part is copied into its slot, the kernel stores the
+  // fingerprint next to it, the group gathers in place, and one copy brings every record back.
+  const std::size_t bytes = ranks * sizeof(ForwardFacts);
+  ForwardFacts* records = nullptr;
+  ForwardFacts* staged = nullptr;
+  attempt([&] {
+    records = static_cast<ForwardFacts*>(
+        workspace.scratch(place, Workspace::Scratch::forward_facts, bytes));
+    staged = static_cast<ForwardFacts*>(workspace.small_host_stage(bytes));
+    mine.failed = local_error ? 1 : 0;
+    if (mine.count == 0) mine.ids_fingerprint = host_ids_fingerprint(nullptr, ids.dtype, 0);
+    staged[me] = mine;
+    place.from_host(records + me, staged + me, sizeof mine);
+    if (mine.count > 0) {
+      cuda_runtime::check(
+          fingerprint::fingerprint_cuda(ids.data, ids.dtype == DType::i64, mine.count,
+                                        workspace.fingerprint_scratch(place),
+                                        &records[me].ids_fingerprint, place.stream()),
+          "the ids fingerprint kernel launch");
+    }
+  });
+  if (records == nullptr || staged == nullptr) {
+    // This rank failed before its device record was set up: it joins through host memory (the
+    // same collective; the engine stages host buffers).
+    mine.failed = 1;
+    group.all_gather(&mine, all.data(), sizeof mine, DType::i8);
+    return all;
+  }
+  if (local_error) {
+    staged[me].failed = 1;  // queued after the first copy: the slot ends up saying so
+    place.from_host(records + me, staged + me, sizeof mine);
+  }
+  group.all_gather(records + me, records, sizeof mine, DType::i8, place.stream());
+  place.to_host(staged, records, bytes);
+  std::copy(staged, staged + ranks, all.begin());
+  return all;
+}
+
 void check_forward_facts(const std::vector<ForwardFacts>& all) {
   const ForwardFacts& first = all[0];
   std::ostringstream counts;
@@ -189,22 +253,18 @@ std::uint64_t ids_fingerprint(const TensorView& ids, Place& place, Workspace& wo
   const std::int64_t count = ids.numel();
   if (place.is_host() || count == 0) return host_ids_fingerprint(ids.data, ids.dtype, count);
   if (count <= kHostHashedIds) {
-    void* staged = workspace.small_host_stage();
+    void* staged = workspace.small_host_stage(static_cast<std::size_t>(ids.nbytes()));
     place.to_host(staged, ids.data, static_cast<std::size_t>(ids.nbytes()));
     return host_ids_fingerprint(staged, ids.dtype, count);
   }
-  auto* partials = static_cast<std::uint64_t*>(
-      workspace.scratch(place, Workspace::Scratch::fingerprint_partials,
-                        fingerprint::kMaxPartials * sizeof(std::uint64_t)));
-  cuda_runtime::check(fingerprint::partial_sums_cuda(ids.data, ids.dtype == DType::i64, count,
-                                                     partials, place.stream()),
+  fingerprint::DeviceScratch* scratch = workspace.fingerprint_scratch(place);
+  auto* result = reinterpret_cast<std::uint64_t*>(scratch + 1);
+  cuda_runtime::check(fingerprint::fingerprint_cuda(ids.data, ids.dtype == DType::i64, count,
+                                                    scratch, result, place.stream()),
                       "the ids fingerprint kernel launch");
-  const int blocks = fingerprint::partial_count(count);
-  auto* staged = static_cast<std::uint64_t*>(workspace.small_host_stage());
-  place.to_host(staged, partials, static_cast<std::size_t>(blocks) * sizeof(std::uint64_t));
-  std::uint64_t sum = 0;
-  for (int b = 0; b < blocks; ++b) sum += staged[b];
-  return fingerprint::finish(sum, count);
+  auto* staged = static_cast<std::uint64_t*>(workspace.small_host_stage(sizeof(std::uint64_t)));
+  place.to_host(staged, result, sizeof(std::uint64_t));
+  return *staged;
 }
 
 }  // namespace tpembed::op

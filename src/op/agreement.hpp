@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <vector>
 
 #include "op/checks.hpp"
@@ -52,11 +53,25 @@ struct SetupPlan {
 /// identically on every rank, the first problem found in any group.
 SetupPlan plan_setup(const std::vector<SetupFacts>& all, int comm_rank);
 
-/// What one rank of a group says before a forward.
+/// What one rank of a group says before a forward (plain bytes, fixed size, no padding).
 struct ForwardFacts {
-  std::int64_t count;             ///< Ids looked up (-1: the rank failed its own checks).
+  std::int32_t failed;  ///< 1: this rank failed its own checks (its error follows, agreed).
+  std::int32_t reserved;
+  std::int64_t count;             ///< Ids looked up.
   std::uint64_t ids_fingerprint;  ///< See cuda/fingerprint.hpp.
+  std::uint64_t reserved2;
 };
+
+/// Gathers every group member's ForwardFacts (indexed by group rank) in one all_gather. This rank
+/// says it failed when `local_error` is set (or computing the fingerprint fails: `local_error` is
+/// then set to that), else gives the count and fingerprint of `ids`. Over a communicator
+/// that takes device buffers, with `place` a GPU, the record is assembled on the device (the
+/// fingerprint kernel stores into it) and gathered there, then copied back once: one small kernel
+/// more in the chain and no other host round trip. Otherwise the fingerprint is computed as
+/// ids_fingerprint() says and the records go through host memory. Waits for `place`'s stream.
+std::vector<ForwardFacts> gather_forward_facts(Communicator& group, const TensorView& ids,
+                                               std::exception_ptr& local_error, Place& place,
+                                               Workspace& workspace);
 
 /// Throws ShapeError when the group's ranks look up different numbers of ids, then
 /// InvalidArgumentError when their ids differ, naming the ranks that differ from group rank 0.
@@ -65,9 +80,9 @@ void check_forward_facts(const std::vector<ForwardFacts>& all);
 /// The fingerprint of host ids (i32 or i64).
 std::uint64_t host_ids_fingerprint(const void* ids, DType dtype, std::int64_t count);
 
-/// The fingerprint of `ids` on `place` (host ids: hashed here; GPU ids: a few ids are copied to the
-/// host and hashed there, more are reduced by one small kernel whose partial sums are copied back).
-/// Waits for `place`'s stream. Nothing is allocated after the first call.
+/// The fingerprint of `ids` on `place`, on the host (host ids are hashed here; up to 1024 GPU ids
+/// are copied to the host and hashed there; more are reduced by one small kernel whose result is
+/// copied back). Waits for `place`'s stream. Nothing is allocated after the first call.
 std::uint64_t ids_fingerprint(const TensorView& ids, Place& place, Workspace& workspace);
 
 }  // namespace tpembed::op

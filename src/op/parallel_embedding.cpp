@@ -54,7 +54,7 @@ struct ParallelEmbedding::Impl {
    private:
     std::atomic<bool>* flag_;
   };
-  void check_forward_facts_across_group(std::exception_ptr local_error, const op::ForwardFacts& facts);
+  void check_forward_across_group(std::exception_ptr local_error, const TensorView& ids, op::Place& place);
 
   bool on_gpu() const { return shard.weight.device.kind == DeviceKind::cuda; }
   void setup(Communicator& comm);
@@ -131,10 +131,14 @@ void ParallelEmbedding::Impl::setup(Communicator& comm) {
   }
 }
 
-void ParallelEmbedding::Impl::check_forward_facts_across_group(std::exception_ptr local_error,
-                                                               const op::ForwardFacts& facts) {
-  std::vector<op::ForwardFacts> all(static_cast<std::size_t>(layout.tp_size));
-  agree_or_throw(*group, local_error, &facts, sizeof facts, all.data());
+// One small collective in the common case: every member's error flag, id count and ids fingerprint.
+// When some member failed, a second one (agree_or_throw) brings every failing rank's message.
+void ParallelEmbedding::Impl::check_forward_across_group(std::exception_ptr local_error, const TensorView& ids,
+                                                         op::Place& place) {
+  const std::vector<op::ForwardFacts> all = op::gather_forward_facts(*group, ids, local_error, place, workspace);
+  const bool any_failed =
+      std::any_of(all.begin(), all.end(), [](const op::ForwardFacts& facts) { return facts.failed != 0; });
+  if (any_failed) agree_or_throw(*group, local_error);  // throws on every rank
   op::check_forward_facts(all);
 }
 
@@ -155,11 +159,7 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
     // A rank with bad arguments, other ids or a different number of them must not leave the others
     // waiting in the exchange below, nor make them return rows of other ids: one collective
     // carries the error flag, the count and the ids' fingerprint of every rank.
-    op::ForwardFacts facts{-1, 0};
-    if (!local_error) {
-      local_error = run_caught([&] { facts = {ids.numel(), op::ids_fingerprint(ids, place, workspace)}; });
-    }
-    check_forward_facts_across_group(local_error, facts);
+    check_forward_across_group(local_error, ids, place);
   } else if (local_error) {
     std::rethrow_exception(local_error);
   }
@@ -376,7 +376,8 @@ void ParallelEmbedding::fail_forward(std::exception_ptr error) {
   if (!error) error = std::make_exception_ptr(InvalidArgumentError("fail_forward: no error given"));
   if (impl_->layout.tp_size > 1 && impl_->config.collective_checks) {
     const Impl::ForwardEntry entry(*impl_);
-    impl_->check_forward_facts_across_group(error, {-1, 0});  // throws: `error` reaches every rank
+    op::Place place(impl_->shard.weight.device, nullptr);
+    impl_->check_forward_across_group(error, TensorView(), place);  // throws: `error` reaches every rank
   }
   std::rethrow_exception(error);
 }

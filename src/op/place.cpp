@@ -88,9 +88,21 @@ void* Workspace::host_stage(std::size_t bytes) {
   return stage_.get();
 }
 
-void* Workspace::small_host_stage() {
-  if (small_stage_ == nullptr) small_stage_.reset(cuda_runtime::alloc_host(kSmallStageBytes));
+void* Workspace::small_host_stage(std::size_t bytes) {
+  if (small_stage_bytes_ < bytes || small_stage_ == nullptr) {
+    small_stage_bytes_ = std::max<std::size_t>(bytes, 8192);
+    small_stage_.reset(cuda_runtime::alloc_host(small_stage_bytes_));
+  }
   return small_stage_.get();
+}
+
+fingerprint::DeviceScratch* Workspace::fingerprint_scratch(const Place& place) {
+  if (fingerprint_scratch_.data() == nullptr) {
+    const std::size_t bytes = sizeof(fingerprint::DeviceScratch) + sizeof(std::uint64_t);
+    fingerprint_scratch_ = DeviceBuffer(bytes, place.device().index);
+    cuda_fill(fingerprint_scratch_.data(), 0, bytes);  // the finished-block count starts at zero
+  }
+  return static_cast<fingerprint::DeviceScratch*>(fingerprint_scratch_.data());
 }
 
 }  // namespace tpembed::op

@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "cuda/fingerprint.hpp"
 #include "cuda/runtime.hpp"
 #include "tpembed/cuda.hpp"
 #include "tpembed/lookup.hpp"
@@ -59,15 +60,17 @@ class Workspace {
   /// The counter if it was allocated, else null.
   const unsigned long long* device_counter_if_any() const;
   /// What a scratch buffer is for (each kind is kept, and grown, separately).
-  enum class Scratch { gather_blocks, exchange_ids, exchange_positions, exchange_receive, fingerprint_partials, count };
+  enum class Scratch { gather_blocks, exchange_ids, exchange_positions, exchange_receive, forward_facts, count };
   /// At least `bytes` of scratch of kind `kind` on `place`.
   void* scratch(const Place& place, Scratch kind, std::size_t bytes);
   /// At least `bytes` of page-locked host memory for staging device data through MPI.
   void* host_stage(std::size_t bytes);
-  /// kSmallStageBytes of page-locked host memory, allocated once: small per-call copies (the ids
-  /// fingerprint's) that must not disturb host_stage()'s buffer.
-  void* small_host_stage();
-  static constexpr std::size_t kSmallStageBytes = 8192;
+  /// At least `bytes` (and at least 8 KiB) of page-locked host memory for the small per-call copies
+  /// of the forward's cross-rank check, apart from host_stage()'s buffer.
+  void* small_host_stage(std::size_t bytes);
+  /// The device fingerprint kernel's scratch (fingerprint::DeviceScratch) followed by one 64-bit
+  /// result slot, on `place`'s device, zeroed when first allocated.
+  fingerprint::DeviceScratch* fingerprint_scratch(const Place& place);
 
  private:
   DeviceBuffer counter_;
@@ -79,6 +82,8 @@ class Workspace {
   std::unique_ptr<void, PinnedFree> stage_;
   std::size_t stage_bytes_ = 0;
   std::unique_ptr<void, PinnedFree> small_stage_;
+  std::size_t small_stage_bytes_ = 0;
+  DeviceBuffer fingerprint_scratch_;
 };
 
 }  // namespace tpembed::op
