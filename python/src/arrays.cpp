@@ -168,6 +168,16 @@ std::string describe_object(const nanobind::handle& object) {
       // A dtype that cannot be shown: the type name alone says enough.
     }
   }
+  // A producer that refuses to export (a PyTorch tensor that requires grad, a byte-swapped array)
+  // says why in its own words.
+  if (nanobind::hasattr(object, "__dlpack__")) {
+    try {
+      object.attr("__dlpack__")();
+    } catch (const nanobind::python_error& error) {
+      text += detail::concat(", whose __dlpack__() says: ",
+                             nanobind::str{nanobind::handle(error.value().ptr())}.c_str());
+    }
+  }
   return text;
 }
 

@@ -263,7 +263,21 @@ TABLE = np.arange(12, dtype=np.float32).reshape(4, 3)
 IDS = np.array([0, 3, 1])
 I4 = dict(weight_dtype="i4", per_token_scale=np.ones(4, np.float32), out_dtype="f32")
 
+class RefusesExport:
+    """A DLPack producer that will not export (as PyTorch does for a tensor that requires grad)."""
+
+    def __dlpack__(self, stream=None):
+        raise RuntimeError("Can't export tensors that require gradient, use tensor.detach()")
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+
 REFUSED = [
+    ("producer refuses", lambda: tpembed.embedding(RefusesExport(), TABLE),
+     "ids must be an array (NumPy, or a DLPack tensor such as PyTorch's or CuPy's) of a dtype "
+     "tpembed takes, in native byte order; got test_agreement_mpi.RefusesExport, whose "
+     "__dlpack__() says: Can't export tensors that require gradient"),
     # (what the call gets wrong, the call, what the message must say)
     ("ids None", lambda: tpembed.embedding(None, TABLE), "ids must be an array"),
     ("weight None", lambda: tpembed.embedding(IDS, None), "weight must be an array"),
