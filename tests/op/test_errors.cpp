@@ -64,6 +64,44 @@ TEST_F(EmbeddingErrors, ScaleOfWrongLength) {
                            "per_token_scale has 7 entries but the table has 8 rows");
 }
 
+// A scale shorter or longer than its table (or a padding_scale than its padding) is a ShapeError on
+// every path of the op: the one-call form, its graph-capturable fast path (tp 1, strict off), the
+// strict path through a ParallelEmbedding, and a ParallelEmbedding itself; quantized and float
+// tables alike (a short scale must never be padded into zero rows).
+TEST_F(EmbeddingErrors, ScaleLengthMustMatchOnEveryPath) {
+  struct Case {
+    bool of_padding;  // the padding's scale is wrong (2 padding rows), else the table's (8 rows)
+    std::int64_t length;
+  };
+  const Problem float_scaled = random_problem(DType::f32, 8, 4, DType::f32, 2, 5);
+  for (const Problem* problem : {&int8_problem, &float_scaled}) {
+    for (const Case c : {Case{false, 7}, Case{false, 9}, Case{true, 1}, Case{true, 3}}) {
+      const HostTable wrong = random_scales(DType::f32, c.length, 1);
+      EmbeddingOptions options;
+      options.out_dtype = DType::f32;
+      options.per_token_scale = c.of_padding ? problem->scale->view() : wrong.view();
+      options.padding = problem->padding->view();
+      options.padding_scale = c.of_padding ? wrong.view() : problem->padding_scale->view();
+      const std::string needle =
+          c.of_padding ? detail::concat("padding_scale has ", c.length, " entries but the padding has 2 rows")
+                       : detail::concat("per_token_scale has ", c.length, " entries but the table has 8 rows");
+      std::vector<float> out(3 * 4);
+      const TensorView out_view(out.data(), DType::f32, {3, 4});
+      expect_error<ShapeError>([&] { embedding(id_view(), problem->table.view(), options); }, needle);
+      expect_error<ShapeError>([&] { embedding(id_view(), problem->table.view(), out_view, options); }, needle);
+      EmbeddingOptions strict = options;
+      strict.strict = true;
+      expect_error<ShapeError>([&] { embedding(id_view(), problem->table.view(), out_view, strict); }, needle);
+      EmbeddingShard shard;
+      shard.weight = problem->table.view();
+      shard.scale = options.per_token_scale;
+      shard.padding = options.padding;
+      shard.padding_scale = options.padding_scale;
+      expect_error<ShapeError>([&] { ParallelEmbedding(*make_single_communicator(), shard, options); }, needle);
+    }
+  }
+}
+
 TEST_F(EmbeddingErrors, ScaleOfIntegerDtype) {
   EmbeddingOptions options;
   options.out_dtype = DType::f32;
