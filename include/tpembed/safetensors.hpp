@@ -53,7 +53,11 @@ struct SafetensorsTensorInfo {
 
 /// A read-only safetensors file, memory-mapped. Views it returns point into the mapping and stay
 /// valid while this object, a copy of it, or keep_alive() lives. The file must not be truncated or
-/// rewritten in place while mapped (write_safetensors() replaces files atomically, which is safe).
+/// rewritten in place while mapped (write_safetensors() replaces files atomically, which is safe):
+/// every call that reads or hands out a view first checks that the file still has the size it had
+/// when opened (CheckpointError otherwise), and copies are read with pread, which reports a short
+/// file as an error; but a view handed out before the file was cut short faults (SIGBUS) when the
+/// missing bytes are touched, which no check can prevent.
 ///
 /// Memory: opening maps the file but reads only its header. tensor() and rows() fault in only the
 /// pages the caller touches (the mapping is advised MADV_RANDOM so the kernel does not read ahead
@@ -101,6 +105,13 @@ class SafetensorsFile {
   Tensor columns(const std::string& name, std::int64_t first, std::int64_t count,
                  std::optional<std::int64_t> as_int4_columns = std::nullopt) const;
 
+  /// A 64-bit fingerprint of tensor `name` as this file stores it: FNV-1a over its name, stored
+  /// dtype, stored shape, int4 column count, byte range and the file's size. Copies of one file
+  /// give the same value on every machine; files that differ in any of those give different values
+  /// (barring a 64-bit collision). It is not a hash of the values: two files of the same layout and
+  /// size whose numbers differ give the same fingerprint. Never 0. CheckpointError when absent.
+  std::uint64_t fingerprint(const std::string& name) const;
+
   /// An owner of the mapping, for EmbeddingShard::owner: keeps views valid after this object dies.
   std::shared_ptr<const void> keep_alive() const;
 
@@ -112,7 +123,9 @@ class SafetensorsFile {
 /// A checkpoint that may be split over several safetensors files. Open it with
 /// - a directory: its model.safetensors.index.json when present, else its model.safetensors, else
 ///   its only *.safetensors file;
-/// - an index file ({"weight_map": {tensor: file, ...}, ...}; files relative to its directory);
+/// - an index file ({"weight_map": {tensor: file, ...}, ...}; files relative to its directory, and
+///   inside it: an absolute path, a "..", or a symbolic link that resolves outside the directory is
+///   refused);
 /// - a single .safetensors file.
 /// Files are opened (mapped, header parsed) the first time a tensor in them is asked for, so file()
 /// is not safe to call from several threads at once; the SafetensorsFile it returns is.
@@ -134,6 +147,12 @@ class SafetensorsCheckpoint {
   /// "__metadata__".
   const std::map<std::string, std::string>& metadata() const;
 
+  /// The fingerprint of a table for EmbeddingConfig::table_fingerprint, so that ranks that opened
+  /// different checkpoints are refused when a ParallelEmbedding is set up: the file fingerprint
+  /// (SafetensorsFile::fingerprint) of `tensor`, combined with that of `scale_tensor` when it is
+  /// not empty. Opens the files that hold them. Never 0. CheckpointError when either is absent.
+  std::uint64_t table_fingerprint(const std::string& tensor, const std::string& scale_tensor = "");
+
  private:
   std::map<std::string, std::string> file_of_tensor_;
   std::map<std::string, std::string> metadata_;
@@ -141,8 +160,18 @@ class SafetensorsCheckpoint {
   std::string source_;
 };
 
+/// Checks that write_safetensors() may write `path`, before any work is done: `path` is either
+/// absent, in a directory that exists (nothing is created), or a regular file that is writable
+/// (by mode bits as well as access(2), so that root is refused a read-only file too) and is not
+/// one of `inputs` (compared by device and inode, so another path to an input file is caught).
+/// Symbolic links, directories, devices (/dev/null, /dev/full), FIFOs and sockets are refused:
+/// replacing one by a regular file is never what was meant. Throws CheckpointError naming `path`
+/// and the reason.
+void check_safetensors_output(const std::string& path, const std::vector<std::string>& inputs = {});
+
 /// Writes `tensors` (host memory) and `metadata` to a safetensors file at `path`, atomically: the
 /// bytes go to a temporary file in the same directory that is renamed over `path` once complete.
+/// `path` is first checked as check_safetensors_output() says; a file it replaces keeps its mode.
 /// The header is padded with spaces to a multiple of 8 bytes and tensors are laid out by
 /// decreasing element size, then by name (as the reference implementation does), so every tensor
 /// is aligned in a mapped file. An i4 tensor [.., H] is written as U8 [.., ceil(H/2)] plus the

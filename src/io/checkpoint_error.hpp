@@ -15,7 +15,12 @@ template <typename... Args>
   throw CheckpointError(file + ": " + detail::concat(parts...));
 }
 
-/// `text` in single quotes, cut to a readable length (names in hostile files may be huge).
+/// `text` with control bytes (NUL included) and backslashes written as \xNN and \\, so that a
+/// message shows a name whole: a NUL would end the C string what() returns.
+std::string escaped(const std::string& text);
+
+/// `text` in single quotes, cut to a readable length (names in hostile files may be huge) and
+/// escaped.
 std::string in_quotes(const std::string& text);
 
 /// "[2, 3]".

@@ -59,7 +59,7 @@ void emit_row(DType dtype, const unsigned char* source, unsigned char* destinati
 Tensor read_columns(const OpenedFile& opened, const ResolvedTensor& tensor, std::int64_t first,
                     std::int64_t count) {
   const std::int64_t rows = tensor.shape[0];
-  Tensor out(tensor.dtype, {rows, count});
+  Tensor out = allocate_for_read(opened.file.path(), tensor.dtype, {rows, count});
   const SliceBytes slice = slice_bytes(tensor.dtype, first, count);
   if (rows == 0 || slice.size == 0) return out;
   const std::int64_t out_stride = row_bytes(tensor.dtype, count);

@@ -67,6 +67,16 @@ void MappedFile::read_at(void* destination, std::int64_t offset, std::int64_t si
   }
 }
 
+void MappedFile::check_unchanged() const {
+  struct stat status {};
+  if (::fstat(fd_, &status) != 0) fail(path_, "cannot stat: ", std::strerror(errno));
+  const auto now = static_cast<std::int64_t>(status.st_size);
+  if (now != size_) {
+    fail(path_, "file is now ", now, " bytes but was ", size_, " when it was opened: it was ",
+         now < size_ ? "truncated" : "rewritten", " while open; open it again");
+  }
+}
+
 void MappedFile::will_need(std::int64_t offset, std::int64_t size) const {
   if (data_ == nullptr || size <= 0) return;
   const std::int64_t page = ::sysconf(_SC_PAGESIZE);

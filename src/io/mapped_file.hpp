@@ -24,6 +24,13 @@ class MappedFile {
   /// map). CheckpointError when the file is shorter than that or the read fails.
   void read_at(void* destination, std::int64_t offset, std::int64_t size) const;
 
+  /// Checks that the file still has the size it had when opened (fstat of the open descriptor):
+  /// CheckpointError when it was truncated or rewritten in place since. Called before each read
+  /// and each view handed out, so that a file cut short after opening gives an error instead of
+  /// SIGBUS when the mapping is touched. (A file cut short after a view was handed out, while the
+  /// caller reads through it, still faults: nothing checks then.)
+  void check_unchanged() const;
+
   /// Tells the kernel the bytes [offset, offset + size) will be read soon.
   void will_need(std::int64_t offset, std::int64_t size) const;
 

@@ -1,5 +1,7 @@
 #include "io/opened_file.hpp"
 
+#include <new>
+
 #include "io/checkpoint_error.hpp"
 
 namespace tpembed::io {
@@ -14,7 +16,7 @@ std::int64_t int4_columns(const std::string& path, const SafetensorsTensorInfo& 
                   shape_text(info.stored_shape),
                   ", which tpembed reads as packed int4: pass as_int4_columns (the logical column "
                   "count) or record it in the metadata entry '",
-                  kInt4ColumnsKeyPrefix, info.name, "'");
+                  kInt4ColumnsKeyPrefix, escaped(info.name), "'");
   TPEMBED_EXPECTS(!info.stored_shape.empty(), InvalidArgumentError, where,
                   " is a 0-d U8 tensor; int4 needs at least one dimension");
   if (!requested) return *info.int4_columns;
@@ -49,9 +51,20 @@ const SafetensorsTensorInfo& OpenedFile::info(const std::string& name) const {
   return header.tensors[found->second];
 }
 
+Tensor allocate_for_read(const std::string& file, DType dtype, std::vector<std::int64_t> shape) {
+  try {
+    return Tensor(dtype, shape);
+  } catch (const std::bad_alloc&) {
+    throw BackendError(detail::concat(file, ": out of memory: cannot allocate ",
+                                      TensorView(nullptr, dtype, shape).nbytes(), " bytes for ",
+                                      dtype_name(dtype), shape_text(shape), " read from the file"));
+  }
+}
+
 ResolvedTensor resolve(const OpenedFile& opened, const std::string& name,
                        std::optional<std::int64_t> as_int4_columns) {
   const SafetensorsTensorInfo& info = opened.info(name);
+  opened.file.check_unchanged();  // every view and read of a tensor starts here
   const StoredDType* stored = find_stored_dtype(info.stored_dtype);  // validated: never null
   ResolvedTensor tensor;
   tensor.info = &info;

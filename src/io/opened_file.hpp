@@ -31,6 +31,10 @@ struct ResolvedTensor {
   std::int64_t row_bytes = 0;    ///< Bytes of one index of the first dimension (0 when none).
 };
 
+/// A host tensor to read part of `file` into. Out of memory is a BackendError that says how many
+/// bytes were asked for (std::bad_alloc says nothing).
+Tensor allocate_for_read(const std::string& file, DType dtype, std::vector<std::int64_t> shape);
+
 /// Resolves `name`; `as_int4_columns` as in SafetensorsFile::tensor().
 ResolvedTensor resolve(const OpenedFile& opened, const std::string& name,
                        std::optional<std::int64_t> as_int4_columns);

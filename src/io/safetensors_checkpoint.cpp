@@ -1,9 +1,11 @@
 // SafetensorsCheckpoint: one file, or several resolved through model.safetensors.index.json.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "io/checkpoint_error.hpp"
+#include "io/fingerprint.hpp"
 #include "io/safetensors_header.hpp"
 #include "io/strict_json.hpp"
 #include "tpembed/safetensors.hpp"
@@ -40,11 +42,31 @@ std::string resolve_shard_path(const std::string& index, const std::string& tens
   const fs::path relative(file);
   bool escapes = file.empty() || relative.is_absolute();
   for (const fs::path& part : relative) escapes = escapes || part == "..";
+  const fs::path directory = fs::path(index).parent_path();
+  const fs::path shard = directory / relative;
+  // A symbolic link (the entry itself or a directory on its way) may lead out of the directory as
+  // surely as "..": compare where both really are. An entry that does not resolve is left to the
+  // open that fails later, naming it.
+  std::string through_link;
+  std::error_code error;
+  const fs::path real_shard = fs::canonical(shard, error);
+  if (!escapes && !error) {
+    const fs::path real_directory =
+        fs::canonical(directory.empty() ? fs::path(".") : directory, error);
+    if (!error) {
+      const auto [end, rest] = std::mismatch(real_directory.begin(), real_directory.end(),
+                                             real_shard.begin(), real_shard.end());
+      escapes = end != real_directory.end() || rest == real_shard.end();
+      if (escapes)
+        through_link =
+            " (through a symbolic link, it is " + io::in_quotes(real_shard.string()) + ")";
+    }
+  }
   if (escapes) {
     io::fail(index, "weight_map sends tensor ", io::in_quotes(tensor), " to ", io::in_quotes(file),
-             ", which is not a file inside the checkpoint's directory");
+             ", which is not a file inside the checkpoint's directory", through_link);
   }
-  return (fs::path(index).parent_path() / relative).string();
+  return shard.string();
 }
 
 }  // namespace
@@ -91,12 +113,18 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::string& path) : source_(
   if (weight_map == root.end() || !weight_map->is_object()) {
     io::fail(index, "index has no \"weight_map\" object mapping tensor names to files");
   }
+  std::map<std::string, std::string> resolved;  // file entry -> path: a few files hold many tensors
   for (const auto& [tensor, file] : weight_map->items()) {
     if (!file.is_string()) {
       io::fail(index, "weight_map entry ", io::in_quotes(tensor), " is ", file.type_name(), " ",
                io::shown(file), ", not a file name");
     }
-    file_of_tensor_.emplace(tensor, resolve_shard_path(index, tensor, file.get<std::string>()));
+    const std::string& entry = file.get_ref<const std::string&>();
+    auto known = resolved.find(entry);
+    if (known == resolved.end()) {
+      known = resolved.emplace(entry, resolve_shard_path(index, tensor, entry)).first;
+    }
+    file_of_tensor_.emplace(tensor, known->second);
   }
   const auto metadata = root.find("metadata");
   if (metadata != root.end() && metadata->is_object()) {
@@ -141,6 +169,14 @@ const SafetensorsFile& SafetensorsCheckpoint::file(const std::string& name) {
 
 const std::map<std::string, std::string>& SafetensorsCheckpoint::metadata() const {
   return metadata_;
+}
+
+std::uint64_t SafetensorsCheckpoint::table_fingerprint(const std::string& tensor,
+                                                       const std::string& scale_tensor) {
+  io::Fnv1a hash;
+  hash.add(file(tensor).fingerprint(tensor));
+  if (!scale_tensor.empty()) hash.add(file(scale_tensor).fingerprint(scale_tensor));
+  return hash.nonzero();
 }
 
 }  // namespace tpembed

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "io/checkpoint_error.hpp"
+#include "io/fingerprint.hpp"
 #include "io/opened_file.hpp"
 #include "tpembed/safetensors.hpp"
 
@@ -68,6 +69,20 @@ const std::map<std::string, std::string>& SafetensorsFile::metadata() const {
 std::int64_t SafetensorsFile::file_size() const {
   return state_->file.size();
 }
+std::uint64_t SafetensorsFile::fingerprint(const std::string& name) const {
+  const SafetensorsTensorInfo& info = state_->info(name);
+  io::Fnv1a hash;
+  hash.add_text(info.name);
+  hash.add_text(info.stored_dtype);
+  hash.add(static_cast<std::int64_t>(info.stored_shape.size()));
+  for (std::int64_t extent : info.stored_shape) hash.add(extent);
+  hash.add(info.int4_columns.value_or(-1));
+  hash.add(info.begin);
+  hash.add(info.end);
+  hash.add(file_size());
+  return hash.nonzero();
+}
+
 std::shared_ptr<const void> SafetensorsFile::keep_alive() const {
   return state_;
 }
@@ -100,7 +115,7 @@ Tensor SafetensorsFile::copy_rows(const std::string& name, std::int64_t first, s
                   InvalidArgumentError, path(), ": ", count, " rows of tensor ",
                   io::in_quotes(name), " overflow a 64-bit byte count");
   shape[0] = count;
-  Tensor out(tensor.dtype, shape);
+  Tensor out = io::allocate_for_read(path(), tensor.dtype, shape);
   const std::int64_t present = std::clamp<std::int64_t>(tensor.shape[0] - first, 0, count);
   auto* destination = static_cast<unsigned char*>(out.data());
   if (present > 0) {

@@ -1,11 +1,13 @@
 // write_safetensors(): the header as the reference implementation lays it out, then the data, into
 // a temporary file that replaces the target only once it is complete.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -98,7 +100,57 @@ std::string temporary_path(const std::string& path) {
   return path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
 }
 
+const char* kind_of(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  return "not a regular file";
+}
+
 }  // namespace
+
+void check_safetensors_output(const std::string& path, const std::vector<std::string>& inputs) {
+  TPEMBED_EXPECTS(!path.empty(), InvalidArgumentError,
+                  "write_safetensors: the output path is empty");
+  struct stat status {};
+  if (::lstat(path.c_str(), &status) != 0) {
+    if (errno != ENOENT) io::fail(path, "cannot check the output: ", std::strerror(errno));
+    // A new file: its directory must exist; nothing creates one for it.
+    const std::string::size_type slash = path.find_last_of('/');
+    const std::string directory = slash == std::string::npos ? "."
+                                  : slash == 0               ? "/"
+                                                             : path.substr(0, slash);
+    struct stat parent {};
+    if (::stat(directory.c_str(), &parent) != 0) {
+      io::fail(path, "cannot write here: directory '", directory, "' ",
+               errno == ENOENT ? "does not exist (it is not created)" : std::strerror(errno));
+    }
+    if (!S_ISDIR(parent.st_mode))
+      io::fail(path, "cannot write here: '", directory, "' is not a directory");
+    return;
+  }
+  if (!S_ISREG(status.st_mode)) {
+    io::fail(path, "is ", kind_of(status.st_mode),
+             S_ISLNK(status.st_mode) ? "; name the file it points to, or another path"
+                                     : "; only a regular file is replaced by the output");
+  }
+  if ((status.st_mode & S_IWUSR) == 0 || ::access(path.c_str(), W_OK) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(status.st_mode & 07777));
+    io::fail(path, "is read-only (mode ", mode, "); make it writable or choose another path");
+  }
+  for (const std::string& input : inputs) {
+    struct stat other {};
+    if (::stat(input.c_str(), &other) == 0 && other.st_dev == status.st_dev &&
+        other.st_ino == status.st_ino) {
+      io::fail(path, "is the input file ", input == path ? std::string() : "'" + input + "' ",
+               "(same file): writing the output would replace it; choose another path");
+    }
+  }
+}
 
 void write_safetensors(const std::string& path, const std::map<std::string, TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata) {
@@ -119,13 +171,19 @@ void write_safetensors(const std::string& path, const std::map<std::string, Tens
   });
   const std::string header = header_text(planned, all_metadata);
 
+  check_safetensors_output(path);
+  struct stat replaced {};
+  const bool replacing = ::stat(path.c_str(), &replaced) == 0;
+
   const std::string temporary = temporary_path(path);
   const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) io::fail(path, "cannot create ", temporary, ": ", std::strerror(errno));
+  // The output takes the place of the old file: it keeps that file's permissions.
+  bool ok = !replacing || ::fchmod(fd, replaced.st_mode & 07777) == 0;
   unsigned char length[8];
   for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(header.size() >> (8 * i));
-  bool ok = write_all(fd, length, 8) &&
-            write_all(fd, header.data(), static_cast<std::int64_t>(header.size()));
+  ok = ok && write_all(fd, length, 8) &&
+       write_all(fd, header.data(), static_cast<std::int64_t>(header.size()));
   for (std::size_t i = 0; ok && i < planned.size(); ++i) {
     ok = write_all(fd, planned[i].view->data, planned[i].bytes);
   }

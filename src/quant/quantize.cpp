@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <new>
 
 #include "cpu/elements.hpp"
 #include "tpembed/error.hpp"
@@ -43,15 +44,30 @@ QuantizedTable quantize_rows(const TensorView& table, DType target, DType scale_
   TPEMBED_EXPECTS(table.data != nullptr || table.numel() == 0, InvalidArgumentError,
                   "quantize_rows: null table data with ", table.numel(), " elements");
   const std::int64_t rows = table.shape[0], cols = table.shape[1];
-  QuantizedTable result{Tensor(target, {rows, cols}), Tensor(scale_dtype, {rows})};
+  QuantizedTable result;
+  try {
+    result = {Tensor(target, {rows, cols}), Tensor(scale_dtype, {rows})};
+  } catch (const std::bad_alloc&) {
+    throw BackendError(detail::concat("quantize_rows: out of memory: cannot allocate ",
+                                      row_bytes(target, cols) * rows + row_bytes(scale_dtype, rows),
+                                      " bytes for the ", dtype_name(target), " table [", rows, ", ", cols,
+                                      "] and its scales"));
+  }
   auto* codes = static_cast<std::uint8_t*>(result.weight.data());
   std::memset(codes, 0, static_cast<std::size_t>(result.weight.nbytes()));
   auto* scales = static_cast<std::uint8_t*>(result.scale.data());
   const float limit = max_code(target);
   for (std::int64_t r = 0; r < rows; ++r) {
     float absmax = 0.0f;
-    for (std::int64_t c = 0; c < cols; ++c) absmax = std::max(absmax, std::fabs(load_float(table, r, c)));
-    float scale = absmax > 0.0f && std::isfinite(absmax) ? absmax / limit : 1.0f;
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const float value = load_float(table, r, c);
+      // Inf has no scale that represents it and NaN none at all: a "quantised" row would come back
+      // as other numbers with no word, so the table is refused.
+      TPEMBED_EXPECTS(std::isfinite(value), InvalidArgumentError, "quantize_rows: row ", r, ", column ", c,
+                      " holds ", value, "; only finite values can be quantised (fix or drop that row first)");
+      absmax = std::max(absmax, std::fabs(value));
+    }
+    float scale = absmax > 0.0f ? absmax / limit : 1.0f;
     // Store the scale in its dtype first, and quantise against the stored value.
     switch (scale_dtype) {
       case DType::f16: cpu::store_element<DType::f16>(scales, r, scale); scale = cpu::load_element<DType::f16>(scales, r); break;

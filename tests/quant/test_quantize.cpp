@@ -1,8 +1,11 @@
-// quantize_rows: hand-computed codes and scales, error bounds on random tables, bad arguments.
+// quantize_rows: hand-computed codes and scales, error bounds on random tables, bad arguments and
+// non-finite values.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
+#include "expect_error.hpp"
 #include "reference.hpp"
 
 namespace tpembed::testing {
@@ -75,6 +78,24 @@ TEST(Quantize, BadArgumentsAreRefused) {
   expect([&] { quantize_rows(TensorView(table, DType::f32, {2, 2}), DType::i8, DType::i8); },
          "scale dtype must be f32, f16 or bf16, not i8");
   expect([&] { quantize_rows(TensorView(nullptr, DType::f32, {2, 2}), DType::i8); }, "null table data");
+}
+
+TEST(Quantize, NonFiniteValuesAreRefusedNamingTheFirstRowAndColumn) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const float with_inf[] = {1, 2, 3, 4, 5, -inf};
+  const float with_nan[] = {1, 2, nan, 4, inf, 6};
+  for (DType target : {DType::i8, DType::fp8_e4m3, DType::i4}) {
+    SCOPED_TRACE(dtype_name(target));
+    expect_error<InvalidArgumentError>(
+        [&] { quantize_rows(TensorView(with_inf, DType::f32, {3, 2}), target); },
+        "quantize_rows: row 2, column 1 holds -inf; only finite values can be quantised");
+    expect_error<InvalidArgumentError>(
+        [&] { quantize_rows(TensorView(with_nan, DType::f32, {3, 2}), target); }, "row 1, column 0 holds nan");
+  }
+  // bf16 Inf (0x7f80) in row 0.
+  const std::uint16_t bf16[] = {0x3f80, 0x7f80};
+  expect_error<InvalidArgumentError>([&] { quantize_rows(TensorView(bf16, DType::bf16, {1, 2}), DType::i8); },
+                                     "row 0, column 1 holds inf");
 }
 
 }  // namespace

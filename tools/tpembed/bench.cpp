@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -96,7 +97,7 @@ int run_bench(const BenchOptions& raw) {
 
 }  // namespace
 
-void add_bench_command(CLI::App& app, int& exit_code) {
+void add_bench_command(CLI::App& app, Launch& launch) {
   auto options = std::make_shared<BenchOptions>();
   CLI::App* bench = app.add_subcommand(
       "bench",
@@ -127,18 +128,18 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
       ->capture_default_str();
   bench->add_option("--vocab", options->vocab, "table rows (default: cpu 32000, cuda 128256)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer());
   bench
       ->add_option("--hidden", options->hidden,
                    "table columns, comma-separated (default: cpu 4096, cuda 4096,8192)")
       ->delimiter(',')
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer());
   bench
       ->add_option("--tokens", options->tokens,
                    "ids per lookup, comma-separated (default: cpu 65536,1024,8192; cuda "
                    "1,16,128,1024,8192,32768)")
       ->delimiter(',')
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer());
   bench
       ->add_option("--dtype", options->dtypes,
                    "table dtypes, comma-separated (default: cpu f32,bf16,i8,i4; cuda "
@@ -149,10 +150,12 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       ->add_option("--repeats", options->repeats,
                    "timed samples (cpu) or graph replays (cuda) per case; the median is reported "
                    "(default: cpu 5, cuda 40)")
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, std::numeric_limits<int>::max()));
   bench->add_option("--json", options->json_path, "also write the header and every row to FILE")
       ->type_name("FILE");
-  bench->callback([options, &exit_code] { exit_code = run_bench(*options); });
+  bench->callback([options, &launch] {
+    launch.run = [options](Communicator&) { return run_bench(*options); };
+  });
 }
 
 }  // namespace tpembed::cli

@@ -3,6 +3,7 @@
 // each rank moves on the wire, the bus bandwidth, and each exchange's speed-up over the all-reduce.
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -41,19 +42,28 @@ Tensor random_bf16(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
   return shard;
 }
 
-int run_bench_tp(const TpBenchOptions& options) {
-  auto world = make_world();
+int run_bench_tp(Communicator& world_ref, const TpBenchOptions& options) {
+  Communicator* world = &world_ref;
   const int tp = world->size(), rank = world->rank();
   const bool lead = rank == 0;
-  const bool cuda = options.device == "cuda" || (options.device == "auto" && cuda_device_count() > 0);
-  TPEMBED_EXPECTS(!cuda || cuda_device_count() > 0, UnsupportedError, "bench-tp --device cuda: no CUDA device visible");
-  const bool nccl_possible = cuda && nccl_available() && cuda_device_count() >= tp;
+  // Every rank must take the same path: the rank that sees the fewest GPUs decides for all.
+  std::int64_t gpus = cuda_device_count();
+  std::vector<std::int64_t> gpus_of(static_cast<std::size_t>(tp));
+  world->all_gather(&gpus, gpus_of.data(), 1, DType::i64);
+  const std::int64_t fewest = *std::min_element(gpus_of.begin(), gpus_of.end());
+  const bool cuda = options.device == "cuda" || (options.device == "auto" && fewest > 0);
+  TPEMBED_EXPECTS(!cuda || fewest > 0, UnsupportedError, "bench-tp --device cuda: no CUDA device visible",
+                  tp > 1 ? " on some rank" : "");
+  const bool nccl_possible = cuda && nccl_available() && fewest >= tp;
   TPEMBED_EXPECTS(options.comm != "nccl" || nccl_possible, UnsupportedError,
-                  "bench-tp --comm nccl needs the CUDA backend, NCCL and one GPU per rank (", cuda_device_count(),
+                  "bench-tp --comm nccl needs the CUDA backend, NCCL and one GPU per rank (", fewest,
                   " GPUs visible for ", tp, " ranks", cuda ? "" : ", and --device is cpu", ")");
   const bool nccl = nccl_possible && options.comm != "mpi";
-  const int device = cuda ? node_local_cuda_device(*world) : 0;
-  if (cuda) cuda_set_device(device);  // this rank's streams, timings and NCCL stay on its GPU
+  const int device = !cuda ? 0 : on_every_rank(*world, [&] {
+    const int chosen = node_local_cuda_device(*world);
+    cuda_set_device(chosen);  // this rank's streams, timings and NCCL stay on its GPU
+    return chosen;
+  });
   std::unique_ptr<Communicator> nccl_group = nccl ? make_nccl_communicator(*world, device) : nullptr;
   Communicator& group = nccl ? *nccl_group : *world;
 
@@ -210,7 +220,7 @@ int run_bench_tp(const TpBenchOptions& options) {
 
 }  // namespace
 
-void add_bench_tp_command(CLI::App& app, int& exit_code) {
+void add_bench_tp_command(CLI::App& app, Launch& launch) {
   auto options = std::make_shared<TpBenchOptions>();
   CLI::App* command = app.add_subcommand(
       "bench-tp",
@@ -226,13 +236,17 @@ void add_bench_tp_command(CLI::App& app, int& exit_code) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   command->add_option("--comm", options->comm, "mpi, nccl (one GPU per rank), or auto (nccl where it can)")
       ->check(CLI::IsMember({"auto", "mpi", "nccl"}))->capture_default_str();
-  command->add_option("--vocab", options->vocab, "table rows")->check(CLI::PositiveNumber)->capture_default_str();
-  command->add_option("--hidden", options->hidden, "table columns")->check(CLI::PositiveNumber)->capture_default_str();
-  command->add_option("--tokens", options->tokens, "token counts")->delimiter(',')->check(CLI::PositiveNumber)
+  command->add_option("--vocab", options->vocab, "table rows")->check(positive_integer())->capture_default_str();
+  command->add_option("--hidden", options->hidden, "table columns")->check(positive_integer())->capture_default_str();
+  command->add_option("--tokens", options->tokens, "token counts")->delimiter(',')->check(positive_integer())
       ->capture_default_str();
-  command->add_option("--repeats", options->repeats, "timed lookups per row")->check(CLI::PositiveNumber)
+  command->add_option("--repeats", options->repeats, "timed lookups per row")
+      ->check(integer_in(1, std::numeric_limits<int>::max()))
       ->capture_default_str();
-  command->callback([options, &exit_code] { exit_code = run_bench_tp(*options); });
+  command->callback([options, &launch] {
+    launch.collective = true;
+    launch.run = [options](Communicator& world) { return run_bench_tp(world, *options); };
+  });
 }
 
 }  // namespace tpembed::cli

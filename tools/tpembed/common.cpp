@@ -1,13 +1,18 @@
 #include "common.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <limits>
+#include <new>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <random>
 #include <sstream>
 
@@ -17,22 +22,157 @@ std::unique_ptr<Communicator> make_world() {
   return mpi_available() ? make_mpi_communicator() : make_single_communicator();
 }
 
+namespace {
+
+// `text` as a whole decimal integer (nothing before or after it), or nothing.
+std::optional<long long> whole_integer(const std::string& text) {
+  std::size_t used = 0;
+  long long value = 0;
+  try {
+    value = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (used == 0 || used != text.size()) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+bool launched_as_rank() {
+  for (const char* variable : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"}) {
+    if (std::getenv(variable) != nullptr) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> gather_text(Communicator& world, const std::string& text) {
+  const auto ranks = static_cast<std::size_t>(world.size());
+  std::int64_t length = static_cast<std::int64_t>(text.size());
+  std::vector<std::int64_t> lengths(ranks);
+  world.all_gather(&length, lengths.data(), 1, DType::i64);
+  std::int64_t total = 0;
+  for (std::int64_t each : lengths) total += each;
+  std::string all(static_cast<std::size_t>(total), '\0');
+  world.all_gather_v(text.data(), all.data(), lengths);
+  std::vector<std::string> texts;
+  std::size_t at = 0;
+  for (std::int64_t each : lengths) {
+    texts.push_back(all.substr(at, static_cast<std::size_t>(each)));
+    at += static_cast<std::size_t>(each);
+  }
+  return texts;
+}
+
+std::string ranks_and_texts(const std::vector<std::pair<int, std::string>>& entries) {
+  std::vector<std::pair<std::string, std::vector<int>>> groups;  // in order of first rank
+  for (const auto& [rank, text] : entries) {
+    auto group = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == text; });
+    if (group == groups.end()) {
+      groups.push_back({text, {rank}});
+    } else {
+      group->second.push_back(rank);
+    }
+  }
+  std::string joined;
+  for (const auto& [text, ranks] : groups) {
+    joined += joined.empty() ? "" : "; ";
+    joined += ranks.size() == 1 ? "rank " : "ranks ";
+    for (std::size_t k = 0; k < ranks.size(); ++k) joined += (k ? "," : "") + std::to_string(ranks[k]);
+    joined += ": " + text;
+  }
+  return joined;
+}
+
+std::string ranks_and_texts(const std::vector<std::string>& texts) {
+  std::vector<std::pair<int, std::string>> entries;
+  for (std::size_t r = 0; r < texts.size(); ++r) entries.emplace_back(static_cast<int>(r), texts[r]);
+  return ranks_and_texts(entries);
+}
+
+void agree_on_value(Communicator& world, const std::string& what, std::uint64_t fingerprint,
+                    const std::string& description) {
+  if (world.size() == 1) return;
+  std::vector<std::uint64_t> all(static_cast<std::size_t>(world.size()));
+  world.all_gather(&fingerprint, all.data(), 1, DType::i64);
+  if (std::all_of(all.begin(), all.end(), [&](std::uint64_t each) { return each == all[0]; })) return;
+  throw InvalidArgumentError("the ranks disagree on the " + what + ": " +
+                             ranks_and_texts(gather_text(world, description)) + "; every rank must be given the same " +
+                             what);
+}
+
+std::uint64_t ids_fingerprint(const std::vector<std::int64_t>& ids) {
+  std::uint64_t hash = 0xcbf29ce484222325ull;
+  auto add = [&](std::uint64_t value) {
+    for (int i = 0; i < 8; ++i) hash = (hash ^ ((value >> (8 * i)) & 0xff)) * 0x100000001b3ull;
+  };
+  add(ids.size());
+  for (std::int64_t id : ids) add(static_cast<std::uint64_t>(id));
+  return hash;
+}
+
+std::string describe_ids(const std::vector<std::int64_t>& ids) {
+  constexpr std::size_t kShown = 6;
+  std::string text = std::to_string(ids.size()) + (ids.size() == 1 ? " id" : " ids");
+  for (std::size_t i = 0; i < ids.size() && i < kShown; ++i) text += (i ? ", " : ": ") + std::to_string(ids[i]);
+  if (ids.size() > kShown) text += ", ...";
+  return text;
+}
+
+CLI::Validator integer_in(std::int64_t minimum, std::int64_t maximum) {
+  const std::string range = maximum == std::numeric_limits<std::int64_t>::max()
+                                ? (minimum == 1 ? std::string("a positive integer")
+                                                : "an integer of at least " + std::to_string(minimum))
+                                : "an integer from " + std::to_string(minimum) + " to " + std::to_string(maximum);
+  return CLI::Validator(
+      [minimum, maximum, range](std::string& input) -> std::string {
+        const std::optional<long long> value = whole_integer(input);
+        if (!value || *value < minimum || *value > maximum) {
+          return "'" + input + "' is not " + range;
+        }
+        return std::string();
+      },
+      range);
+}
+
+CLI::Validator positive_integer() { return integer_in(1, std::numeric_limits<std::int64_t>::max()); }
+CLI::Validator non_negative_integer() { return integer_in(0, std::numeric_limits<std::int64_t>::max()); }
+
+CLI::Validator existing_regular_file() {
+  return CLI::Validator(
+      [](std::string& path) -> std::string {
+        struct stat status {};
+        if (::stat(path.c_str(), &status) != 0) return "'" + path + "': " + std::strerror(errno);
+        if (!S_ISREG(status.st_mode)) {
+          return "'" + path + "' is " + (S_ISDIR(status.st_mode) ? "a directory" : "not a regular file") +
+                 "; give a file of ids";
+        }
+        return std::string();
+      },
+      "FILE");
+}
+
+Tensor allocate(DType dtype, const std::vector<std::int64_t>& shape, const std::string& what) {
+  try {
+    return Tensor(dtype, shape);
+  } catch (const std::bad_alloc&) {
+    const std::int64_t bytes = TensorView(nullptr, dtype, shape).nbytes();
+    throw BackendError(format("out of memory: cannot allocate %lld bytes (%.3g GiB) for %s, %s", static_cast<long long>(bytes),
+                              static_cast<double>(bytes) / (1 << 30), what.c_str(),
+                              TensorView(nullptr, dtype, shape).describe().c_str()));
+  }
+}
+
 std::vector<std::int64_t> parse_id_list(const std::string& text, const std::string& source) {
   std::vector<std::int64_t> ids;
   std::string token;
   std::size_t position = 0;
   auto flush = [&] {
     if (token.empty()) return;
-    std::size_t used = 0;
-    long long value = 0;
-    try {
-      value = std::stoll(token, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    TPEMBED_EXPECTS(used == token.size(), InvalidArgumentError, source, ": '", token, "' (item ",
+    const std::optional<long long> value = whole_integer(token);
+    TPEMBED_EXPECTS(value.has_value(), InvalidArgumentError, source, ": '", token, "' (item ",
                     ids.size() + 1, ", at character ", position - token.size(), ") is not an integer id");
-    ids.push_back(value);
+    ids.push_back(*value);
     token.clear();
   };
   for (; position < text.size(); ++position) {
@@ -48,11 +188,27 @@ std::vector<std::int64_t> parse_id_list(const std::string& text, const std::stri
 }
 
 std::vector<std::int64_t> read_id_file(const std::string& path) {
-  std::ifstream file(path);
-  TPEMBED_EXPECTS(file.good(), InvalidArgumentError, "cannot open the ids file '", path, "'");
-  std::stringstream text;
-  text << file.rdbuf();
-  return parse_id_list(text.str(), path);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  TPEMBED_EXPECTS(fd >= 0, InvalidArgumentError, "cannot open the ids file '", path, "': ", std::strerror(errno));
+  struct stat status {};
+  const bool regular = ::fstat(fd, &status) == 0 && S_ISREG(status.st_mode);
+  std::string text;
+  if (regular) {
+    text.resize(static_cast<std::size_t>(status.st_size));
+    std::size_t done = 0;
+    while (done < text.size()) {
+      const ssize_t got = ::read(fd, &text[done], text.size() - done);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) break;
+      done += static_cast<std::size_t>(got);
+    }
+    text.resize(done);
+  }
+  ::close(fd);
+  TPEMBED_EXPECTS(regular, InvalidArgumentError, "the ids file '", path,
+                  "' is not a regular file (a FIFO, a device or a directory); give a file of ids");
+  return parse_id_list(text, path);
 }
 
 Progress::Progress(std::string what, std::int64_t total, bool enabled)
@@ -101,7 +257,7 @@ void print_line(Progress& progress, const std::string& line) {
 }
 
 Tensor generate_table(std::int64_t vocab, std::int64_t hidden, std::uint64_t seed) {
-  Tensor table(DType::f32, {vocab, hidden});
+  Tensor table = allocate(DType::f32, {vocab, hidden}, "the generated table");
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 0.02f);
   float* values = table.data_as<float>();
@@ -111,7 +267,7 @@ Tensor generate_table(std::int64_t vocab, std::int64_t hidden, std::uint64_t see
 
 QuantizedTable table_as(const Tensor& f32_table, DType dtype) {
   if (is_quantized(dtype)) return quantize_rows(f32_table.view(), dtype, DType::f32);
-  QuantizedTable result{Tensor(dtype, f32_table.shape()), Tensor()};
+  QuantizedTable result{allocate(dtype, f32_table.shape(), "the table"), Tensor()};
   const float* in = f32_table.data_as<float>();
   const std::int64_t count = f32_table.numel();
   if (dtype == DType::f32) {
@@ -164,6 +320,9 @@ EmbeddingShard load_shard(SafetensorsCheckpoint& checkpoint, const std::string& 
                   "' is not a 2-D table: ", whole.describe());
   const std::int64_t total = whole.shape[static_cast<std::size_t>(sharding_dim)];
   const auto [offset, size] = shard_range(total, tp_size, tp_rank, placement);
+  // Equal shards of a dimension smaller than tp leave the last ranks' ranges past the end.
+  const std::int64_t first = std::min(offset, total);
+  const std::int64_t present = std::max<std::int64_t>(0, std::min(size, total - first));
   auto owned = std::make_shared<std::vector<std::shared_ptr<const void>>>();
   owned->push_back(file.keep_alive());
   auto keep = [&](Tensor tensor_copy) {
@@ -173,21 +332,25 @@ EmbeddingShard load_shard(SafetensorsCheckpoint& checkpoint, const std::string& 
   };
   EmbeddingShard shard;
   if (sharding_dim == 0) {
-    shard.weight = offset + size <= total ? file.rows(tensor, offset, size, int4_columns)
-                                          : keep(file.copy_rows(tensor, offset, size, int4_columns));
+    shard.weight = present == size ? file.rows(tensor, first, size, int4_columns)
+                                   : keep(file.copy_rows(tensor, first, size, int4_columns));
   } else {
-    const std::int64_t present = std::max<std::int64_t>(0, std::min(size, total - offset));
-    shard.weight = keep(file.columns(tensor, offset, present, int4_columns));
+    shard.weight = keep(file.columns(tensor, first, present, int4_columns));
   }
   if (!scale_tensor.empty()) {
     const SafetensorsFile& scale_file = checkpoint.file(scale_tensor);
     owned->push_back(scale_file.keep_alive());
     const TensorView scales = scale_file.tensor(scale_tensor);
+    const std::int64_t rows = whole.shape[0];
+    TPEMBED_EXPECTS(scales.ndim() == 1 && scales.shape[0] == rows, ShapeError, scale_file.path(),
+                    ": scale tensor '", scale_tensor, "' has shape ", detail::bracketed(scales.shape),
+                    scales.ndim() == 0 ? " (0-d)" : "", " but table '", tensor, "' has ", rows,
+                    " rows: it needs one scale per row, shape [", rows, "]");
     if (sharding_dim == 1) {
       shard.scale = scales;
     } else {
-      shard.scale = offset + size <= scales.shape[0] ? scale_file.rows(scale_tensor, offset, size)
-                                                     : keep(scale_file.copy_rows(scale_tensor, offset, size));
+      shard.scale = present == size ? scale_file.rows(scale_tensor, first, size)
+                                    : keep(scale_file.copy_rows(scale_tensor, first, size));
     }
   }
   shard.owner = owned;

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "tpembed/safetensors.hpp"
 #include "tpembed/tpembed.hpp"
 
@@ -17,11 +19,53 @@ namespace tpembed::cli {
 /// The MPI world when this build has MPI (a single rank outside mpirun), else a single rank.
 std::unique_ptr<Communicator> make_world();
 
+/// True when a launcher (mpirun, mpiexec, srun) started this process as one rank of a job: its
+/// environment says so (OMPI_COMM_WORLD_SIZE, PMI_SIZE or PMIX_RANK).
+bool launched_as_rank();
+
+/// Every rank's `text`, in rank order (each may have a different length). Collective.
+std::vector<std::string> gather_text(Communicator& world, const std::string& text);
+
+/// "rank 0: a; ranks 1,2: b": each rank's entry (texts[r] is rank r's), equal entries grouped.
+std::string ranks_and_texts(const std::vector<std::string>& texts);
+/// The same for some ranks only: (rank, text) pairs in rank order.
+std::string ranks_and_texts(const std::vector<std::pair<int, std::string>>& entries);
+
+/// Makes sure every rank of `world` holds the same `what` ("ids": the ids it looks up, "table": the
+/// table it opened), compared by `fingerprint`: when any differs, every rank throws the same
+/// InvalidArgumentError listing each rank's `description`. Costs one all-gather of 8 bytes a
+/// rank when they agree. Collective.
+void agree_on_value(Communicator& world, const std::string& what, std::uint64_t fingerprint,
+                    const std::string& description);
+
+/// FNV-1a of the ids (count first), for agree_on_value.
+std::uint64_t ids_fingerprint(const std::vector<std::int64_t>& ids);
+
+/// "3 ids: 1, 2, 3" (the first few only).
+std::string describe_ids(const std::vector<std::int64_t>& ids);
+
+/// CLI11 check for an integer option in [minimum, maximum], in words ("--tp: 'x' is not an
+/// integer from 0 to 2147483647"); CLI11's own NonNegativeNumber prints the double range.
+CLI::Validator integer_in(std::int64_t minimum, std::int64_t maximum);
+/// integer_in(1, the largest int64): counts and sizes.
+CLI::Validator positive_integer();
+/// integer_in(0, the largest int64).
+CLI::Validator non_negative_integer();
+
+/// CLI11 check for an input file that must be a regular file (not a FIFO, which would block, a
+/// device or a directory).
+CLI::Validator existing_regular_file();
+
+/// A host tensor of `dtype` and `shape`, for `what` (said in the message). Out of memory is a
+/// BackendError that says how many bytes could not be allocated.
+Tensor allocate(DType dtype, const std::vector<std::int64_t>& shape, const std::string& what);
+
 /// Parses "1,2,3" (whitespace allowed, negative ids allowed: they are looked up as bad ids).
 /// Throws InvalidArgumentError naming the bad token and its position.
 std::vector<std::int64_t> parse_id_list(const std::string& text, const std::string& source = "--ids");
 
-/// Reads ids from a text file: numbers separated by commas, spaces or newlines.
+/// Reads ids from a text file: numbers separated by commas, spaces or newlines. Only a regular file
+/// is read (a FIFO would block until someone writes to it): InvalidArgumentError otherwise.
 std::vector<std::int64_t> read_id_file(const std::string& path);
 
 /// A progress line on stderr, drawn only when stderr is a terminal and only on rank 0.
@@ -89,6 +133,9 @@ std::vector<std::int64_t> sample_ids(std::int64_t vocab, std::int64_t count, int
 /// Rank `tp_rank`'s shard of tensor `tensor` (and of its row scales `scale_tensor`, if named) read
 /// from a checkpoint: only that rank's rows (zero copy from the file's mapping where they lie inside
 /// the tensor) or columns (copied; only those bytes are read). The shard keeps the mapping alive.
+/// The tensor must be 2-D and its scales 1-D with one scale per row of the whole table (ShapeError
+/// otherwise: a short scale would zero real rows). A shard range past the end (equal placement
+/// with more ranks than rows or columns) gives an empty shard.
 EmbeddingShard load_shard(SafetensorsCheckpoint& checkpoint, const std::string& tensor,
                           const std::string& scale_tensor, int sharding_dim, int tp_size, int tp_rank,
                           ShardPlacement placement, std::optional<std::int64_t> int4_columns);

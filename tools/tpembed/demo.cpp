@@ -3,7 +3,10 @@
 // from the files, the ranks look ids up together (vocab- and hidden-parallel, equal and packed
 // shards, out-of-range ids included), and every rank's output is checked against the lookup of the
 // whole, unsharded table. A short report says what was done and whether it matched.
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <chrono>
 #include <cstdio>
@@ -46,29 +49,33 @@ std::string join(const std::vector<std::int64_t>& values) {
   return text.str();
 }
 
-// Rank 0's choice of directory, known to every rank.
+// Rank 0's choice of directory, known to every rank: a new temporary one, or --keep, which must be
+// a directory or a new one in a directory that exists (a path whose parents are missing is refused,
+// not created: a typo there should not grow a tree). A failure on rank 0 is every rank's.
 std::string shared_directory(Communicator& world, const DemoOptions& options) {
-  char path[512] = {};
-  if (world.rank() == 0) {
-    std::string chosen = options.keep;
-    if (chosen.empty()) {
+  const std::string chosen = on_every_rank(world, [&] {
+    if (world.rank() != 0) return std::string();
+    if (options.keep.empty()) {
       std::string pattern = (std::filesystem::temp_directory_path() / "tpembed-demo-XXXXXX").string();
       TPEMBED_EXPECTS(mkdtemp(pattern.data()) != nullptr, BackendError, "cannot create a directory under ",
-                      std::filesystem::temp_directory_path().string());
-      chosen = pattern;
-    } else {
-      std::filesystem::create_directories(chosen);
+                      std::filesystem::temp_directory_path().string(), ": ", std::strerror(errno));
+      return pattern;
     }
-    TPEMBED_EXPECTS(chosen.size() < sizeof path, InvalidArgumentError, "--keep path too long: ", chosen);
-    std::strncpy(path, chosen.c_str(), sizeof path - 1);
-  }
-  std::vector<char> all(sizeof path * static_cast<std::size_t>(world.size()));
-  world.all_gather(path, all.data(), sizeof path, DType::i8);
-  return std::string(all.data());
+    std::error_code error;
+    if (!std::filesystem::is_directory(options.keep, error)) {
+      TPEMBED_EXPECTS(!std::filesystem::exists(options.keep, error), InvalidArgumentError, "--keep '", options.keep,
+                      "' exists and is not a directory");
+      TPEMBED_EXPECTS(::mkdir(options.keep.c_str(), 0755) == 0, InvalidArgumentError, "--keep '", options.keep,
+                      "': cannot create the directory: ", std::strerror(errno),
+                      errno == ENOENT ? " (its parent directory does not exist; it is not created)" : "");
+    }
+    return options.keep;
+  });
+  return gather_text(world, chosen)[0];
 }
 
-int run_demo(const DemoOptions& options) {
-  std::unique_ptr<Communicator> world = make_world();
+int run_demo(Communicator& world_ref, const DemoOptions& options) {
+  Communicator* world = &world_ref;
   const int tp = world->size(), rank = world->rank();
   const bool lead = rank == 0;
   const std::string directory = shared_directory(*world, options);
@@ -125,24 +132,37 @@ int run_demo(const DemoOptions& options) {
   };
   int failures = 0;
   for (const DemoCase& c : cases) {
-    SafetensorsCheckpoint checkpoint(file_in(c.file));
-    const std::string scales = checkpoint.contains(default_scale_name(kTensor)) ? default_scale_name(kTensor) : "";
-
-    // The reference: the whole table from the same file, looked up on this rank alone.
-    EmbeddingOptions whole;
-    whole.out_dtype = c.out;
-    if (!scales.empty()) whole.per_token_scale = checkpoint.file(scales).tensor(scales);
-    const Tensor expected = embedding(id_view, checkpoint.file(kTensor).tensor(kTensor), whole);
+    // Each rank opens the files itself (a shared directory may fail on one node): agreed first.
+    struct Opened {
+      std::unique_ptr<SafetensorsCheckpoint> checkpoint;
+      std::string scales;
+      Tensor expected;
+      EmbeddingShard shard;
+      std::uint64_t fingerprint = 0;
+    } opened;
+    on_every_rank(*world, [&] {
+      opened.checkpoint = std::make_unique<SafetensorsCheckpoint>(file_in(c.file));
+      SafetensorsCheckpoint& checkpoint = *opened.checkpoint;
+      opened.scales = checkpoint.contains(default_scale_name(kTensor)) ? default_scale_name(kTensor) : "";
+      // The reference: the whole table from the same file, looked up on this rank alone.
+      EmbeddingOptions whole;
+      whole.out_dtype = c.out;
+      if (!opened.scales.empty()) whole.per_token_scale = checkpoint.file(opened.scales).tensor(opened.scales);
+      opened.expected = embedding(id_view, checkpoint.file(kTensor).tensor(kTensor), whole);
+      opened.shard = load_shard(checkpoint, kTensor, opened.scales, c.sharding_dim, tp, rank, c.placement, std::nullopt);
+      opened.fingerprint = checkpoint.table_fingerprint(kTensor, opened.scales);
+      return 0;
+    });
+    const Tensor& expected = opened.expected;
 
     EmbeddingConfig config;
+    config.table_fingerprint = opened.fingerprint;
     config.tp_size = tp;
     config.sharding_dim = c.sharding_dim;
     config.placement = c.placement;
     config.out_dtype = c.out;
     if (c.sharding_dim == 0 && c.placement == ShardPlacement::equal) config.vocab_size = options.vocab;
-    ParallelEmbedding layer(*world,
-                            load_shard(checkpoint, kTensor, scales, c.sharding_dim, tp, rank, c.placement, std::nullopt),
-                            config);
+    ParallelEmbedding layer(*world, std::move(opened.shard), config);
     const auto start = std::chrono::steady_clock::now();
     const Tensor out = layer.forward(id_view);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -172,7 +192,7 @@ int run_demo(const DemoOptions& options) {
 
 }  // namespace
 
-void add_demo_command(CLI::App& app, int& exit_code) {
+void add_demo_command(CLI::App& app, Launch& launch) {
   auto options = std::make_shared<DemoOptions>();
   CLI::App* demo = app.add_subcommand(
       "demo",
@@ -181,12 +201,16 @@ void add_demo_command(CLI::App& app, int& exit_code) {
       "rows or hidden columns), look ids up together (out-of-range ones too), and check every rank's\n"
       "output against the lookup of the whole table. Prints a report; exits 1 on any mismatch.\n"
       "Example: mpirun -np 4 tpembed demo --vocab 32000 --hidden 512 --keep ./demo-checkpoints");
-  demo->add_option("--vocab", options->vocab, "rows of the generated table")->check(CLI::PositiveNumber)->capture_default_str();
-  demo->add_option("--hidden", options->hidden, "columns of the generated table")->check(CLI::PositiveNumber)->capture_default_str();
-  demo->add_option("--tokens", options->tokens, "random ids to look up")->check(CLI::NonNegativeNumber)->capture_default_str();
+  demo->add_option("--vocab", options->vocab, "rows of the generated table")->check(positive_integer())->capture_default_str();
+  demo->add_option("--hidden", options->hidden, "columns of the generated table")->check(positive_integer())->capture_default_str();
+  demo->add_option("--tokens", options->tokens, "random ids to look up")->check(non_negative_integer())->capture_default_str();
   demo->add_option("--seed", options->seed, "random seed")->capture_default_str();
-  demo->add_option("--keep", options->keep, "write the checkpoints into this directory and keep them");
-  demo->callback([options, &exit_code] { exit_code = run_demo(*options); });
+  demo->add_option("--keep", options->keep,
+                   "write the checkpoints into this directory and keep them (created if its parent exists)");
+  demo->callback([options, &launch] {
+    launch.collective = true;
+    launch.run = [options](Communicator& world) { return run_demo(world, *options); };
+  });
 }
 
 }  // namespace tpembed::cli

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <limits>
+#include <memory>
 #include <numeric>
 #include <string>
 
@@ -41,72 +43,127 @@ float element_as_f32(const Tensor& out, std::int64_t index) {
   }
 }
 
-int run_lookup(const LookupOptions& options) {
-  auto world = make_world();
-  const int tp = options.tp == 0 ? world->size() : options.tp;
-  TPEMBED_EXPECTS(tp >= 1 && world->size() % tp == 0, InvalidArgumentError, "--tp ", tp, " does not divide the ",
-                  world->size(), " ranks of the world into tensor-parallel groups");
-  const bool lead = world->rank() == 0;
-  std::vector<std::int64_t> ids = options.ids_file.empty() ? parse_id_list(options.ids) : read_id_file(options.ids_file);
-  const auto count = static_cast<std::int64_t>(ids.size());
+// Everything a rank reads and parses before the lookup: ids, checkpoint, table, scales, its shard.
+struct Prepared {
+  std::vector<std::int64_t> ids;
+  std::unique_ptr<SafetensorsCheckpoint> checkpoint;
+  std::string file_path, scale_tensor, table_text;
+  DType table_dtype = DType::f32;
+  std::int64_t rows = 0, hidden = 0;
+  std::uint64_t fingerprint = 0;
+  EmbeddingShard shard;
+  EmbeddingConfig config;
+  DType out_dtype = DType::f32;
+  Tensor out;
+};
 
-  SafetensorsCheckpoint checkpoint(options.table);
+void prepare(Communicator& world, const LookupOptions& options, Prepared& p) {
+  const int tp = options.tp == 0 ? world.size() : options.tp;
+  TPEMBED_EXPECTS(world.size() % tp == 0, InvalidArgumentError, "--tp ", tp, " does not divide the ",
+                  world.size(), " ranks of the world into tensor-parallel groups");
+  p.ids = options.ids_file.empty() ? parse_id_list(options.ids) : read_id_file(options.ids_file);
+
+  p.checkpoint = std::make_unique<SafetensorsCheckpoint>(options.table);
+  SafetensorsCheckpoint& checkpoint = *p.checkpoint;
   const SafetensorsFile& file = checkpoint.file(options.tensor);
   const std::optional<std::int64_t> int4_columns =
       options.int4_columns > 0 ? std::optional<std::int64_t>(options.int4_columns) : std::nullopt;
   const TensorView whole = file.tensor(options.tensor, int4_columns);
-  std::string scale_tensor = options.scale_tensor;
-  if (scale_tensor.empty() && checkpoint.contains(default_scale_name(options.tensor))) {
-    scale_tensor = default_scale_name(options.tensor);
+  TPEMBED_EXPECTS(whole.ndim() == 2, ShapeError, file.path(), ": tensor '", options.tensor,
+                  "' is not a 2-D table: ", whole.describe());
+  p.file_path = file.path();
+  p.table_dtype = whole.dtype;
+  p.rows = whole.shape[0];
+  p.hidden = whole.shape[1];
+  p.scale_tensor = options.scale_tensor;
+  if (p.scale_tensor.empty() && checkpoint.contains(default_scale_name(options.tensor))) {
+    p.scale_tensor = default_scale_name(options.tensor);
   }
-  TPEMBED_EXPECTS(!is_quantized(whole.dtype) || !scale_tensor.empty(), InvalidArgumentError, file.path(),
+  TPEMBED_EXPECTS(!is_quantized(whole.dtype) || !p.scale_tensor.empty(), InvalidArgumentError, file.path(),
                   ": tensor '", options.tensor, "' is ", dtype_name(whole.dtype), " and needs row scales: pass "
                   "--scale-tensor (no '", default_scale_name(options.tensor), "' in the checkpoint)");
   TPEMBED_EXPECTS(!is_quantized(whole.dtype) || !options.out_dtype.empty(), InvalidArgumentError, file.path(),
                   ": tensor '", options.tensor, "' is ", dtype_name(whole.dtype),
                   ": name the output dtype with --out-dtype f32|f16|bf16");
+  TPEMBED_EXPECTS(p.scale_tensor != options.tensor, InvalidArgumentError, "--scale-tensor '", p.scale_tensor,
+                  "' names the table itself");
+  if (world.rank() == 0 && !options.out.empty()) {
+    std::vector<std::string> inputs = {file.path()};
+    if (!p.scale_tensor.empty()) inputs.push_back(checkpoint.file_path(p.scale_tensor));
+    check_safetensors_output(options.out, inputs);
+  }
 
-  const int group_rank = world->rank() % tp;
+  const int group_rank = world.rank() % tp;
   const auto placement = options.placement == "equal" ? ShardPlacement::equal : ShardPlacement::packed;
-  EmbeddingShard shard = load_shard(checkpoint, options.tensor, scale_tensor, options.sharding_dim, tp, group_rank,
-                                    placement, int4_columns);
-  EmbeddingConfig config;
+  p.shard = load_shard(checkpoint, options.tensor, p.scale_tensor, options.sharding_dim, tp, group_rank, placement,
+                       int4_columns);
+  p.fingerprint = checkpoint.table_fingerprint(options.tensor, p.scale_tensor);
+  p.table_text = format("'%s' %s [%lld, %lld]%s in %s", options.tensor.c_str(), dtype_name(whole.dtype),
+                        static_cast<long long>(p.rows), static_cast<long long>(p.hidden),
+                        p.scale_tensor.empty() ? "" : (" with scales '" + p.scale_tensor + "'").c_str(),
+                        file.path().c_str());
+
+  EmbeddingConfig& config = p.config;
   config.tp_size = tp;
   config.sharding_dim = options.sharding_dim;
   config.placement = placement;
   config.strict = options.strict;
   config.vocab_exchange = vocab_exchange_from_name(options.vocab_exchange);
+  config.table_fingerprint = p.fingerprint;
   if (!options.out_dtype.empty()) config.out_dtype = dtype_from_name(options.out_dtype);
   if (tp > 1) {
-    const int first = world->rank() / tp * tp;
+    const int first = world.rank() / tp * tp;
     for (int r = 0; r < tp; ++r) config.tp_group.push_back(first + r);
   }
-  if (tp > 1 && options.sharding_dim == 0 && placement == ShardPlacement::equal) config.vocab_size = whole.shape[0];
-  const DType out_dtype = config.out_dtype ? *config.out_dtype : whole.dtype;
-  const std::int64_t hidden = whole.shape[1];
-  Tensor out(out_dtype, {count, hidden});
+  if (tp > 1 && options.sharding_dim == 0 && placement == ShardPlacement::equal) config.vocab_size = p.rows;
+  p.out_dtype = config.out_dtype ? *config.out_dtype : whole.dtype;
+  p.out = allocate(p.out_dtype, {static_cast<std::int64_t>(p.ids.size()), p.hidden}, "the output");
+}
+
+int run_lookup(Communicator& world, const LookupOptions& options) {
+  const bool lead = world.rank() == 0;
+  // What each rank reads may fail on that rank alone: every rank learns of it before any collective.
+  Prepared p;
+  on_every_rank(world, [&] {
+    prepare(world, options, p);
+    return 0;
+  });
+  // Ranks must look the same ids up in the same table: a difference would give wrong rows silently.
+  agree_on_value(world, "ids", ids_fingerprint(p.ids), describe_ids(p.ids));
+  agree_on_value(world, "table", p.fingerprint, p.table_text);
+
+  const std::vector<std::int64_t>& ids = p.ids;
+  const auto count = static_cast<std::int64_t>(ids.size());
+  const std::int64_t hidden = p.hidden;
+  const DType out_dtype = p.out_dtype;
+  const EmbeddingConfig& config = p.config;
+  const int tp = config.tp_size;
+  Tensor& out = p.out;
 
   const auto start = std::chrono::steady_clock::now();
   std::uint64_t bad = 0;
   VocabExchange exchange = VocabExchange::all_reduce;
   if (options.device == "cuda") {
-    const int device = node_local_cuda_device(*world);
-    cuda_set_device(device);  // this rank's streams stay on its own GPU
-    // Copies that may fail on one rank alone (out of memory) are agreed on before any collective.
-    EmbeddingShard on_gpu = on_every_rank(*world, [&] { return copy_shard_to_device(shard, device); });
-    auto [device_ids, device_out] = on_every_rank(*world, [&] {
+    // Copies that may fail on one rank alone (no GPU, out of memory) are agreed on before any collective.
+    const int device = on_every_rank(world, [&] {
+      const int chosen = node_local_cuda_device(world);
+      cuda_set_device(chosen);  // this rank's streams stay on its own GPU
+      return chosen;
+    });
+    EmbeddingShard on_gpu = on_every_rank(world, [&] { return copy_shard_to_device(p.shard, device); });
+    auto [device_ids, device_out] = on_every_rank(world, [&] {
       std::pair<DeviceBuffer, DeviceBuffer> buffers{DeviceBuffer(ids.size() * 8, device),
                                                     DeviceBuffer(static_cast<std::size_t>(out.nbytes()), device)};
       buffers.first.copy_from_host(ids.data(), ids.size() * 8);
       return buffers;
     });
-    ParallelEmbedding layer(*world, std::move(on_gpu), config);
+    ParallelEmbedding layer(world, std::move(on_gpu), config);
     layer.forward(device_ids.view(DType::i64, {count}), device_out.view(out_dtype, {count, hidden}));
     device_out.copy_to_host(out.data(), static_cast<std::size_t>(out.nbytes()));
     bad = layer.last_bad_id_count();
     exchange = layer.layout().vocab_exchange;
   } else {
-    ParallelEmbedding layer(*world, std::move(shard), config);
+    ParallelEmbedding layer(world, std::move(p.shard), config);
     layer.forward(TensorView(ids.data(), DType::i64, {count}), out.view());
     bad = layer.last_bad_id_count();
     exchange = layer.layout().vocab_exchange;
@@ -115,21 +172,31 @@ int run_lookup(const LookupOptions& options) {
       tp > 1 && options.sharding_dim == 0 ? std::string(", ") + vocab_exchange_name(exchange) + " exchange" : "";
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 
-  if (!lead) return 0;
-  std::printf("looked up %lld ids in %s '%s' (%s [%lld, %lld]%s) on %s, tp %d, sharding dim %d (%s%s): out %s "
-              "[%lld, %lld] in %.2f ms; %llu ids out of range\n",
-              static_cast<long long>(count), file.path().c_str(), options.tensor.c_str(), dtype_name(whole.dtype),
-              static_cast<long long>(whole.shape[0]), static_cast<long long>(hidden),
-              scale_tensor.empty() ? "" : (", scales '" + scale_tensor + "'").c_str(), options.device.c_str(), tp,
-              options.sharding_dim, options.placement.c_str(), exchange_text.c_str(), dtype_name(out_dtype),
-              static_cast<long long>(count),
-              static_cast<long long>(hidden), ms, static_cast<unsigned long long>(bad));
+  if (lead) {
+    std::printf("looked up %lld ids in %s '%s' (%s [%lld, %lld]%s) on %s, tp %d, sharding dim %d (%s%s): out %s "
+                "[%lld, %lld] in %.2f ms; %llu ids out of range\n",
+                static_cast<long long>(count), p.file_path.c_str(), options.tensor.c_str(), dtype_name(p.table_dtype),
+                static_cast<long long>(p.rows), static_cast<long long>(hidden),
+                p.scale_tensor.empty() ? "" : (", scales '" + p.scale_tensor + "'").c_str(), options.device.c_str(),
+                tp, options.sharding_dim, options.placement.c_str(), exchange_text.c_str(), dtype_name(out_dtype),
+                static_cast<long long>(count), static_cast<long long>(hidden), ms,
+                static_cast<unsigned long long>(bad));
+    std::fflush(stdout);
+  }
   if (!options.out.empty()) {
-    write_safetensors(options.out, {{"embeddings", out.view()}},
-                      {{"tpembed.table", file.path() + ":" + options.tensor}, {"tpembed.ids", std::to_string(count)}});
-    std::printf("wrote tensor 'embeddings' to %s\n", options.out.c_str());
+    // Rank 0 writes; a failure there is every rank's.
+    on_every_rank(world, [&] {
+      if (lead) {
+        write_safetensors(options.out, {{"embeddings", out.view()}},
+                          {{"tpembed.table", p.file_path + ":" + options.tensor},
+                           {"tpembed.ids", std::to_string(count)}});
+        std::printf("wrote tensor 'embeddings' to %s\n", options.out.c_str());
+      }
+      return 0;
+    });
     return 0;
   }
+  if (!lead) return 0;
   for (std::int64_t t = 0; t < std::min<std::int64_t>(count, options.show); ++t) {
     double norm = 0;
     for (std::int64_t c = 0; c < hidden; ++c) norm += std::pow(double{element_as_f32(out, t * hidden + c)}, 2);
@@ -146,7 +213,7 @@ int run_lookup(const LookupOptions& options) {
 
 }  // namespace
 
-void add_lookup_command(CLI::App& app, int& exit_code) {
+void add_lookup_command(CLI::App& app, Launch& launch) {
   auto options = std::make_shared<LookupOptions>();
   CLI::App* command = app.add_subcommand(
       "lookup",
@@ -157,16 +224,17 @@ void add_lookup_command(CLI::App& app, int& exit_code) {
       "Prints the output's shape, norms and first values, or writes it to --out as safetensors.\n"
       "Example: mpirun -np 2 tpembed lookup --table model.safetensors --tensor model.embed_tokens.weight \\\n"
       "           --ids 1,2,3 --tp 2 --sharding-dim 1 --device cuda");
-  command->add_option("--table", options->table, "checkpoint: a .safetensors file, an index.json or a directory")
-      ->required()->check(CLI::ExistingPath);
+  launch.per_rank.insert(
+      command->add_option("--table", options->table, "checkpoint: a .safetensors file, an index.json or a directory")
+          ->required()->check(CLI::ExistingPath));
   command->add_option("--tensor", options->tensor, "the table's tensor name")->capture_default_str();
   command->add_option("--scale-tensor", options->scale_tensor, "tensor name of the row scales");
   auto* ids = command->add_option("--ids", options->ids, "comma-separated ids, e.g. 1,2,3 (negative ids are bad ids)");
   auto* ids_file = command->add_option("--ids-file", options->ids_file, "a text file of ids (commas, spaces or newlines)")
-                       ->check(CLI::ExistingFile);
+                       ->check(existing_regular_file());
   ids->excludes(ids_file);
   command->add_option("--tp", options->tp, "tensor-parallel size (default: every rank of mpirun)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(0, std::numeric_limits<int>::max()));
   command->add_option("--sharding-dim", options->sharding_dim, "0: shard vocab rows, 1: shard hidden columns")
       ->check(CLI::IsMember({0, 1}))->capture_default_str();
   command->add_option("--placement", options->placement, "packed (any sizes) or equal (the seed's layout)")
@@ -181,13 +249,18 @@ void add_lookup_command(CLI::App& app, int& exit_code) {
   command->add_option("--out-dtype", options->out_dtype, "output dtype (default: the table's; required if quantised)")
       ->check(CLI::IsMember(output_dtype_names()));
   command->add_flag("--strict", options->strict, "fail (on every rank) when an id is out of range");
-  command->add_option("--out", options->out, "write the embeddings to this safetensors file (tensor 'embeddings')");
+  auto* out = command->add_option("--out", options->out,
+                                   "write the embeddings to this safetensors file (tensor 'embeddings'; rank 0 writes it)");
   command->add_option("--int4-columns", options->int4_columns,
-                      "columns of an int4 table stored as U8 without tpembed's metadata");
-  command->add_option("--show", options->show, "rows to print")->capture_default_str();
-  command->callback([options, &exit_code, ids, ids_file] {
+                      "columns of an int4 table stored as U8 without tpembed's metadata")
+      ->check(positive_integer());
+  auto* show = command->add_option("--show", options->show, "rows to print")->check(integer_in(0, std::numeric_limits<int>::max()))
+                   ->capture_default_str();
+  launch.per_rank.insert({ids, ids_file, out, show});
+  command->callback([options, &launch, ids, ids_file] {
     TPEMBED_EXPECTS(ids->count() + ids_file->count() > 0, InvalidArgumentError, "give the ids with --ids or --ids-file");
-    exit_code = run_lookup(*options);
+    launch.collective = true;
+    launch.run = [options](Communicator& world) { return run_lookup(world, *options); };
   });
 }
 

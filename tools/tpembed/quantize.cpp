@@ -26,12 +26,20 @@ struct QuantizeOptions {
 QuantizeReport quantize_checkpoint_tensor(const std::string& table_path, const std::string& tensor, DType target,
                                           DType scale_dtype, const std::string& out_path,
                                           const std::string& scale_name, bool show_progress) {
+  TPEMBED_EXPECTS(!scale_name.empty() && scale_name != tensor, InvalidArgumentError, "--scale-name '", scale_name,
+                  "' must name a tensor other than the table '", tensor, "' (the file holds both)");
   SafetensorsCheckpoint checkpoint(table_path);
   const SafetensorsFile& file = checkpoint.file(tensor);
   const TensorView table = file.tensor(tensor);
   TPEMBED_EXPECTS(is_float(table.dtype) && table.ndim() == 2, InvalidArgumentError, file.path(), ": tensor '",
                   tensor, "' is ", table.describe(), "; quantize takes a 2-D f32, f16 or bf16 table");
-  const QuantizedTable quantized = quantize_rows(table, target, scale_dtype);
+  check_safetensors_output(out_path, {file.path()});  // before the work, not after it
+  QuantizedTable quantized;
+  try {
+    quantized = quantize_rows(table, target, scale_dtype);
+  } catch (const InvalidArgumentError& error) {  // names a row: say in which file
+    throw InvalidArgumentError(file.path() + ": tensor '" + tensor + "': " + error.what());
+  }
 
   // Error against the original, row block by row block (the dequantised rows come from the lookup).
   QuantizeReport report;
@@ -78,7 +86,7 @@ QuantizeReport quantize_checkpoint_tensor(const std::string& table_path, const s
   return report;
 }
 
-void add_quantize_command(CLI::App& app, int& exit_code) {
+void add_quantize_command(CLI::App& app, Launch& launch) {
   auto options = std::make_shared<QuantizeOptions>();
   CLI::App* command = app.add_subcommand(
       "quantize",
@@ -98,19 +106,21 @@ void add_quantize_command(CLI::App& app, int& exit_code) {
       ->check(CLI::IsMember(output_dtype_names()))->capture_default_str();
   command->add_option("--scale-name", options->scale_name, "tensor name of the scales (default <tensor>_scale)");
   command->add_option("--out", options->out, "the safetensors file to write")->required();
-  command->callback([options, &exit_code] {
-    const std::string scale_name = options->scale_name.empty() ? default_scale_name(options->tensor)
-                                                               : options->scale_name;
-    const QuantizeReport report = quantize_checkpoint_tensor(options->table, options->tensor, dtype_from_name(options->to),
-                                                             dtype_from_name(options->scale_dtype), options->out,
-                                                             scale_name, true);
-    std::printf("quantised %s [%lld, %lld] to %s with %s per-row scales -> %s (tensors '%s', '%s')\n",
-                options->tensor.c_str(), static_cast<long long>(report.rows), static_cast<long long>(report.cols),
-                options->to.c_str(), options->scale_dtype.c_str(), options->out.c_str(), options->tensor.c_str(),
-                scale_name.c_str());
-    std::printf("error: max |x - q| / row absmax = %.3e, RMS ||x - q|| / ||x|| = %.3e\n", report.max_relative_error,
-                report.rms_relative_error);
-    exit_code = 0;
+  command->callback([options, &launch] {
+    launch.run = [options](Communicator&) {
+      const std::string scale_name = options->scale_name.empty() ? default_scale_name(options->tensor)
+                                                                 : options->scale_name;
+      const QuantizeReport report =
+          quantize_checkpoint_tensor(options->table, options->tensor, dtype_from_name(options->to),
+                                     dtype_from_name(options->scale_dtype), options->out, scale_name, true);
+      std::printf("quantised %s [%lld, %lld] to %s with %s per-row scales -> %s (tensors '%s', '%s')\n",
+                  options->tensor.c_str(), static_cast<long long>(report.rows), static_cast<long long>(report.cols),
+                  options->to.c_str(), options->scale_dtype.c_str(), options->out.c_str(), options->tensor.c_str(),
+                  scale_name.c_str());
+      std::printf("error: max |x - q| / row absmax = %.3e, RMS ||x - q|| / ||x|| = %.3e\n",
+                  report.max_relative_error, report.rms_relative_error);
+      return 0;
+    };
   });
 }
 

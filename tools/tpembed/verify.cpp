@@ -93,13 +93,23 @@ std::vector<std::uint8_t> run_path(Communicator& world, const Path& path, const 
   return out;
 }
 
-int run_verify(const VerifyOptions& options) {
-  auto world = make_world();
+int run_verify(Communicator& world_ref, const VerifyOptions& options) {
+  Communicator* world = &world_ref;
   const bool lead = world->rank() == 0;
   const int ranks = world->size();
-  const bool have_cuda = cuda_device_count() > 0;
-  TPEMBED_EXPECTS(options.device != "cuda" || have_cuda, UnsupportedError,
-                  "--device cuda: no CUDA device visible on this machine");
+  // The CUDA paths run over every rank: they are checked only where every rank sees a GPU.
+  const std::int64_t devices = cuda_device_count();
+  std::vector<std::int64_t> devices_of(static_cast<std::size_t>(ranks));
+  world->all_gather(&devices, devices_of.data(), 1, DType::i64);
+  std::vector<std::pair<int, std::string>> without_gpu;
+  for (int r = 0; r < ranks; ++r) {
+    if (devices_of[static_cast<std::size_t>(r)] == 0) without_gpu.emplace_back(r, "no CUDA device visible");
+  }
+  const bool have_cuda = without_gpu.empty();
+  const std::string no_cuda_reason =
+      !cuda_built() ? "this build has no CUDA backend"
+                    : ranks == 1 ? "no CUDA device visible" : ranks_and_texts(without_gpu);
+  TPEMBED_EXPECTS(options.device != "cuda" || have_cuda, UnsupportedError, "verify --device cuda: ", no_cuda_reason);
 
   std::vector<Path> paths;
   for (bool cuda : {false, true}) {
@@ -121,6 +131,19 @@ int run_verify(const VerifyOptions& options) {
     }
   }
 
+  std::vector<std::string> skipped;
+  if (!have_cuda && options.device != "cpu") skipped.push_back("the CUDA paths (" + no_cuda_reason + ")");
+  if (ranks == 1) skipped.push_back("the tensor-parallel paths (one rank: run under mpirun -np 2 or more)");
+  if (options.hidden % ranks != 0 && ranks > 1) {
+    skipped.push_back("hidden sharding with equal shards (--hidden " + std::to_string(options.hidden) +
+                      " does not divide by " + std::to_string(ranks) + " ranks)");
+  }
+  std::string skipped_text;
+  for (const std::string& what : skipped) skipped_text += (skipped_text.empty() ? "" : "; ") + what;
+  // The CPU backend on one rank is the reference itself: with nothing else there is nothing to check.
+  TPEMBED_EXPECTS(!paths.empty(), UnsupportedError, "verify: nothing to check here: skipped ", skipped_text,
+                  "; the CPU backend on one rank is the reference itself");
+
   const Tensor original = generate_table(options.vocab, options.hidden, options.seed);
   const auto ids = sample_ids(options.vocab, options.tokens, ranks, options.seed + 1);
   const auto count = static_cast<std::int64_t>(ids.size());
@@ -129,6 +152,7 @@ int run_verify(const VerifyOptions& options) {
                 static_cast<long long>(options.vocab), static_cast<long long>(options.hidden),
                 static_cast<long long>(count), ranks, ranks == 1 ? "" : "s",
                 have_cuda ? "CUDA devices visible" : "no CUDA device (cuda paths skipped)");
+    if (!skipped_text.empty()) std::printf("skipped: %s\n", skipped_text.c_str());
     std::printf("reference: the CPU backend on the whole table, one rank\n\n");
     std::printf("%-40s %-16s %-8s %s\n", "path", "table -> out", "bad ids", "result");
   }
@@ -180,33 +204,38 @@ int run_verify(const VerifyOptions& options) {
     }
   }
   if (lead) {
-    std::printf("\n%s: %d of %zu checks failed\n", failures == 0 ? "PASS" : "FAIL", failures,
-                options.dtypes.size() * paths.size());
+    std::printf("\n%s: %d of %zu checks failed%s\n", failures == 0 ? "PASS" : "FAIL", failures,
+                options.dtypes.size() * paths.size(), skipped.empty() ? "" : " (some paths skipped: see above)");
   }
   return failures == 0 ? 0 : 1;
 }
 
 }  // namespace
 
-void add_verify_command(CLI::App& app, int& exit_code) {
+void add_verify_command(CLI::App& app, Launch& launch) {
   auto options = std::make_shared<VerifyOptions>();
   CLI::App* verify = app.add_subcommand(
       "verify",
       "Check every lookup path this machine supports against the reference: the CPU and CUDA backends,\n"
       "one rank and all ranks of mpirun, vocab and hidden sharding, equal and packed shards, for each\n"
       "table dtype (quantised ones per-row absmax with f32 scales, looked up as bf16). The reference is\n"
-      "the CPU backend on the whole, unsharded table. Prints a pass/fail table; exits 1 on any failure.\n"
+      "the CPU backend on the whole, unsharded table. Prints a pass/fail table and what it skipped (CUDA\n"
+      "paths unless every rank sees a GPU); exits 1 on any failure, and when nothing could be checked\n"
+      "(one rank without a GPU: the CPU backend on one rank is the reference itself).\n"
       "Example: mpirun -np 4 tpembed verify --vocab 32000 --hidden 512");
-  verify->add_option("--vocab", options->vocab, "rows of the generated table")->check(CLI::PositiveNumber)->capture_default_str();
-  verify->add_option("--hidden", options->hidden, "columns of the generated table")->check(CLI::PositiveNumber)->capture_default_str();
+  verify->add_option("--vocab", options->vocab, "rows of the generated table")->check(positive_integer())->capture_default_str();
+  verify->add_option("--hidden", options->hidden, "columns of the generated table")->check(positive_integer())->capture_default_str();
   verify->add_option("--tokens", options->tokens, "random ids to look up (shard boundaries and 3 bad ids are added)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(non_negative_integer())->capture_default_str();
   verify->add_option("--dtypes", options->dtypes, "table dtypes to check")
       ->delimiter(',')->check(CLI::IsMember(table_dtype_names()))->capture_default_str();
   verify->add_option("--device", options->device, "which backends: all (those present), cpu or cuda")
       ->check(CLI::IsMember({"all", "cpu", "cuda"}))->capture_default_str();
   verify->add_option("--seed", options->seed, "random seed")->capture_default_str();
-  verify->callback([options, &exit_code] { exit_code = run_verify(*options); });
+  verify->callback([options, &launch] {
+    launch.collective = true;
+    launch.run = [options](Communicator& world) { return run_verify(world, *options); };
+  });
 }
 
 }  // namespace tpembed::cli
