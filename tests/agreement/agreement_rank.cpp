@@ -39,6 +39,7 @@ struct Settings {
   std::int64_t cols = -1;  // the table's cols (dim 0) or this rank's shard cols (dim 1); -1: 4
   DType dtype = DType::f32;
   std::int64_t scale_rows = -2;  // -2: one per row where needed, -1: none
+  DType scale_dtype = DType::f32;
   std::uint64_t fingerprint = 0;
   std::vector<std::int64_t> ids = {0, 3, 5, 1};
   DType id_dtype = DType::i64;
@@ -90,6 +91,8 @@ Settings parse(int argc, char** argv) {
       s.cols = std::stoll(value());
     else if (flag == "--dtype")
       s.dtype = dtype_from_name(value());
+    else if (flag == "--scale-dtype")
+      s.scale_dtype = dtype_from_name(value());
     else if (flag == "--scale-rows")
       s.scale_rows = std::stoll(value());
     else if (flag == "--fingerprint")
@@ -180,8 +183,14 @@ Layer make_layer(const Settings& s, int comm_size, int comm_rank) {
       s.scale_rows == -2 ? (s.dtype == DType::i8 ? rows : -1) : s.scale_rows;
   Tensor scale;
   if (scale_rows >= 0) {
-    scale = Tensor(DType::f32, {scale_rows});
-    for (std::int64_t r = 0; r < scale_rows; ++r) static_cast<float*>(scale.data())[r] = 1.0f;
+    scale = Tensor(s.scale_dtype, {scale_rows});
+    for (std::int64_t r = 0; r < scale_rows; ++r) {
+      if (s.scale_dtype == DType::f16) {
+        static_cast<std::uint16_t*>(scale.data())[r] = 0x3C00;  // 1.0
+      } else {
+        static_cast<float*>(scale.data())[r] = 1.0f;
+      }
+    }
   }
   layer.shard = EmbeddingShard::owning(std::move(weight), std::move(scale));
   return layer;
