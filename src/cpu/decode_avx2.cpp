@@ -2,19 +2,26 @@
 // target attribute (the rest of the library stays baseline x86-64); decode_rows.cpp calls them only
 // where the CPU has both. The conversions, and why each is exact:
 //  - i8, i4 -> f32: sign-extended integers, converted exactly (|v| <= 128);
-//  - fp8 e4m3 -> f32: normal codes rebiased in the exponent field, subnormals as mantissa * 2^-9
-//    (no subnormal f32 anywhere, so no microcode assists), 0x7f/0xff the quiet NaN;
+//  - fp8 e4m3 -> f32, fast: the code's bits moved under an f16's are the value times 2^-8 (e4m3's
+//    exponent bias is 7, f16's 15; e4m3 subnormals land on f16 subnormals), which vcvtph2ps widens
+//    exactly; the 2^8 goes into the scale. (v * 2^-8) * (s * 2^8) is the same real number as
+//    v * s, so its one rounding is the same, wherever s * 2^8 is exact: |s| < 2^120 (the guard);
+//  - fp8 e4m3 -> f32, careful: normal codes rebiased in the exponent field, subnormals as
+//    mantissa * 2^-9 (no subnormal f32 anywhere, so no microcode assists), 0x7f/0xff the quiet NaN;
 //  - the scale: one multiply (nothing to fuse it with, so no FMA contraction);
 //  - f32 -> f16: vcvtps2ph with imm 0, round to nearest even whatever MXCSR says; it makes
 //    subnormals and Inf as numeric.hpp does, and quiets NaN keeping the payload's top bits;
-//  - f32 -> bf16: numeric.hpp's integer rounding, the NaN branch a blend.
+//  - f32 -> bf16: numeric.hpp's integer rounding. Its NaN branch matters only for NaNs with
+//    nonzero low 16 bits: with a finite scale (the guard) the only NaN is the decoded 0x7fc00000
+//    (x86 multiplies keep a NaN operand's bits), which rounds to 0x7fc0 either way, so the fast
+//    body leaves the branch out and the careful one blends it in.
 #include "cpu/decode_rows.hpp"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 
 #include <immintrin.h>
 
-#define TPEMBED_AVX2 __attribute__((target("avx2,f16c")))
+#include "cpu/decode_x86.hpp"
 
 namespace tpembed::cpu {
 
@@ -40,36 +47,39 @@ TPEMBED_AVX2 inline __m256 fp8_to_f32(__m256i codes) {
   return _mm256_castsi256_ps(_mm256_or_si256(magnitude, sign));
 }
 
-template <DType Table>
+template <DType Table, bool Careful>
 TPEMBED_AVX2 inline Pair load_step(const std::uint8_t* src, std::int64_t col) {
   if constexpr (Table == DType::i8) {
     const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + col));
     return {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)),
             _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8)))};
-  } else if constexpr (Table == DType::fp8_e4m3) {
+  } else if constexpr (Table == DType::fp8_e4m3 && Careful) {
     const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + col));
     return {fp8_to_f32(_mm256_cvtepu8_epi32(bytes)),
             fp8_to_f32(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8)))};
+  } else if constexpr (Table == DType::fp8_e4m3) {
+    const __m256i half =
+        fp8_to_f16_scaled_down(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + col)));
+    return {_mm256_cvtph_ps(_mm256_castsi256_si128(half)),
+            _mm256_cvtph_ps(_mm256_extracti128_si256(half, 1))};
   } else {
     static_assert(Table == DType::i4, "a quantized table dtype");
-    const __m128i packed = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + col / 2));
-    const __m128i mask = _mm_set1_epi8(0x0f);
-    const __m128i low = _mm_and_si128(packed, mask);
-    const __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-    // Low nibble first: interleaving the two gives the 16 columns in order; (n ^ 8) - 8 signs them.
-    const __m128i eight = _mm_set1_epi8(8);
-    const __m128i values = _mm_sub_epi8(_mm_xor_si128(_mm_unpacklo_epi8(low, high), eight), eight);
+    __m128i values, unused;
+    int4_to_int8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + col / 2)), values, unused);
     return {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(values)),
             _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(values, 8)))};
   }
 }
 
+template <bool Careful>
 TPEMBED_AVX2 inline __m256i bf16_bits(__m256 values) {
   const __m256i bits = _mm256_castps_si256(values);
-  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  const __m256i high_half = _mm256_srli_epi32(bits, 16);
+  const __m256i odd = _mm256_and_si256(high_half, _mm256_set1_epi32(1));
   const __m256i rounded = _mm256_srli_epi32(
       _mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7fff)), odd), 16);
-  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
+  if (!Careful) return rounded;
+  const __m256i quiet = _mm256_or_si256(high_half, _mm256_set1_epi32(0x40));
   const __m256i magnitude = _mm256_and_si256(bits, _mm256_set1_epi32(0x7fffffff));
   const __m256i nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7f800000));
   return _mm256_blendv_epi8(rounded, quiet, nan);
@@ -83,7 +93,7 @@ TPEMBED_AVX2 inline void store_32_bytes(std::uint8_t* dst, __m256i bytes, bool s
   }
 }
 
-template <DType Out>
+template <DType Out, bool Careful>
 TPEMBED_AVX2 inline void store_step(std::uint8_t* dst, std::int64_t col, Pair values,
                                     bool streaming) {
   if constexpr (Out == DType::f32) {
@@ -97,31 +107,42 @@ TPEMBED_AVX2 inline void store_step(std::uint8_t* dst, std::int64_t col, Pair va
     static_assert(Out == DType::bf16, "an output dtype");
     // packus works within 128-bit lanes (and every value fits 16 bits, so nothing saturates):
     // 0xd8 puts the four 64-bit quarters back in column order.
-    const __m256i packed = _mm256_packus_epi32(bf16_bits(values.low), bf16_bits(values.high));
+    const __m256i packed =
+        _mm256_packus_epi32(bf16_bits<Careful>(values.low), bf16_bits<Careful>(values.high));
     store_32_bytes(dst + col * 2, _mm256_permute4x64_epi64(packed, 0xd8), streaming);
   }
 }
 
-template <DType Table, DType Out, bool Scaled>
+template <DType Table, DType Out, bool Scaled, bool Careful>
 struct Body {
   TPEMBED_AVX2 static void run(std::uint8_t* dst, const std::uint8_t* src, std::int64_t count,
                                float factor, bool streaming) {
-    const __m256 scale = _mm256_set1_ps(factor);
+    // The fast fp8 decode leaves out a factor of 2^8 (see the top of the file).
+    constexpr bool scaled_down = Table == DType::fp8_e4m3 && !Careful;
+    const bool multiply = Scaled || scaled_down;
+    const __m256 scale = _mm256_set1_ps((Scaled ? factor : 1.0f) * (scaled_down ? 0x1p8f : 1.0f));
     for (std::int64_t col = 0; col < count; col += kColumns) {
-      Pair values = load_step<Table>(src, col);
-      if (Scaled) {
+      Pair values = load_step<Table, Careful>(src, col);
+      if (multiply) {
         values.low = _mm256_mul_ps(values.low, scale);
         values.high = _mm256_mul_ps(values.high, scale);
       }
-      store_step<Out>(dst, col, values, streaming);
+      store_step<Out, Careful>(dst, col, values, streaming);
     }
   }
 };
 
+template <DType Table, DType Out, bool Scaled>
+using FastBody = Body<Table, Out, Scaled, false>;
+template <DType Table, DType Out, bool Scaled>
+using CarefulBody = Body<Table, Out, Scaled, true>;
+
 }  // namespace
 
 RowBody avx2_row_body(DType table, DType out, bool scaled) {
-  return quantized_row_body<Body>(table, out, scaled, kColumns, 32);
+  RowBody shape{nullptr, nullptr, kColumns, 32};
+  shape.max_factor = 0x1p120f;  // factor * 2^8 finite (and not NaN)
+  return quantized_row_body<FastBody, CarefulBody>(table, out, scaled, shape);
 }
 
 }  // namespace tpembed::cpu

@@ -1,6 +1,13 @@
 // The row bodies for CPUs with AVX-512 (F), 32 columns a step: decode_avx2.cpp's conversions (see
-// there for why each is exact) on 16 lanes, with mask registers for the selects and vpmovdw for
-// the bf16 pack. Only these functions carry the target attribute.
+// there for why each is exact, and for the fast and careful bodies) on 16 lanes, with mask
+// registers for the selects and vpmovdw for the bf16 pack; and, where the CPU has AVX512_BF16,
+// vcvtne2ps2bf16 for the bf16 rounding. That instruction rounds to nearest even and quiets NaN as
+// numeric.hpp does (bits >> 16 | 0x40), but reads subnormal inputs as zero: its body is guarded to
+// rows whose products cannot be subnormal, |scale| >= 2^-117 (the smallest nonzero decoded value
+// is fp8's 2^-9, and 2^-9 * 2^-117 is f32's smallest normal). Only these functions carry the
+// target attribute.
+#include <cstring>
+
 #include "cpu/decode_rows.hpp"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -12,7 +19,10 @@
 #endif
 #include <immintrin.h>
 
+#include "cpu/decode_x86.hpp"
+
 #define TPEMBED_AVX512 __attribute__((target("avx512f,avx2,f16c")))
+#define TPEMBED_AVX512_BF16 __attribute__((target("avx512f,avx512bf16,avx2,f16c")))
 
 namespace tpembed::cpu {
 
@@ -39,40 +49,43 @@ TPEMBED_AVX512 inline __m512 fp8_to_f32(__m512i codes) {
   return _mm512_castsi512_ps(_mm512_or_si512(magnitude, sign));
 }
 
-template <DType Table>
+template <DType Table, bool Careful>
 TPEMBED_AVX512 inline Pair load_step(const std::uint8_t* src, std::int64_t col) {
   if constexpr (Table == DType::i8) {
     const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + col));
     return {_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(bytes))),
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(bytes, 1)))};
-  } else if constexpr (Table == DType::fp8_e4m3) {
+  } else if constexpr (Table == DType::fp8_e4m3 && Careful) {
     const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + col));
     return {fp8_to_f32(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(bytes))),
             fp8_to_f32(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(bytes, 1)))};
+  } else if constexpr (Table == DType::fp8_e4m3) {
+    const auto* bytes = reinterpret_cast<const __m128i*>(src + col);
+    return {_mm512_cvtph_ps(fp8_to_f16_scaled_down(_mm_loadu_si128(bytes))),
+            _mm512_cvtph_ps(fp8_to_f16_scaled_down(_mm_loadu_si128(bytes + 1)))};
   } else {
     static_assert(Table == DType::i4, "a quantized table dtype");
-    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + col / 2));
-    const __m128i mask = _mm_set1_epi8(0x0f);
-    const __m128i low = _mm_and_si128(packed, mask);
-    const __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-    const __m128i eight = _mm_set1_epi8(8);
-    const __m128i first = _mm_sub_epi8(_mm_xor_si128(_mm_unpacklo_epi8(low, high), eight), eight);
-    const __m128i second = _mm_sub_epi8(_mm_xor_si128(_mm_unpackhi_epi8(low, high), eight), eight);
+    __m128i first, second;
+    int4_to_int8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + col / 2)), first, second);
     return {_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(first)),
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(second))};
   }
 }
 
+template <bool Careful>
 TPEMBED_AVX512 inline __m256i bf16_bits(__m512 values) {
   const __m512i bits = _mm512_castps_si512(values);
   const __m512i high_half = _mm512_srli_epi32(bits, 16);
   const __m512i odd = _mm512_and_si512(high_half, _mm512_set1_epi32(1));
-  const __m512i rounded = _mm512_srli_epi32(
+  __m512i rounded = _mm512_srli_epi32(
       _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), odd), 16);
-  const __m512i quiet = _mm512_or_si512(high_half, _mm512_set1_epi32(0x40));
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(
-      _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-  return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, nan, quiet));
+  if (Careful) {
+    const __m512i quiet = _mm512_or_si512(high_half, _mm512_set1_epi32(0x40));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+        _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    rounded = _mm512_mask_mov_epi32(rounded, nan, quiet);
+  }
+  return _mm512_cvtepi32_epi16(rounded);
 }
 
 TPEMBED_AVX512 inline void store_64_bytes(std::uint8_t* dst, __m512i bytes, bool streaming) {
@@ -87,7 +100,7 @@ TPEMBED_AVX512 inline __m512i join(__m256i low, __m256i high) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1);
 }
 
-template <DType Out>
+template <DType Out, bool Careful>
 TPEMBED_AVX512 inline void store_step(std::uint8_t* dst, std::int64_t col, Pair values,
                                       bool streaming) {
   if constexpr (Out == DType::f32) {
@@ -100,22 +113,66 @@ TPEMBED_AVX512 inline void store_step(std::uint8_t* dst, std::int64_t col, Pair 
                    streaming);
   } else {
     static_assert(Out == DType::bf16, "an output dtype");
-    store_64_bytes(dst + col * 2, join(bf16_bits(values.low), bf16_bits(values.high)), streaming);
+    store_64_bytes(dst + col * 2,
+                   join(bf16_bits<Careful>(values.low), bf16_bits<Careful>(values.high)),
+                   streaming);
   }
 }
 
-template <DType Table, DType Out, bool Scaled>
+// A step's columns times the row's factor. The fast fp8 decode leaves out a factor of 2^8
+// (decode_x86.hpp), which goes into the step's scale.
+template <DType Table, bool Scaled, bool Careful>
+struct Scaling {
+  static constexpr bool scaled_down = Table == DType::fp8_e4m3 && !Careful;
+
+  TPEMBED_AVX512 static __m512 scale(float factor) {
+    return _mm512_set1_ps((Scaled ? factor : 1.0f) * (scaled_down ? 0x1p8f : 1.0f));
+  }
+
+  TPEMBED_AVX512 static Pair step(const std::uint8_t* src, std::int64_t col, __m512 scale) {
+    Pair values = load_step<Table, Careful>(src, col);
+    if (Scaled || scaled_down) {
+      values.low = _mm512_mul_ps(values.low, scale);
+      values.high = _mm512_mul_ps(values.high, scale);
+    }
+    return values;
+  }
+};
+
+template <DType Table, DType Out, bool Scaled, bool Careful>
 struct Body {
   TPEMBED_AVX512 static void run(std::uint8_t* dst, const std::uint8_t* src, std::int64_t count,
                                  float factor, bool streaming) {
-    const __m512 scale = _mm512_set1_ps(factor);
+    using Steps = Scaling<Table, Scaled, Careful>;
+    const __m512 scale = Steps::scale(factor);
     for (std::int64_t col = 0; col < count; col += kColumns) {
-      Pair values = load_step<Table>(src, col);
-      if (Scaled) {
-        values.low = _mm512_mul_ps(values.low, scale);
-        values.high = _mm512_mul_ps(values.high, scale);
-      }
-      store_step<Out>(dst, col, values, streaming);
+      store_step<Out, Careful>(dst, col, Steps::step(src, col, scale), streaming);
+    }
+  }
+};
+
+template <DType Table, DType Out, bool Scaled>
+using FastBody = Body<Table, Out, Scaled, false>;
+template <DType Table, DType Out, bool Scaled>
+using CarefulBody = Body<Table, Out, Scaled, true>;
+
+// 32 columns as bf16 by vcvtne2ps2bf16 (the second operand goes to the low half: in order).
+TPEMBED_AVX512_BF16 inline __m512i bf16_instruction(Pair values) {
+  const __m512bh rounded = _mm512_cvtne2ps_pbh(values.high, values.low);
+  __m512i bits;
+  std::memcpy(&bits, &rounded, sizeof bits);
+  return bits;
+}
+
+// Into bf16 with vcvtne2ps2bf16 (Out is always bf16 here; the template shape is the tables').
+template <DType Table, DType, bool Scaled>
+struct Bf16Body {
+  TPEMBED_AVX512_BF16 static void run(std::uint8_t* dst, const std::uint8_t* src,
+                                      std::int64_t count, float factor, bool streaming) {
+    using Steps = Scaling<Table, Scaled, false>;
+    const __m512 scale = Steps::scale(factor);
+    for (std::int64_t col = 0; col < count; col += kColumns) {
+      store_64_bytes(dst + col * 2, bf16_instruction(Steps::step(src, col, scale)), streaming);
     }
   }
 };
@@ -123,7 +180,17 @@ struct Body {
 }  // namespace
 
 RowBody avx512_row_body(DType table, DType out, bool scaled) {
-  return quantized_row_body<Body>(table, out, scaled, kColumns, 64);
+  RowBody shape{nullptr, nullptr, kColumns, 64};
+  shape.max_factor = 0x1p120f;  // factor * 2^8 finite (and not NaN)
+  return quantized_row_body<FastBody, CarefulBody>(table, out, scaled, shape);
+}
+
+RowBody avx512bf16_row_body(DType table, DType out, bool scaled) {
+  if (out != DType::bf16) return {};
+  RowBody shape{nullptr, nullptr, kColumns, 64};
+  shape.min_factor = 0x1p-117f;  // no subnormal product
+  shape.max_factor = 0x1p120f;
+  return quantized_row_body<Bf16Body, CarefulBody>(table, out, scaled, shape);
 }
 
 }  // namespace tpembed::cpu
@@ -132,6 +199,9 @@ RowBody avx512_row_body(DType table, DType out, bool scaled) {
 
 namespace tpembed::cpu {
 RowBody avx512_row_body(DType, DType, bool) {
+  return {};
+}
+RowBody avx512bf16_row_body(DType, DType, bool) {
   return {};
 }
 }  // namespace tpembed::cpu

@@ -17,7 +17,9 @@ CpuIsa detect_cpu_isa() {
   // libgcc's checks include the OS's support for the wider registers (XGETBV).
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-  if (avx2 && __builtin_cpu_supports("avx512f")) return CpuIsa::avx512;
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
+  if (avx512 && __builtin_cpu_supports("avx512bf16")) return CpuIsa::avx512bf16;
+  if (avx512) return CpuIsa::avx512;
   if (avx2) return CpuIsa::avx2;
 #endif
   return CpuIsa::portable;
@@ -45,17 +47,19 @@ const char* cpu_isa_name(CpuIsa isa) {
       return "avx2";
     case CpuIsa::avx512:
       return "avx512";
+    case CpuIsa::avx512bf16:
+      return "avx512bf16";
     default:
       return "portable";
   }
 }
 
 CpuIsa cpu_isa_from_name(const char* name) {
-  for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx2, CpuIsa::avx512}) {
+  for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx2, CpuIsa::avx512, CpuIsa::avx512bf16}) {
     if (std::strcmp(name, cpu_isa_name(isa)) == 0) return isa;
   }
-  throw InvalidArgumentError(
-      tpembed::detail::concat("TPEMBED_CPU_ISA: '", name, "' is not portable, avx2 or avx512"));
+  throw InvalidArgumentError(tpembed::detail::concat(
+      "TPEMBED_CPU_ISA: '", name, "' is not portable, avx2, avx512 or avx512bf16"));
 }
 
 CpuIsa best_cpu_isa() {
@@ -80,8 +84,12 @@ CpuIsa set_active_cpu_isa(CpuIsa isa) {
 }
 
 RowBody row_body(CpuIsa isa, DType table, DType out, bool scaled) {
+  // Each level falls back to the one below for the pairs it has no body of its own for.
   RowBody body;
-  if (isa == CpuIsa::avx512) body = avx512_row_body(table, out, scaled);
+  if (isa == CpuIsa::avx512bf16) body = avx512bf16_row_body(table, out, scaled);
+  if (body.run == nullptr && static_cast<int>(isa) >= static_cast<int>(CpuIsa::avx512)) {
+    body = avx512_row_body(table, out, scaled);
+  }
   if (body.run == nullptr && static_cast<int>(isa) >= static_cast<int>(CpuIsa::avx2)) {
     body = avx2_row_body(table, out, scaled);
   }

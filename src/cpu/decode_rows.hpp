@@ -13,10 +13,11 @@
 
 namespace tpembed::cpu {
 
-/// The instruction sets a row body is written for, narrowest first.
-enum class CpuIsa : int { portable = 0, avx2 = 1, avx512 = 2 };
+/// The instruction sets a row body is written for, narrowest first. avx512bf16 is avx512 with
+/// AVX512_BF16's f32 -> bf16 conversion (Cooper Lake, Sapphire Rapids, Zen 4).
+enum class CpuIsa : int { portable = 0, avx2 = 1, avx512 = 2, avx512bf16 = 3 };
 
-/// "portable", "avx2" or "avx512".
+/// "portable", "avx2", "avx512" or "avx512bf16".
 const char* cpu_isa_name(CpuIsa isa);
 
 /// The ISA named `name` (as cpu_isa_name() spells it); InvalidArgumentError for any other name.
@@ -40,11 +41,22 @@ CpuIsa set_active_cpu_isa(CpuIsa isa);
 using RowBodyFn = void (*)(std::uint8_t* dst, const std::uint8_t* src, std::int64_t count,
                            float factor, bool streaming);
 
-/// A body and the shape of the work it takes.
+/// A body and the shape of the work it takes. The fast body may rely on the row's scale being in
+/// range (e.g. factor * 256 finite, or no product subnormal); rows whose |factor| is outside
+/// [min_factor, max_factor), NaN included, take the careful body, which is exact for any factor.
 struct RowBody {
   RowBodyFn run = nullptr;      ///< null: no vector body for this pair; the row goes scalar
+  RowBodyFn careful = nullptr;  ///< for factors outside the range; same columns and alignment
   std::int64_t columns = 1;     ///< a body's count is a multiple of this (even, for i4)
   std::int64_t alignment = 16;  ///< bytes of dst alignment its streaming stores need
+  float min_factor = 0.0f;
+  float max_factor = 0x1p127f;
+
+  /// The body for a row of this factor.
+  RowBodyFn for_factor(float factor) const {
+    const float magnitude = factor < 0 ? -factor : factor;
+    return magnitude >= min_factor && magnitude < max_factor ? run : careful;
+  }
 };
 
 /// The body of `isa` for (table, out, scaled); run is null where that ISA has none.
@@ -54,6 +66,7 @@ RowBody row_body(CpuIsa isa, DType table, DType out, bool scaled);
 RowBody portable_row_body(DType table, DType out, bool scaled);
 RowBody avx2_row_body(DType table, DType out, bool scaled);
 RowBody avx512_row_body(DType table, DType out, bool scaled);
+RowBody avx512bf16_row_body(DType table, DType out, bool scaled);
 
 namespace detail {
 template <template <DType, DType, bool> class Body, DType Table, DType Out>
@@ -76,34 +89,41 @@ RowBodyFn body_of(DType out, bool scaled) {
 }
 }  // namespace detail
 
-/// An ISA's table of bodies: Body<Table, Out, Scaled>::run (a RowBodyFn) for every quantized table
-/// dtype and output dtype; run is null for other pairs.
-template <template <DType, DType, bool> class Body>
-RowBody quantized_row_body(DType table, DType out, bool scaled, std::int64_t columns,
-                           std::int64_t alignment) {
-  RowBody body{nullptr, columns, alignment};
+/// An ISA's table of bodies: Fast<Table, Out, Scaled>::run and Careful<...>::run (RowBodyFns) for
+/// every quantized table dtype and output dtype; run is null for other pairs.
+template <template <DType, DType, bool> class Fast, template <DType, DType, bool> class Careful>
+RowBody quantized_row_body(DType table, DType out, bool scaled, RowBody shape) {
   switch (table) {
     case DType::i8:
-      body.run = detail::body_of<Body, DType::i8>(out, scaled);
+      shape.run = detail::body_of<Fast, DType::i8>(out, scaled);
+      shape.careful = detail::body_of<Careful, DType::i8>(out, scaled);
       break;
     case DType::fp8_e4m3:
-      body.run = detail::body_of<Body, DType::fp8_e4m3>(out, scaled);
+      shape.run = detail::body_of<Fast, DType::fp8_e4m3>(out, scaled);
+      shape.careful = detail::body_of<Careful, DType::fp8_e4m3>(out, scaled);
       break;
     case DType::i4:
-      body.run = detail::body_of<Body, DType::i4>(out, scaled);
+      shape.run = detail::body_of<Fast, DType::i4>(out, scaled);
+      shape.careful = detail::body_of<Careful, DType::i4>(out, scaled);
       break;
     default:
+      shape.run = shape.careful = nullptr;
       break;
   }
-  return body;
+  return shape;
 }
+
+/// Columns a body is given at a time, with the same columns of the row `ahead` prefetched: rows
+/// start at random places, so the hardware prefetchers start afresh on each (as in lookup_cpu's
+/// row copy).
+constexpr std::int64_t kBodyPieceColumns = 1024;
 
 /// One output row from one table row: scalar columns until dst is aligned for streaming stores,
 /// the body, then the scalar tail. The scalar columns are elements.hpp's, so every column of every
-/// path computes the same bits.
+/// path computes the same bits. `ahead` (or null) is a row to prefetch, one to be decoded soon.
 template <DType Table, DType Out>
 void decode_row(const RowBody& body, std::uint8_t* dst, const std::uint8_t* src, std::int64_t cols,
-                bool scaled, float factor, bool streaming) {
+                bool scaled, float factor, bool streaming, const std::uint8_t* ahead = nullptr) {
   constexpr std::int64_t out_size = row_bytes(Out, 1);
   std::int64_t head = 0;
   if (body.run != nullptr && streaming) {
@@ -131,9 +151,20 @@ void decode_row(const RowBody& body, std::uint8_t* dst, const std::uint8_t* src,
   scalar(0, head);
   std::int64_t done = head;
   if (body.run != nullptr) {
+    const RowBodyFn run = body.for_factor(scaled ? factor : 1.0f);
     const std::int64_t count = (cols - head) / body.columns * body.columns;
-    const std::int64_t src_offset = Table == DType::i4 ? head / 2 : head * row_bytes(Table, 1);
-    body.run(dst + head * out_size, src + src_offset, count, factor, streaming);
+    for (std::int64_t piece = 0; piece < count; piece += kBodyPieceColumns) {
+      const std::int64_t columns =
+          count - piece < kBodyPieceColumns ? count - piece : kBodyPieceColumns;
+      const std::int64_t first = head + piece;  // even for i4 (head and pieces are)
+      const std::int64_t src_offset = Table == DType::i4 ? first / 2 : first * row_bytes(Table, 1);
+      if (ahead != nullptr) {
+        const std::int64_t bytes = row_bytes(Table, columns);
+        for (std::int64_t b = 0; b < bytes; b += 64)
+          __builtin_prefetch(ahead + src_offset + b, 0, 3);
+      }
+      run(dst + first * out_size, src + src_offset, columns, factor, streaming);
+    }
     done += count;
   }
   scalar(done, cols);

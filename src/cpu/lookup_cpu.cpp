@@ -136,6 +136,9 @@ void gather(const LookupParams& p) {
                          p.num_ids * out_row_bytes >= kStreamingOutputBytes;
   const std::int64_t prefetch_ahead =
       std::max<std::int64_t>(1, kPrefetchAheadBytes / std::max<std::int64_t>(1, written_bytes));
+  // A decoded row reads fewer bytes than it writes: look as many table bytes ahead as a copy does.
+  const std::int64_t decode_ahead = std::max<std::int64_t>(
+      1, kPrefetchAheadBytes / std::max<std::int64_t>(1, row_bytes(Table, p.cols)));
   // Where the output row of `id` comes from (lookup.hpp): a table or padding row with its scales,
   // else no row, for a bad id or an id another rank owns.
   struct Source {
@@ -196,8 +199,11 @@ void gather(const LookupParams& p) {
         const bool scaled = source.scales != nullptr;
         const float factor =
             scaled ? cpu::load_scale(source.scales, p.scale_dtype, source.scale_index) : 1.0f;
+        const std::int64_t next = i + decode_ahead;
+        const std::uint8_t* ahead =
+            next < end ? locate(static_cast<std::int64_t>(ids[next])).row : nullptr;
         cpu::decode_row<Table, Out>(scaled ? scaled_body : unscaled_body, dst, src, p.cols, scaled,
-                                    factor, streaming);
+                                    factor, streaming, ahead);
       } else if (source.scales == nullptr) {
         for (std::int64_t c = 0; c < p.cols; ++c) store_element<Out>(dst, c, load_element<Table>(src, c));
       } else {
