@@ -1,13 +1,16 @@
-// The CUDA gather kernel: one template per (id type x table dtype x output dtype x access path).
+// The CUDA gather kernels: one template per (id type x table dtype x output dtype x access path).
 // Each output row is handled by a row of threads (threadIdx.x along the row, threadIdx.y across
-// rows); rows are looped grid-stride with 64-bit indices. The vector path moves 16 bytes of output
-// per thread and step, with kUnroll independent loads in flight before the first store.
+// rows; blockIdx.y cuts long rows into chunks); rows are looped grid-stride with 64-bit indices. The
+// vector path moves 16 bytes of output per thread and step, with up to kUnroll independent table
+// loads in flight before the first store. It is kept small (32 registers, full occupancy, one
+// branch-free loop per row kind): on an H200 the lookup is bound by memory latency and bandwidth,
+// and a small kernel keeps the most loads in flight and the fewest instructions on the way from an
+// id's arrival to its row's stores (measured: bench/RESULTS.md).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 
 #include "cuda/convert.cuh"
 #include "tpembed/lookup.hpp"
@@ -16,13 +19,15 @@
 namespace tpembed::cuda_kernels {
 
 constexpr int kBlockThreads = 256;
-#ifndef TPEMBED_UNROLL
-#define TPEMBED_UNROLL 4
-#endif
-#ifndef TPEMBED_MIN_BLOCKS
-#define TPEMBED_MIN_BLOCKS 1
-#endif
-constexpr int kUnroll = TPEMBED_UNROLL;
+constexpr int kUnroll = 4;
+/// Blocks of the vector kernel that must fit on an SM (the compiler holds registers to it):
+/// occupancy is what keeps loads in flight through the id-then-row latency chain. All 2048 threads
+/// for narrow tables; wide rows (16- and 32-bit tables) need more registers per 16-byte output
+/// vector, and this is as far as they go without spilling.
+template <DType Table>
+__host__ __device__ constexpr int vector_blocks_per_sm() {
+  return bits_of<Table>() <= 8 ? 8 : bits_of<Table>() == 16 ? 6 : 4;
+}
 
 __device__ __forceinline__ float load_scale(const void* scales, DType dtype, std::int64_t index) {
   switch (dtype) {
@@ -32,14 +37,6 @@ __device__ __forceinline__ float load_scale(const void* scales, DType dtype, std
   }
 }
 
-/// Output vectors fed by one 16-byte table load: 2 or 4 where a vector needs 8 or 4 table bytes, else
-/// 1 (vectors of 16 or 32 table bytes load them whole; 2-byte vectors, int4 to f32, stay narrow).
-template <DType Table, DType Out>
-__host__ __device__ constexpr int vectors_per_load() {
-  constexpr int kBytes = input_bytes_per_vector<Table, Out>();
-  return kBytes == 8 ? 2 : kBytes == 4 ? 4 : 1;
-}
-
 /// Raw table bits as 32-bit words (at least one).
 template <int Bytes>
 struct RawVector {
@@ -47,13 +44,14 @@ struct RawVector {
 };
 
 /// Loads `Bytes` of table through the read-only data path (the table does not change during a
-/// lookup): 16-byte loads where Bytes >= 16.
+/// lookup): 16-byte loads where Bytes >= 16, marked evict-first (ld.global.cs: a lookup reads most
+/// rows once, and the ids and outputs are what later work reads).
 template <int Bytes>
 __device__ __forceinline__ void load_raw(const std::uint8_t* __restrict__ src, RawVector<Bytes>& raw) {
   if constexpr (Bytes >= 16) {
 #pragma unroll
     for (int q = 0; q < Bytes / 16; ++q) {
-      const uint4 a = __ldg(reinterpret_cast<const uint4*>(src) + q);
+      const uint4 a = __ldcs(reinterpret_cast<const uint4*>(src) + q);
       raw.words[4 * q] = a.x, raw.words[4 * q + 1] = a.y, raw.words[4 * q + 2] = a.z, raw.words[4 * q + 3] = a.w;
     }
   } else if constexpr (Bytes == 8) {
@@ -179,167 +177,77 @@ __device__ __forceinline__ void report_bad_rows(const LookupParams& p, unsigned 
   }
 }
 
-/// How the vector path splits the work: each row is cut into chunks of `chunk_items` items
+/// How the vector path splits the work: each row is cut into chunks of `chunk_items` output vectors
 /// (blockIdx.y picks the chunk; one chunk per row unless the problem is too small to fill the GPU
-/// otherwise); an item is `kGroup` output vectors fed by one table load.
+/// otherwise).
 struct VectorPlan {
   std::int64_t chunk_items;
-  bool wide;  ///< items of vectors_per_load() vectors (16-byte table loads); else one vector each
 };
 
-/// Output vector `j` (0..kGroup-1) of this lane's share of a warp tile, when each lane loaded one
-/// item of kGroup vectors: the warp's 32 * kGroup output vectors are handed out so that store j of
-/// the warp covers 32 consecutive vectors (512 contiguous bytes). The lane fetches that vector's
-/// table bits from the lane that loaded them.
-template <int kGroup, int kItemBytes>
-__device__ __forceinline__ RawVector<kItemBytes / kGroup> exchange_for_store(const RawVector<kItemBytes>& mine, int j,
-                                                                            int lane) {
-  static_assert(kItemBytes == 16 && (kGroup == 2 || kGroup == 4), "wide items are 16 bytes of 2 or 4 vectors");
-  const int vector = j * 32 + lane;
-  const int source_lane = vector / kGroup, part = vector % kGroup;
-  std::uint32_t words[4];
-#pragma unroll
-  for (int q = 0; q < 4; ++q) words[q] = __shfl_sync(0xffffffffu, mine.words[q], source_lane);
-  RawVector<kItemBytes / kGroup> result;
-  if constexpr (kGroup == 2) {
-    result.words[0] = part ? words[2] : words[0];
-    result.words[1] = part ? words[3] : words[1];
-  } else {
-    result.words[0] = part == 0 ? words[0] : part == 1 ? words[1] : part == 2 ? words[2] : words[3];
-  }
-  return result;
-}
+/// Stores one output vector, marked evict-first (st.global.cs): outputs are written once here.
+__device__ __forceinline__ void store_vector(uint4* address, uint4 value) { __stcs(address, value); }
 
 /// What a row's output is made of: zeros (a bad id, or a row another rank owns), its table bits
 /// times its scale, or its table bits alone. Each has its own loop, so that none of them branches
 /// per vector.
 enum class RowKind { zero, scaled, unscaled };
 
-/// Moves this thread's share of one output row chunk: items [first, chunk_end) of `src` (items of
-/// kGroup output vectors fed by one table load), `step` items apart.
-template <DType Table, DType Out, int kGroup, RowKind kKind>
+/// Moves this thread's share of one output row chunk: vectors [first, chunk_end), `step` apart.
+template <DType Table, DType Out, RowKind kKind>
 __device__ __forceinline__ void move_row(const std::uint8_t* __restrict__ src, uint4* __restrict__ dst, float factor,
-                                         uint4 zero, int first, int chunk_end, int step, int lane) {
-  constexpr int kItemBytes = input_bytes_per_vector<Table, Out>() * kGroup;
+                                         uint4 zero, int first, int chunk_end, int step) {
+  constexpr int kVectorBytes = input_bytes_per_vector<Table, Out>();
   constexpr bool kPlainCopy = Table == Out && kKind == RowKind::unscaled;
-  // With kGroup > 1 the whole warp walks the row together (its lanes exchange table bits), so the
-  // loop runs on the warp's first item: uniform across the warp.
-  for (; first - (kGroup > 1 ? lane : 0) < chunk_end; first += step * kUnroll) {
-    RawVector<kItemBytes> raw[kUnroll];
+  for (; first < chunk_end; first += step * kUnroll) {
+    RawVector<kVectorBytes> raw[kUnroll];
     if constexpr (kKind != RowKind::zero) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int item = first + u * step;
-        if (item < chunk_end) load_raw<kItemBytes>(src + static_cast<std::int64_t>(item) * kItemBytes, raw[u]);
+        if (item < chunk_end) load_raw<kVectorBytes>(src + static_cast<std::int64_t>(item) * kVectorBytes, raw[u]);
       }
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int item = first + u * step;
-      if constexpr (kGroup == 1) {
-        if (item >= chunk_end) break;
-        uint4 value = zero;
-        if constexpr (kPlainCopy) {
-          value = make_uint4(raw[u].words[0], raw[u].words[1], raw[u].words[2], raw[u].words[3]);
-        } else if constexpr (kKind != RowKind::zero) {
-          value = convert_vector<Table, Out, kKind == RowKind::scaled>(raw[u].words, factor);
-        }
-        dst[item] = value;
-      } else {
-        const int warp_item = item - lane;
-        if (warp_item >= chunk_end) break;  // uniform across the warp
-#pragma unroll
-        for (int j = 0; j < kGroup; ++j) {
-          const int vector = warp_item * kGroup + j * 32 + lane;
-          uint4 value = zero;
-          if constexpr (kKind != RowKind::zero) {
-            const auto part = exchange_for_store<kGroup, kItemBytes>(raw[u], j, lane);
-            value = convert_vector<Table, Out, kKind == RowKind::scaled>(part.words, factor);
-          }
-          if (vector < chunk_end * kGroup) dst[vector] = value;
-        }
+      if (item >= chunk_end) break;
+      uint4 value = zero;
+      if constexpr (kPlainCopy) {
+        value = make_uint4(raw[u].words[0], raw[u].words[1], raw[u].words[2], raw[u].words[3]);
+      } else if constexpr (kKind != RowKind::zero) {
+        value = convert_vector<Table, Out, kKind == RowKind::scaled>(raw[u].words, factor);
       }
+      store_vector(dst + item, value);
     }
   }
 }
 
-/// Returns the bad rows this thread counted (one thread per row counts).
-template <typename Id, DType Table, DType Out, int kGroup>
-__device__ __forceinline__ unsigned long long gather_vector_rows(const LookupParams& p, std::int64_t chunk_items) {
+template <typename Id, DType Table, DType Out>
+__global__ void __launch_bounds__(kBlockThreads, vector_blocks_per_sm<Table>()) gather_vector(const LookupParams p, const VectorPlan plan) {
+  wait_for_previous_grid_and_release_next();
   constexpr int kOutputs = outputs_per_vector<Out>();
-  // Item indices within a row fit an int (the launcher sends rows of 2^31 vectors or more down the
-  // element-wise path).
-  const int items = static_cast<int>(p.cols / kOutputs / kGroup);
-  const int chunk_begin = static_cast<int>(blockIdx.y * chunk_items);
-  const int chunk_end = chunk_begin + static_cast<int>(chunk_items) < items ? chunk_begin + static_cast<int>(chunk_items) : items;
-  const std::int64_t out_row_bytes = row_bytes(Out, p.out_row_stride);
-  const std::int64_t padding_row_bytes = row_bytes(Table, p.cols);
+  // Vector indices within a row fit an int (the launcher sends rows of 2^31 vectors or more down
+  // the element-wise path).
+  const int items = static_cast<int>(p.cols / kOutputs);
+  const int chunk_begin = static_cast<int>(blockIdx.y * plan.chunk_items);
+  const int chunk_end = chunk_begin + static_cast<int>(plan.chunk_items) < items
+                            ? chunk_begin + static_cast<int>(plan.chunk_items) : items;
+  const int first = chunk_begin + static_cast<int>(threadIdx.x), step = static_cast<int>(blockDim.x);
   const std::int64_t row_step = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
-  const int lane = static_cast<int>(threadIdx.x % 32);
-  const int first = chunk_begin + static_cast<int>(threadIdx.x);
-  const int step = static_cast<int>(blockDim.x);
-  std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
-  // The next row's source is resolved (its id loaded) while this row's data is in flight.
   unsigned long long bad_rows = 0;
-  RowSource source;
-  if (row < p.num_ids) source = resolve_row<Id>(p, row, padding_row_bytes);
-  for (; row < p.num_ids; row += row_step) {
-    const RowSource next = row + row_step < p.num_ids ? resolve_row<Id>(p, row + row_step, padding_row_bytes)
-                                                      : RowSource{};
-    if (source.bad && threadIdx.x == 0 && blockIdx.y == 0) ++bad_rows;
-    auto* dst = reinterpret_cast<uint4*>(static_cast<std::uint8_t*>(p.out) + row * out_row_bytes);
-    if (source.src == nullptr) {
-      const uint4 zero = splat_zero<Out>(source.unowned && p.unowned_negative_zero);
-      move_row<Table, Out, kGroup, RowKind::zero>(nullptr, dst, 1.0f, zero, first, chunk_end, step, lane);
-    } else if (source.scales != nullptr) {
-      const float factor = load_scale(source.scales, p.scale_dtype, source.scale_index);
-      move_row<Table, Out, kGroup, RowKind::scaled>(source.src, dst, factor, uint4{}, first, chunk_end, step, lane);
-    } else {
-      move_row<Table, Out, kGroup, RowKind::unscaled>(source.src, dst, 1.0f, uint4{}, first, chunk_end, step, lane);
-    }
-    source = next;
-  }
-  return bad_rows;
-}
-
-template <typename Id, DType Table, DType Out>
-__global__ void __launch_bounds__(kBlockThreads, TPEMBED_MIN_BLOCKS) gather_vector(const LookupParams p, const VectorPlan plan) {
-  wait_for_previous_grid_and_release_next();
-  constexpr int kWide = vectors_per_load<Table, Out>();
-  unsigned long long bad_rows = 0;
-  if (kWide > 1 && plan.wide) {
-    bad_rows = gather_vector_rows<Id, Table, Out, kWide>(p, plan.chunk_items);
-  } else {
-    bad_rows = gather_vector_rows<Id, Table, Out, 1>(p, plan.chunk_items);
-  }
-  report_bad_rows(p, bad_rows);
-}
-
-/// Small (latency-bound) lookups: each thread moves up to kUnroll output vectors of one row chunk,
-/// once, with no loop over rows and no wide items: the fewest instructions between the id's
-/// arrival and the stores.
-template <typename Id, DType Table, DType Out>
-__global__ void __launch_bounds__(kBlockThreads) gather_small(const LookupParams p, const VectorPlan plan) {
-  wait_for_previous_grid_and_release_next();
-  constexpr int kOutputs = outputs_per_vector<Out>();
-  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
-  unsigned long long bad_rows = 0;
-  if (row < p.num_ids) {
-    const int items = static_cast<int>(p.cols / kOutputs);
-    const int chunk_begin = static_cast<int>(blockIdx.y * plan.chunk_items);
-    const int chunk_end = chunk_begin + static_cast<int>(plan.chunk_items) < items ? chunk_begin + static_cast<int>(plan.chunk_items) : items;
+  for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; row < p.num_ids;
+       row += row_step) {
     const RowSource source = resolve_row<Id>(p, row, row_bytes(Table, p.cols));
-    if (source.bad && threadIdx.x == 0 && blockIdx.y == 0) bad_rows = 1;
+    if (source.bad && threadIdx.x == 0 && blockIdx.y == 0) ++bad_rows;
     auto* dst = reinterpret_cast<uint4*>(static_cast<std::uint8_t*>(p.out) + row * row_bytes(Out, p.out_row_stride));
-    const int first = chunk_begin + static_cast<int>(threadIdx.x), step = static_cast<int>(blockDim.x);
     if (source.src == nullptr) {
       const uint4 zero = splat_zero<Out>(source.unowned && p.unowned_negative_zero);
-      move_row<Table, Out, 1, RowKind::zero>(nullptr, dst, 1.0f, zero, first, chunk_end, step, 0);
+      move_row<Table, Out, RowKind::zero>(nullptr, dst, 1.0f, zero, first, chunk_end, step);
     } else if (source.scales != nullptr) {
       const float factor = load_scale(source.scales, p.scale_dtype, source.scale_index);
-      move_row<Table, Out, 1, RowKind::scaled>(source.src, dst, factor, uint4{}, first, chunk_end, step, 0);
+      move_row<Table, Out, RowKind::scaled>(source.src, dst, factor, uint4{}, first, chunk_end, step);
     } else {
-      move_row<Table, Out, 1, RowKind::unscaled>(source.src, dst, 1.0f, uint4{}, first, chunk_end, step, 0);
+      move_row<Table, Out, RowKind::unscaled>(source.src, dst, 1.0f, uint4{}, first, chunk_end, step);
     }
   }
   report_bad_rows(p, bad_rows);
@@ -408,33 +316,10 @@ cudaError_t launch_gather(const LookupParams& p, cudaStream_t stream);
 /// Multiprocessors of the current device (queried once per device).
 int multiprocessor_count();
 
-/// EXPERIMENT knobs (device pass only; removed once measured): TPEMBED_X_WIDE, TPEMBED_X_PDL,
-/// TPEMBED_X_SMALL_UNROLL, TPEMBED_X_BLOCKS_PER_SM (a persistent grid of that many blocks per SM).
-struct Experiment {
-  int wide = 1, pdl = 1, small_unroll = 1, blocks_per_sm = 0, small_kernel = 0;
-};
-inline const Experiment& experiment() {
-  static const Experiment knobs = [] {
-    Experiment e;
-    auto read = [](const char* name, int fallback) {
-      const char* value = std::getenv(name);
-      return value != nullptr ? std::atoi(value) : fallback;
-    };
-    e.wide = read("TPEMBED_X_WIDE", 1);
-    e.pdl = read("TPEMBED_X_PDL", 1);
-    e.small_unroll = read("TPEMBED_X_SMALL_UNROLL", 1);
-    e.blocks_per_sm = read("TPEMBED_X_BLOCKS_PER_SM", 0);
-    e.small_kernel = read("TPEMBED_X_SMALL_KERNEL", 0);
-    return e;
-  }();
-  return knobs;
-}
-
 template <typename Id, DType Table, DType Out>
 cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   constexpr int kOutputs = outputs_per_vector<Out>();
   constexpr int kInAlign = input_bytes_per_vector<Table, Out>() < 16 ? input_bytes_per_vector<Table, Out>() : 16;
-  constexpr int kWide = vectors_per_load<Table, Out>();
   auto aligned = [](const void* pointer, std::int64_t alignment) {
     return reinterpret_cast<std::uintptr_t>(pointer) % static_cast<std::uintptr_t>(alignment) == 0;
   };
@@ -452,7 +337,7 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &attribute;
-  config.numAttrs = experiment().pdl ? 1 : 0;
+  config.numAttrs = 1;
   auto pow2_at_least = [](std::int64_t n) {
     int threads = 1;
     while (threads < n && threads < kBlockThreads) threads *= 2;
@@ -473,33 +358,19 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
 
   VectorPlan plan{};
   const std::int64_t vectors = p.cols / kOutputs;
-  // Enough work for every SM at kUnroll items a thread? Otherwise one item a thread, and rows cut
-  // into chunks over blockIdx.y, so that small lookups still spread over the whole GPU.
+  // Large lookups: kUnroll vectors a thread, so that each thread has that many loads in flight.
+  // Small ones (latency-bound: under two full waves of the GPU at that rate) take one vector a
+  // thread, and rows are cut into chunks over blockIdx.y, so that they still spread over every SM.
   const std::int64_t enough = std::int64_t{2} * multiprocessor_count() * kBlockThreads * kUnroll;
-  auto threads_for = [&](std::int64_t items, int per_thread) {
-    return pow2_at_least((items + per_thread - 1) / per_thread);
-  };
-  // Wide items (16-byte table loads, exchanged within the warp for coalesced stores) pay off when
-  // there is bandwidth to win; small lookups are latency-bound and do better one vector a thread.
-  const bool large = p.num_ids * vectors >= enough;
-  const int per_thread = large ? kUnroll : experiment().small_unroll;
-  plan.wide = experiment().wide && kWide > 1 && large && vectors % kWide == 0 && tables_aligned(16) &&
-              threads_for(vectors / kWide, per_thread) >= 32;  // whole warps on a row
-  const std::int64_t items = plan.wide ? vectors / kWide : vectors;
-  const int threads_x = threads_for(items, per_thread);
+  const int per_thread = p.num_ids * vectors >= enough ? kUnroll : 1;
+  const int threads_x = pow2_at_least((vectors + per_thread - 1) / per_thread);
   plan.chunk_items = static_cast<std::int64_t>(threads_x) * per_thread;
-  const std::int64_t chunks = (items + plan.chunk_items - 1) / plan.chunk_items;
-  if (chunks > 65535) plan.chunk_items = (items + 65534) / 65535;
-  const std::int64_t grid_y = (items + plan.chunk_items - 1) / plan.chunk_items;
+  const std::int64_t chunks = (vectors + plan.chunk_items - 1) / plan.chunk_items;
+  if (chunks > 65535) plan.chunk_items = (vectors + 65534) / 65535;
+  const std::int64_t grid_y = (vectors + plan.chunk_items - 1) / plan.chunk_items;
   config.blockDim = dim3(threads_x, grid_y == 1 ? kBlockThreads / threads_x : 1);
   config.gridDim = dim3(row_grid(config.blockDim.y), static_cast<unsigned>(grid_y > 0 ? grid_y : 1));
-  if (experiment().blocks_per_sm > 0) {
-    const std::int64_t resident = std::int64_t{multiprocessor_count()} * experiment().blocks_per_sm / config.gridDim.y;
-    if (resident >= 1 && config.gridDim.x > resident) config.gridDim.x = static_cast<unsigned>(resident);
-  }
-  const cudaError_t status = !large && experiment().small_kernel
-                                 ? cudaLaunchKernelEx(&config, gather_small<Id, Table, Out>, p, plan)
-                                 : cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out>, p, plan);
+  const cudaError_t status = cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out>, p, plan);
   return status != cudaSuccess ? status : cudaGetLastError();
 }
 
