@@ -67,6 +67,7 @@ CheckpointShard read_checkpoint_shard(const std::string& path, const std::string
   auto owners = std::make_shared<Owners>();
   CheckpointShard result;
   result.vocab_rows = vocab;
+  result.table_fingerprint = checkpoint.table_fingerprint(tensor, scale_tensor.value_or(""));
   EmbeddingShard& shard = result.shard;
   const SafetensorsFile* scale_file = scale_tensor ? &checkpoint.file(*scale_tensor) : nullptr;
   if (sharding_dim == 0) {

@@ -13,6 +13,10 @@ namespace tpembed::python {
 struct CheckpointShard {
   EmbeddingShard shard;  ///< Host views; `owner` keeps the file mapping or the copies alive.
   std::int64_t vocab_rows = 0;
+  /// Which table (and scales) of which file it was cut from, for
+  /// EmbeddingConfig::table_fingerprint: ranks that opened different checkpoints are refused at
+  /// set-up.
+  std::uint64_t table_fingerprint = 0;
 };
 
 /// Reads tp_rank's shard of the 2-D tensor `tensor` (and of the 1-D `scale_tensor`, when named)

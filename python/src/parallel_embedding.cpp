@@ -174,6 +174,7 @@ class Layer {
       return Read{config, shard};
     });
     EmbeddingConfig& config = read.config;
+    config.table_fingerprint = read.read.table_fingerprint;
     if (config.sharding_dim == 0 && config.placement == ShardPlacement::equal &&
         !config.vocab_size) {
       config.vocab_size = read.read.vocab_rows;  // the last equal shard may be zero-padded

@@ -194,6 +194,30 @@ def world_and_self(role):
         tpembed.ParallelEmbedding(TABLE, comm=comm, comm_timeout=3)))
 
 
+def different_checkpoints(role):
+    """Ranks that opened different checkpoints (10 rows against 20, packed: their shards would fit
+    together into a table of neither) are refused on every rank; copies of one file are one."""
+    from checkpoints import write_safetensors
+    folder = sys.argv[2]
+    if RANK == 0:
+        write_safetensors(os.path.join(folder, "small.safetensors"), {"embed": ("F32", TABLE[:10])})
+        big = np.concatenate([TABLE, TABLE[:9]])
+        write_safetensors(os.path.join(folder, "large.safetensors"), {"embed": ("F32", big)})
+        write_safetensors(os.path.join(folder, "copy.safetensors"), {"embed": ("F32", TABLE[:10])})
+    WORLD.Barrier()
+
+    def open_rows(name):
+        layer = tpembed.ParallelEmbedding.from_checkpoint(
+            os.path.join(folder, name), "embed", comm=WORLD, placement="packed")
+        ids = np.array([0, 9, 4])
+        return bool(np.array_equal(layer.forward(ids), TABLE[ids]))
+
+    report("different_files", lambda: open_rows("small.safetensors" if RANK == 0
+                                                else "large.safetensors"))
+    report("copies_of_one_file", lambda: open_rows("small.safetensors" if RANK == 0
+                                                   else "copy.safetensors"))
+
+
 # ---- communicators that are not -------------------------------------------------------------
 
 def one_rank_without_communicator(role):
@@ -259,7 +283,7 @@ def partition(role):
 
 
 SCENARIOS = {f.__name__: f for f in [
-    forward_refusals, skipped_forward, different_ids, setup_refusals,
+    forward_refusals, skipped_forward, different_ids, different_checkpoints, setup_refusals,
     settings_differ, world_and_self, one_rank_without_communicator, not_communicators,
     after_finalize, partition]}
 

@@ -142,6 +142,14 @@ def test_different_ids_of_the_same_count_raise_on_every_rank(tmp_path):
     assert_every_rank(results, "different_ids/after", None)
 
 
+@needs_mpirun
+def test_ranks_that_opened_different_checkpoints_are_refused(tmp_path):
+    results = launch(tmp_path, "different_checkpoints")
+    assert_every_rank(results, "different_files", "ValueError",
+                      "rank 1 has table fingerprint", "come from different tables")
+    assert_every_rank(results, "copies_of_one_file", None)
+
+
 # ---- set-up: one rank's arguments, settings that differ, communicators that differ ------------
 
 SETUP = {
