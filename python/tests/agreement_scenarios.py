@@ -102,6 +102,13 @@ def skipped_forward(role):
     report("forward", lambda: rows_match(layer) if RANK == 0 else "skipped")
 
 
+def unchecked_refusal(role):
+    """collective_checks=False: rank 1's refusal stays on rank 1, and rank 0, alone in the
+    exchange, raises within comm_timeout instead of waiting forever."""
+    layer = shard_layer(comm_timeout=3, collective_checks=False)
+    report("forward", lambda: rows_match(layer, IDS if RANK == 0 else IDS.astype(np.float64)))
+
+
 def different_ids(role):
     """Ranks that pass different ids of the same count: the group's ids fingerprint refuses."""
     layer = shard_layer()
@@ -283,9 +290,9 @@ def partition(role):
 
 
 SCENARIOS = {f.__name__: f for f in [
-    forward_refusals, skipped_forward, different_ids, different_checkpoints, setup_refusals,
-    settings_differ, world_and_self, one_rank_without_communicator, not_communicators,
-    after_finalize, partition]}
+    forward_refusals, skipped_forward, unchecked_refusal, different_ids, different_checkpoints,
+    setup_refusals, settings_differ, world_and_self, one_rank_without_communicator,
+    not_communicators, after_finalize, partition]}
 
 if __name__ == "__main__":
     SCENARIOS[sys.argv[1]](sys.argv[3] if len(sys.argv) > 3 else None)

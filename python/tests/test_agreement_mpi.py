@@ -135,6 +135,17 @@ def test_a_rank_that_skips_a_forward_never_leaves_the_others_waiting(tmp_path):
 
 
 @needs_mpirun
+def test_without_collective_checks_a_refusal_stays_on_its_rank_and_the_others_time_out(tmp_path):
+    # What collective_checks=False gives up, as documented: no agreement, so rank 1 alone raises
+    # (its message names no rank) and rank 0 waits in the exchange until comm_timeout.
+    results = launch(tmp_path, "unchecked_refusal")
+    assert_every_rank({1: results[1]}, "forward", "ArgumentError", "ids has dtype float64")
+    assert not results[1]["forward"]["message"].startswith("rank ")
+    assert_every_rank({0: results[0]}, "forward", "RuntimeError",
+                      "did not complete within 3 s")
+
+
+@needs_mpirun
 def test_different_ids_of_the_same_count_raise_on_every_rank(tmp_path):
     results = launch(tmp_path, "different_ids")
     assert_every_rank(results, "different_ids", "ValueError",
