@@ -223,6 +223,9 @@ def different_checkpoints(role):
                                                 else "large.safetensors"))
     report("copies_of_one_file", lambda: open_rows("small.safetensors" if RANK == 0
                                                    else "copy.safetensors"))
+    report("name_refused_on_one_rank", lambda: tpembed.ParallelEmbedding.from_checkpoint(
+        os.path.join(folder, "small.safetensors"), "embed" if RANK == 0 else b"embed",
+        comm=WORLD) and True)
 
 
 # ---- communicators that are not -------------------------------------------------------------

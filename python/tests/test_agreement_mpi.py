@@ -159,6 +159,8 @@ def test_ranks_that_opened_different_checkpoints_are_refused(tmp_path):
     assert_every_rank(results, "different_files", "ValueError",
                       "rank 1 has table fingerprint", "come from different tables")
     assert_every_rank(results, "copies_of_one_file", None)
+    assert_every_rank(results, "name_refused_on_one_rank", "ArgumentError",
+                      "rank 1: tensor must be a str, got b'embed' (bytes)")
 
 
 # ---- set-up: one rank's arguments, settings that differ, communicators that differ ------------
