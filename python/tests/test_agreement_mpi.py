@@ -408,7 +408,8 @@ def test_an_out_that_overlaps_an_input_is_refused(make):
         out = np.zeros((3, 3), np.float32)
         ids = out.reshape(-1).view(np.int32)[:3]
         ids[...] = IDS
-    name = {"table": "weight", "tail_of_table": "weight", "scale": "per_token_scale"}.get(make, make)
+    names = {"table": "weight", "tail_of_table": "weight", "scale": "per_token_scale"}
+    name = names.get(make, make)
     with pytest.raises(tpembed.ArgumentError, match=f"out shares memory with {name} "):
         tpembed.embedding(ids, table, out=out, **kwargs)
     layer = tpembed.ParallelEmbedding(table, **kwargs)

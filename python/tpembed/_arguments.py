@@ -27,7 +27,7 @@ def integer(value: Any, name: str, minimum: Optional[int] = None, bits: int = 64
     """`value` as an int within [minimum, the largest `bits`-bit signed integer]."""
     if isinstance(value, bool) or not hasattr(type(value), "__index__"):
         raise ArgumentError(f"{name} must be an integer, got {_shown(value)} "
-                        f"({type(value).__name__})")
+                            f"({type(value).__name__})")
     number = operator.index(value)
     largest = _INT64_MAX if bits == 64 else _INT32_MAX
     if (minimum is not None and number < minimum) or number > largest or number < -largest - 1:
@@ -46,7 +46,8 @@ def boolean(value: Any, name: str) -> bool:
     numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")
     if isinstance(value, bool) or numpy_bool:
         return bool(value)
-    raise ArgumentError(f"{name} must be True or False, got {_shown(value)} ({type(value).__name__})")
+    raise ArgumentError(f"{name} must be True or False, got {_shown(value)} "
+                        f"({type(value).__name__})")
 
 
 def string(value: Any, name: str, accepted: Sequence[str]) -> str:
@@ -69,8 +70,8 @@ def rank_list(value: Any, name: str) -> List[int]:
     if value is None:
         return []
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise ArgumentError(f"{name} must be a sequence of ranks (e.g. [0, 1]), got {_shown(value)} "
-                        f"({type(value).__name__})")
+        raise ArgumentError(f"{name} must be a sequence of ranks (e.g. [0, 1]), got "
+                            f"{_shown(value)} ({type(value).__name__})")
     return [integer(rank, f"{name}[{i}]", 0, bits=32) for i, rank in enumerate(value)]
 
 
@@ -81,7 +82,7 @@ def optional_seconds(value: Any, name: str) -> Optional[float]:
 def positive_seconds(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ArgumentError(f"{name} must be a number of seconds, got {_shown(value)} "
-                        f"({type(value).__name__})")
+                            f"({type(value).__name__})")
     if not 0 < value < float("inf"):  # NaN too
         raise ArgumentError(f"{name} must be a positive number of seconds, got {value!r}")
     return float(value)

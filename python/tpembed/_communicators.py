@@ -2,9 +2,10 @@
 
 A communicator is checked here, on each rank alone: a rank whose `comm` is not a usable communicator
 has no group through which to tell the others. They are protected by the MPI engine's timeout
-instead (MpiOptions, ParallelEmbedding's comm_timeout): the duplicate it makes of the communicator,
-and every agreement after it, wait for the other ranks for a bounded time, so a rank that never comes
-(it passed another communicator, failed before set-up, or died) makes the others raise.
+instead (MpiOptions, ParallelEmbedding's comm_timeout): the duplicate it makes of the
+communicator, and every agreement after it, wait for the other ranks for a bounded time, so a rank
+that never comes (it passed another communicator, failed before set-up, or died) makes the others
+raise.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class NcclCommunicator:
         from ._arguments import integer, positive_seconds
         if not isinstance(unique_id, (bytes, bytearray)):
             raise ArgumentError("unique_id must be bytes (from tpembed.nccl_unique_id()), got "
-                            f"{type(unique_id).__name__}")
+                                f"{type(unique_id).__name__}")
         self.unique_id = bytes(unique_id)
         self.size = integer(size, "size", 1, bits=32)
         self.rank = integer(rank, "rank", 0, bits=32)
@@ -40,8 +41,9 @@ class NcclCommunicator:
     def _engine(self) -> str:
         if self._used:
             raise RuntimeError("this NcclCommunicator already set up a ParallelEmbedding, and an "
-                               "NCCL unique id serves one set-up: make a new NcclCommunicator, with "
-                               "a new tpembed.nccl_unique_id() handed to every rank, for each layer")
+                               "NCCL unique id serves one set-up: make a new NcclCommunicator, "
+                               "with a new tpembed.nccl_unique_id() handed to every rank, for "
+                               "each layer")
         self._used = True
         return (f"nccl:{self.rank}:{self.size}:{self.device}:{self.timeout!r}:"
                 f"{self.unique_id.hex()}")
@@ -55,8 +57,9 @@ def _live_mpi():
     """mpi4py's MPI module when MPI is running; raises when MPI was finalised."""
     from mpi4py import MPI
     if MPI.Is_finalized():
-        raise RuntimeError("comm is an mpi4py communicator but MPI has been finalised (MPI.Finalize() "
-                           "was called, or the interpreter is exiting): set up layers while MPI runs")
+        raise RuntimeError("comm is an mpi4py communicator but MPI has been finalised "
+                           "(MPI.Finalize() was called, or the interpreter is exiting): set up "
+                           "layers while MPI runs")
     if not MPI.Is_initialized():
         raise RuntimeError("comm is an mpi4py communicator but MPI is not initialised")
     return MPI
@@ -79,13 +82,13 @@ def engine(comm: Any) -> str:
     if not isinstance(comm, MPI.Comm):
         # A Group, Win, Datatype, Info, Request...: MPI would take its handle for an MPI_Comm.
         raise ArgumentError(f"{_ACCEPTED}; got an mpi4py {type(comm).__name__}, which is not a "
-                        "communicator")
+                            "communicator")
     if comm == MPI.COMM_NULL:
         raise ArgumentError(f"{_ACCEPTED}; got MPI.COMM_NULL (for example the result of a Split "
-                         "with MPI.UNDEFINED): this rank is in no group")
+                            "with MPI.UNDEFINED): this rank is in no group")
     if not isinstance(comm, MPI.Intracomm) or comm.Is_inter():
         raise ArgumentError(f"{_ACCEPTED}; got an intercommunicator ({type(comm).__name__}), whose "
-                        "two groups cannot share one table")
+                            "two groups cannot share one table")
     if MPI.Comm.Compare(comm, MPI.COMM_WORLD) == MPI.IDENT:
         return "mpi"
     # Any other communicator: the library duplicates it (collective over `comm`).

@@ -41,7 +41,7 @@ def dtype_name(dtype: Any, what: str) -> Optional[str]:
     name = _DTYPE_NAMES.get(key.lower())
     if name is None:
         raise ArgumentError(f"{what} {dtype!r} is not a tpembed dtype "
-                         "(f32, f16, bf16, i8, fp8_e4m3, i4)")
+                            "(f32, f16, bf16, i8, fp8_e4m3, i4)")
     return name
 
 
@@ -60,15 +60,16 @@ def _require_array(array: Any, name: str) -> None:
     if not (hasattr(array, "__dlpack__") or hasattr(array, "__array_interface__")
             or type(array).__name__ == "PyCapsule"):
         raise ArgumentError(f"{name} must be an array (NumPy, PyTorch, CuPy or another DLPack "
-                        f"producer), got {type(array).__name__}")
+                            f"producer), got {type(array).__name__}")
     dtype = getattr(array, "dtype", None)
     if getattr(dtype, "hasobject", False):
-        raise ArgumentError(f"{name} is an array of Python objects (dtype {dtype}); tpembed takes "
-                        "numeric arrays: ids int32 or int64, tables and outputs of a tpembed dtype")
+        raise ArgumentError(f"{name} is an array of Python objects (dtype {dtype}); tpembed "
+                            "takes numeric arrays: ids int32 or int64, tables and outputs of a "
+                            "tpembed dtype")
     if getattr(dtype, "byteorder", "=") == (">" if _little_endian() else "<"):
         raise ArgumentError(f"{name} has byte-swapped dtype {dtype.str!r}; tpembed reads native "
-                         f"byte order and does not convert: pass "
-                         f"{name}.astype({name}.dtype.newbyteorder('='))")
+                            f"byte order and does not convert: pass "
+                            f"{name}.astype({name}.dtype.newbyteorder('='))")
 
 
 def _little_endian() -> bool:
@@ -95,7 +96,7 @@ def prepare(array: Any, name: str, declared: Optional[str] = None) -> Tuple[Any,
         tpembed_dtype, bits = raw
         if declared is not None and declared != tpembed_dtype:
             raise ArgumentError(f"{name} is a {array_dtype} array but was declared {declared}; "
-                             "tpembed does not convert dtypes")
+                                "tpembed does not convert dtypes")
         declared = tpembed_dtype
         if _framework(array) == "torch":
             import torch
@@ -129,15 +130,15 @@ def stream_handle(stream: Any, table: Any) -> int:
     if protocol is not None:
         return _stream_value(int(protocol()[1]), "stream.__cuda_stream__()")
     raise ArgumentError("stream must be an integer cudaStream_t or an object with `cuda_stream` "
-                    f"(e.g. torch.cuda.Stream), got {stream!r} ({type(stream).__name__})")
+                        f"(e.g. torch.cuda.Stream), got {stream!r} ({type(stream).__name__})")
 
 
 def _stream_value(handle: int, what: str) -> int:
     # A cudaStream_t is an address (0: the legacy default stream); DLPack's -1 ("no
     # synchronisation") and other negative values name no stream here.
     if not 0 <= handle < 2**64:
-        raise ArgumentError(f"{what} must be a cudaStream_t handle, an integer in [0, 2**64) (0: the "
-                         f"default stream), got {handle}")
+        raise ArgumentError(f"{what} must be a cudaStream_t handle, an integer in [0, 2**64) "
+                            f"(0: the default stream), got {handle}")
     return handle
 
 
@@ -160,7 +161,7 @@ def allocator(table: Any) -> Callable[[Tuple[int, ...], str], Tuple[Any, Any]]:
             return out, out.__dlpack__(stream=-1)
         if _on_cuda(table):
             raise ArgumentError(f"cannot allocate an output for a CUDA array of {framework}: "
-                             "pass out=")
+                                "pass out=")
         import numpy
         if dtype == "bf16":
             try:
