@@ -1,11 +1,12 @@
 // The row bodies for CPUs with AVX-512 (F), 32 columns a step: decode_avx2.cpp's conversions (see
 // there for why each is exact, and for the fast and careful bodies) on 16 lanes, with mask
-// registers for the selects and vpmovdw for the bf16 pack; and, where the CPU has AVX512_BF16,
-// vcvtne2ps2bf16 for the bf16 rounding. That instruction rounds to nearest even and quiets NaN as
-// numeric.hpp does (bits >> 16 | 0x40), but reads subnormal inputs as zero: its body is guarded to
-// rows whose products cannot be subnormal, |scale| >= 2^-117 (the smallest nonzero decoded value
-// is fp8's 2^-9, and 2^-9 * 2^-117 is f32's smallest normal). Only these functions carry the
-// target attribute.
+// registers for the selects and vpmovdw for the bf16 pack. And the avx512bf16 level's bodies
+// (AVX512_BF16 and VBMI besides): fp8 decoded by byte-table lookups (Fp8TableBody), and bf16
+// rounded by vcvtne2ps2bf16. That instruction rounds to nearest even and quiets NaN as
+// numeric.hpp does (bits >> 16 | 0x40), but reads subnormal inputs as zero: its bodies are guarded
+// to rows whose products cannot be subnormal, |scale| >= 2^-117 (the smallest nonzero decoded
+// value is fp8's 2^-9, and 2^-9 * 2^-117 is f32's smallest normal). Only these functions carry
+// the target attribute.
 #include <cstring>
 
 #include "cpu/decode_rows.hpp"
@@ -22,7 +23,8 @@
 #include "cpu/decode_x86.hpp"
 
 #define TPEMBED_AVX512 __attribute__((target("avx512f,avx2,f16c")))
-#define TPEMBED_AVX512_BF16 __attribute__((target("avx512f,avx512bf16,avx2,f16c")))
+#define TPEMBED_AVX512_BF16 \
+  __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512bf16,avx2,f16c")))
 
 namespace tpembed::cpu {
 
@@ -177,6 +179,80 @@ struct Bf16Body {
   }
 };
 
+// fp8 e4m3 codes 0..127 as bf16 bits (exact: 3 mantissa bits, exponents 2^-9..2^8), in two byte
+// tables, the high byte and the low one; 0x7f is the quiet NaN 0x7fc0, as numeric.hpp decodes it.
+struct Fp8Tables {
+  alignas(64) std::uint8_t high[128];
+  alignas(64) std::uint8_t low[128];
+};
+
+const Fp8Tables& fp8_tables() {
+  static const Fp8Tables tables = [] {
+    Fp8Tables made{};
+    for (std::uint32_t code = 0; code < 128; ++code) {
+      const std::uint32_t bits = f32_bits(fp8_e4m3_bits_to_f32(static_cast<std::uint8_t>(code)));
+      made.high[code] = static_cast<std::uint8_t>(bits >> 24);
+      made.low[code] = static_cast<std::uint8_t>(bits >> 16);
+    }
+    return made;
+  }();
+  return tables;
+}
+
+// fp8 e4m3 by table, 64 columns a step, into any output dtype: two vpermt2b look the bf16 bytes
+// up (the sign bit goes straight across), and unpacking them under zero words makes the f32s.
+// The unpacks work within 128-bit lanes, so the codes are first permuted (4-byte groups, a 4 x 4
+// transpose) so that the four f32 vectors come out holding columns 0..15, 16..31, 32..47, 48..63.
+template <DType Out, bool Scaled>
+struct Fp8TableBody {
+  TPEMBED_AVX512_BF16 static void run(std::uint8_t* dst, const std::uint8_t* src,
+                                      std::int64_t count, float factor, bool streaming) {
+    const Fp8Tables& tables = fp8_tables();
+    const __m512i high_0 = _mm512_load_si512(tables.high),
+                  high_1 = _mm512_load_si512(tables.high + 64);
+    const __m512i low_0 = _mm512_load_si512(tables.low), low_1 = _mm512_load_si512(tables.low + 64);
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80));
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512 scale = _mm512_set1_ps(factor);
+    for (std::int64_t col = 0; col < count; col += 64) {
+      const __m512i codes = _mm512_permutexvar_epi32(order, _mm512_loadu_si512(src + col));
+      const __m512i low = _mm512_permutex2var_epi8(low_0, codes, low_1);  // index bit 7 unused
+      // high | (codes & 0x80)
+      const __m512i high = _mm512_ternarylogic_epi32(
+          _mm512_permutex2var_epi8(high_0, codes, high_1), codes, sign, 0xf8);
+      const __m512i words_a = _mm512_unpacklo_epi8(low, high);
+      const __m512i words_b = _mm512_unpackhi_epi8(low, high);
+      Pair first{_mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, words_a)),
+                 _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, words_a))};
+      Pair second{_mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, words_b)),
+                  _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, words_b))};
+      if (Scaled) {
+        first = {_mm512_mul_ps(first.low, scale), _mm512_mul_ps(first.high, scale)};
+        second = {_mm512_mul_ps(second.low, scale), _mm512_mul_ps(second.high, scale)};
+      }
+      if constexpr (Out == DType::bf16) {
+        store_64_bytes(dst + col * 2, bf16_instruction(first), streaming);
+        store_64_bytes(dst + col * 2 + 64, bf16_instruction(second), streaming);
+      } else {
+        store_step<Out, false>(dst, col, first, streaming);
+        store_step<Out, false>(dst, col + 32, second, streaming);
+      }
+    }
+  }
+};
+
+template <DType Out>
+RowBody fp8_table_body(bool scaled) {
+  RowBody body{scaled ? &Fp8TableBody<Out, true>::run : &Fp8TableBody<Out, false>::run,
+               scaled ? &CarefulBody<DType::fp8_e4m3, Out, true>::run
+                      : &CarefulBody<DType::fp8_e4m3, Out, false>::run,
+               64, 64};
+  // A NaN factor meets the NaN codes: the careful body, like every other path, for one rule.
+  if (Out == DType::bf16) body.min_factor = 0x1p-117f;  // no subnormal product
+  return body;
+}
+
 }  // namespace
 
 RowBody avx512_row_body(DType table, DType out, bool scaled) {
@@ -186,10 +262,21 @@ RowBody avx512_row_body(DType table, DType out, bool scaled) {
 }
 
 RowBody avx512bf16_row_body(DType table, DType out, bool scaled) {
+  if (table == DType::fp8_e4m3) {
+    switch (out) {
+      case DType::f32:
+        return fp8_table_body<DType::f32>(scaled);
+      case DType::f16:
+        return fp8_table_body<DType::f16>(scaled);
+      case DType::bf16:
+        return fp8_table_body<DType::bf16>(scaled);
+      default:
+        return {};
+    }
+  }
   if (out != DType::bf16) return {};
   RowBody shape{nullptr, nullptr, kColumns, 64};
   shape.min_factor = 0x1p-117f;  // no subnormal product
-  shape.max_factor = 0x1p120f;
   return quantized_row_body<Bf16Body, CarefulBody>(table, out, scaled, shape);
 }
 

@@ -18,7 +18,10 @@ CpuIsa detect_cpu_isa() {
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
-  if (avx512 && __builtin_cpu_supports("avx512bf16")) return CpuIsa::avx512bf16;
+  if (avx512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi") &&
+      __builtin_cpu_supports("avx512bf16")) {
+    return CpuIsa::avx512bf16;
+  }
   if (avx512) return CpuIsa::avx512;
   if (avx2) return CpuIsa::avx2;
 #endif

@@ -14,7 +14,8 @@
 namespace tpembed::cpu {
 
 /// The instruction sets a row body is written for, narrowest first. avx512bf16 is avx512 with
-/// AVX512_BF16's f32 -> bf16 conversion (Cooper Lake, Sapphire Rapids, Zen 4).
+/// AVX512_BF16's f32 -> bf16 conversion and AVX512_VBMI's byte permutes (for fp8 tables), as
+/// Sapphire Rapids and Zen 4 have them.
 enum class CpuIsa : int { portable = 0, avx2 = 1, avx512 = 2, avx512bf16 = 3 };
 
 /// "portable", "avx2", "avx512" or "avx512bf16".
