@@ -294,7 +294,15 @@ class RefusesExport:
         return (1, 0)
 
 
+class RefusesExportOnCuda(RefusesExport):
+    def __dlpack_device__(self):
+        return (2, 0)  # kDLCUDA: exported by the Python layer, before the core
+
+
 REFUSED = [
+    ("CUDA producer refuses", lambda: tpembed.embedding(IDS, RefusesExportOnCuda()),
+     "weight must be an array tpembed can import; got RefusesExportOnCuda on CUDA, whose "
+     "__dlpack__() says: Can't export tensors that require gradient"),
     ("producer refuses", lambda: tpembed.embedding(RefusesExport(), TABLE),
      "ids must be an array (NumPy, or a DLPack tensor such as PyTorch's or CuPy's) of a dtype "
      "tpembed takes, in native byte order; got test_agreement_mpi.RefusesExport, whose "

@@ -245,6 +245,22 @@ def test_refuses_mixed_devices_non_contiguous_tensors_and_foreign_dtypes():
         tpembed.embedding(random_ids(torch.int64).float(), table)
 
 
+def test_refuses_outputs_that_overlap_a_gpu_input_and_bad_streams():
+    table = float_table("f32")
+    ids = random_ids(torch.int64, shape=(5,))
+    layer = tpembed.ParallelEmbedding(table)
+    for call in (lambda out: tpembed.embedding(ids, table, out=out), lambda out: layer(ids, out)):
+        with pytest.raises(tpembed.ArgumentError, match="out shares memory with weight"):
+            call(table[3:8])  # rows 3..7 of the table itself
+    with pytest.raises(tpembed.ArgumentError, match="stream must be a cudaStream_t handle"):
+        layer(ids, stream=-1)
+    with pytest.raises(tpembed.ArgumentError, match="whose __dlpack__\\(\\) says"):
+        tpembed.embedding(ids, table.clone().requires_grad_())  # PyTorch will not export it
+    out = torch.empty(5, H, device=DEVICE)
+    layer(ids, out)  # a separate out is taken
+    assert_bit_equal(out, F.embedding(ids, table))
+
+
 def test_outputs_follow_the_table_framework_and_device():
     layer = tpembed.ParallelEmbedding(float_table("f16"), out_dtype=torch.float32)
     out = layer(random_ids(torch.int32, shape=(5,)))

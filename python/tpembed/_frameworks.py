@@ -104,7 +104,12 @@ def prepare(array: Any, name: str, declared: Optional[str] = None) -> Tuple[Any,
         else:
             array = array.view(bits)
     if _on_cuda(array):
-        array = array.__dlpack__(stream=-1)
+        try:
+            array = array.__dlpack__(stream=-1)
+        except Exception as error:  # e.g. PyTorch's refusal of a tensor that requires grad
+            raise ArgumentError(f"{name} must be an array tpembed can import; got "
+                                f"{type(array).__name__} on CUDA, whose __dlpack__() says: "
+                                f"{error}") from error
     return array, declared
 
 
