@@ -8,6 +8,10 @@
 
 #include "tpembed/error.hpp"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
+
 namespace tpembed::cpu {
 
 namespace {
@@ -16,7 +20,10 @@ CpuIsa detect_cpu_isa() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   // libgcc's checks include the OS's support for the wider registers (XGETBV).
   __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  // Clang's __builtin_cpu_supports does not know "f16c": CPUID leaf 1 (ECX) says.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+  const bool avx2 = __builtin_cpu_supports("avx2") && f16c;
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
   if (avx512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi") &&
       __builtin_cpu_supports("avx512bf16")) {
