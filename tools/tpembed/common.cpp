@@ -283,10 +283,13 @@ QuantizedTable table_as(const Tensor& f32_table, DType dtype) {
 
 EmbeddingShard cut_shard(const TensorView& weight, const TensorView& scale, int sharding_dim, int tp_size,
                          int tp_rank, ShardPlacement placement) {
+  TPEMBED_EXPECTS(weight.ndim() == 2 && (sharding_dim == 0 || sharding_dim == 1), InvalidArgumentError,
+                  "cut_shard: a 2-D table and sharding dim 0 or 1, not ", weight.describe(), " and dim ", sharding_dim);
   const std::int64_t total = weight.shape[static_cast<std::size_t>(sharding_dim)];
   const auto [offset, size] = shard_range(total, tp_size, tp_rank, placement);
-  const std::int64_t present = sharding_dim == 1 ? std::max<std::int64_t>(0, std::min(size, total - offset)) : size;
-  Tensor weight_shard = sharding_dim == 0 ? slice_rows(weight, offset, size) : slice_cols(weight, offset, present);
+  const std::int64_t first = std::min(offset, total);  // equal shards may start past the end
+  const std::int64_t present = sharding_dim == 1 ? std::max<std::int64_t>(0, std::min(size, total - first)) : size;
+  Tensor weight_shard = sharding_dim == 0 ? slice_rows(weight, offset, size) : slice_cols(weight, first, present);
   Tensor scale_shard;
   if (!scale.absent()) scale_shard = sharding_dim == 0 ? slice_rows(scale, offset, size) : slice_cols(scale, 0, 0);
   return EmbeddingShard::owning(std::move(weight_shard), std::move(scale_shard));
