@@ -91,6 +91,8 @@ check "verify with nothing to check" 1 "nothing to check here: skipped the tenso
 check "demo --keep under a missing directory" 1 "its parent directory does not exist" -- \
   "$tpembed" demo --vocab 10 --hidden 4 --keep "$work/none/a/b"
 [[ ! -e $work/none ]] && pass "demo --keep created nothing" || fail "demo --keep created $work/none"
+check "a table past 2^63 bytes" 1 "the generated table f32[3, 9223372036854775807] would take more than 2^63 bytes" -- \
+  "$tpembed" demo --vocab 3 --hidden 9223372036854775807
 # Out of memory says how much: a 25.6 GB table under a 4 GiB address-space limit.
 if [[ ${TPEMBED_SANITIZED:-0} != 1 ]]; then
   check "out of memory names the size" 1 "out of memory: cannot allocate 25600000000 bytes" -- \

@@ -153,13 +153,21 @@ CLI::Validator existing_regular_file() {
 }
 
 Tensor allocate(DType dtype, const std::vector<std::int64_t>& shape, const std::string& what) {
+  // The byte count of the largest tables a user can ask for (--vocab, --hidden) overflows 64 bits.
+  std::int64_t bytes = dtype == DType::i4 ? 1 : static_cast<std::int64_t>(element_size(dtype));
+  bool fits = true;
+  for (std::size_t d = 0; d < shape.size(); ++d) {
+    const std::int64_t extent = dtype == DType::i4 && d + 1 == shape.size() ? shape[d] / 2 + shape[d] % 2 : shape[d];
+    fits = fits && extent >= 0 && !__builtin_mul_overflow(bytes, extent, &bytes);
+  }
+  TPEMBED_EXPECTS(fits, InvalidArgumentError, what, " ", dtype_name(dtype), detail::bracketed(shape),
+                  " would take more than 2^63 bytes");
   try {
     return Tensor(dtype, shape);
   } catch (const std::bad_alloc&) {
-    const std::int64_t bytes = TensorView(nullptr, dtype, shape).nbytes();
-    throw BackendError(format("out of memory: cannot allocate %lld bytes (%.3g GiB) for %s, %s", static_cast<long long>(bytes),
-                              static_cast<double>(bytes) / (1 << 30), what.c_str(),
-                              TensorView(nullptr, dtype, shape).describe().c_str()));
+    throw BackendError(format("out of memory: cannot allocate %lld bytes (%.3g GiB) for %s, %s%s",
+                              static_cast<long long>(bytes), static_cast<double>(bytes) / (1 << 30), what.c_str(),
+                              dtype_name(dtype), detail::bracketed(shape).c_str()));
   }
 }
 
