@@ -6,7 +6,6 @@
 #include <atomic>
 #include <cstring>
 #include <functional>
-#include <numeric>
 #include <optional>
 
 #include "op/agreement.hpp"
