@@ -35,7 +35,7 @@ struct Case {
 // A bf16 shard of seeded values (the timing does not depend on them; the two vocab exchanges are
 // checked against each other).
 Tensor random_bf16(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
-  Tensor shard(DType::bf16, {rows, cols});
+  Tensor shard = allocate(DType::bf16, {rows, cols}, "a table shard");
   std::mt19937_64 rng(seed);
   auto* bits = shard.data_as<std::uint16_t>();
   for (std::int64_t i = 0; i < shard.numel(); ++i) bits[i] = static_cast<std::uint16_t>(0x3c00u + (rng() & 0x3ffu));
@@ -80,9 +80,12 @@ int run_bench_tp(Communicator& world_ref, const TpBenchOptions& options) {
     if (peer_case && (!cuda || tp == 1)) continue;
     const std::int64_t total = c.sharding_dim == 0 ? options.vocab : options.hidden;
     const auto [offset, size] = shard_range(total, tp, rank, ShardPlacement::packed);
-    Tensor shard = c.sharding_dim == 0 ? random_bf16(size, options.hidden, 11 + static_cast<std::uint64_t>(offset))
-                                       : random_bf16(options.vocab, size, 13 + static_cast<std::uint64_t>(offset));
-    EmbeddingShard host = EmbeddingShard::owning(std::move(shard));
+    // An allocation that fails on one rank alone is every rank's error, before the set-up's collective.
+    EmbeddingShard host = on_every_rank(*world, [&] {
+      return EmbeddingShard::owning(c.sharding_dim == 0
+                                        ? random_bf16(size, options.hidden, 11 + static_cast<std::uint64_t>(offset))
+                                        : random_bf16(options.vocab, size, 13 + static_cast<std::uint64_t>(offset)));
+    });
     EmbeddingConfig config;
     config.tp_size = tp;
     config.sharding_dim = c.sharding_dim;
@@ -139,7 +142,7 @@ int run_bench_tp(Communicator& world_ref, const TpBenchOptions& options) {
       ids_view = device_ids->view(DType::i64, {tokens});
       out_view = device_out->view(DType::bf16, {tokens, options.hidden});
     } else {
-      host_out = Tensor(DType::bf16, {tokens, options.hidden});
+      host_out = on_every_rank(*world, [&] { return allocate(DType::bf16, {tokens, options.hidden}, "the output"); });
       out_view = host_out.view();
     }
     std::vector<std::uint8_t> output;  // a vocab exchange's output, compared with the all-reduce's

@@ -58,13 +58,16 @@ std::vector<std::uint8_t> run_path(Communicator& world, const Path& path, const 
   }
   if (tp > 1 && path.sharding_dim == 0 && path.placement == ShardPlacement::equal) config.vocab_size = vocab;
   const TensorView scale = table.scale.data() ? table.scale.view() : TensorView();
-  EmbeddingShard shard = tp == 1 ? cut_shard(table.weight.view(), scale, 0, 1, 0, ShardPlacement::packed)
-                                 : cut_shard(table.weight.view(), scale, path.sharding_dim, tp, world.rank(),
-                                             path.placement);
   const auto count = static_cast<std::int64_t>(ids.size());
   const std::int64_t hidden = table.weight.shape()[1];
   const std::size_t out_bytes = static_cast<std::size_t>(count * row_bytes(out_dtype, hidden));
-  std::vector<std::uint8_t> out(out_bytes);
+  // Host memory that may run out on one rank alone: agreed on before the layer's collective set-up.
+  std::vector<std::uint8_t> out;
+  EmbeddingShard shard = on_every_rank(world, [&] {
+    out.resize(out_bytes);
+    return tp == 1 ? cut_shard(table.weight.view(), scale, 0, 1, 0, ShardPlacement::packed)
+                   : cut_shard(table.weight.view(), scale, path.sharding_dim, tp, world.rank(), path.placement);
+  });
   if (!path.cuda) {
     ParallelEmbedding layer(world, std::move(shard), config);
     layer.forward(TensorView(ids.data(), DType::i64, {count}), TensorView(out.data(), out_dtype, {count, hidden}));
