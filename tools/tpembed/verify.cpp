@@ -147,8 +147,10 @@ int run_verify(Communicator& world_ref, const VerifyOptions& options) {
   TPEMBED_EXPECTS(!paths.empty(), UnsupportedError, "verify: nothing to check here: skipped ", skipped_text,
                   "; the CPU backend on one rank is the reference itself");
 
-  const Tensor original = generate_table(options.vocab, options.hidden, options.seed);
-  const auto ids = sample_ids(options.vocab, options.tokens, ranks, options.seed + 1);
+  // Each rank makes its own copy of the table (it may run out of memory alone): agreed on first.
+  const Tensor original =
+      on_every_rank(*world, [&] { return generate_table(options.vocab, options.hidden, options.seed); });
+  const auto ids = on_every_rank(*world, [&] { return sample_ids(options.vocab, options.tokens, ranks, options.seed + 1); });
   const auto count = static_cast<std::int64_t>(ids.size());
   if (lead) {
     std::printf("tpembed verify: generated table V=%lld x H=%lld, %lld ids (3 out of range), %d rank%s, %s\n",
@@ -164,11 +166,14 @@ int run_verify(Communicator& world_ref, const VerifyOptions& options) {
   for (const std::string& name : options.dtypes) {
     const DType dtype = dtype_from_name(name);
     const DType out_dtype = is_quantized(dtype) ? DType::bf16 : dtype;
-    const QuantizedTable table = table_as(original, dtype);
-    EmbeddingOptions whole;
-    whole.out_dtype = out_dtype;
-    if (table.scale.data()) whole.per_token_scale = table.scale.view();
-    const Tensor expected = embedding(TensorView(ids.data(), DType::i64, {count}), table.weight.view(), whole);
+    QuantizedTable table;
+    const Tensor expected = on_every_rank(*world, [&] {
+      table = table_as(original, dtype);
+      EmbeddingOptions whole;
+      whole.out_dtype = out_dtype;
+      if (table.scale.data()) whole.per_token_scale = table.scale.view();
+      return embedding(TensorView(ids.data(), DType::i64, {count}), table.weight.view(), whole);
+    });
     for (const Path& path : paths) {
       progress.step(describe(path) + " " + name);
       std::uint64_t bad = 0;
