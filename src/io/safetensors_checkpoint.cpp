@@ -1,11 +1,10 @@
 // SafetensorsCheckpoint: one file, or several resolved through model.safetensors.index.json.
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "io/checkpoint_error.hpp"
 #include "io/fingerprint.hpp"
+#include "io/mapped_file.hpp"
 #include "io/safetensors_header.hpp"
 #include "io/strict_json.hpp"
 #include "tpembed/safetensors.hpp"
@@ -21,18 +20,16 @@ constexpr const char* kIndexName = "model.safetensors.index.json";
 // but writers nest metadata a little, so allow a few levels.
 constexpr int kMaxIndexDepth = 8;
 
+// The index's text. Opened as checkpoints are (MappedFile): a FIFO or a device is refused, not
+// waited on.
 std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) io::fail(path, "cannot open");
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  if (size < 0) io::fail(path, "cannot read");
-  if (size > io::kMaxHeaderBytes) {
-    io::fail(path, "index is ", size, " bytes, more than the ", io::kMaxHeaderBytes, "-byte limit");
+  const io::MappedFile file(path);
+  if (file.size() > io::kMaxHeaderBytes) {
+    io::fail(path, "index is ", file.size(), " bytes, more than the ", io::kMaxHeaderBytes,
+             "-byte limit");
   }
-  in.seekg(0);
-  std::string text(static_cast<std::size_t>(size), '\0');
-  if (!in.read(text.data(), size)) io::fail(path, "cannot read");
+  std::string text(static_cast<std::size_t>(file.size()), '\0');
+  if (file.size() > 0) file.read_at(text.data(), 0, file.size());
   return text;
 }
 

@@ -196,6 +196,16 @@ TEST(IndexLinks, AnEntryLinkingOutOfTheDirectoryIsRefusedLikeDotDot) {
   EXPECT_EQ(checkpoint.file("embed").rows("embed", 0, 1).as<float>()[1], 2.0f);
 }
 
+TEST(IndexFiles, AnIndexThatIsAFifoIsRefusedNotWaitedOn) {
+  ScratchDir dir;
+  ASSERT_EQ(::mkfifo(dir.file("model.safetensors.index.json").c_str(), 0644), 0);
+  expect_error<CheckpointError>([&] { SafetensorsCheckpoint checkpoint(dir.path()); },
+                                "model.safetensors.index.json: is not a regular file");
+  expect_error<CheckpointError>(
+      [&] { SafetensorsCheckpoint checkpoint(dir.file("model.safetensors.index.json")); },
+      "is not a regular file");
+}
+
 TEST(Names, ANameWithANulByteIsShownWhole) {
   ScratchDir dir;
   write_file(dir.file("nul.safetensors"),
