@@ -395,6 +395,52 @@ TEST(TensorParallelErrors, DifferentIdCountsPerRank) {
       "rank 1 of the tp group looks up 2 ids but rank 0 looks up 3");
 }
 
+// Ids that differ across the group with the same count would give silently wrong rows (the sum of
+// two rows, an owner's zero row, columns of two rows): the forward's check compares a fingerprint of
+// the ids and refuses them on every rank, on host and GPU ids alike (few GPU ids are hashed on the
+// host, many by the kernel; over NCCL the kernel stores into the gathered record). The layer then
+// goes on working.
+TEST(TensorParallelErrors, OtherIdsOfTheSameCountAreRefusedOnEveryRank) {
+  const int tp = world().size(), last = tp - 1;
+  for (int sharding_dim : {0, 1}) {
+    // 8 rows or 4 columns a rank.
+    const Problem problem = random_problem(DType::f32, 8 * tp, sharding_dim == 0 ? 4 : 4 * tp, std::nullopt, 0, 5);
+    for (VocabExchange exchange : {VocabExchange::all_reduce, VocabExchange::owned_rows}) {
+      if (sharding_dim == 1 && exchange == VocabExchange::owned_rows) continue;
+      const RankShard shard = cut_shard(problem, sharding_dim, (sharding_dim == 0 ? 8 : 4) * world().rank(),
+                                        sharding_dim == 0 ? 8 : 4);
+      EmbeddingConfig config = whole_world_config(sharding_dim);
+      config.vocab_exchange = exchange;
+      ParallelEmbedding embedding(world(), kOnGpu ? upload_shard(shard.view()) : shard.view(), config);
+      const std::int64_t hidden = embedding.layout().global_cols;
+      for (std::int64_t count : {5, 3000}) {
+        std::vector<std::int64_t> ids(static_cast<std::size_t>(count));
+        for (std::int64_t i = 0; i < count; ++i) ids[static_cast<std::size_t>(i)] = (i * 7) % (8 * tp);
+        std::vector<std::int64_t> mine = ids;
+        if (world().rank() == last) std::swap(mine[1], mine[2]);  // the same ids in another order
+        auto run = [&](const std::vector<std::int64_t>& values) {
+          const auto id_bytes = encode_ids(values, DType::i64);
+          if (kOnGpu) {
+            const DeviceCopy device_ids = upload_bytes(id_bytes, DType::i64, {count});
+            DeviceBuffer out(static_cast<std::size_t>(count * hidden) * sizeof(float), test_device());
+            embedding.forward(device_ids.view, out.view(DType::f32, {count, hidden}));
+            return download(out.data(), out.size());
+          }
+          const Tensor out = embedding.forward(TensorView(id_bytes.data(), DType::i64, {count}));
+          return std::vector<std::uint8_t>(static_cast<const std::uint8_t*>(out.data()),
+                                           static_cast<const std::uint8_t*>(out.data()) + out.nbytes());
+        };
+        expect_error_everywhere<InvalidArgumentError>(
+            [&] { run(mine); },
+            "rank " + std::to_string(last) + " of the tp group looks up other ids than rank 0 (the same count, " +
+                std::to_string(count));
+        EXPECT_EQ(run(ids), reference_lookup(problem, ids, DType::f32)) << "dim " << sharding_dim << " "
+                                                                          << vocab_exchange_name(exchange);
+      }
+    }
+  }
+}
+
 TEST(TensorParallelErrors, BadIdsOnOneRankReachEveryRank) {
   const HostTable table = random_table(DType::f32, 4, 4, 1);
   const EmbeddingShard shard = weight_only(table);
