@@ -387,7 +387,7 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   const std::int64_t grid_y = (vectors + plan.chunk_items - 1) / plan.chunk_items;
   config.blockDim = dim3(threads_x, grid_y == 1 ? kBlockThreads / threads_x : 1);
   config.gridDim = dim3(row_grid(config.blockDim.y), static_cast<unsigned>(grid_y > 0 ? grid_y : 1));
-  const cudaError_t status = per_thread == kUnroll ? cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out, true>, p, plan)
+  const cudaError_t status = per_thread > 1 ? cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out, true>, p, plan)
                                                   : cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out, false>, p, plan);
   return status != cudaSuccess ? status : cudaGetLastError();
 }
