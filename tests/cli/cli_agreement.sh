@@ -64,7 +64,13 @@ check_every_rank "np 2: --help on one rank only" 2 "rank 1: --help" -- \
 check "np 2: --help on every rank" 0 "Example:" -- $mpirun -np 2 $lookup --help
 [[ $(timeout 60 $mpirun -np 2 $lookup --help | grep -c "Example:") == 1 ]] && pass "--help is printed once" \
   || fail "--help is printed more than once"
-# The writer's failure (rank 0 writes --out) is every rank's.
+# --out may differ per rank: rank 0's is written; the writer's failure is every rank's.
+check "np 2: --out on rank 0 only" 0 "wrote tensor 'embeddings'" -- \
+  $mpirun -np 1 $lookup --table "$ten" --ids 1,2 --out "$work/out0.safetensors" : -np 1 $lookup --table "$ten" --ids 1,2
+check "np 2: --out on rank 1 only" 0 "looked up 2 ids" -- \
+  $mpirun -np 1 $lookup --table "$ten" --ids 1,2 : -np 1 $lookup --table "$ten" --ids 1,2 --out "$work/out1.safetensors"
+[[ -f $work/out0.safetensors && ! -e $work/out1.safetensors ]] && pass "only rank 0's --out is written" \
+  || fail "--out files: $(ls "$work")"
 check_every_rank "np 2: --out into a missing directory" 2 "directory '$work/missing' does not exist" -- \
   -np 2 $lookup --table "$ten" --ids 1 --out "$work/missing/out.safetensors"
 check_every_rank "np 2: demo --keep under a missing directory" 2 "its parent directory does not exist" -- \

@@ -183,20 +183,17 @@ int run_lookup(Communicator& world, const LookupOptions& options) {
                 static_cast<unsigned long long>(bad));
     std::fflush(stdout);
   }
-  if (!options.out.empty()) {
-    // Rank 0 writes; a failure there is every rank's.
-    on_every_rank(world, [&] {
-      if (lead) {
-        write_safetensors(options.out, {{"embeddings", out.view()}},
-                          {{"tpembed.table", p.file_path + ":" + options.tensor},
-                           {"tpembed.ids", std::to_string(count)}});
-        std::printf("wrote tensor 'embeddings' to %s\n", options.out.c_str());
-      }
-      return 0;
-    });
+  // Rank 0 writes its --out (ranks may give --out differently: every rank joins this agreement, so
+  // a failure there is every rank's).
+  on_every_rank(world, [&] {
+    if (lead && !options.out.empty()) {
+      write_safetensors(options.out, {{"embeddings", out.view()}},
+                        {{"tpembed.table", p.file_path + ":" + options.tensor}, {"tpembed.ids", std::to_string(count)}});
+      std::printf("wrote tensor 'embeddings' to %s\n", options.out.c_str());
+    }
     return 0;
-  }
-  if (!lead) return 0;
+  });
+  if (!lead || !options.out.empty()) return 0;
   for (std::int64_t t = 0; t < std::min<std::int64_t>(count, options.show); ++t) {
     double norm = 0;
     for (std::int64_t c = 0; c < hidden; ++c) norm += std::pow(double{element_as_f32(out, t * hidden + c)}, 2);
