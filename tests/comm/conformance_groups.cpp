@@ -2,6 +2,7 @@
 // agree_or_throw(). Every rank computes the groups of all ranks with the same formula, so it knows
 // what every other rank passed.
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -188,6 +189,34 @@ TEST_P(CommConformance, BadSplitThrowsTheSameErrorOnEveryRank) {
 TEST_P(CommConformance, AgreeOrThrowReturnsWhenNoRankFailed) {
   EXPECT_NO_THROW(agree_or_throw(*comm, std::nullopt));
   EXPECT_EQ(gather_one(*comm, 1).size(), static_cast<std::size_t>(comm->size()));
+}
+
+// The facts ride in the same collective: every rank's, in rank order, when none failed; nothing
+// written when one did. 13 bytes a rank: facts of a size that is not a multiple of 8.
+TEST_P(CommConformance, AgreeOrThrowGathersFactsInTheSameCollective) {
+  using Facts = std::array<char, 13>;
+  const auto facts_of = [](int rank) {
+    Facts facts{};
+    for (std::size_t i = 0; i < facts.size(); ++i)
+      facts[i] = static_cast<char>((rank * 31 + static_cast<int>(i)) % 128);
+    return facts;
+  };
+  const Facts mine = facts_of(comm->rank());
+  std::vector<Facts> all(static_cast<std::size_t>(comm->size()));
+  agree_or_throw(*comm, nullptr, mine.data(), mine.size(), all.data());
+  for (int r = 0; r < comm->size(); ++r)
+    EXPECT_EQ(all[static_cast<std::size_t>(r)], facts_of(r)) << r;
+  const int failing = comm->size() - 1;
+  std::vector<Facts> untouched(static_cast<std::size_t>(comm->size()));
+  expect_error<ShapeError>(
+      [&] {
+        agree_or_throw(
+            *comm,
+            comm->rank() == failing ? std::make_exception_ptr(ShapeError("no rows")) : nullptr,
+            mine.data(), mine.size(), untouched.data());
+      },
+      detail::concat("rank ", failing, ": no rows"));
+  for (const Facts& facts : untouched) EXPECT_EQ(facts, Facts{});
 }
 
 TEST_P(CommConformance, AgreeOrThrowRaisesOneRanksErrorEverywhere) {
