@@ -9,6 +9,7 @@
 // i8): any rank can check its output without the others.
 #include <mpi.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -51,6 +52,9 @@ struct Settings {
   std::string comm = "world";  // world | self
   std::string expect_type = "none";
   std::string expect;
+  int time_forwards = 0;  // > 0: time this many forwards instead (see time_forwards())
+  bool gpu = false;       // --time only: tables, ids and output on this rank's GPU
+  bool nccl = false;      // --time only: over NCCL (bootstrapped through MPI; needs --gpu)
 };
 
 std::vector<std::int64_t> numbers(const std::string& text) {
@@ -117,6 +121,12 @@ Settings parse(int argc, char** argv) {
       s.expect_type = value();
     else if (flag == "--expect")
       s.expect = value();
+    else if (flag == "--time")
+      s.time_forwards = std::stoi(value());
+    else if (flag == "--gpu")
+      s.gpu = true;
+    else if (flag == "--nccl")
+      s.nccl = true;
     else
       throw std::runtime_error("unknown flag " + flag);
   }
@@ -214,6 +224,55 @@ std::string check_rows(const Settings& s, const Tensor& out, std::int64_t cols) 
   return {};
 }
 
+// Times `s.time_forwards` forwards of the same ids (after a checked first one) and prints the
+// median on world rank 0: what collective_checks costs is the difference between runs with and
+// without --no-checks. Returns a problem, or nothing.
+std::string time_forwards(const Settings& s, Communicator& world) {
+  const int device = s.gpu ? node_local_cuda_device(world) : 0;
+  if (s.gpu) cuda_set_device(device);
+  std::unique_ptr<Communicator> nccl = s.nccl ? make_nccl_communicator(world, device) : nullptr;
+  Communicator& used = nccl != nullptr ? *nccl : world;
+  Layer made = make_layer(s, used.size(), used.rank());
+  ParallelEmbedding layer(used, s.gpu ? copy_shard_to_device(made.shard, device) : made.shard,
+                          made.config);
+  const auto count = static_cast<std::int64_t>(s.ids.size());
+  const TensorView host_ids(s.ids.data(), DType::i64, {count});
+  Tensor host_out(DType::f32, {count, made.global_cols});
+  DeviceBuffer gpu_ids, gpu_out;
+  TensorView ids = host_ids, out = host_out.view();
+  if (s.gpu) {
+    gpu_ids = DeviceBuffer(static_cast<std::size_t>(count) * 8, device);
+    gpu_ids.copy_from_host(s.ids.data(), gpu_ids.size());
+    gpu_out = DeviceBuffer(static_cast<std::size_t>(host_out.nbytes()), device);
+    ids = gpu_ids.view(DType::i64, {count});
+    out = gpu_out.view(DType::f32, {count, made.global_cols});
+  }
+  const auto forward = [&] {
+    layer.forward(ids, out);
+    if (s.gpu) cuda_synchronize();
+  };
+  forward();
+  if (s.gpu) gpu_out.copy_to_host(host_out.data(), gpu_out.size());
+  const std::string problem = check_rows(s, host_out, made.global_cols);
+  std::vector<double> times;
+  for (int i = 0; i < s.time_forwards; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    forward();
+    times.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+            .count());
+  }
+  std::sort(times.begin(), times.end());
+  if (world.rank() == 0 && !times.empty()) {
+    std::printf(
+        "forward of %lld ids, tp %d over %s, %s tables, collective_checks %s: %.2f us (median of "
+        "%d)\n",
+        static_cast<long long>(count), layer.layout().tp_size, used.engine().c_str(),
+        s.gpu ? "GPU" : "host", s.checks ? "on" : "off", times[times.size() / 2], s.time_forwards);
+  }
+  return problem;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -243,52 +302,58 @@ int main(int argc, char** argv) {
     MPI_Comm self = MPI_COMM_SELF;
     comm = s.comm == "self" ? make_mpi_communicator(&self) : make_mpi_communicator();
     Communicator& used = *comm;
-    Layer made = make_layer(s, used.size(), used.rank());
-    ParallelEmbedding layer(used, made.shard, made.config);
-    if (s.delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(s.delay_ms));
-    if (!s.skip_forward) {
-      std::vector<std::uint8_t> id_bytes(s.ids.size() * 8);
-      for (std::size_t i = 0; i < s.ids.size(); ++i) {
-        if (s.float_ids) {
-          reinterpret_cast<float*>(id_bytes.data())[i] = static_cast<float>(s.ids[i]);
-        } else if (s.id_dtype == DType::i32) {
-          reinterpret_cast<std::int32_t*>(id_bytes.data())[i] = static_cast<std::int32_t>(s.ids[i]);
-        } else {
-          reinterpret_cast<std::int64_t*>(id_bytes.data())[i] = s.ids[i];
-        }
-      }
-      const TensorView ids(id_bytes.data(), s.float_ids ? DType::f32 : s.id_dtype,
-                           {static_cast<std::int64_t>(s.ids.size())});
-      std::string second_type = "none", second_message;
-      std::thread second;
-      if (s.second_thread) {
-        second = std::thread([&] {
-          std::this_thread::sleep_for(
-              std::chrono::milliseconds(300));  // the main thread is inside by now
-          try {
-            layer.forward(ids);
-          } catch (const std::exception& error) {
-            second_type = type_name(error);
-            second_message = error.what();
+    if (s.time_forwards > 0) {
+      problem = time_forwards(s, used);
+    } else {
+      Layer made = make_layer(s, used.size(), used.rank());
+      ParallelEmbedding layer(used, made.shard, made.config);
+      if (s.delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(s.delay_ms));
+      if (!s.skip_forward) {
+        std::vector<std::uint8_t> id_bytes(s.ids.size() * 8);
+        for (std::size_t i = 0; i < s.ids.size(); ++i) {
+          if (s.float_ids) {
+            reinterpret_cast<float*>(id_bytes.data())[i] = static_cast<float>(s.ids[i]);
+          } else if (s.id_dtype == DType::i32) {
+            reinterpret_cast<std::int32_t*>(id_bytes.data())[i] =
+                static_cast<std::int32_t>(s.ids[i]);
+          } else {
+            reinterpret_cast<std::int64_t*>(id_bytes.data())[i] = s.ids[i];
           }
-        });
-      }
-      try {
-        if (s.fail_forward) {
-          layer.fail_forward(
-              std::make_exception_ptr(InvalidArgumentError("ids could not be converted (a test)")));
         }
-        const Tensor out = layer.forward(ids);
-        if (s.dtype == DType::f32 && !s.strict) problem = check_rows(s, out, made.global_cols);
-      } catch (...) {
-        if (second.joinable()) second.join();
-        throw;
-      }
-      if (second.joinable()) {
-        second.join();
-        // The second thread's error is what this rank reports; the main thread's rows were checked.
-        got_type = second_type;
-        got_message = second_message;
+        const TensorView ids(id_bytes.data(), s.float_ids ? DType::f32 : s.id_dtype,
+                             {static_cast<std::int64_t>(s.ids.size())});
+        std::string second_type = "none", second_message;
+        std::thread second;
+        if (s.second_thread) {
+          second = std::thread([&] {
+            std::this_thread::sleep_for(
+                std::chrono::milliseconds(300));  // the main thread is inside by now
+            try {
+              layer.forward(ids);
+            } catch (const std::exception& error) {
+              second_type = type_name(error);
+              second_message = error.what();
+            }
+          });
+        }
+        try {
+          if (s.fail_forward) {
+            layer.fail_forward(std::make_exception_ptr(
+                InvalidArgumentError("ids could not be converted (a test)")));
+          }
+          const Tensor out = layer.forward(ids);
+          if (s.dtype == DType::f32 && !s.strict) problem = check_rows(s, out, made.global_cols);
+        } catch (...) {
+          if (second.joinable()) second.join();
+          throw;
+        }
+        if (second.joinable()) {
+          second.join();
+          // The second thread's error is what this rank reports; the main thread's rows were
+          // checked.
+          got_type = second_type;
+          got_message = second_message;
+        }
       }
     }
   } catch (const std::exception& error) {
