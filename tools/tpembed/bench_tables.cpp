@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "bench.hpp"
+#include "common.hpp"
 
 namespace tpembed::cli::bench {
 
@@ -63,10 +64,10 @@ DType out_dtype_for(DType table_dtype) {
 
 Table make_table(DType dtype, std::int64_t vocab, std::int64_t hidden) {
   Table table{dtype, out_dtype_for(dtype), {}, {}};
-  table.weight = Tensor(dtype, {vocab, hidden});
+  table.weight = allocate(dtype, {vocab, hidden}, "the bench table");
   fill_random(table.weight, 1000 + static_cast<std::uint64_t>(dtype));
   if (is_quantized(dtype)) {
-    table.scale = Tensor(DType::f32, {vocab});
+    table.scale = allocate(DType::f32, {vocab}, "the bench table's scales");
     fill_random(table.scale, 2000);
     for (std::int64_t r = 0; r < vocab; ++r) table.scale.data_as<float>()[r] += 1.0f;
   }
