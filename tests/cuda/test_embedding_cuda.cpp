@@ -61,6 +61,23 @@ INSTANTIATE_TEST_SUITE_P(Shapes, EmbeddingCuda, ::testing::ValuesIn(shape_sweep(
 INSTANTIATE_TEST_SUITE_P(IdShapes, EmbeddingCuda, ::testing::ValuesIn(id_shapes()), case_name);
 INSTANTIATE_TEST_SUITE_P(Widths, EmbeddingCuda, ::testing::ValuesIn(vector_widths()), case_name);
 
+/// Lookups large enough for the streaming kernels (the pipelined persistent grid, where threads
+/// walk many rows; rows narrower than a warp, so that one warp spans several rows; rows that end
+/// mid-step), with bad ids and padding rows among them.
+std::vector<Case> large_lookups() {
+  std::vector<Case> cases;
+  for (DType table : {DType::f32, DType::f16, DType::bf16, DType::i8, DType::fp8_e4m3, DType::i4}) {
+    for (DType out : {DType::bf16, DType::f32}) {
+      const std::optional<DType> scale = is_quantized(table) ? std::optional<DType>(DType::f32) : std::nullopt;
+      cases.push_back({table, DType::i64, out, scale, 5003, 1024, 2, {4099}});
+      cases.push_back({table, DType::i32, out, scale, 5003, 2112, 2, {3, 1367}});
+      cases.push_back({table, DType::i64, out, scale, 1001, 64, 2, {40003}});
+    }
+  }
+  return cases;
+}
+INSTANTIATE_TEST_SUITE_P(Large, EmbeddingCuda, ::testing::ValuesIn(large_lookups()), case_name);
+
 TEST(EmbeddingCudaOp, StrictModeRaisesTheCpuError) {
   const Problem problem = random_problem(DType::bf16, 10, 8, std::nullopt, 0, 7);
   const std::vector<std::int64_t> ids = {1, 2, 3, 4, 10, -5};
