@@ -1,4 +1,4 @@
-// The row bodies for CPUs with AVX2 and F16C, 16 columns a step. Only the functions here carry the
+// The row bodies for CPUs with AVX2 and F16C, 32 columns a step. Only the functions here carry the
 // target attribute (the rest of the library stays baseline x86-64); decode_rows.cpp calls them only
 // where the CPU has both. The conversions, and why each is exact:
 //  - i8, i4 -> f32: sign-extended integers, converted exactly (|v| <= 128);
@@ -27,11 +27,17 @@ namespace tpembed::cpu {
 
 namespace {
 
-constexpr std::int64_t kColumns = 16;
+constexpr std::int64_t kColumns = 32;  // a step: two Pairs (int4 unpacks 16 bytes at once)
 
 struct Pair {
-  __m256 low, high;  // columns 0..7 and 8..15 of a step
+  __m256 low, high;  // 16 columns: 0..7 and 8..15
 };
+
+// 16 signed bytes as f32.
+TPEMBED_AVX2 inline Pair widen(__m128i values) {
+  return {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(values)),
+          _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(values, 8)))};
+}
 
 TPEMBED_AVX2 inline __m256 fp8_to_f32(__m256i codes) {
   const __m256i rest = _mm256_and_si256(codes, _mm256_set1_epi32(0x7f));
@@ -47,27 +53,36 @@ TPEMBED_AVX2 inline __m256 fp8_to_f32(__m256i codes) {
   return _mm256_castsi256_ps(_mm256_or_si256(magnitude, sign));
 }
 
+// 16 columns of an i8 or fp8 row.
 template <DType Table, bool Careful>
-TPEMBED_AVX2 inline Pair load_step(const std::uint8_t* src, std::int64_t col) {
+TPEMBED_AVX2 inline Pair load_half(const std::uint8_t* src, std::int64_t col) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + col));
   if constexpr (Table == DType::i8) {
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + col));
-    return {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)),
-            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8)))};
-  } else if constexpr (Table == DType::fp8_e4m3 && Careful) {
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + col));
+    return widen(bytes);
+  } else if constexpr (Careful) {
+    static_assert(Table == DType::fp8_e4m3, "a byte table dtype");
     return {fp8_to_f32(_mm256_cvtepu8_epi32(bytes)),
             fp8_to_f32(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8)))};
-  } else if constexpr (Table == DType::fp8_e4m3) {
-    const __m256i half =
-        fp8_to_f16_scaled_down(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + col)));
+  } else {
+    static_assert(Table == DType::fp8_e4m3, "a byte table dtype");
+    const __m256i half = fp8_to_f16_scaled_down(bytes);
     return {_mm256_cvtph_ps(_mm256_castsi256_si128(half)),
             _mm256_cvtph_ps(_mm256_extracti128_si256(half, 1))};
+  }
+}
+
+// The 32 columns of a step from `col` on.
+template <DType Table, bool Careful>
+TPEMBED_AVX2 inline void load_step(const std::uint8_t* src, std::int64_t col, Pair& first,
+                                   Pair& second) {
+  if constexpr (Table == DType::i4) {
+    __m128i low, high;
+    int4_to_int8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + col / 2)), low, high);
+    first = widen(low);
+    second = widen(high);
   } else {
-    static_assert(Table == DType::i4, "a quantized table dtype");
-    __m128i values, unused;
-    int4_to_int8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + col / 2)), values, unused);
-    return {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(values)),
-            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(values, 8)))};
+    first = load_half<Table, Careful>(src, col);
+    second = load_half<Table, Careful>(src, col + 16);
   }
 }
 
@@ -122,12 +137,14 @@ struct Body {
     const bool multiply = Scaled || scaled_down;
     const __m256 scale = _mm256_set1_ps((Scaled ? factor : 1.0f) * (scaled_down ? 0x1p8f : 1.0f));
     for (std::int64_t col = 0; col < count; col += kColumns) {
-      Pair values = load_step<Table, Careful>(src, col);
+      Pair first, second;
+      load_step<Table, Careful>(src, col, first, second);
       if (multiply) {
-        values.low = _mm256_mul_ps(values.low, scale);
-        values.high = _mm256_mul_ps(values.high, scale);
+        first = {_mm256_mul_ps(first.low, scale), _mm256_mul_ps(first.high, scale)};
+        second = {_mm256_mul_ps(second.low, scale), _mm256_mul_ps(second.high, scale)};
       }
-      store_step<Out, Careful>(dst, col, values, streaming);
+      store_step<Out, Careful>(dst, col, first, streaming);
+      store_step<Out, Careful>(dst, col + 16, second, streaming);
     }
   }
 };
