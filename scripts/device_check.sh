@@ -7,7 +7,8 @@
 # STEPS picks parts (default all): tests sanitizer sass cli python tp bench, e.g. STEPS="tests tp";
 # also (not in the default): gputests (the GPU test binaries alone), ncu (Nsight Compute counters of
 # every table dtype's lookup and the Triton peer's, bench/profile_lookup.py). TARGETS limits the
-# build to those targets (with STEPS that need no others).
+# build to those targets (with STEPS that need no others); CTEST_LABELS limits the tests step to
+# those CTest labels (a regex, e.g. "gpu|agreement").
 # With 2 or more GPUs, ctest also runs the NCCL tests of one GPU per rank, the thread-per-GPU and the
 # dead-rank tests, and `tp` adds bench-tp over NCCL and the PyTorch comparison on every GPU.
 set -uo pipefail
@@ -42,7 +43,8 @@ done
 fi
 if want tests; then
 step "tests (all, GPU included)"
-(cd build-gpu && ctest --output-on-failure -j4 --timeout ${CTEST_TIMEOUT:-300}) >"$out/ctest.log" 2>&1
+labels=(); [[ -n ${CTEST_LABELS:-} ]] && labels=(-L "$CTEST_LABELS")
+(cd build-gpu && ctest --output-on-failure -j4 --timeout ${CTEST_TIMEOUT:-300} "${labels[@]}") >"$out/ctest.log" 2>&1
 grep -E "tests passed|tests failed|Failed|Skipped|\*\*\*|Failure|first difference" "$out/ctest.log" | tail -25
 fi
 if want sanitizer; then
