@@ -139,8 +139,11 @@ SetupPlan plan_setup(const std::vector<SetupFacts>& all, int comm_rank) {
           plan.tp_rank_of_member.push_back(shard.tp_rank);
       }
     } catch (const Error& error) {
-      if (static_cast<int>(shards.size()) == ranks) throw;
-      // Ranks of other groups throw it too, so name the group (plan_layout counts in group ranks).
+      bool whole_in_order = static_cast<int>(members.size()) == ranks;
+      for (int k = 0; whole_in_order && k < ranks; ++k)
+        whole_in_order = members[static_cast<std::size_t>(k)] == k;
+      if (whole_in_order) throw;
+      // Ranks of other groups throw it too, and plan_layout counts in group ranks: name the group.
       throw_error(error.code(),
                   detail::concat("in the tp group of ranks ", joined(members),
                                  " (counting ranks within that group): ", error.what()));

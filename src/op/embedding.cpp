@@ -25,7 +25,9 @@ EmbeddingShard borrowed_shard(const TensorView& weight, const EmbeddingOptions& 
 
 ParallelEmbedding make_embedding(const TensorView& weight, const EmbeddingOptions& options,
                                  Communicator* comm) {
-  if (comm == nullptr) {
+  // With tp_size 1 the rank works alone, strict or not (the fast path below never touches `comm`):
+  // the one-call op is collective only over a tp group.
+  if (comm == nullptr || options.tp_size == 1) {
     TPEMBED_EXPECTS(options.tp_size == 1, InvalidArgumentError, "tp_size ", options.tp_size,
                     " needs a communicator spanning the tp group");
     auto single = make_single_communicator();

@@ -482,6 +482,22 @@ TEST(TensorParallelErrors, PaddingWithVocabShardingIsRefused) {
       "padding rows are addressable only where the local table holds the whole vocab");
 }
 
+// The one-call op with tp_size 1 works alone, strict or not, whatever communicator it is given:
+// only rank 0 calls it here, and nobody waits for the others.
+TEST(TensorParallelOp, FunctionFormWithTpSizeOneIsLocal) {
+  const Problem problem = random_problem(DType::f32, 6, 3, std::nullopt, 0, 2);
+  if (world().rank() == 0) {
+    EmbeddingOptions options;
+    options.strict = true;
+    const std::int64_t ids[] = {5, 0};
+    const Tensor out =
+        embedding(TensorView(ids, DType::i64, {2}), problem.table.view(), options, &world());
+    const auto expected = reference_lookup(problem, {5, 0}, DType::f32);
+    EXPECT_EQ(0, std::memcmp(out.data(), expected.data(), expected.size()));
+  }
+  world().barrier();
+}
+
 TEST(TensorParallelOp, FunctionFormWithGroupAndExplicitRanks) {
   // The seed's call: embedding(ids, weight, tp_size, tp_group, sharding_dim, tp_rank), world-wide.
   const int tp = world().size();
