@@ -355,14 +355,21 @@ ParallelEmbedding::ParallelEmbedding(ParallelEmbedding&&) noexcept = default;
 ParallelEmbedding& ParallelEmbedding::operator=(ParallelEmbedding&&) noexcept = default;
 
 Tensor ParallelEmbedding::forward(const TensorView& ids) {
-  TPEMBED_EXPECTS(!impl_->on_gpu(), InvalidArgumentError, "the table is on ",
-                  device_name(impl_->shard.weight.device),
-                  ": forward(ids) returns a host tensor; pass an output tensor on that device");
-  std::vector<std::int64_t> shape = ids.shape;
-  shape.push_back(impl_->layout.global_cols);
-  // Bad extents are reported (on every rank) by forward's checks, not by the allocation.
-  const bool negative = std::any_of(shape.begin(), shape.end(), [](std::int64_t e) { return e < 0; });
-  Tensor out(impl_->layout.out_dtype, negative ? std::vector<std::int64_t>{0} : shape);
+  Tensor out;
+  try {
+    TPEMBED_EXPECTS(!impl_->on_gpu(), InvalidArgumentError, "the table is on ",
+                    device_name(impl_->shard.weight.device),
+                    ": forward(ids) returns a host tensor; pass an output tensor on that device");
+    std::vector<std::int64_t> shape = ids.shape;
+    shape.push_back(impl_->layout.global_cols);
+    // Bad extents are reported (on every rank) by forward's checks, not by the allocation.
+    const bool negative = std::any_of(shape.begin(), shape.end(), [](std::int64_t e) { return e < 0; });
+    out = Tensor(impl_->layout.out_dtype, negative ? std::vector<std::int64_t>{0} : shape);
+  } catch (...) {
+    // No output to look up into (a GPU table, or an allocation that failed): the others' check
+    // learns of it instead of waiting for this rank.
+    fail_forward(std::current_exception());
+  }
   forward(ids, out.view());
   return out;
 }
