@@ -68,6 +68,21 @@ inline std::uint16_t bf16_bits(float value) {
   return static_cast<std::uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
 }
 
+// numeric.hpp's f32_to_f16_bits for values that are zero or in f16's normal range, without
+// branches; `outside` is nonzero when the value is neither (subnormal in f16, rounding to Inf,
+// NaN).
+inline std::uint16_t f16_bits_normal(float value, std::uint32_t& outside) {
+  const std::uint32_t bits = bits_of(value);
+  const std::uint32_t sign = (bits >> 16) & 0x8000u;
+  const std::uint32_t magnitude = bits & 0x7fffffffu;
+  const std::uint32_t odd = (magnitude >> 13) & 1u;
+  const std::uint32_t rounded = (magnitude + 0xc8000fffu + odd) >> 13;
+  const std::uint32_t is_zero = 0u - static_cast<std::uint32_t>(magnitude == 0);
+  outside |= static_cast<std::uint32_t>(magnitude != 0 &&
+                                        (magnitude < 0x38800000u || magnitude >= 0x477ff000u));
+  return static_cast<std::uint16_t>(sign | (rounded & ~is_zero));
+}
+
 template <DType Out>
 inline void encode_block(const float* values, std::uint8_t* dst) {
   if constexpr (Out == DType::f32) {
@@ -78,8 +93,16 @@ inline void encode_block(const float* values, std::uint8_t* dst) {
     std::memcpy(dst, bits, sizeof bits);
   } else {
     static_assert(Out == DType::f16, "an output dtype");
-    // f16's subnormals need a shift per element, which SSE2 does not have: element by element.
-    for (std::int64_t k = 0; k < kBlock; ++k) store_element<DType::f16>(dst, k, values[k]);
+    // f16's subnormals need a shift per element, which SSE2 does not have: a block with none
+    // (nor Inf or NaN; the usual case) is rounded vector-wise, any other element by element.
+    std::uint16_t bits[kBlock];
+    std::uint32_t outside = 0;
+    for (std::int64_t k = 0; k < kBlock; ++k) bits[k] = f16_bits_normal(values[k], outside);
+    if (outside == 0) {
+      std::memcpy(dst, bits, sizeof bits);
+    } else {
+      for (std::int64_t k = 0; k < kBlock; ++k) store_element<DType::f16>(dst, k, values[k]);
+    }
   }
 }
 
