@@ -2,8 +2,9 @@
 // CPU has. The bulk of a row goes to a per-ISA "body" function (decode_portable.cpp,
 // decode_avx2.cpp, decode_avx512.cpp), chosen at run time: the library is built for any x86-64 (or
 // any other architecture) and uses AVX2 or AVX-512 only where the CPU reports them (CPUID, with the
-// OS's support for the wider registers; decode_rows.cpp). Every path rounds exactly as elements.hpp's scalar functions do: the
-// product decoded * scale in f32 (one multiply, nothing to contract), rounded once to nearest even.
+// OS's support for the wider registers; decode_rows.cpp). Every path rounds exactly as
+// elements.hpp's scalar functions do: the product decoded * scale in f32 (one multiply, nothing to
+// contract), rounded once to nearest even.
 #pragma once
 
 #include <cstdint>
