@@ -98,7 +98,15 @@ void ParallelEmbedding::Impl::setup(Communicator& comm) {
     if (local_error) std::rethrow_exception(local_error);
     all[0] = mine;
   } else {
-    agree_or_throw(comm, local_error, &mine, sizeof mine, all.data());
+    try {
+      agree_or_throw(comm, local_error, &mine, sizeof mine, all.data());
+    } catch (const CommunicatorError& error) {
+      // A rank that never came (the MPI engine's timeout): say what it should have done.
+      throw CommunicatorError(detail::concat(
+          "ParallelEmbedding set-up: ", error.what(),
+          " (every rank of the communicator constructs the layer, ranks of tp_size 1 too, over a "
+          "communicator made from the same one)"));
+    }
   }
   op::SetupPlan plan = op::plan_setup(all, comm.rank());
   layout = std::move(plan.layout);
@@ -134,7 +142,14 @@ void ParallelEmbedding::Impl::setup(Communicator& comm) {
 // When some member failed, a second one (agree_or_throw) brings every failing rank's message.
 void ParallelEmbedding::Impl::check_forward_across_group(std::exception_ptr local_error, const TensorView& ids,
                                                          op::Place& place) {
-  const std::vector<op::ForwardFacts> all = op::gather_forward_facts(*group, ids, local_error, place, workspace);
+  std::vector<op::ForwardFacts> all;
+  try {
+    all = op::gather_forward_facts(*group, ids, local_error, place, workspace);
+  } catch (const CommunicatorError& error) {
+    throw CommunicatorError(detail::concat("forward: ", error.what(),
+                                           " (every rank of the tp group calls forward(), or fail_forward(), "
+                                           "for each forward, in the same order)"));
+  }
   const bool any_failed =
       std::any_of(all.begin(), all.end(), [](const op::ForwardFacts& facts) { return facts.failed != 0; });
   if (any_failed) agree_or_throw(*group, local_error);  // throws on every rank

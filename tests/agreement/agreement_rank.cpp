@@ -49,7 +49,8 @@ struct Settings {
   bool skip_forward = false;
   bool second_thread = false;  // a second thread enters forward() while this one is inside
   int delay_ms = 0;            // wait before the forward
-  std::string comm = "world";  // world | self
+  std::string comm = "world";  // world | self | halves (needs --make-halves)
+  bool make_halves = false;    // every rank makes a communicator of ranks {0,1}, {2,3}, ...
   std::string expect_type = "none";
   std::string expect;
   int time_forwards = 0;  // > 0: time this many forwards instead (see time_forwards())
@@ -117,6 +118,8 @@ Settings parse(int argc, char** argv) {
       s.delay_ms = std::stoi(value());
     else if (flag == "--comm")
       s.comm = value();
+    else if (flag == "--make-halves")
+      s.make_halves = true;
     else if (flag == "--expect-type")
       s.expect_type = value();
     else if (flag == "--expect")
@@ -296,12 +299,17 @@ int main(int argc, char** argv) {
   MpiOptions patient;
   patient.timeout_seconds = 60;
   std::unique_ptr<Communicator> world = make_mpi_communicator(patient);
-  std::unique_ptr<Communicator> comm;
+  std::unique_ptr<Communicator> comm, halves;
+  MPI_Comm halves_comm = MPI_COMM_NULL;
   try {
     // The communicator under test (TPEMBED_COMM_TIMEOUT_SECONDS applies to it).
     MPI_Comm self = MPI_COMM_SELF;
     comm = s.comm == "self" ? make_mpi_communicator(&self) : make_mpi_communicator();
-    Communicator& used = *comm;
+    if (s.make_halves) {
+      MPI_Comm_split(MPI_COMM_WORLD, world_rank / 2, world_rank, &halves_comm);
+      halves = make_mpi_communicator(&halves_comm);
+    }
+    Communicator& used = s.comm == "halves" ? *halves : *comm;
     if (s.time_forwards > 0) {
       problem = time_forwards(s, used);
     } else {
@@ -379,6 +387,8 @@ int main(int argc, char** argv) {
     ok = false;
   }
   comm.reset();
+  halves.reset();
+  if (halves_comm != MPI_COMM_NULL) MPI_Comm_free(&halves_comm);
   world.reset();
   MPI_Finalize();
   return ok ? 0 : 1;
