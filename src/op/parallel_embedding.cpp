@@ -54,6 +54,12 @@ struct ParallelEmbedding::Impl {
     std::atomic<bool>* flag_;
   };
   void check_forward_across_group(std::exception_ptr local_error, const TensorView& ids, op::Place& place);
+  void reserve_workspace(std::int64_t num_ids, op::Place& place);
+  // Bytes of one member's block of the hidden all-gather ([ids][widest shard] of the output dtype).
+  std::int64_t hidden_block_bytes(std::int64_t num_ids) const {
+    const std::int64_t widest = *std::max_element(layout.sizes.begin(), layout.sizes.end());
+    return row_bytes(layout.out_dtype, widest) * num_ids;
+  }
 
   bool on_gpu() const { return shard.weight.device.kind == DeviceKind::cuda; }
   void setup(Communicator& comm);
@@ -156,6 +162,30 @@ void ParallelEmbedding::Impl::check_forward_across_group(std::exception_ptr loca
   op::check_forward_facts(all);
 }
 
+// Grows, before the forward's check, every buffer that the exchange will ask for (its sizes, or for
+// owned rows their bounds: each id has at most one owner), so that an allocation failing on one
+// rank is agreed with the others instead of striking after they have entered the exchange.
+void ParallelEmbedding::Impl::reserve_workspace(std::int64_t num_ids, op::Place& place) {
+  using Scratch = op::Workspace::Scratch;
+  const bool staged = !place.is_host() && !group->accepts_device_buffers();
+  const auto bytes = [](std::int64_t count) { return static_cast<std::size_t>(count); };
+  const std::int64_t out_bytes = num_ids * row_bytes(layout.out_dtype, layout.global_cols);
+  if (layout.sharding_dim == 1) {
+    const std::int64_t blocks = hidden_block_bytes(num_ids) * layout.tp_size;
+    workspace.scratch(place, Scratch::gather_blocks, bytes(blocks));
+    if (staged) workspace.host_stage(bytes(blocks));
+  } else if (layout.vocab_exchange == VocabExchange::owned_rows) {
+    if (!place.is_host()) {
+      workspace.scratch(place, Scratch::exchange_ids, bytes(num_ids * 8));
+      workspace.scratch(place, Scratch::exchange_positions, bytes(num_ids * 8));
+    }
+    workspace.scratch(place, Scratch::exchange_receive, bytes(out_bytes));
+    if (staged) workspace.host_stage(bytes(out_bytes));
+  } else if (peer_tables == nullptr && staged) {
+    workspace.host_stage(bytes(out_bytes));
+  }
+}
+
 LookupParams ParallelEmbedding::Impl::lookup_params(const TensorView& ids, void* out,
                                                     std::int64_t out_row_stride) const {
   return op::lookup_params(shard, layout, ids, out, out_row_stride);
@@ -168,6 +198,7 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
   std::exception_ptr local_error = run_caught([&] {
     op::check_ids(ids, shard.weight.device);
     op::check_out(out, ids, layout.global_cols, layout.out_dtype, shard.weight.device);
+    if (tp > 1) reserve_workspace(ids.numel(), place);
   });
   if (tp > 1 && config.collective_checks) {
     // A rank with bad arguments, other ids or a different number of them must not leave the others
@@ -215,7 +246,7 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
     // the blocks are gathered, then laid out as [ids, H] in tp_rank order.
     const std::int64_t widest = *std::max_element(layout.sizes.begin(), layout.sizes.end());
     const std::int64_t widest_bytes = row_bytes(layout.out_dtype, widest);
-    const std::int64_t block_bytes = widest_bytes * num_ids;
+    const std::int64_t block_bytes = hidden_block_bytes(num_ids);
     auto* blocks = static_cast<std::uint8_t*>(workspace.scratch(place, op::Workspace::Scratch::gather_blocks, static_cast<std::size_t>(block_bytes * tp)));
     std::uint8_t* own_block = blocks + group->rank() * block_bytes;
     LookupParams p = lookup_params(ids, own_block, widest);
