@@ -45,9 +45,12 @@ needs_mpirun = pytest.mark.skipif(bool(_mpi_ready()), reason=f"SKIPPED: {_mpi_re
 
 def _environment() -> dict:
     # A pytest process that imported mpi4py is an MPI singleton: its launcher variables must not
-    # make the child mpirun think it runs inside a job.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OMPI_", "PMIX_", "PRTE_", "OPAL_"))}
+    # make the child mpirun think it runs inside a job. The user's own Open MPI settings stay
+    # (OMPI_MCA_plm=isolated on a machine without ssh, OMPI_ALLOW_RUN_AS_ROOT, btl choices).
+    launcher = ("OMPI_COMM_WORLD_", "OMPI_UNIVERSE_", "OMPI_FIRST_RANKS", "OMPI_APP_CTX", "OMPI_NUM_APP_CTX",
+                "OMPI_FILE_LOCATION", "OMPI_ARGV", "OMPI_COMMAND", "OMPI_MCA_orte_", "OMPI_MCA_ess",
+                "OMPI_MCA_pmix", "OMPI_MCA_initial_wdir", "OMPI_MCA_mpi_oversubscribe", "PMIX_", "PRTE_", "OPAL_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(launcher)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [HERE, env.get("PYTHONPATH")]))
     return env
 

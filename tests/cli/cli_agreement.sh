@@ -76,8 +76,15 @@ check_every_rank "np 2: --out into a missing directory" 2 "directory '$work/miss
 check_every_rank "np 2: demo --keep under a missing directory" 2 "its parent directory does not exist" -- \
   -np 2 "$tpembed" demo --vocab 10 --hidden 4 --keep "$work/missing/a/b"
 [[ ! -e $work/missing ]] && pass "demo --keep created nothing" || fail "demo --keep created $work/missing"
-# verify: the CUDA paths only where every rank has a GPU, and it says what it skipped.
-check "np 2: verify says what it skipped" 0 "skipped: the CUDA paths" -- \
-  $mpirun -np 2 "$tpembed" verify --vocab 31 --hidden 8 --tokens 10 --dtypes bf16
+# verify: the CUDA paths only where every rank has a GPU, and it says what it skipped. Where every
+# rank sees a GPU (and the build has CUDA) the CUDA rows run; then one rank hidden from its GPU
+# must make verify skip them, saying so.
+verify=("$tpembed" verify --vocab 31 --hidden 8 --tokens 10 --dtypes bf16)
+if $mpirun -np 2 "${verify[@]}" 2>&1 | grep -q "^cuda "; then
+  check "np 2: verify skips the CUDA paths when one rank has no GPU" 0 "skipped: the CUDA paths" -- \
+    $mpirun -np 1 "${verify[@]}" : -np 1 env CUDA_VISIBLE_DEVICES= "${verify[@]}"
+else
+  check "np 2: verify says what it skipped" 0 "skipped: the CUDA paths" -- $mpirun -np 2 "${verify[@]}"
+fi
 
 finish
