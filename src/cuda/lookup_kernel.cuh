@@ -100,21 +100,10 @@ __device__ __forceinline__ const void* load_pointer(const void* const* address) 
   return reinterpret_cast<const void*>(__ldg(reinterpret_cast<const unsigned long long*>(address)));
 }
 
-/// The id at flat position `row`.
-template <typename Id>
-__device__ __forceinline__ std::int64_t load_id(const LookupParams& p, std::int64_t row) {
-  return static_cast<std::int64_t>(static_cast<const Id*>(p.ids)[row]);
-}
-
-__device__ __forceinline__ RowSource resolve_id(const LookupParams& p, std::int64_t id, std::int64_t padding_row_bytes);
-
 template <typename Id>
 __device__ __forceinline__ RowSource resolve_row(const LookupParams& p, std::int64_t row, std::int64_t padding_row_bytes) {
-  return resolve_id(p, load_id<Id>(p, row), padding_row_bytes);
-}
-
-__device__ __forceinline__ RowSource resolve_id(const LookupParams& p, std::int64_t id, std::int64_t padding_row_bytes) {
   RowSource source;
+  const std::int64_t id = static_cast<std::int64_t>(static_cast<const Id*>(p.ids)[row]);
   if (id < 0 || id >= p.valid_ids) {
     source.bad = true;
     return source;
