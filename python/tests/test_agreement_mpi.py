@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -19,40 +18,12 @@ import numpy as np
 import pytest
 
 import tpembed
+from mpi_jobs import job_environment, mpi_ready
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIOS = os.path.join(HERE, "agreement_scenarios.py")
 LIMIT_S = 60  # per launch: every scenario ends in seconds when nothing hangs
-
-
-def _mpi_ready() -> str:
-    """Why multi-rank cases cannot run here ('' when they can)."""
-    if not tpembed.mpi_available():
-        return "tpembed was built without MPI"
-    if shutil.which("mpirun") is None:
-        return "mpirun is not on PATH"
-    if shutil.which("timeout") is None:
-        return "coreutils' timeout is not on PATH"
-    try:
-        import mpi4py  # noqa: F401  (imported only to see that it is there: no MPI_Init here)
-    except ImportError:
-        return "mpi4py is not installed (python3 -m pip install --no-binary=mpi4py mpi4py)"
-    return ""
-
-
-needs_mpirun = pytest.mark.skipif(bool(_mpi_ready()), reason=f"SKIPPED: {_mpi_ready()}")
-
-
-def _environment() -> dict:
-    # A pytest process that imported mpi4py is an MPI singleton: its launcher variables must not
-    # make the child mpirun think it runs inside a job. The user's own Open MPI settings stay
-    # (OMPI_MCA_plm=isolated on a machine without ssh, OMPI_ALLOW_RUN_AS_ROOT, btl choices).
-    launcher = ("OMPI_COMM_WORLD_", "OMPI_UNIVERSE_", "OMPI_FIRST_RANKS", "OMPI_APP_CTX", "OMPI_NUM_APP_CTX",
-                "OMPI_FILE_LOCATION", "OMPI_ARGV", "OMPI_COMMAND", "OMPI_MCA_orte_", "OMPI_MCA_ess",
-                "OMPI_MCA_pmix", "OMPI_MCA_initial_wdir", "OMPI_MCA_mpi_oversubscribe", "PMIX_", "PRTE_", "OPAL_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(launcher)}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [HERE, env.get("PYTHONPATH")]))
-    return env
+needs_mpirun = pytest.mark.skipif(bool(mpi_ready()), reason=f"SKIPPED: {mpi_ready()}")
 
 
 def launch(tmp_path, scenario, ranks=2, roles=None):
@@ -67,7 +38,7 @@ def launch(tmp_path, scenario, ranks=2, roles=None):
         ranks = len(roles)
     else:
         command += ["-np", str(ranks), sys.executable, SCENARIOS, scenario, folder]
-    done = subprocess.run(command, capture_output=True, text=True, env=_environment(),
+    done = subprocess.run(command, capture_output=True, text=True, env=job_environment(HERE),
                           timeout=LIMIT_S + 30)
     output = (done.stdout + done.stderr)[-4000:]
     assert done.returncode != 124, f"{scenario} hung: killed after {LIMIT_S} s\n{output}"
@@ -113,8 +84,8 @@ FORWARD = {
 
 @pytest.fixture(scope="module")
 def forward_refusals(tmp_path_factory):
-    if _mpi_ready():
-        pytest.skip(f"SKIPPED: {_mpi_ready()}")
+    if mpi_ready():
+        pytest.skip(f"SKIPPED: {mpi_ready()}")
     return launch(tmp_path_factory.mktemp("forward"), "forward_refusals")
 
 
