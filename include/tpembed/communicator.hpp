@@ -85,8 +85,8 @@ bool mpi_available();
 
 /// Options of the MPI engine.
 struct MpiOptions {
-  /// Longest wait, in seconds, for a collective of up to 256 KiB (every agreement, set-up and
-  /// split, and the exchanges of small forwards) and for the duplicate made at creation: past it
+  /// Longest wait, in seconds, for a collective of up to 256 KiB or an all-gather of up to 4 KiB a
+  /// rank (every agreement, set-up and split, and the exchanges of small forwards) and for the duplicate made at creation: past it
   /// this rank throws CommunicatorError naming the call, and the communicator refuses every later
   /// collective (a peer that failed, skipped a call or passed another communicator cannot hang us).
   /// Those calls run in the engine's own buffers, so a late peer never writes into the caller's

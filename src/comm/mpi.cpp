@@ -185,6 +185,9 @@ class BigBytesType {
 // engine's own buffer (a late peer can never write into the caller's memory after a timeout).
 // Larger ones block: MPI's blocking algorithms move large blocks about a third faster here.
 constexpr std::int64_t kOwnBufferBytes = 256 * 1024;
+// All-gathers of records up to this size a rank (every agreement: set-up, the forward's check, its
+// error messages) are always waited for against the timeout, however many ranks there are.
+constexpr std::int64_t kRecordBytes = 4096;
 
 double timeout_from(const MpiOptions& options) {
   double seconds = 300.0;
@@ -345,7 +348,7 @@ class MpiCommunicator final : public Communicator {
     expect_usable("all_gather");
     const std::int64_t total = bytes_per_rank * static_cast<std::int64_t>(size_);
     MPI_Request request = MPI_REQUEST_NULL;
-    if (total <= kOwnBufferBytes) {
+    if (total <= kOwnBufferBytes || bytes_per_rank <= kRecordBytes) {
       stage_.resize(static_cast<std::size_t>(total));
       std::memcpy(stage_.data() + rank_ * bytes_per_rank, send,
                   static_cast<std::size_t>(bytes_per_rank));

@@ -14,31 +14,19 @@ namespace {
 
 constexpr std::int64_t kBlock = 64;  // columns per block: a few vectors, a small stack buffer
 
-inline std::uint32_t bits_of(float value) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  return bits;
-}
-
-inline float float_of(std::uint32_t bits) {
-  float value;
-  std::memcpy(&value, &bits, sizeof value);
-  return value;
-}
-
 // fp8 e4m3fn as f32 without branches: normal codes rebiased in the exponent field, subnormal ones
 // (exponent 0) converted from their mantissa, 0x7f (with either sign) the quiet NaN.
 inline float fp8_to_f32(std::uint32_t code) {
   const std::uint32_t rest = code & 0x7fu;
   const std::uint32_t normal = (rest << 20) + (120u << 23);
   const std::uint32_t subnormal =
-      bits_of(static_cast<float>(static_cast<std::int32_t>(rest)) * 0x1p-9f);
+      f32_bits(static_cast<float>(static_cast<std::int32_t>(rest)) * 0x1p-9f);
   // All-ones masks rather than ?: keep the loop free of branches, so that it vectorises.
   const std::uint32_t is_subnormal = 0u - static_cast<std::uint32_t>(rest < 8);
   const std::uint32_t is_nan = 0u - static_cast<std::uint32_t>(rest == 0x7fu);
   std::uint32_t magnitude = (subnormal & is_subnormal) | (normal & ~is_subnormal);
   magnitude = (0x7fc00000u & is_nan) | (magnitude & ~is_nan);
-  return float_of(magnitude | ((code & 0x80u) << 24));
+  return f32_from_bits(magnitude | ((code & 0x80u) << 24));
 }
 
 template <DType Table>
@@ -62,7 +50,7 @@ inline void decode_block(const std::uint8_t* src, std::int64_t first, float* val
 
 // numeric.hpp's f32_to_bf16_bits with the NaN branch as a select.
 inline std::uint16_t bf16_bits(float value) {
-  const std::uint32_t bits = bits_of(value);
+  const std::uint32_t bits = f32_bits(value);
   const std::uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
   const std::uint32_t quiet = (bits >> 16) | 0x40u;
   return static_cast<std::uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
@@ -72,7 +60,7 @@ inline std::uint16_t bf16_bits(float value) {
 // branches; `outside` is nonzero when the value is neither (subnormal in f16, rounding to Inf,
 // NaN).
 inline std::uint16_t f16_bits_normal(float value, std::uint32_t& outside) {
-  const std::uint32_t bits = bits_of(value);
+  const std::uint32_t bits = f32_bits(value);
   const std::uint32_t sign = (bits >> 16) & 0x8000u;
   const std::uint32_t magnitude = bits & 0x7fffffffu;
   const std::uint32_t odd = (magnitude >> 13) & 1u;

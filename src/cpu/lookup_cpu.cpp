@@ -127,11 +127,12 @@ void gather(const LookupParams& p) {
   const std::size_t written_bytes = static_cast<std::size_t>(row_bytes(Out, p.cols));
   const bool plain_copy = (Table == Out) && p.scale == nullptr;
   // Quantized rows are decoded a vector at a time, by the widest ISA the CPU has (or is capped to).
-  const cpu::CpuIsa isa = is_quantized(Table) ? cpu::active_cpu_isa() : cpu::CpuIsa::portable;
-  const cpu::RowBody scaled_body =
-      is_quantized(Table) ? cpu::row_body(isa, Table, Out, true) : cpu::RowBody{};
-  const cpu::RowBody unscaled_body =
-      is_quantized(Table) ? cpu::row_body(isa, Table, Out, false) : cpu::RowBody{};
+  cpu::RowBody scaled_body, unscaled_body;
+  if constexpr (is_quantized(Table)) {
+    const cpu::CpuIsa isa = cpu::active_cpu_isa();
+    scaled_body = cpu::row_body(isa, Table, Out, true);
+    unscaled_body = cpu::row_body(isa, Table, Out, false);
+  }
   const bool streaming = (plain_copy || is_quantized(Table)) &&
                          p.num_ids * out_row_bytes >= kStreamingOutputBytes;
   const std::int64_t prefetch_ahead =

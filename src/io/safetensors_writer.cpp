@@ -128,8 +128,6 @@ void check_safetensors_output(const std::string& path, const std::vector<std::st
       io::fail(path, "cannot write here: directory '", directory, "' ",
                errno == ENOENT ? "does not exist (it is not created)" : std::strerror(errno));
     }
-    if (!S_ISDIR(parent.st_mode))
-      io::fail(path, "cannot write here: '", directory, "' is not a directory");
     return;
   }
   if (!S_ISREG(status.st_mode)) {

@@ -41,11 +41,6 @@ std::string describe_group(const SetupFacts& facts) {
   return text.str();
 }
 
-std::string joined(const std::vector<int>& ranks) {
-  std::ostringstream text;
-  for (std::size_t i = 0; i < ranks.size(); ++i) text << (i ? "," : "") << ranks[i];
-  return text.str();
-}
 
 }  // namespace
 
@@ -145,7 +140,7 @@ SetupPlan plan_setup(const std::vector<SetupFacts>& all, int comm_rank) {
       if (whole_in_order) throw;
       // Ranks of other groups throw it too, and plan_layout counts in group ranks: name the group.
       throw_error(error.code(),
-                  detail::concat("in the tp group of ranks ", joined(members),
+                  detail::concat("in the tp group of ranks ", rank_list(members),
                                  " (counting ranks within that group): ", error.what()));
     }
   }
@@ -232,7 +227,7 @@ void check_forward_facts(const std::vector<ForwardFacts>& all) {
   if (!other_ids.empty()) {
     const ForwardFacts& other = all[static_cast<std::size_t>(other_ids[0])];
     throw InvalidArgumentError(detail::concat(
-        other_ids.size() > 1 ? "ranks " : "rank ", joined(other_ids), " of the tp group look",
+        other_ids.size() > 1 ? "ranks " : "rank ", rank_list(other_ids), " of the tp group look",
         other_ids.size() > 1 ? "" : "s", " up other ids than rank 0 (the same count, ", first.count,
         ", but ids fingerprint ", hex(other.ids_fingerprint), " where rank 0 has ",
         hex(first.ids_fingerprint),

@@ -67,7 +67,7 @@ struct ForwardFacts {
 /// then set to that), else gives the count and fingerprint of `ids`. Over a communicator
 /// that takes device buffers, with `place` a GPU, the record is assembled on the device (the
 /// fingerprint kernel stores into it) and gathered there, then copied back once: one small kernel
-/// more in the chain and no other host round trip. Otherwise the fingerprint is computed as
+/// more in the chain, and no copy of the ids or of the record to the device. Otherwise the fingerprint is computed as
 /// ids_fingerprint() says and the records go through host memory. Waits for `place`'s stream.
 std::vector<ForwardFacts> gather_forward_facts(Communicator& group, const TensorView& ids,
                                                std::exception_ptr& local_error, Place& place,

@@ -38,13 +38,14 @@ const char* placement_name(std::int32_t placement) {
   return placement == static_cast<std::int32_t>(ShardPlacement::equal) ? "equal" : "packed";
 }
 
+
+}  // namespace
+
 std::string rank_list(const std::vector<int>& ranks) {
   std::ostringstream text;
   for (std::size_t i = 0; i < ranks.size(); ++i) text << (i ? "," : "") << ranks[i];
   return text.str();
 }
-
-}  // namespace
 
 std::string hex(std::uint64_t value) {
   std::ostringstream text;

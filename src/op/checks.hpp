@@ -34,6 +34,9 @@ struct ShardDescription {
 /// "0x" and the value in hexadecimal (fingerprints in messages).
 std::string hex(std::uint64_t value);
 
+/// Ranks as "0,2,5" (messages).
+std::string rank_list(const std::vector<int>& ranks);
+
 /// Checks one rank's shard and config on their own; returns the output dtype.
 DType check_local_shard(const EmbeddingShard& shard, const EmbeddingConfig& config);
 

@@ -57,6 +57,10 @@ std::string per_rank_names(const Launch& launch) {
   return text;
 }
 
+std::string describe(const Error& error) {
+  return std::string("error (") + error_code_name(error.code()) + "): " + error.what();
+}
+
 Outcome parse(CLI::App& app, Launch& launch, int argc, char** argv) {
   Outcome outcome;
   try {
@@ -70,9 +74,7 @@ Outcome parse(CLI::App& app, Launch& launch, int argc, char** argv) {
     outcome = {Parsed::error, error.get_exit_code(), std::string("error: ") + error.what(), "",
                std::current_exception()};
   } catch (const Error& error) {
-    outcome = {Parsed::error, 1,
-               std::string("error (") + error_code_name(error.code()) + "): " + error.what(), "",
-               nullptr};
+    outcome = {Parsed::error, 1, describe(error), "", nullptr};
   } catch (const std::exception& error) {
     outcome = {Parsed::error, 1, std::string("error: ") + error.what(), "", nullptr};
   }
@@ -82,10 +84,6 @@ Outcome parse(CLI::App& app, Launch& launch, int argc, char** argv) {
 void print_error(const std::string& who, const std::string& message) {
   std::fprintf(stderr, "tpembed: %s%s\n", who.c_str(), message.c_str());
   std::fflush(stderr);
-}
-
-std::string describe(const Error& error) {
-  return std::string("error (") + error_code_name(error.code()) + "): " + error.what();
 }
 
 // Runs the command; an error it throws is printed (by every rank that gets it) and exits 1.
