@@ -61,6 +61,10 @@ check "quantize --out the input" 1 "is the input file" -- "$tpembed" quantize --
 check "--ids-file a FIFO" 105 "--ids-file: '$work/fifo' is not a regular file" -- \
   "$tpembed" lookup --table "$table" --ids-file "$work/fifo"
 check "--table a FIFO" 1 "is not a regular file" -- "$tpembed" lookup --table "$work/fifo" --ids 1
+check "--ids-file a directory" 105 "--ids-file: '$work/ckpt' is a directory; give a file of ids" -- \
+  "$tpembed" lookup --table "$table" --ids-file "$work/ckpt"
+check "demo --keep naming a file" 1 "--keep '$table' exists and is not a directory" -- \
+  "$tpembed" demo --vocab 10 --hidden 4 --keep "$table"
 
 # An index entry that is a symbolic link out of the checkpoint's directory is refused like "../".
 mkdir "$work/sharded" "$work/elsewhere"

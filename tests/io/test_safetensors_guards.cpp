@@ -137,6 +137,14 @@ TEST_F(Outputs, OnlyRegularWritableFilesAreReplaced) {
   expect_refused(dir_.file("no/such/dir/out"),
                  "cannot write here: directory '" + dir_.file("no/such/dir") + "' does not exist");
   EXPECT_FALSE(std::filesystem::exists(dir_.file("no")));
+  // A path under a regular file: the path itself cannot be checked (not a directory).
+  write_file(dir_.file("plain"), "x");
+  expect_refused(dir_.file("plain/out"), "cannot check the output: Not a directory");
+}
+
+TEST_F(Outputs, AnEmptyPathIsRefused) {
+  expect_error<InvalidArgumentError>([] { check_safetensors_output("", {}); },
+                                     "write_safetensors: the output path is empty");
 }
 
 TEST_F(Outputs, TheInputIsRefusedUnderAnyPath) {
