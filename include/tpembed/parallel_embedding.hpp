@@ -8,6 +8,7 @@
 
 #include "tpembed/communicator.hpp"
 #include "tpembed/embedding.hpp"
+#include "tpembed/gradient.hpp"
 #include "tpembed/tensor.hpp"
 
 namespace tpembed {
@@ -78,6 +79,23 @@ class ParallelEmbedding {
   /// this rank) instead of waiting for this one; with collective_checks off or tp_size 1 it
   /// rethrows `error` here alone. Always throws; a null `error` becomes an InvalidArgumentError.
   [[noreturn]] void fail_forward(std::exception_ptr error);
+
+  /// The gradient of forward(ids) with respect to this rank's shard (gradient.hpp: the documented
+  /// order, the same bits on every run and on CPU and GPU): grad_weight [rows, cols] of this rank's
+  /// shard, f32, f16 or bf16, on the table's device. grad_out is the gradient of the whole output,
+  /// ids.shape + [H], as every rank of a replicated output holds it (the backward of the all-reduce
+  /// and of the all-gather is the identity on it); with hidden sharding it may also be this rank's
+  /// columns only, ids.shape + [cols]. Vocab shards take the ids they own, hidden shards their
+  /// columns; nothing is communicated for the gradient itself. With tp_size > 1 and
+  /// collective_checks on, the forward's small cross-rank check runs first (the same ids on every
+  /// rank, and every rank's argument error on all of them); off, a backward is local. On a GPU the
+  /// work is queued on `stream` in the layer's workspace (grown by a first call of a size, after
+  /// which a call allocates nothing and, with the checks off, waits for nothing: graph-capturable).
+  /// Quantized tables have no gradient: UnsupportedError.
+  void backward(const TensorView& ids, const TensorView& grad_out, const TensorView& grad_weight,
+                void* stream = nullptr, const BackwardOptions& options = {});
+  /// What the last backward counted (a GPU layer waits for the last backward's stream).
+  GradientCounts last_gradient_counts() const;
 
   /// Where the shards sit.
   const ShardLayout& layout() const;

@@ -14,6 +14,7 @@
 
 #include "cpu/decode_rows.hpp"
 #include "cpu/elements.hpp"
+#include "cpu/parallel_for.hpp"
 #include "tpembed/error.hpp"
 #include "tpembed/lookup.hpp"
 
@@ -22,28 +23,8 @@ namespace tpembed {
 namespace {
 
 using cpu::load_element;
+using cpu::parallel_for;
 using cpu::store_element;
-
-// Splits [0, count) over up to `workers` threads when the work is worth it.
-template <typename Body>
-void parallel_for(std::int64_t count, std::int64_t work_per_item, Body body) {
-  constexpr std::int64_t kMinWorkPerThread = 1 << 18;  // elements; below this threads cost more
-  const std::int64_t hardware = std::max(1u, std::thread::hardware_concurrency());
-  const std::int64_t useful = std::max<std::int64_t>(1, count * work_per_item / kMinWorkPerThread);
-  const std::int64_t workers = std::min({hardware, useful, count});
-  if (workers <= 1) {
-    body(0, count, 0);
-    return;
-  }
-  std::vector<std::thread> threads;
-  const std::int64_t chunk = (count + workers - 1) / workers;
-  for (std::int64_t w = 1; w < workers; ++w) {
-    const std::int64_t begin = std::min(count, w * chunk), end = std::min(count, begin + chunk);
-    threads.emplace_back(body, begin, end, w);
-  }
-  body(0, std::min(count, chunk), 0);
-  for (auto& thread : threads) thread.join();
-}
 
 // Copying random table rows with one memcpy per row reached about 75% of a large memcpy's bandwidth
 // on our 2-core machine, 68% when it was busy; the two measures below make it about 83%

@@ -2,6 +2,7 @@
 #include "cuda/runtime.hpp"
 #include "tpembed/cuda.hpp"
 #include "tpembed/error.hpp"
+#include "tpembed/gradient.hpp"
 #include "tpembed/lookup.hpp"
 
 namespace tpembed {
@@ -16,6 +17,8 @@ namespace cuda_runtime {
 void copy_to_host(void*, const void*, std::size_t, void*) { no_cuda(); }
 void copy_to_device(void*, const void*, std::size_t, void*) { no_cuda(); }
 void* alloc_host(std::size_t) { no_cuda(); }
+void* alloc_async(std::size_t, void*) { no_cuda(); }
+void free_async(void*, void*) noexcept {}
 void free_host(void*) noexcept {}
 void check(int, const char*) { no_cuda(); }
 int device_of(const void*) { return -1; }
@@ -50,5 +53,7 @@ void DeviceBuffer::copy_to_host(void*, std::size_t) const { no_cuda(); }
 
 int lookup_cuda(const LookupParams&, void*) { no_cuda(); }
 int layout_columns_cuda(const LayoutParams&, void*) { no_cuda(); }
+std::size_t gradient_workspace_bytes_cuda(std::int64_t, std::int64_t, std::int64_t, std::int64_t) { no_cuda(); }
+int embedding_backward_cuda(const GradientParams&, void*) { no_cuda(); }
 
 }  // namespace tpembed

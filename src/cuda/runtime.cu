@@ -37,6 +37,16 @@ void copy_to_device(void* device, const void* host, std::size_t bytes, void* str
         "cudaMemcpyAsync (to device)");
 }
 
+void* alloc_async(std::size_t bytes, void* stream) {
+  void* device = nullptr;
+  check(cudaMallocAsync(&device, bytes == 0 ? 1 : bytes, static_cast<cudaStream_t>(stream)), "cudaMallocAsync");
+  return device;
+}
+
+void free_async(void* device, void* stream) noexcept {
+  if (device != nullptr) cudaFreeAsync(device, static_cast<cudaStream_t>(stream));
+}
+
 void* alloc_host(std::size_t bytes) {
   void* host = nullptr;
   check(cudaMallocHost(&host, bytes == 0 ? 1 : bytes), "cudaMallocHost");

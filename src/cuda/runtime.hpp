@@ -14,6 +14,10 @@ void copy_to_device(void* device, const void* host, std::size_t bytes, void* str
 /// Allocates / frees page-locked host memory (for staging).
 void* alloc_host(std::size_t bytes);
 void free_host(void* host) noexcept;
+/// Stream-ordered device memory (cudaMallocAsync / cudaFreeAsync on `stream`): usable by work
+/// queued after it on that stream, returned once the work queued before the free is done.
+void* alloc_async(std::size_t bytes, void* stream);
+void free_async(void* device, void* stream) noexcept;
 /// Throws BackendError when `status` (a cudaError_t) is not success, naming `what`.
 void check(int status, const char* what);
 /// The device that owns `pointer` (-1 for host memory).

@@ -10,6 +10,7 @@
 
 #include "op/agreement.hpp"
 #include "op/checks.hpp"
+#include "op/gradient.hpp"
 #include "op/owned_rows.hpp"
 #include "op/peer_tables.hpp"
 #include "op/place.hpp"
@@ -28,7 +29,10 @@ struct ParallelEmbedding::Impl {
   // needs the group) so that it goes first.
   std::unique_ptr<op::PeerTables> peer_tables;
   unsigned long long host_bad_id_slots[3] = {0, 0, 0};  // LookupParams::bad_id_slots for host tables
+  unsigned long long host_gradient_counts[4] = {0, 0, 0, 0};  // GradientParams::counts for host tables
   void* last_stream = nullptr;  // the stream the last forward queued its work on
+  void* last_backward_stream = nullptr;
+  bool backward_counted = false;  // a backward has stored its counts
   // Set while a thread is inside forward() of a tp > 1 layer: a second thread would interleave its
   // collectives with the first's (other ranks would pair them up wrongly), so it is refused.
   std::atomic<bool> in_forward{false};
@@ -40,8 +44,8 @@ struct ParallelEmbedding::Impl {
       if (flag_ != nullptr && flag_->exchange(true, std::memory_order_acquire)) {
         flag_ = nullptr;
         throw InvalidArgumentError(
-            "forward: another thread is inside forward() of this tensor-parallel layer; a layer runs one "
-            "forward at a time (its collectives must pair up across ranks): use one layer per thread");
+            "forward: another thread is inside forward() or backward() of this tensor-parallel layer; a layer "
+            "runs one call at a time (its collectives must pair up across ranks): use one layer per thread");
       }
     }
     ~ForwardEntry() {
@@ -64,6 +68,10 @@ struct ParallelEmbedding::Impl {
   bool on_gpu() const { return shard.weight.device.kind == DeviceKind::cuda; }
   void setup(Communicator& comm);
   void forward(const TensorView& ids, const TensorView& out, void* stream);
+  void backward(const TensorView& ids, const TensorView& grad_out, const TensorView& grad_weight, void* stream,
+                const BackwardOptions& options);
+  GradientParams gradient_params(const TensorView& ids, const TensorView& grad_out, const TensorView& grad_weight,
+                                 const BackwardOptions& options) const;
   void exchange_owned_rows(const TensorView& ids, const TensorView& out, op::Place& place,
                            unsigned long long* counter, void* stream);
   OutOfRangeError first_bad_id_error(const TensorView& ids, std::uint64_t bad, op::Place& place) const;
@@ -367,6 +375,73 @@ void ParallelEmbedding::Impl::exchange_owned_rows(const TensorView& ids, const T
   place.synchronize();  // host buffers above (plan, staging, `bad`) are read by queued copies
 }
 
+// The backward's parameters for this rank's shard: a vocab shard's rows from its offset, a hidden
+// shard's columns of the whole gradient (or the slice it was given), the table's scales.
+GradientParams ParallelEmbedding::Impl::gradient_params(const TensorView& ids, const TensorView& grad_out,
+                                                        const TensorView& grad_weight,
+                                                        const BackwardOptions& options) const {
+  TPEMBED_EXPECTS(!is_quantized(shard.weight.dtype), UnsupportedError, "backward: the table is ",
+                  dtype_name(shard.weight.dtype),
+                  ", and quantized tables have no gradient (they are for inference); train an f32, f16 or bf16 table");
+  const std::vector<std::int64_t>& shard_shape = shard.weight.shape;
+  TPEMBED_EXPECTS(grad_weight.shape == shard_shape, ShapeError, "backward: grad_weight has shape ",
+                  detail::bracketed(grad_weight.shape), " but this rank's shard is ", detail::bracketed(shard_shape));
+  TPEMBED_EXPECTS(grad_weight.device == shard.weight.device, InvalidArgumentError, "backward: grad_weight is on ",
+                  device_name(grad_weight.device), " but the table is on ", device_name(shard.weight.device));
+  const std::int64_t padding_rows = shard.padding.absent() ? 0 : shard.padding.shape[0];
+  if (!options.grad_padding.absent()) {
+    TPEMBED_EXPECTS(padding_rows > 0, InvalidArgumentError,
+                    "backward: grad_padding is given but the layer has no padding rows");
+    TPEMBED_EXPECTS(options.grad_padding.ndim() == 2 && options.grad_padding.shape[0] == padding_rows, ShapeError,
+                    "backward: grad_padding has shape ", detail::bracketed(options.grad_padding.shape), " but the layer has ",
+                    padding_rows, " padding rows of ", shard_shape[1], " columns");
+  }
+  GradientOptions o;
+  o.valid_ids = layout.valid_ids();
+  o.ignored_id = options.ignored_id;
+  o.accumulate = options.accumulate;
+  o.per_token_scale = shard.scale;
+  if (!options.grad_padding.absent()) {
+    o.grad_padding = options.grad_padding;
+    o.padding_scale = shard.padding_scale;
+  }
+  const std::int64_t first = layout.offsets[static_cast<std::size_t>(layout.tp_rank)];
+  if (layout.sharding_dim == 0) {
+    o.row_offset = first;
+  } else {
+    // The whole gradient (every rank holds it) or this rank's columns of it.
+    const std::int64_t width = grad_out.ndim() > 0 ? grad_out.shape.back() : -1;
+    o.column_offset = width == layout.global_cols ? first : 0;
+  }
+  return op::gradient_params(ids, grad_out, grad_weight, o);
+}
+
+void ParallelEmbedding::Impl::backward(const TensorView& ids, const TensorView& grad_out, const TensorView& grad_weight,
+                                       void* stream, const BackwardOptions& options) {
+  using Scratch = op::Workspace::Scratch;
+  const ForwardEntry entry(*this);  // one forward or backward at a time: the checks pair up across ranks
+  op::Place place(shard.weight.device, stream);
+  GradientParams p;
+  std::exception_ptr local_error = run_caught([&] {
+    p = gradient_params(ids, grad_out, grad_weight, options);
+    if (!place.is_host()) {
+      p.workspace_bytes = gradient_workspace_bytes_cuda(p.num_ids, p.rows, p.padding_rows, p.cols);
+      p.workspace = workspace.scratch(place, Scratch::gradient, p.workspace_bytes);
+      p.counts = static_cast<unsigned long long*>(workspace.scratch(place, Scratch::gradient_counts, 4 * 8));
+    }
+  });
+  if (layout.tp_size > 1 && config.collective_checks) {
+    // The same check as a forward's: every rank's argument error, and the same ids everywhere.
+    check_forward_across_group(local_error, ids, place);
+  } else if (local_error) {
+    std::rethrow_exception(local_error);
+  }
+  if (place.is_host()) p.counts = host_gradient_counts;
+  last_backward_stream = stream;
+  place.backward(p);
+  backward_counted = true;
+}
+
 std::uint64_t ParallelEmbedding::Impl::bad_id_count(void* stream) const {
   if (!on_gpu()) return host_bad_id_slots[0];
   unsigned long long count = 0;
@@ -432,6 +507,25 @@ void ParallelEmbedding::fail_forward(std::exception_ptr error) {
     impl_->check_forward_across_group(error, TensorView(), place);  // throws: `error` reaches every rank
   }
   std::rethrow_exception(error);
+}
+
+void ParallelEmbedding::backward(const TensorView& ids, const TensorView& grad_out, const TensorView& grad_weight,
+                                 void* stream, const BackwardOptions& options) {
+  impl_->backward(ids, grad_out, grad_weight, stream, options);
+}
+
+GradientCounts ParallelEmbedding::last_gradient_counts() const {
+  unsigned long long words[4] = {0, 0, 0, 0};
+  if (impl_->backward_counted) {
+    if (impl_->on_gpu()) {
+      op::Place place(impl_->shard.weight.device, impl_->last_backward_stream);
+      // The slot exists: the counted backward allocated it, and the size asked for is not larger.
+      place.to_host(words, impl_->workspace.scratch(place, op::Workspace::Scratch::gradient_counts, 4 * 8), sizeof words);
+    } else {
+      std::copy(impl_->host_gradient_counts, impl_->host_gradient_counts + 4, words);
+    }
+  }
+  return {words[0], words[1], words[2], words[3]};
 }
 
 const ShardLayout& ParallelEmbedding::layout() const { return impl_->layout; }

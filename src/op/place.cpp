@@ -21,6 +21,14 @@ void Place::lookup(const LookupParams& params) {
   }
 }
 
+void Place::backward(const GradientParams& params) {
+  if (is_host()) {
+    embedding_backward_cpu(params);
+  } else {
+    cuda_runtime::check(embedding_backward_cuda(params, stream_), "the backward's kernel launches");
+  }
+}
+
 void Place::to_host(void* host, const void* source, std::size_t bytes) {
   if (is_host()) {
     if (bytes > 0) std::memcpy(host, source, bytes);

@@ -9,6 +9,7 @@
 #include "cuda/fingerprint.hpp"
 #include "cuda/runtime.hpp"
 #include "tpembed/cuda.hpp"
+#include "tpembed/gradient.hpp"
 #include "tpembed/lookup.hpp"
 #include "tpembed/tensor.hpp"
 
@@ -31,6 +32,8 @@ class Place {
 
   /// The lookup on this place (lookup_cpu, or a lookup_cuda launch whose status is checked).
   void lookup(const LookupParams& params);
+  /// The backward on this place (embedding_backward_cpu, or the CUDA one whose status is checked).
+  void backward(const GradientParams& params);
   /// Copies from this place to host memory; returns once the data is there.
   void to_host(void* host, const void* source, std::size_t bytes);
   /// Copies from host memory to this place (queued on the stream for a device).
@@ -60,7 +63,16 @@ class Workspace {
   /// The counter if it was allocated, else null.
   const unsigned long long* device_counter_if_any() const;
   /// What a scratch buffer is for (each kind is kept, and grown, separately).
-  enum class Scratch { gather_blocks, exchange_ids, exchange_positions, exchange_receive, forward_facts, count };
+  enum class Scratch {
+    gather_blocks,
+    exchange_ids,
+    exchange_positions,
+    exchange_receive,
+    forward_facts,
+    gradient,         // the backward's workspace (gradient_workspace_bytes)
+    gradient_counts,  // the backward's GradientCounts (four words)
+    count
+  };
   /// At least `bytes` of scratch of kind `kind` on `place`.
   void* scratch(const Place& place, Scratch kind, std::size_t bytes);
   /// At least `bytes` of page-locked host memory for staging device data through MPI.
