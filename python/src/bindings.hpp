@@ -12,5 +12,7 @@ void bind_errors(nanobind::module_& m);
 void bind_embedding(nanobind::module_& m);
 /// ParallelEmbedding and its layout.
 void bind_parallel_embedding(nanobind::module_& m);
+/// The gradient, embedding_backward() (gradient.cpp).
+void bind_gradient(nanobind::module_& m);
 
 }  // namespace tpembed::python

@@ -21,4 +21,5 @@ NB_MODULE(_tpembed, m) {
   tpembed::python::bind_errors(m);
   tpembed::python::bind_embedding(m);
   tpembed::python::bind_parallel_embedding(m);
+  tpembed::python::bind_gradient(m);
 }

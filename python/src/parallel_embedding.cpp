@@ -18,6 +18,7 @@
 #include "bindings.hpp"
 #include "checkpoint.hpp"
 #include "embedding_common.hpp"
+#include "gradient.hpp"
 #include "tpembed/communicator.hpp"
 #include "tpembed/error.hpp"
 #include "tpembed/sharding.hpp"
@@ -205,6 +206,49 @@ class Layer {
     layer_->fail_forward(python_refusal(argument_error, message));
   }
 
+  // The gradient of forward(ids) for this rank's shard, into grad_weight or an allocated one of
+  // the shard's shape [rows, cols]. Arguments this rank refuses join the group's check, as a
+  // forward's do (the backward's check is the forward's).
+  nb::object backward(const nb::handle& ids, const nb::handle& grad_out,
+                      const nb::handle& grad_weight, const nb::callable& allocate,
+                      const std::optional<std::string>& out_dtype,
+                      const std::optional<std::string>& grad_out_dtype, bool accumulate,
+                      std::optional<std::int64_t> padding_idx, const nb::handle& grad_padding,
+                      std::uintptr_t stream) {
+    std::optional<InputArray> ids_array, grad_out_array;
+    TensorView ids_view, grad_out_tensor;
+    GradientOutput weight, padding;
+    BackwardOptions options;
+    try {
+      ids_array = input_array(ids, "ids");
+      ids_view = to_view(*ids_array, "ids");
+      grad_out_array = input_array(grad_out, "grad_out");
+      grad_out_tensor =
+          grad_out_view(*grad_out_array, parse_dtype(grad_out_dtype, "grad_out_dtype"));
+      const TensorView& table = inputs_.front().view;
+      weight = gradient_output(grad_weight, "grad_weight", parse_dtype(out_dtype, "out_dtype"),
+                               table.shape, &allocate);
+      padding = gradient_output(grad_padding, "grad_padding", weight.view.dtype, {}, nullptr);
+      std::vector<NamedView> read = inputs_;
+      read.push_back({"ids", ids_view});
+      read.push_back({"grad_out", grad_out_tensor});
+      std::vector<NamedView> besides_weight = read;
+      besides_weight.push_back({"grad_padding", padding.view});
+      check_gradient_overlap("grad_weight", weight.view, besides_weight);
+      check_gradient_overlap("grad_padding", padding.view, read);
+      options.accumulate = accumulate;
+      options.ignored_id = padding_idx;
+      options.grad_padding = padding.view;
+    } catch (...) {
+      layer_->fail_forward(as_tpembed_error(std::current_exception()));
+    }
+    layer_->backward(ids_view, grad_out_tensor, weight.view, reinterpret_cast<void*>(stream),
+                     options);
+    return weight.result;
+  }
+
+  nb::dict last_gradient_counts() const { return counts_dict(layer_->last_gradient_counts()); }
+
   nb::dict layout() const {
     const ShardLayout& layout = layer_->layout();
     nb::dict d;
@@ -305,6 +349,12 @@ void bind_parallel_embedding(nb::module_& m) {
            nb::arg("allocate"), nb::arg("stream"))
       .def("fail_forward", &Layer::fail_forward, nb::arg("argument_error"), nb::arg("message"),
            "Joins the group's forward with this rank's refusal of its arguments; always raises.")
+      .def("backward", &Layer::backward, nb::arg("ids").none(), nb::arg("grad_out").none(),
+           nb::arg("grad_weight").none(), nb::arg("allocate"), nb::arg("out_dtype").none(),
+           nb::arg("grad_out_dtype").none(), nb::arg("accumulate"), nb::arg("padding_idx").none(),
+           nb::arg("grad_padding").none(), nb::arg("stream"),
+           "Core of ParallelEmbedding.backward(); returns the allocated grad_weight, or None.")
+      .def("last_gradient_counts", &Layer::last_gradient_counts)
       .def("layout", &Layer::layout)
       .def("last_bad_id_count", &Layer::last_bad_id_count)
       .def("bad_id_counter", &Layer::bad_id_counter);

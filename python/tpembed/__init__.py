@@ -7,6 +7,8 @@ the CPU or a CUDA device. The module does not link PyTorch.
     out = tpembed.embedding(ids, table_i8, per_token_scale=scale, out_dtype="bf16")
     layer = tpembed.ParallelEmbedding(shard, comm=MPI.COMM_WORLD, tp_size=2)   # under mpirun
     out = layer.forward(ids)                                   # the same full output on every rank
+    grad = tpembed.embedding_backward(ids, grad_out, V)        # [V, H] f32, the same bits every run
+    grad_shard = layer.backward(ids, grad_out)                 # each rank: its shard's gradient
 
 Dtypes are never converted. Tables are f32, f16, bf16, i8, fp8_e4m3 or i4; ids int32 or int64;
 scales f32, f16 or bf16; outputs f32, f16 or bf16 (a float table's own dtype by default, named with
@@ -52,6 +54,8 @@ __all__ = [
     "nccl_unique_id",
     "NcclCommunicator",
     "clear_embedding_cache",
+    "embedding_backward",
+    "gradient_workspace_bytes",
 ]
 
 from . import _arguments as _check
@@ -62,6 +66,8 @@ from ._frameworks import dtype_name as _dtype_name
 from ._frameworks import prepare as _prepare
 from ._frameworks import prepare_out as _prepare_out
 from ._frameworks import stream_handle as _stream_handle
+from ._gradient import embedding_backward, gradient_workspace_bytes
+from . import _gradient
 
 
 def _prepare_shard(weight, per_token_scale, padding, padding_scale, weight_dtype, scale_dtype):
@@ -347,6 +353,55 @@ class ParallelEmbedding:
         return out if out is not None else allocated
 
     __call__ = forward
+
+    def backward(self, ids: Any, grad_out: Any, grad_weight: Any = None, *,
+                 accumulate: bool = False, padding_idx: Optional[int] = None,
+                 grad_padding: Any = None, stream: Any = None, out_dtype: Any = None,
+                 grad_out_dtype: Any = None) -> Any:
+        """The gradient of forward(ids) with respect to this rank's shard: returns `grad_weight`.
+
+        grad_out is the gradient of the whole output, ``ids.shape + (H,)``, as every rank of the
+        group holds it (f32, f16 or bf16; uint16 bf16 bits with ``grad_out_dtype="bf16"``); with
+        sharding_dim=1 it may also be this rank's columns only. Each rank adds the positions whose
+        ids its shard owns (vocab shards) or its columns (hidden shards) into its own gradient;
+        nothing is communicated for the gradient itself. The sum's order is embedding_backward()'s:
+        the shards' gradients laid side by side are the unsharded gradient, bit for bit.
+
+        grad_weight: the shard's gradient ``[rows, cols]`` (the shard's shape, f32, f16 or bf16,
+            on the table's device); default a new array of `out_dtype` (default "f32") in the
+            table's framework. accumulate: add into it (then it must be given) instead of
+            overwriting. padding_idx: a global id whose positions add nothing. grad_padding: the
+            padding rows' gradient ``[padding rows, cols]``. stream: as forward()'s.
+
+        With tp_size > 1 and collective_checks on, every rank calls it with the same ids, after
+        the forward's check (a bad argument on one rank raises on every rank). A quantized table
+        has no gradient: RuntimeError. last_gradient_counts() tells what the call counted.
+        """
+        try:
+            accumulate = _check.boolean(accumulate, "accumulate")
+            if accumulate and grad_weight is None:
+                raise ArgumentError("accumulate=True adds into grad_weight, but grad_weight is "
+                                    "None: pass the gradient to add into")
+            declared_out = _gradient.gradient_dtype(out_dtype, "out_dtype")
+            weight, declared_out = _gradient.prepare_gradient(grad_weight, "grad_weight",
+                                                              declared_out)
+            padding, _ = _gradient.prepare_gradient(grad_padding, "grad_padding", declared_out)
+            upstream, declared_grad = _prepare(
+                grad_out, "grad_out", _gradient.gradient_dtype(grad_out_dtype, "grad_out_dtype"))
+            ids_arg, _ = _prepare(ids, "ids")
+            arguments = (ids_arg, upstream, weight, _allocator(self._table), declared_out,
+                         declared_grad, accumulate, _gradient.ignored_id(padding_idx), padding,
+                         _stream_handle(stream, self._table))
+        except Exception as error:
+            self._impl.fail_forward(isinstance(error, (TypeError, ValueError)), _reason(error))
+        allocated = self._impl.backward(*arguments)
+        return grad_weight if grad_weight is not None else allocated
+
+    def last_gradient_counts(self) -> dict:
+        """What the last backward() counted, position by position: a dict of "accumulated" (into
+        this shard's gradient or its padding), "unowned" (another shard's rows), "out_of_range"
+        and "ignored" (padding_idx). A GPU layer waits for the last backward's work."""
+        return self._impl.last_gradient_counts()
 
     @property
     def layout(self) -> Layout:
