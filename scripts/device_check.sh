@@ -148,6 +148,13 @@ if want bench; then
 step "benchmark"
 python3 bench/bench_cuda_lookup.py --lib build-gpu/bench/libtpembed_bench_capi.so --json "$out/bench_cuda.json" \
   ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_cuda.md"
+# The gradient against PyTorch's embedding backward (issue 14), through the python step's module.
+if [[ -d build-gpu-py/python/tpembed ]]; then
+  PYTHONPATH=build-gpu-py/python:/tmp/pylibs python3 bench/bench_backward.py --json "$out/bench_backward.json" \
+    ${BACKWARD_ARGS:-} 2>&1 | tee "$out/bench_backward.md"
+else
+  echo "bench_backward.py skipped: no build-gpu-py/python (the python step builds the module)"
+fi
 fi
 (cd "$out" && find . -maxdepth 1 -type f ! -name '*.md' ! -name '*.json' ! -name logs.tar.gz -printf '%P\n' \
   | tar czf logs.tar.gz -T - --remove-files 2>/dev/null)
