@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 import zlib
@@ -257,6 +258,16 @@ def test_allocated_gradients_default_to_f32():
     got = tpembed.embedding_backward(np.array([1, 1]), np.ones((2, 3), np.float16), 4)
     assert got.dtype == np.float32 and got.shape == (4, 3)
     np.testing.assert_array_equal(got, [[0] * 3, [2] * 3, [0] * 3, [0] * 3])
+
+
+def test_the_readme_example_runs(capsys):
+    """README.md's "Gradient (backward)" example, as written, and what it prints."""
+    text = open(os.path.join(HERE, "..", "..", "README.md"), encoding="utf-8").read()
+    section = text[text.index("## Gradient (backward)"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(block, "README.md", "exec"), {})
+    assert capsys.readouterr().out.splitlines() == [
+        "[2. 2. 0. 2. 0.]", "{'accumulated': 4, 'unowned': 0, 'out_of_range': 2, 'ignored': 0}"]
 
 
 # ---- ParallelEmbedding, one rank ---------------------------------------------------------------
