@@ -6,22 +6,21 @@
 //
 //   grad_weight[row] (+)= scale[row] * sum over { p : ids[p] == row_offset + row } of grad_out[p]
 //
-// The order of the sum (the same on every run, for any thread count or grid, CPU and GPU alike):
-//   1. L is the list of the positions p that select a row, sorted by the row they select, each
-//      row's positions in increasing order (a stable sort of the flat positions by row).
-//   2. L is cut into tiles of kGradientTile consecutive entries: tile k is L[k*32, k*32 + 32).
-//   3. For a row and each tile holding some of its entries, the tile's part is the fp32 sum of those
-//      entries' grad_out values (converted exactly to fp32) from left to right, starting from the
-//      first value itself: ((x1 + x2) + x3) + ...
-//   4. The row's sum S adds its tiles' parts from left to right, in increasing tile order:
-//      S = ((part_a + part_a+1) + part_a+2) + ...
-//   5. g = S * scale[row] in fp32 (no scale: g = S); the gradient is round(g) when overwriting, and
+// The order of the sum (the same on every run, for any thread count or grid, CPU and GPU alike, and
+// for any sharding: it involves no row but the one summed):
+//   1. A row's positions p (those whose id selects it) are taken in increasing order and cut into
+//      chunks of kGradientChunk = 32: the row's 1st to 32nd positions, its 33rd to 64th, ...
+//   2. A chunk's sum is the fp32 sum of its grad_out values (converted exactly to fp32) from left to
+//      right, starting from the first value itself: ((x1 + x2) + x3) + ...
+//   3. The row's sum S adds its chunks' sums from left to right: S = ((c1 + c2) + c3) + ...
+//   4. g = S * scale[row] in fp32 (no scale: g = S); the gradient is round(g) when overwriting, and
 //      round(float(old) + g) when accumulating, rounded once to the gradient's dtype (nearest even).
 //      Overwriting sets every row that no position selects to +0; accumulating leaves them as they
 //      are. Every fp32 operation above is one IEEE operation (no fused multiply-add).
-// Each value of a row of m entries passes through at most k = min(m - 1, 31 + ceil(m / 32))
+// Each value of a row of m positions passes through at most k = min(m - 1, 31 + ceil(m / 32) - 1)
 // additions, so |S - exact sum| <= k * 2^-24 * sum |x| (to first order): a sequential sum's bound
-// for rare rows, and a far smaller one for hot rows.
+// for rare rows, and a far smaller one for hot rows. Vocab shards see only their rows, each whole,
+// so the shards' gradients side by side are the unsharded gradient bit for bit.
 //
 // Quantized tables have no gradient (they are for inference): the op layer refuses them.
 #pragma once
@@ -35,8 +34,8 @@
 
 namespace tpembed {
 
-/// Entries of the sorted position list per tile (step 2 above): part of the documented order.
-inline constexpr std::int64_t kGradientTile = 32;
+/// Positions per chunk of a row's sum (step 1 above): part of the documented order.
+inline constexpr std::int64_t kGradientChunk = 32;
 
 /// What a backward found, position by position (each flat position of the ids is one of these).
 struct GradientCounts {
@@ -100,7 +99,7 @@ struct GradientParams {
 void embedding_backward_cpu(const GradientParams& params);
 
 /// The scratch a CUDA backward of `num_ids` ids into `rows` + `padding_rows` rows of `cols` columns
-/// needs (sort buffers, tile partial sums, row marks). Depends on nothing else.
+/// needs (sort buffers, chunk sums of rows that cross tiles, row marks). Depends on nothing else.
 std::size_t gradient_workspace_bytes_cuda(std::int64_t num_ids, std::int64_t rows, std::int64_t padding_rows,
                                           std::int64_t cols);
 

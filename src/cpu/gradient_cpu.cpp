@@ -1,6 +1,6 @@
 // The CPU backward: the documented order of gradient.hpp, literally. Positions are sorted by the
 // row they select (then by position), rows are split over threads (whole rows per thread, so the
-// bits do not depend on the thread count), and each row's sum is its tiles' parts added in order.
+// bits do not depend on the thread count), and each row's sum is its chunks' sums added in order.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -44,17 +44,17 @@ class RowSums {
     const std::int64_t cols = p_.cols;
     bool have_sum = false;
     for (std::int64_t i = begin; i < end;) {
-      // The part of this row in the tile of entry i: up to the tile's end or the row's.
-      const std::int64_t tile_end = std::min(end, (i / kGradientTile + 1) * kGradientTile);
+      // The chunk of this row that starts at entry i: 32 entries, or up to the row's end.
+      const std::int64_t chunk_end = std::min(end, i + kGradientChunk);
       load(position_of(sorted[i]), part_.data());
-      for (std::int64_t j = i + 1; j < tile_end; ++j) add(position_of(sorted[j]), part_.data());
+      for (std::int64_t j = i + 1; j < chunk_end; ++j) add(position_of(sorted[j]), part_.data());
       if (have_sum) {
         for (std::int64_t c = 0; c < cols; ++c) sum_[c] = sum_[c] + part_[c];
       } else {
         sum_.swap(part_);
         have_sum = true;
       }
-      i = tile_end;
+      i = chunk_end;
     }
     const std::uint32_t key = key_of(sorted[begin]);
     const bool padding = key >= p_.rows;

@@ -1,11 +1,12 @@
 // The CUDA backward's kernels (gradient.hpp documents the order they compute). The sorted list of
-// positions is cut into tiles of kGradientTile entries; one block takes a tile and a slab of
-// columns, each thread 8 (or 1) columns: it sums the grad_out rows of each row's run of entries
-// from left to right and writes the gradient of a run that lies inside the tile at once. A run
-// that crosses a tile boundary leaves its part in a slot of the workspace (head: the run that
-// began in an earlier tile; tail: the run that goes on in the next), and the fix-up kernel adds a
-// crossing row's parts in tile order, from the tile where it begins. Only integer atomics (the
-// counts); every float sum has one fixed order.
+// positions is cut into tiles of 32 entries; one block takes a tile and a slab of columns, each
+// thread 8 (or 1) columns. A row whose entries lie inside one tile is one chunk: the block sums it
+// from left to right and writes its gradient. A row that crosses a tile boundary has its chunks
+// (its 1st-32nd entries, 33rd-64th, ...) start one per tile, each in the tile after the last; the
+// block of the tile where a chunk starts sums it (reading up to 31 entries into the next tile) and
+// leaves it in a slot of the workspace, and the fix-up kernel, from the tile where the row begins,
+// adds the row's chunks in order. Only integer atomics (the counts); every float sum has one
+// fixed order.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -19,7 +20,7 @@
 
 namespace tpembed::cuda_kernels::gradient {
 
-constexpr int kTile = static_cast<int>(kGradientTile);
+constexpr int kTile = static_cast<int>(kGradientChunk);
 constexpr int kThreads = 128;  // per block: one column vector each
 constexpr int kGroup = 8;      // grad_out rows loaded before they are summed
 
@@ -145,107 +146,146 @@ __device__ __forceinline__ void finish_row(const Rows& r, std::uint32_t key, std
   store_f32<Weight, Width>(dst, sum);
 }
 
-/// One tile (blockIdx.x) and one slab of kThreads column vectors (blockIdx.y).
-template <DType Grad, DType Weight, int Width>
-__global__ void __launch_bounds__(kThreads) tile_kernel(Rows r, Sorted s) {
-  __shared__ std::uint32_t keys[kTile + 1];
-  __shared__ std::uint32_t positions[kTile];
-  __shared__ std::uint32_t neighbours[2];  // the key before the tile and the key after it
-  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kTile;
-  const std::int64_t remaining = s.n - first;
-  const int count = remaining < kTile ? static_cast<int>(remaining) : kTile;
-  const int t = threadIdx.x;
-  if (t < kTile) {
-    keys[t] = t < count ? s.keys[first + t] : s.sentinel;
-    positions[t] = t < count ? s.positions[first + t] : 0;
-  } else if (t == kTile) {
-    keys[kTile] = s.sentinel;
-    neighbours[0] = first > 0 ? s.keys[first - 1] : s.sentinel;
-  } else if (t == kTile + 1) {
-    neighbours[1] = first + kTile < s.n ? s.keys[first + kTile] : s.sentinel;
-  }
-  __syncthreads();
-  const std::int64_t vector = static_cast<std::int64_t>(blockIdx.y) * kThreads + t;
-  const std::int64_t col = vector * Width;
-  if (col >= r.cols) return;
-  const std::int64_t col_bytes = col * static_cast<std::int64_t>(Grad == DType::f32 ? 4 : 2);
-  const std::uint32_t before = neighbours[0], after = neighbours[1];
-
-  float sum[Width];
-  int run_start = 0;
+/// The left-to-right sum of the chunk that starts at entry `from` of the block's entries (keys[],
+/// positions[] in shared memory, sentinel-ended): up to kTile entries of `key`.
+template <DType Grad, int Width>
+__device__ __forceinline__ void sum_chunk(const Rows& r, const std::uint32_t* keys, const std::uint32_t* positions,
+                                          int from, std::uint32_t key, std::int64_t col_bytes, float (&sum)[Width]) {
   for (int group = 0; group < kTile; group += kGroup) {
-    if (keys[group] == s.sentinel) break;
+    if (keys[from + group] != key) break;
     float x[kGroup][Width];
 #pragma unroll
     for (int u = 0; u < kGroup; ++u) {
-      if (keys[group + u] != s.sentinel) {
-        load_f32<Grad, Width, true>(r.grad_out + positions[group + u] * r.grad_out_pitch + col_bytes, x[u]);
+      if (group + u < kTile && keys[from + group + u] == key) {
+        load_f32<Grad, Width, true>(r.grad_out + positions[from + group + u] * r.grad_out_pitch + col_bytes, x[u]);
       }
     }
 #pragma unroll
     for (int u = 0; u < kGroup; ++u) {
-      const int j = group + u;
-      const std::uint32_t key = keys[j];
-      if (key == s.sentinel) break;
+      if (group + u < kTile && keys[from + group + u] == key) {
 #pragma unroll
-      for (int i = 0; i < Width; ++i) sum[i] = j == run_start ? x[u][i] : __fadd_rn(sum[i], x[u][i]);
-      if (keys[j + 1] == key) continue;
-      // The run [run_start, j] of `key` ends here.
-      const bool from_before = run_start == 0 && before == key;
-      const bool goes_on = j == kTile - 1 && after == key;
-      if (from_before || goes_on) {
-        float* part = s.parts + (static_cast<std::int64_t>(blockIdx.x) * 2 + (from_before ? 0 : 1)) * r.cols + col;
-        if constexpr (Width == 1) {
-          part[0] = sum[0];
-        } else {
-          reinterpret_cast<float4*>(part)[0] = make_float4(sum[0], sum[1], sum[2], sum[3]);
-          reinterpret_cast<float4*>(part)[1] = make_float4(sum[4], sum[5], sum[6], sum[7]);
-        }
-      } else {
-        finish_row<Weight, Width>(r, key, col, sum);
+        for (int i = 0; i < Width; ++i) sum[i] = group + u == 0 ? x[u][i] : __fadd_rn(sum[i], x[u][i]);
       }
-      run_start = j + 1;
     }
   }
 }
 
-/// For a row whose run goes on past tile blockIdx.x and begins in it: its parts, added in tile
-/// order (the tail slot of this tile, then the head slots of the tiles it covers).
+template <int Width>
+__device__ __forceinline__ void store_chunk(const Rows& r, const Sorted& s, std::int64_t tile, int slot, std::int64_t col,
+                                            const float (&sum)[Width]) {
+  float* part = s.parts + (tile * 2 + slot) * r.cols + col;
+  if constexpr (Width == 1) {
+    part[0] = sum[0];
+  } else {
+    reinterpret_cast<float4*>(part)[0] = make_float4(sum[0], sum[1], sum[2], sum[3]);
+    reinterpret_cast<float4*>(part)[1] = make_float4(sum[4], sum[5], sum[6], sum[7]);
+  }
+}
+
+/// The first entry of `key` in the sorted keys [lo, hi) (it is there).
+__device__ __forceinline__ std::int64_t first_entry(const std::uint32_t* keys, std::int64_t lo, std::int64_t hi,
+                                                    std::uint32_t key) {
+  while (lo < hi) {
+    const std::int64_t mid = (lo + hi) / 2;
+    if (keys[mid] < key) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+/// One tile (blockIdx.x) and one slab of kThreads column vectors (blockIdx.y).
+template <DType Grad, DType Weight, int Width>
+__global__ void __launch_bounds__(kThreads) tile_kernel(Rows r, Sorted s) {
+  // This tile's entries and the next tile's (a chunk that starts here may end there).
+  __shared__ std::uint32_t keys[2 * kTile + 1];
+  __shared__ std::uint32_t positions[2 * kTile];
+  __shared__ int head_chunk;  // where the chunk of a row begun in an earlier tile starts here
+  const std::int64_t tile = blockIdx.x;
+  const std::int64_t first = tile * kTile;
+  const int t = threadIdx.x;
+  if (t < 2 * kTile) {
+    const bool in = first + t < s.n;
+    keys[t] = in ? s.keys[first + t] : s.sentinel;
+    positions[t] = in ? s.positions[first + t] : 0;
+  } else if (t == 2 * kTile) {
+    keys[2 * kTile] = s.sentinel;
+  }
+  __syncthreads();
+  if (t == 0) {
+    // The row of entry 0, when it began in an earlier tile: its chunks start every 32 entries from
+    // its first, so one starts here at (first_entry - first) mod 32 (or none, if the row ends first).
+    head_chunk = -1;
+    const std::uint32_t key = keys[0];
+    if (tile > 0 && key != s.sentinel && s.keys[first - 1] == key) {
+      const std::int64_t start = first_entry(s.keys, 0, first, key);
+      head_chunk = static_cast<int>((kTile - (first - start) % kTile) % kTile);
+    }
+  }
+  __syncthreads();
+  const std::int64_t col = (static_cast<std::int64_t>(blockIdx.y) * kThreads + t) * Width;
+  if (col >= r.cols) return;
+  const std::int64_t col_bytes = col * (Grad == DType::f32 ? 4 : 2);
+
+  float sum[Width];
+  for (int begin = 0; begin < kTile && keys[begin] != s.sentinel;) {
+    const std::uint32_t key = keys[begin];
+    int end = begin + 1;  // one past the run's last entry in this tile
+    while (end < kTile && keys[end] == key) ++end;
+    const bool from_before = begin == 0 && head_chunk >= 0;
+    const bool goes_on = end == kTile && keys[kTile] == key;
+    if (from_before) {
+      if (head_chunk < end) {  // a chunk of the row starts in this tile
+        sum_chunk<Grad, Width>(r, keys, positions, head_chunk, key, col_bytes, sum);
+        store_chunk<Width>(r, s, tile, 0, col, sum);
+      }
+    } else {
+      sum_chunk<Grad, Width>(r, keys, positions, begin, key, col_bytes, sum);
+      if (goes_on) {
+        store_chunk<Width>(r, s, tile, 1, col, sum);  // the row's first chunk
+      } else {
+        finish_row<Weight, Width>(r, key, col, sum);  // the row's only chunk
+      }
+    }
+    begin = end;
+  }
+}
+
+/// For a row that begins in tile blockIdx.x and goes on past it: its chunks' sums in order (the
+/// first in this tile's slot 1, chunk c in slot 0 of the c-th tile after it).
 template <DType Weight, int Width>
 __global__ void __launch_bounds__(kThreads) fixup_kernel(Rows r, Sorted s) {
   const std::int64_t tile = blockIdx.x;
   const std::int64_t last = tile * kTile + kTile - 1;
   if (last + 1 >= s.n) return;
   const std::uint32_t key = s.keys[last];
-  if (key == s.sentinel || s.keys[last + 1] != key) return;          // does not go on
-  if (tile > 0 && s.keys[tile * kTile - 1] == key) return;            // began in an earlier tile
+  if (key == s.sentinel || s.keys[last + 1] != key) return;  // does not go on
+  if (tile > 0 && s.keys[tile * kTile - 1] == key) return;    // began in an earlier tile
   const std::int64_t col = (static_cast<std::int64_t>(blockIdx.y) * kThreads + threadIdx.x) * Width;
   if (col >= r.cols) return;
-  // The run's end: the first entry past it (keys are sorted).
-  std::int64_t lo = last + 1, hi = s.n;
+  const std::int64_t start = first_entry(s.keys, tile * kTile, last, key);
+  std::int64_t lo = last + 1, hi = s.n;  // the first entry past the row
   while (lo < hi) {
     const std::int64_t mid = (lo + hi) / 2;
     if (s.keys[mid] == key) lo = mid + 1; else hi = mid;
   }
-  const std::int64_t end_tile = (lo - 1) / kTile;
+  const std::int64_t chunks = (lo - start + kTile - 1) / kTile;
   float sum[Width];
-  const float* tail = s.parts + (tile * 2 + 1) * r.cols + col;
+  const float* head = s.parts + (tile * 2 + 1) * r.cols + col;
 #pragma unroll
-  for (int i = 0; i < Width; ++i) sum[i] = tail[i];
+  for (int i = 0; i < Width; ++i) sum[i] = head[i];
   constexpr int kAhead = 8;
-  for (std::int64_t u = tile + 1; u <= end_tile; u += kAhead) {
+  for (std::int64_t c = 1; c < chunks; c += kAhead) {
     float part[kAhead][Width];
 #pragma unroll
     for (int a = 0; a < kAhead; ++a) {
-      if (u + a <= end_tile) {
-        const float* head = s.parts + ((u + a) * 2) * r.cols + col;
+      if (c + a < chunks) {
+        const float* chunk = s.parts + ((tile + c + a) * 2) * r.cols + col;
 #pragma unroll
-        for (int i = 0; i < Width; ++i) part[a][i] = head[i];
+        for (int i = 0; i < Width; ++i) part[a][i] = chunk[i];
       }
     }
 #pragma unroll
     for (int a = 0; a < kAhead; ++a) {
-      if (u + a <= end_tile) {
+      if (c + a < chunks) {
 #pragma unroll
         for (int i = 0; i < Width; ++i) sum[i] = __fadd_rn(sum[i], part[a][i]);
       }

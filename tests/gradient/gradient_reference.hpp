@@ -43,7 +43,7 @@ struct GradientResult {
   GradientCounts counts;
 };
 
-/// The documented order, computed plainly: per (row, tile) parts, then parts in tile order.
+/// The documented order, computed plainly: per (row, chunk) sums, then the chunks in order.
 GradientResult documented_gradient(const GradientProblem& problem);
 
 /// Checks `actual` against the float64 sums: each element within k * 2^-24 * sum|x| (k from
