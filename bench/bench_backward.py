@@ -38,7 +38,7 @@ the gradient: 1-2 GB) are far larger than the L2, so one set is used.
 Checks, once per case before timing: two tpembed runs give the same bits; tpembed's f32 gradient is
 within gradient.hpp's bound plus PyTorch's own sum error of torch's f32 dense backward (run on
 grad_out converted to f32): |ours - torch| <= (k + m - 1) * 2^-24 * sum |x| per row, k = min(m - 1,
-31 + ceil(m / 32)), m = the row's count; the bf16 gradient is within one bf16 rounding of that.
+31 + ceil(m / 32) - 1), m = the row's count; the bf16 gradient is within one bf16 rounding of that.
 
 Usage (on the GPU machine, with tpembed's Python module built with CUDA and PyTorch importable):
   python3 bench/bench_backward.py [--json out.json] [--tokens 8192,32768,65536]
@@ -110,7 +110,7 @@ def row_factor(counts, peer_sum_error):
     """[V, 1] float64: (k + the peer's own additions, m - 1, when it has any) * 2^-24 (with 1%
     slack), so that factor * sum |x| bounds the distance of a row's sum to the peer's."""
     m = np.asarray(counts, np.float64)
-    k = np.where(m > 0, np.minimum(m - 1, 31 + np.ceil(m / 32)), 0)
+    k = np.where(m > 0, np.minimum(m - 1, 31 + np.ceil(m / 32) - 1), 0)
     extra = np.maximum(m - 1, 0) if peer_sum_error else 0
     return ((k + extra) * UNIT * 1.01)[:, None]
 

@@ -1,7 +1,7 @@
 """Two independent NumPy references of tpembed's embedding backward (include/tpembed/gradient.hpp).
 
-documented_order() follows the header's summation order step by step — a stable sort of the flat
-positions by row, tiles of 32 consecutive entries, fp32 sums from left to right — so that its bits
+documented_order() follows the header's summation order step by step — each row's positions in
+increasing order, cut into chunks of 32 of its own, fp32 sums from left to right — so that its bits
 must equal the library's. exact_sum() is np.add.at in float64, and bound() the error the header
 allows a result against it.
 """
@@ -14,7 +14,7 @@ import numpy as np
 
 from reference import bf16_bits_to_f32, round_to
 
-TILE = 32  # kGradientTile
+CHUNK = 32  # kGradientChunk
 UNIT = 2.0 ** -24  # fp32's unit roundoff
 GRADIENT_DTYPES = ["f32", "f16", "bf16"]
 HALF_ULP = {"f32": 2.0 ** -24, "f16": 2.0 ** -11, "bf16": 2.0 ** -8}
@@ -78,30 +78,26 @@ class Problem:
 
 
 def documented_order_sums(problem: Problem):
-    """{key: S} for every selected key, summed exactly as gradient.hpp's steps 1-4 say."""
+    """{key: S} for every selected key, summed exactly as gradient.hpp's steps 1-3 say."""
     keys, _ = problem.verdicts()
     taken = problem.taken()
-    positions = np.nonzero(keys >= 0)[0]
-    order = positions[np.argsort(keys[positions], kind="stable")]  # step 1
-    sorted_keys = keys[order]
     sums = {}
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]) if order.size else []
-    ends = list(starts[1:]) + [order.size] if order.size else []
-    for start, end in zip(starts, ends):
+    for key in np.unique(keys[keys >= 0]):
+        positions = np.flatnonzero(keys == key)  # step 1: the row's positions, in order...
         total = None
-        for tile in range(start // TILE, (end - 1) // TILE + 1):  # step 2: the row's tiles
-            lo, hi = max(start, tile * TILE), min(end, (tile + 1) * TILE)
-            part = taken[order[lo]].copy()  # step 3: from the first value itself
-            for entry in range(lo + 1, hi):
-                part = part + taken[order[entry]]  # float32 + float32: one IEEE addition
-            total = part if total is None else total + part  # step 4
-        sums[int(sorted_keys[start])] = total
+        for first in range(0, positions.size, CHUNK):  # ...in chunks of 32 of its own
+            chunk = positions[first:first + CHUNK]
+            part = taken[chunk[0]].copy()  # step 2: from the first value itself
+            for position in chunk[1:]:
+                part = part + taken[position]  # float32 + float32: one IEEE addition
+            total = part if total is None else total + part  # step 3
+        sums[int(key)] = total
     return sums
 
 
 def documented_order(problem: Problem, dtype: str, old=None, old_padding=None):
     """(grad_weight, grad_padding or None) in `dtype`'s NumPy encoding (bf16: uint16 bits) as
-    gradient.hpp's step 5 makes them: overwritten (old None) or added to `old`."""
+    gradient.hpp's step 4 makes them: overwritten (old None) or added to `old`."""
     rows, cols = problem.rows, problem.cols
     scales = problem.row_scales()
     targets = []
@@ -135,10 +131,10 @@ def exact_sum(problem: Problem):
 def check_within_bound(problem: Problem, dtype: str, result, old=None):
     """Asserts that `result` (tpembed's grad_weight and grad_padding rows, stacked, as float32)
     is within gradient.hpp's bound of the exact gradient: k * 2^-24 * sum |x| for the sum
-    (k = min(m - 1, 31 + ceil(m / 32)), m the row's entries), then a half-ulp for the scale's
+    (k = min(m - 1, 31 + ceil(m / 32) - 1), m the row's entries), then a half-ulp for the scale's
     multiply, one for an accumulating addition and one for the final rounding to `dtype`."""
     sums, magnitudes, entries = exact_sum(problem)
-    k = np.array([min(m - 1, 31 + math.ceil(m / TILE)) if m else 0 for m in entries], float)
+    k = np.array([min(m - 1, 31 + math.ceil(m / CHUNK) - 1) if m else 0 for m in entries], float)
     scales = problem.row_scales()
     scale = np.ones(len(entries)) if scales is None else scales.astype(np.float64)
     base = np.zeros_like(sums) if old is None else old.astype(np.float64)
@@ -157,7 +153,7 @@ def check_within_bound(problem: Problem, dtype: str, result, old=None):
 
 
 def sequential_sum(problem: Problem, key: int) -> np.ndarray:
-    """The plain left-to-right float32 sum of a key's entries (what the tiles are not)."""
+    """The plain left-to-right float32 sum of a key's entries (what the chunks are not)."""
     keys, _ = problem.verdicts()
     taken = problem.taken()
     total = None

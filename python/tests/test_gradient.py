@@ -94,7 +94,7 @@ def check(problem, grad_dtype="f32", out_dtype="f32", old=None, old_padding=None
 
 
 def skewed_ids(rng, count, rows, shape=None):
-    """Half the positions on a few hot rows (several tiles each), the rest uniform, some bad."""
+    """Half the positions on a few hot rows (several chunks each), the rest uniform, some bad."""
     ids = np.where(rng.random(count) < 0.5, rng.integers(0, 3, count) * 7,
                    rng.integers(0, rows, count))
     ids[rng.integers(0, count, max(1, count // 50))] = -3
@@ -124,15 +124,15 @@ def test_odd_widths(hidden):
     check(problem, "bf16", "bf16", old=round_to(rng.standard_normal((V, hidden)), "bf16"))
 
 
-def test_every_id_the_same_sums_tile_by_tile():
-    """1000 positions of one row: 32 tiles whose parts are added in order, which is not the
+def test_every_id_the_same_sums_chunk_by_chunk():
+    """1000 positions of one row: 32 chunks whose sums are added in order, which is not the
     sequential sum (checked, so that the test tells them apart)."""
     rng = rng_for("same")
     ids = np.full(1000, 5, np.int64)
     problem = Problem(ids, gradient_values(rng, (1000, 64), "f32"), V)
     got = check(problem)
-    tiled = got[5].view(np.float32)
-    assert not np.array_equal(tiled, sequential_sum(problem, 5)), "tiles indistinguishable"
+    chunked = got[5].view(np.float32)
+    assert not np.array_equal(chunked, sequential_sum(problem, 5)), "chunks indistinguishable"
     other_rows = np.delete(got, 5, axis=0)
     assert (other_rows == 0).all()  # +0.0 bits: overwritten
 
@@ -179,10 +179,9 @@ def test_shard_edges_and_bad_ids():
           old_padding=round_to(rng.standard_normal((2, H)), "bf16"))
 
 
-@pytest.mark.xfail(strict=True, reason="gradient.hpp tiles the shard's own position list, so a "
-                   "shard that does not start at row 0 cuts its rows' entries elsewhere")
 def test_a_vocab_shard_is_the_unsharded_gradients_rows():
-    """What ParallelEmbedding's vocab shards need to be laid side by side bit for bit."""
+    """What ParallelEmbedding's vocab shards need to be laid side by side bit for bit (an order
+    that chunked the whole sorted list, not each row, failed this)."""
     rng = rng_for("shard rows")
     ids = np.where(rng.random(600) < 0.5, 3, rng.integers(0, V, 600))
     grad = gradient_values(rng, (600, H), "f32")
@@ -384,6 +383,10 @@ GRAD = np.ones((3, H), np.float32)
     (lambda: tpembed.embedding_backward(IDS, GRAD_ALIAS[1], V, grad_weight=GRAD_ALIAS[0]),
      tpembed.ArgumentError, "shares memory with grad_out"),
     (lambda: tpembed.embedding_backward(None, GRAD, V), tpembed.ArgumentError, "ids"),
+    (lambda: tpembed.embedding_backward(IDS, GRAD, V, counts=[0, 0, 0, 0]), tpembed.ArgumentError,
+     "counts must be an array"),
+    (lambda: tpembed.embedding_backward(IDS, GRAD, V, workspace=b"x" * 256),
+     tpembed.ArgumentError, "workspace must be an array"),
     (lambda: tpembed.embedding_backward(IDS, GRAD, V, stream="default"), tpembed.ArgumentError,
      "stream"),
 ])

@@ -39,7 +39,7 @@ def problem(tokens, grad_dtype, seed, hidden=H):
     g = torch.Generator(device="cuda").manual_seed(seed)
     ids = torch.randint(0, V, (tokens,), device="cuda", generator=g)
     hot = torch.rand(tokens, device="cuda", generator=g) < 0.5
-    ids = torch.where(hot, ids % 5, ids)  # a few rows of many tiles
+    ids = torch.where(hot, ids % 5, ids)  # a few rows of many chunks
     if tokens > 2:
         ids[0], ids[1] = -1, V + 2
     scale = 2.0 ** torch.randint(-8, 8, (tokens, hidden), device="cuda", generator=g)

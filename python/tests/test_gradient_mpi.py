@@ -23,12 +23,6 @@ pytestmark = pytest.mark.skipif(SIZE < 2 or not tpembed.mpi_available(),
 
 V, H = 37, 13  # neither divides by 2, 3 or 4: uneven shards
 
-# gradient.hpp cuts tiles from the list of the positions that select a row *of this shard*, so a
-# vocab shard other than the first cuts its rows' entries at other places than the unsharded
-# gradient does, and their sums round differently. Strict: drop the mark once the order is fixed.
-UNSHARDED_TILES = ("the documented order tiles the shard's own position list: vocab shards past "
-                   "the first are not the unsharded gradient's rows bit for bit")
-
 
 def problem(seed, grad_dtype):
     """The same table, ids (hot rows, bad ids, the padding_idx) and grad_out on every rank."""
@@ -80,7 +74,6 @@ def test_a_vocab_shard_is_the_op_on_its_rows(placement, grad_dtype, out_dtype):
     assert unowned == (SIZE - 1) * total["accumulated"]
 
 
-@pytest.mark.xfail(strict=True, reason=UNSHARDED_TILES)
 @pytest.mark.parametrize("placement", ["packed", "equal"])
 @pytest.mark.parametrize("grad_dtype", ["f32", "bf16"])
 def test_vocab_shards_side_by_side_are_the_unsharded_gradient(placement, grad_dtype):

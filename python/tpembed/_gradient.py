@@ -13,7 +13,6 @@ from . import _tpembed as _core
 from ._frameworks import allocator as _allocator
 from ._frameworks import dtype_name as _dtype_name
 from ._frameworks import prepare as _prepare
-from ._frameworks import prepare_out as _prepare_out
 from ._frameworks import stream_handle as _stream_handle
 from ._tpembed import ArgumentError
 
@@ -42,7 +41,7 @@ def ignored_id(padding_idx: Any) -> Optional[int]:
 
 
 def prepare_gradient(array: Any, name: str, declared: Optional[str]):
-    """A gradient the core writes (None stays None), and the dtype declared for it."""
+    """An array the core writes (None stays None), and the dtype declared for it."""
     if array is None:
         return None, declared
     return _prepare(array, name, declared)
@@ -116,8 +115,9 @@ def embedding_backward(ids: Any, grad_out: Any, num_rows: int, *, row_offset: in
         _check.optional_integer(num_cols, "num_cols", 0), _check.integer(row_offset, "row_offset"),
         _check.optional_integer(valid_ids, "valid_ids", 0), ignored_id(padding_idx),
         _check.integer(column_offset, "column_offset", 0), scale, pad_scale, padding,
-        declared_scale, declared_grad, declared_out, accumulate, _prepare_out(workspace),
-        _prepare_out(counts), _stream_handle(stream, grad_out))
+        declared_scale, declared_grad, declared_out, accumulate,
+        prepare_gradient(workspace, "workspace", None)[0],
+        prepare_gradient(counts, "counts", None)[0], _stream_handle(stream, grad_out))
     return grad_weight if grad_weight is not None else allocated
 
 
