@@ -1,0 +1,200 @@
+// The backward over real MPI ranks (mpirun -np 2, 3, 4): every rank holds a shard of one table
+// (vocab rows or hidden columns, uneven or the seed's equal shards) and the same replicated
+// grad_out; its ParallelEmbedding::backward must equal its slice of the unsharded gradient, bit for
+// bit, so that the shards side by side are the unsharded gradient. Also: the ignored id, bad ids,
+// accumulation, scaled tables, a hidden shard given only its columns, and a rank whose arguments
+// are wrong failing every rank of the group.
+//
+// Built twice: host tables (test_gradient_mpi) and every rank's shard on the one GPU, ranks
+// sharing it (test_gradient_mpi_gpu).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <sstream>
+
+#include "device_tables.hpp"
+#include "expect_error.hpp"
+#include "gradient_reference.hpp"
+
+#ifndef TPEMBED_TEST_ON_GPU
+#define TPEMBED_TEST_ON_GPU 0
+#endif
+
+namespace tpembed::testing {
+namespace {
+
+constexpr bool kOnGpu = TPEMBED_TEST_ON_GPU != 0;
+
+Communicator& world() {
+  static std::unique_ptr<Communicator> mpi = make_mpi_communicator();
+  return *mpi;
+}
+
+struct ShardCase {
+  int sharding_dim;
+  ShardPlacement placement;
+  DType table;  // the table's (and gradient's) dtype
+  bool scaled;
+  bool accumulate;
+  bool column_slice;  // dim 1: grad_out holds only this rank's columns
+  std::int64_t vocab = 203;
+  std::int64_t hidden = 40;
+};
+
+std::string case_name(const ::testing::TestParamInfo<ShardCase>& info) {
+  const ShardCase& c = info.param;
+  std::ostringstream name;
+  name << "dim" << c.sharding_dim << (c.placement == ShardPlacement::equal ? "_equal_" : "_packed_")
+       << dtype_name(c.table) << (c.scaled ? "_scaled" : "") << (c.accumulate ? "_acc" : "_over")
+       << (c.column_slice ? "_slice" : "") << "_V" << c.vocab << "_H" << c.hidden;
+  return name.str();
+}
+
+// Uneven shards (quadratic cut points, the first possibly empty) or the seed's equal ones.
+std::vector<std::int64_t> shard_offsets(std::int64_t total, int tp, ShardPlacement placement) {
+  std::vector<std::int64_t> offsets(tp + 1, 0);
+  for (int t = 0; t <= tp; ++t) {
+    offsets[t] = placement == ShardPlacement::equal ? std::min(total, t * ((total + tp - 1) / tp))
+                                                    : total * t * t / (tp * tp);
+  }
+  if (placement == ShardPlacement::equal) offsets[tp] = tp * ((total + tp - 1) / tp);  // zero-padded vocab
+  return offsets;
+}
+
+// Ids with a hot row (several chunks), shard edges, the ignored id and bad ids; the same on every rank.
+std::vector<std::int64_t> test_ids(std::int64_t vocab, const std::vector<std::int64_t>& edges) {
+  constexpr std::int64_t kIgnored = 5;
+  std::mt19937_64 rng(42);
+  auto in_range = [&](std::int64_t id) { return id >= 0 && id < vocab && id != kIgnored; };
+  std::vector<std::int64_t> ids(300, vocab / 2 == kIgnored ? 0 : vocab / 2);  // a row of ten chunks
+  for (int i = 0; i < 700; ++i) {
+    const std::int64_t id = static_cast<std::int64_t>(rng() % vocab);
+    ids.push_back(in_range(id) ? id : 0);
+  }
+  for (std::int64_t edge : edges) {
+    for (std::int64_t id : {edge - 1, edge, edge + 1}) {
+      if (in_range(id)) ids.insert(ids.end(), 5, id);
+    }
+  }
+  // 11 ignored and 33 out of range.
+  for (std::int64_t id : {std::int64_t{-1}, vocab, vocab + 7, kIgnored}) ids.insert(ids.end(), 11, id);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  return ids;
+}
+
+class GradientMpi : public ::testing::TestWithParam<ShardCase> {};
+
+TEST_P(GradientMpi, ShardsSideBySideAreTheUnshardedGradient) {
+  const int tp = world().size(), rank = world().rank();
+  ShardCase c = GetParam();
+  // The seed's equal hidden shards need H divisible by tp (uneven H is what packed placement is for).
+  if (c.sharding_dim == 1 && c.placement == ShardPlacement::equal) c.hidden -= c.hidden % tp;
+  const std::int64_t total = c.sharding_dim == 0 ? c.vocab : c.hidden;
+  const std::vector<std::int64_t> offsets = shard_offsets(total, tp, c.placement);
+  const std::int64_t first = offsets[rank], size = offsets[rank + 1] - offsets[rank];
+
+  // The whole problem, the same on every rank.
+  const std::vector<std::int64_t> ids = test_ids(c.vocab, offsets);
+  const std::int64_t n = static_cast<std::int64_t>(ids.size());
+  GradientProblem whole = random_gradient_problem(ids, c.vocab, c.hidden, DType::bf16, c.table, 9);
+  whole.accumulate = c.accumulate;
+  whole.ignored_id = 5;
+  const std::int64_t padded_vocab = c.sharding_dim == 0 ? offsets[tp] : c.vocab;
+  const HostTable table = random_table(c.table, padded_vocab, c.hidden, 3);
+  std::optional<HostTable> scale;
+  if (c.scaled) scale = random_scales(DType::f32, padded_vocab, 4);
+  if (c.scaled) whole.scale = scale->slice_rows(0, c.vocab);
+  const GradientResult expected = documented_gradient(whole);
+
+  // This rank's shard and its slice of everything.
+  EmbeddingShard shard;
+  HostTable weight = c.sharding_dim == 0 ? table.slice_rows(first, size) : table.slice_cols(first, size);
+  std::optional<HostTable> shard_scale;
+  if (scale) shard_scale = c.sharding_dim == 0 ? scale->slice_rows(first, size) : *scale;
+  shard.weight = weight.view();
+  if (shard_scale) shard.scale = shard_scale->view();
+  HostTable initial = c.sharding_dim == 0 ? whole.initial.slice_rows(first, size) : whole.initial.slice_cols(first, size);
+  HostTable want = c.sharding_dim == 0 ? expected.grad.slice_rows(first, size) : expected.grad.slice_cols(first, size);
+  HostTable grad_out = c.column_slice ? whole.grad_out.slice_cols(first, size) : whole.grad_out;
+
+  EmbeddingConfig config;
+  config.tp_size = tp;
+  config.sharding_dim = c.sharding_dim;
+  config.placement = c.placement;
+  if (c.placement == ShardPlacement::equal && c.sharding_dim == 0) config.vocab_size = c.vocab;
+  if (kOnGpu) shard = upload_shard(shard);
+  ParallelEmbedding layer(world(), shard, config);
+  std::vector<std::uint8_t> id_bytes;
+  const TensorView host_ids = ids_view(whole, id_bytes);
+  BackwardOptions options;
+  options.accumulate = c.accumulate;
+  options.ignored_id = 5;
+  const std::vector<std::int64_t> out_shape{n, grad_out.cols};
+  if (!kOnGpu) {
+    layer.backward(host_ids, TensorView(grad_out.bytes.data(), DType::bf16, out_shape), initial.view(), nullptr, options);
+  } else {
+    const DeviceCopy d_ids = upload_bytes(id_bytes, whole.id_dtype, {n}), d_out = upload(grad_out), d_grad = upload(initial);
+    layer.backward(d_ids.view, d_out.view, d_grad.view, nullptr, options);
+    initial.bytes = download(d_grad.view.data, initial.bytes.size());
+  }
+  GradientResult actual{initial, HostTable(c.table, 0, size), layer.last_gradient_counts()};
+  GradientResult slice{want, HostTable(c.table, 0, size), actual.counts};
+  EXPECT_EQ(bit_difference(actual, slice), "") << "rank " << rank << " (shard at " << first << ", size " << size << ")";
+  // Every position is counted once: ignored (id 5) on every rank, bad ids as out of range.
+  EXPECT_EQ(actual.counts.ignored, 11u);
+  EXPECT_EQ(actual.counts.out_of_range, 33u);
+  EXPECT_EQ(actual.counts.accumulated + actual.counts.unowned + actual.counts.out_of_range + actual.counts.ignored,
+            static_cast<std::uint64_t>(n));
+}
+
+std::vector<ShardCase> shard_cases() {
+  std::vector<ShardCase> cases;
+  for (int dim : {0, 1}) {
+    for (ShardPlacement placement : {ShardPlacement::packed, ShardPlacement::equal}) {
+      cases.push_back({dim, placement, DType::f32, false, false, false});
+      cases.push_back({dim, placement, DType::bf16, true, true, false});
+    }
+  }
+  cases.push_back({1, ShardPlacement::packed, DType::f32, true, false, true});
+  cases.push_back({1, ShardPlacement::packed, DType::f16, false, true, true, 64, 7});
+  cases.push_back({0, ShardPlacement::packed, DType::f32, false, true, false, 6, 3});  // fewer rows than some ranks
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shards, GradientMpi, ::testing::ValuesIn(shard_cases()), case_name);
+
+TEST(GradientMpiErrors, OneRanksBadGradientFailsEveryRank) {
+  const int tp = world().size(), rank = world().rank();
+  const HostTable table = random_table(DType::f32, 8 * tp, 4, 1);
+  EmbeddingConfig config;
+  config.tp_size = tp;
+  config.placement = ShardPlacement::equal;
+  HostTable weight = table.slice_rows(rank * 8, 8);
+  EmbeddingShard shard;
+  shard.weight = weight.view();
+  if (kOnGpu) shard = upload_shard(shard);
+  ParallelEmbedding layer(world(), shard, config);
+  std::vector<std::int64_t> ids{1, 2, 3};
+  std::vector<float> grad_out(3 * 4, 1.0f);
+  // The last rank passes a gradient of the wrong shape; the others' are right, and all must fail.
+  const std::int64_t rows = rank == tp - 1 ? 7 : 8;
+  HostTable grad(DType::f32, rows, 4);
+  const DeviceCopy d_ids = kOnGpu ? upload_bytes(encode_ids(ids, DType::i64), DType::i64, {3}) : DeviceCopy{};
+  const DeviceCopy d_out = kOnGpu ? upload_bytes(std::vector<std::uint8_t>(48, 0), DType::f32, {3, 4}) : DeviceCopy{};
+  const DeviceCopy d_grad = kOnGpu ? upload(grad) : DeviceCopy{};
+  expect_error<ShapeError>(
+      [&] {
+        if (kOnGpu) {
+          layer.backward(d_ids.view, d_out.view, d_grad.view);
+        } else {
+          layer.backward(TensorView(ids.data(), DType::i64, {3}), TensorView(grad_out.data(), DType::f32, {3, 4}),
+                         grad.view());
+        }
+      },
+      "grad_weight has shape [7, 4] but this rank's shard is [8, 4]");
+}
+
+}  // namespace
+}  // namespace tpembed::testing
