@@ -25,6 +25,9 @@ the issue's PyTorch numbers are forward + backward minus forward):
   torch default the same with use_deterministic_algorithms(False)
   index_add_    f32 accumulate rows only: g.index_add_(0, ids, grad_out_f32) into an f32 gradient
                 (float atomics; grad_out converted to f32 before the timing, which favours it)
+  autograd det / autograd default   the issue's own measure, eagerly between events:
+                F.embedding(ids, w) forward + .backward(grad_out) minus the forward alone, w bf16
+                with w.grad reset each time (--no-autograd skips them)
 The PyTorch times are the same for the f32 and bf16 rows of a case (PyTorch makes a bf16 gradient
 from bf16 grad_out); the speed-ups divide them by tpembed's time in that row.
 
@@ -46,7 +49,6 @@ Usage (on the GPU machine, with tpembed's Python module built with CUDA and PyTo
 """
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -71,6 +73,8 @@ def parse_args():
     parser.add_argument("--modes", default="overwrite,accumulate")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--calls", type=int, default=3, help="calls per captured graph")
+    parser.add_argument("--no-autograd", action="store_true",
+                        help="skip the F.embedding forward+backward-minus-forward peers")
     parser.add_argument("--json", help="write the header and all rows here")
     parser.add_argument("--smoke", action="store_true",
                         help="CPU only (NumPy, no PyTorch): V=4099, H=64, 512 and 4096 tokens, "
@@ -118,7 +122,7 @@ def row_factor(counts, peer_sum_error):
 ROUNDING = {"f32": UNIT, "bf16": 2.0 ** -8}  # the final rounding, relative (with a margin)
 
 
-# ---- the GPU run (PyTorch CUDA tensors) -----------------------------------------------------------
+# ---- the GPU run (PyTorch CUDA tensors) ---------------------------------------------------------
 
 class CudaRun:
     """Tensors on the GPU, graph-captured timings, the PyTorch peers."""
@@ -180,14 +184,46 @@ class CudaRun:
             torch.cuda.synchronize()
             print(f"# not captured ({type(error).__name__}: {str(error)[:120]}); timed eagerly",
                   file=sys.stderr)
+            return self.eager_time(fn), "events"
 
-            def eager():
-                for _ in range(calls):
-                    fn()
-            eager()
-            torch.cuda.synchronize()
-            ms, _, _ = self.harness.median_event_time_ms(eager, self.args.repeats, calls)
-            return ms * 1e3, "events"
+    def eager_time(self, fn):
+        """Median us per call of --calls eager calls between CUDA events."""
+        torch, calls = self.torch, self.args.calls
+
+        def eager():
+            for _ in range(calls):
+                fn()
+        eager()
+        torch.cuda.synchronize()
+        ms, _, _ = self.harness.median_event_time_ms(eager, self.args.repeats, calls)
+        return ms * 1e3
+
+    def autograd_peers(self):
+        """The issue's measure: F.embedding forward + backward minus the forward (eager, events),
+        the weight's .grad reset before each backward (a fresh dense bf16 gradient)."""
+        torch = self.torch
+        weight = torch.zeros(self.args.vocab, self.args.hidden, dtype=torch.bfloat16,
+                             device="cuda", requires_grad=True)
+        lookup = torch.nn.functional.embedding
+
+        def forward():
+            with torch.no_grad():
+                lookup(self.ids, weight)
+
+        def forward_and_backward():
+            weight.grad = None
+            lookup(self.ids, weight).backward(self.grad_out)
+
+        result = {}
+        previous = torch.are_deterministic_algorithms_enabled()
+        for name, deterministic in (("autograd_det", True), ("autograd_default", False)):
+            torch.use_deterministic_algorithms(deterministic)
+            try:
+                both, alone = self.eager_time(forward_and_backward), self.eager_time(forward)
+            finally:
+                torch.use_deterministic_algorithms(previous)
+            result[name] = (both - alone, "events: fwd+bwd - fwd")
+        return result
 
     def peers(self):
         """{name: (us, how)} of the PyTorch peers on this case's ids and grad_out."""
@@ -205,6 +241,8 @@ class CudaRun:
         self.grad_out_f32 = self.grad_out.float()
         into = self.gradient("f32", 1)
         result["index_add"] = self.time(lambda: into.index_add_(0, self.ids, self.grad_out_f32))
+        if not self.args.no_autograd:
+            result.update(self.autograd_peers())
         return result
 
     def distinct_rows(self):
@@ -230,7 +268,7 @@ class CudaRun:
         return same, within
 
 
-# ---- the smoke run (NumPy on the host) ------------------------------------------------------------
+# ---- the smoke run (NumPy on the host) ----------------------------------------------------------
 
 class HostRun:
     """The same rows on the CPU with NumPy arrays: the peer is np.add.at into a float32 array."""
@@ -299,7 +337,9 @@ class HostRun:
 
 # ---- the table --------------------------------------------------------------------------------
 
-PEERS = (("torch_det", "torch det"), ("torch_default", "torch default"), ("index_add", "index_add_"))
+PEERS = (("torch_det", "torch det"), ("torch_default", "torch default"),
+         ("index_add", "index_add_"), ("autograd_det", "autograd det"),
+         ("autograd_default", "autograd default"))
 
 
 def main():
@@ -312,10 +352,10 @@ def main():
                   date=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     print(f"# {header['device']}; copy ceiling {run.ceiling:.0f} GB/s; V={args.vocab} "
           f"H={args.hidden}; grad_out bf16; {header['date']}")
+    peer_columns = "".join(f"{label} us | vs {label} | " for _, label in PEERS)
     print("| ids | tokens | distinct rows | grad | mode | bytes moved | tpembed us | GB/s | "
-          "% ceiling | timing | torch det us | vs det | torch default us | vs default | "
-          "index_add_ us | vs index_add_ | checks |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          f"% ceiling | timing | {peer_columns}checks |")
+    print("|---" * (11 + 2 * len(PEERS)) + "|")
     rows = []
     for distribution in args.ids.split(","):
         for tokens in (int(t) for t in args.tokens.split(",")):
