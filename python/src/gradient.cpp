@@ -142,7 +142,7 @@ nb::object embedding_backward(
   }
   const std::optional<DType> out = parse_dtype(out_dtype, "out_dtype");
   GradientOutput weight =
-      gradient_output(grad_weight, "grad_weight", out, {num_rows, cols}, &allocate);
+      gradient_output(grad_weight, "grad_weight", out, "out_dtype", {num_rows, cols}, &allocate);
   const std::vector<std::int64_t>& weight_shape = weight.view.shape;
   if (!grad_weight.is_none()) {
     TPEMBED_EXPECTS(weight_shape.size() == 2, ShapeError, "grad_weight must be [num_rows, H], got ",
@@ -155,8 +155,8 @@ nb::object embedding_backward(
                     num_cols.value_or(0));
   }
   // grad_padding has grad_weight's dtype (the op checks that it does).
-  const GradientOutput padding =
-      gradient_output(grad_padding, "grad_padding", weight.view.dtype, {}, nullptr);
+  const GradientOutput padding = gradient_output(grad_padding, "grad_padding", weight.view.dtype,
+                                                 "grad_weight's dtype", {}, nullptr);
   options.grad_padding = padding.view;
 
   std::optional<OutputArray> counts_array, workspace_array;
@@ -213,7 +213,7 @@ TensorView grad_out_view(const InputArray& array, std::optional<DType> declared)
 }
 
 GradientOutput gradient_output(const nb::handle& object, const char* name,
-                               std::optional<DType> declared,
+                               std::optional<DType> declared, const char* declared_by,
                                const std::vector<std::int64_t>& shape,
                                const nb::callable* allocate) {
   GradientOutput output;
@@ -234,7 +234,15 @@ GradientOutput gradient_output(const nb::handle& object, const char* name,
   TPEMBED_EXPECTS(!uint16 || declared, InvalidArgumentError, name,
                   " is a uint16 array: if it holds bf16 bits, say so with out_dtype='bf16' (a "
                   "gradient is f32, f16 or bf16)");
-  output.view = to_view(*output.array, name, Declared{declared, std::nullopt});
+  if (uint16) {
+    output.view = to_view(*output.array, name, Declared{declared, std::nullopt});
+    return output;
+  }
+  output.view = to_view(*output.array, name);
+  TPEMBED_EXPECTS(!declared || output.view.dtype == *declared, InvalidArgumentError, name, " is ",
+                  dtype_name(output.view.dtype), " but ", declared_by, " is ",
+                  dtype_name(declared.value_or(DType::f32)),
+                  ": tpembed does not convert dtypes (pass a gradient of that dtype)");
   return output;
 }
 

@@ -24,11 +24,12 @@ struct GradientOutput {
   nanobind::object result = nanobind::none();  ///< The allocated array, when one was.
 };
 
-/// `object` (named `name` in messages) as a gradient of dtype `declared` (its own dtype when
-/// unset; uint16 arrays hold bf16 bits and need `declared` bf16). None: absent, or, with
-/// `allocate`, allocate(shape, dtype name) -> (result, array) of `declared` (default f32).
+/// `object` (named `name` in messages) as a gradient of dtype `declared` (what `declared_by` says,
+/// for messages; its own dtype when unset; uint16 arrays hold bf16 bits and need `declared` bf16).
+/// None: absent, or, with `allocate`, allocate(shape, dtype name) -> (result, array) of `declared`
+/// (default f32).
 GradientOutput gradient_output(const nanobind::handle& object, const char* name,
-                               std::optional<DType> declared,
+                               std::optional<DType> declared, const char* declared_by,
                                const std::vector<std::int64_t>& shape,
                                const nanobind::callable* allocate);
 

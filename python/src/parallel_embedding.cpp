@@ -227,8 +227,9 @@ class Layer {
           grad_out_view(*grad_out_array, parse_dtype(grad_out_dtype, "grad_out_dtype"));
       const TensorView& table = inputs_.front().view;
       weight = gradient_output(grad_weight, "grad_weight", parse_dtype(out_dtype, "out_dtype"),
-                               table.shape, &allocate);
-      padding = gradient_output(grad_padding, "grad_padding", weight.view.dtype, {}, nullptr);
+                               "out_dtype", table.shape, &allocate);
+      padding = gradient_output(grad_padding, "grad_padding", weight.view.dtype,
+                                "grad_weight's dtype", {}, nullptr);
       std::vector<NamedView> read = inputs_;
       read.push_back({"ids", ids_view});
       read.push_back({"grad_out", grad_out_tensor});
