@@ -3,7 +3,7 @@
 Every result is checked three ways: bit for bit against gradient_reference.documented_order (an
 independent NumPy implementation of the order gradient.hpp documents), within the documented
 error bound of a float64 np.add.at sum, and with its counts. Repeats must give the same bits.
-The multi-rank cases (test_gradient_mpi.py) run from here under mpirun.
+The multi-rank cases (test_gradient_mpi.py) run from here under mpirun, on 2 and 3 ranks.
 """
 
 from __future__ import annotations
@@ -427,11 +427,12 @@ def test_workspace_sizes():
 # ---- over MPI ranks ----------------------------------------------------------------------------
 
 @pytest.mark.skipif(bool(mpi_ready()), reason=f"SKIPPED: {mpi_ready()}")
-def test_shards_over_two_mpi_ranks():
-    """test_gradient_mpi.py on 2 ranks (it skips in a single process)."""
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_shards_over_mpi_ranks(ranks):
+    """test_gradient_mpi.py on 2 and 3 ranks (it skips in a single process)."""
     limit = 120
     done = subprocess.run(["timeout", str(limit), "mpirun", "--oversubscribe",
-                           "--allow-run-as-root", "-np", "2", sys.executable, "-m", "pytest", "-q", "--color=no",
+                           "--allow-run-as-root", "-np", str(ranks), sys.executable, "-m", "pytest", "-q", "--color=no",
                            "-p", "no:cacheprovider", os.path.join(HERE, "test_gradient_mpi.py")],
                           capture_output=True, text=True, env=job_environment(HERE),
                           timeout=limit + 10)
