@@ -137,14 +137,16 @@ def test_every_id_the_same_sums_chunk_by_chunk():
     assert (other_rows == 0).all()  # +0.0 bits: overwritten
 
 
-def test_the_same_bits_on_every_run():
-    """10 repeats of a multi-threaded case (8192 x 128 elements: more than one worker's share)."""
+def test_the_same_bits_on_every_run_and_thread_count(monkeypatch):
+    """10 repeats of a case worth several threads (8192 x 128 elements), on 1, 2 and all cores
+    (TPEMBED_CPU_THREADS, read at each call)."""
     rng = rng_for("repeats")
     ids = rng.zipf(1.1, 8192) - 1
     ids[ids >= 1000] = rng.integers(0, 1000, int((ids >= 1000).sum()))
     problem = Problem(ids, gradient_values(rng, (8192, 128), "bf16"), 1000)
     first = check(problem, "bf16", "f32")
-    for _ in range(9):
+    for repeat in range(9):
+        monkeypatch.setenv("TPEMBED_CPU_THREADS", str(1 + repeat % 3))
         weight, _, _ = backward(problem, "bf16", "f32")
         np.testing.assert_array_equal(result_bits(weight), first)
 
