@@ -21,17 +21,18 @@ set(tpembed_SHARED ${tpembed_SHARED} CACHE INTERNAL "tpembed is a shared library
 # ---- the link interface ------------------------------------------------------------------------
 # A static library's private dependencies reach its consumers' link as $<LINK_ONLY:...> entries.
 # nlohmann_json is header-only: it has nothing to link, so it is dropped and no consumer needs it.
-# NCCL is linked by its path on this machine; installed, it becomes tpembed::nccl, which the
-# package's config finds again (the build tree keeps the path).
+# NCCL is linked by its path on this machine (a plain path: it has no usage requirements to hide);
+# installed, it becomes tpembed::nccl, which the package's config finds again (the build tree keeps
+# the path).
 get_target_property(tpembed_interface tpembed INTERFACE_LINK_LIBRARIES)
 if(tpembed_interface)
   set(tpembed_exported_interface "")
   foreach(item IN LISTS tpembed_interface)
     if(item STREQUAL "$<LINK_ONLY:nlohmann_json::nlohmann_json>")
       continue()
-    elseif(TPEMBED_NCCL AND item STREQUAL "$<LINK_ONLY:${TPEMBED_NCCL_LIBRARY}>")
-      list(APPEND tpembed_exported_interface "$<LINK_ONLY:$<BUILD_INTERFACE:${TPEMBED_NCCL_LIBRARY}>>"
-                                             "$<LINK_ONLY:$<INSTALL_INTERFACE:tpembed::nccl>>")
+    elseif(TPEMBED_NCCL AND (item STREQUAL TPEMBED_NCCL_LIBRARY OR item STREQUAL "$<LINK_ONLY:${TPEMBED_NCCL_LIBRARY}>"))
+      list(APPEND tpembed_exported_interface "$<BUILD_INTERFACE:${TPEMBED_NCCL_LIBRARY}>"
+                                             "$<INSTALL_INTERFACE:$<LINK_ONLY:tpembed::nccl>>")
     else()
       list(APPEND tpembed_exported_interface "${item}")
     endif()

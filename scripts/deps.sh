@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Installs what tpembed builds and tests with, from Debian's packages, when it is missing.
 # Sourced by run.sh and test.sh; needs root (or sudo) only when something is missing.
+# With TPEMBED_DEPS_FUNCTIONS_ONLY=1 it only defines tpembed_apt_install (prepare_device.sh).
 set -euo pipefail
-packages=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libgtest-dev libbenchmark-dev
-          libcli11-dev nlohmann-json3-dev clang libclang-rt-dev)
-missing=()
-for package in "${packages[@]}"; do
-  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-done
-if ((${#missing[@]})); then
+
+# tpembed_apt_install PACKAGE...: installs, with apt-get, those of the Debian packages not installed.
+tpembed_apt_install() {
+  local package missing=() sudo_cmd=()
+  for package in "$@"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+  done
+  ((${#missing[@]})) || return 0
   echo "tpembed: installing ${missing[*]}"
-  sudo_cmd=()
   [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+}
+[[ ${TPEMBED_DEPS_FUNCTIONS_ONLY:-} == 1 ]] && return 0
+
+tpembed_apt_install build-essential cmake pkg-config openmpi-bin libopenmpi-dev libgtest-dev libbenchmark-dev \
+                    libcli11-dev nlohmann-json3-dev clang libclang-rt-dev
 # The Python module's build backend and tests (PyPI, into the python3 on PATH); mpi4py is built
 # against Debian's Open MPI (libopenmpi-dev above), not taken as a wheel with its own MPI.
 python3 -c "import scikit_build_core, nanobind, numpy, pytest" 2>/dev/null \
