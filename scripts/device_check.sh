@@ -4,7 +4,8 @@
 # racecheck on a reduced GPU matrix, the CUDA benchmark against PyTorch, and dumps the kernels'
 # resource usage and SASS. Logs go to $OUT (or ./device-out): the tables as .md/.json, every other
 # log packed into logs.tar.gz (the device tool brings back a few files only).
-# STEPS picks parts (default all): tests sanitizer sass cli python tp bench, e.g. STEPS="tests tp";
+# STEPS picks parts (default all): tests sanitizer sass cli python tp bench backward (PYTESTS: the python
+# step's pytest paths; PY_TP_BENCH=0 skips its bench_tp_torch run), e.g. STEPS="tests tp";
 # also (not in the default): gputests (the GPU test binaries alone), ncu (Nsight Compute counters of
 # every table dtype's lookup and the Triton peer's, bench/profile_lookup.py). TARGETS limits the
 # build to those targets (with STEPS that need no others); CTEST_LABELS limits the tests step to
@@ -12,7 +13,7 @@
 # With 2 or more GPUs, ctest also runs the NCCL tests of one GPU per rank, the thread-per-GPU and the
 # dead-rank tests, and `tp` adds bench-tp over NCCL and the PyTorch comparison on every GPU.
 set -uo pipefail
-steps=" ${STEPS:-tests sanitizer sass cli python tp bench} "
+steps=" ${STEPS:-tests sanitizer sass cli python tp bench backward} "
 want() { [[ $steps == *" $1 "* ]]; }
 out=${OUT:-$PWD/device-out}
 mkdir -p "$out"
@@ -35,10 +36,17 @@ for target in ${TARGETS:-}; do targets+=(--target "$target"); done
 cmake --build build-gpu -j16 "${targets[@]}" >"$out/build.log" 2>&1 || { grep -E "error" -A5 "$out/build.log" | head -60; exit 1; }
 if want gputests; then
 step "GPU tests"
-for t in test_codes_cuda test_embedding_cuda test_lookup_params_cuda test_large_table_cuda; do
-  build-gpu/tests/cuda/$t >"$out/$t.log" 2>&1
+for t in cuda/test_codes_cuda cuda/test_embedding_cuda cuda/test_lookup_params_cuda cuda/test_large_table_cuda \
+         gradient/test_gradient_cuda; do
+  [[ -x build-gpu/tests/$t ]] || continue
+  t=${t#*/}; build-gpu/tests/*/$t >"$out/$t.log" 2>&1
   echo "$t: exit $? ($(grep -E '^\[  PASSED|^\[  FAILED' "$out/$t.log" | tr '\n' ' '))"
   grep -E "^\[  FAILED|Failure|mismatch|Expected" -A3 "$out/$t.log" | head -30
+done
+for np in 2 3; do
+  [[ -x build-gpu/tests/gradient/test_gradient_mpi_gpu ]] || break
+  timeout 300 mpirun -np $np build-gpu/tests/gradient/test_gradient_mpi_gpu >"$out/test_gradient_mpi_gpu_np$np.log" 2>&1
+  echo "test_gradient_mpi_gpu np $np: exit $? ($(grep -E '^\[  PASSED|^\[  FAILED' "$out/test_gradient_mpi_gpu_np$np.log" | head -1))"
 done
 fi
 if want tests; then
@@ -57,6 +65,13 @@ for tool in memcheck racecheck; do
   compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/tests/cuda/test_lookup_params_cuda \
     >"$out/sanitizer_shards_$tool.log" 2>&1
   echo "$tool, shard lookups: exit $? ($(grep -cE '^\[       OK' "$out/sanitizer_shards_$tool.log") tests OK)"
+done
+# The backward: sort, tiles, fix-up, zero rows; hot rows across many tiles, padding, graphs.
+gfilter='Matrix/GradientCuda.*skewed*:Matrix/GradientCuda.*one_row*:Matrix/GradientCuda.*padding*:GradientCudaGraph.*:GradientCudaLayer.*'
+for tool in memcheck racecheck; do
+  compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/tests/gradient/test_gradient_cuda \
+    --gtest_filter="$gfilter" >"$out/sanitizer_gradient_$tool.log" 2>&1
+  echo "$tool, backward: exit $? ($(grep -cE '^\[       OK' "$out/sanitizer_gradient_$tool.log") tests OK; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer_gradient_$tool.log" | tail -1))"
 done
 # peer_rows across processes (CUDA IPC): 2 ranks on the GPU, each under memcheck.
 mpirun -np 2 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/cuda/test_tp_mpi_gpu \
@@ -89,7 +104,7 @@ if want python && [[ -d .device/wheels ]]; then
     -DTPEMBED_BUILD_TESTS=OFF -DTPEMBED_BUILD_BENCH=OFF -DTPEMBED_BUILD_TOOLS=OFF \
     -DPython_EXECUTABLE="$(command -v python3)" -DCMAKE_PREFIX_PATH="$PWD/.device/prefix;/tmp/pylibs" >"$out/py_configure.log" 2>&1 \
     && cmake --build build-gpu-py --target _tpembed -j16 >"$out/py_build.log" 2>&1 \
-    && PYTHONPATH=build-gpu-py/python:/tmp/pylibs python3 -m pytest python/tests -q --color=no -rs 2>&1 | tail -25 \
+    && PYTHONPATH=build-gpu-py/python:/tmp/pylibs python3 -m pytest ${PYTESTS:-python/tests} -q --color=no -rs 2>&1 | tail -25 \
     || { echo "python module build failed:"; tail -20 "$out/py_configure.log" "$out/py_build.log"; }
   # mpi4py travels as its source (it must be built against this machine's MPI).
   for sdist in .device/sdists/mpi4py-*.tar.gz; do
@@ -98,7 +113,7 @@ if want python && [[ -d .device/wheels ]]; then
   done
   PYTHONPATH=build-gpu-py/python:/tmp/pylibs:python/tests timeout 600 mpirun -np 2 \
     python3 -m pytest python/tests/test_parallel_mpi.py -q --color=no -rs -p no:cacheprovider 2>&1 | tail -8
-  step "tensor-parallel lookup against PyTorch's seed op (2 ranks; one GPU each where there are 2)"
+  [[ ${PY_TP_BENCH:-1} == 1 ]] && step "tensor-parallel lookup against PyTorch's seed op (2 ranks; one GPU each where there are 2)" && \
   PYTHONPATH=build-gpu-py/python:/tmp/pylibs timeout 600 mpirun -np 2 python3 bench/bench_tp_torch.py \
     --tokens ${TP_TOKENS:-1,16,64,128,1024,8192,32768} 2>&1 | tee "$out/bench_tp_torch_np2.md" | tail -30
 fi
@@ -148,7 +163,9 @@ if want bench; then
 step "benchmark"
 python3 bench/bench_cuda_lookup.py --lib build-gpu/bench/libtpembed_bench_capi.so --json "$out/bench_cuda.json" \
   ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_cuda.md"
-# The gradient against PyTorch's embedding backward (issue 14), through the python step's module.
+fi
+if want backward; then
+step "the gradient against PyTorch's embedding backward (through the python step's module)"
 if [[ -d build-gpu-py/python/tpembed ]]; then
   PYTHONPATH=build-gpu-py/python:/tmp/pylibs python3 bench/bench_backward.py --json "$out/bench_backward.json" \
     ${BACKWARD_ARGS:-} 2>&1 | tee "$out/bench_backward.md"

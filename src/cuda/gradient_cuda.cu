@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "cuda/gradient_kernels.cuh"
 #include "cuda/gradient_sort.hpp"
@@ -77,48 +78,42 @@ __global__ void classify_kernel(const Id* __restrict__ ids, std::int64_t n, tpem
   }
 }
 
-// Overwriting: +0 into every row that no position selects (the others are written by the tiles).
-__global__ void zero_kernel(Rows r, const std::uint8_t* __restrict__ marks, std::int64_t key_count,
-                            std::int64_t row_bytes, bool wide) {
-  for (std::int64_t key = blockIdx.x; key < key_count; key += gridDim.x) {
-    if (marks[key]) continue;
-    const bool padding = key >= r.rows;
-    std::uint8_t* row = padding ? r.grad_padding + (key - r.rows) * r.grad_padding_pitch : r.grad_weight + key * r.grad_weight_pitch;
-    if (wide) {
-      for (std::int64_t b = threadIdx.x * 16; b < row_bytes; b += blockDim.x * 16) {
-        *reinterpret_cast<uint4*>(row + b) = make_uint4(0, 0, 0, 0);
-      }
-    } else {
-      for (std::int64_t b = threadIdx.x * 2; b < row_bytes; b += blockDim.x * 2) {
-        *reinterpret_cast<std::uint16_t*>(row + b) = 0;  // every gradient dtype is whole 16-bit words
-      }
-    }
-  }
-}
+// The tiles (and, overwriting, the zeroing blocks: `marks` non-null), then the fix-up.
+struct Launch {
+  Rows r;
+  Sorted s;
+  const std::uint8_t* marks;
+  std::int64_t key_count;
+  cudaStream_t stream;
+};
 
 template <DType Grad, DType Weight, int Width>
-cudaError_t launch_tiles(const Rows& r, const Sorted& s, cudaStream_t stream) {
-  const std::int64_t tiles = (s.n + kTile - 1) / kTile;
-  const std::int64_t vectors = (r.cols + Width - 1) / Width;
+cudaError_t launch_tiles(const Launch& l) {
+  const std::int64_t tiles = (l.s.n + kTile - 1) / kTile;
+  const std::int64_t zeroing = l.marks != nullptr ? (l.key_count + kZeroRows - 1) / kZeroRows : 0;
+  const std::int64_t vectors = (l.r.cols + Width - 1) / Width;
   const std::int64_t slabs = (vectors + kThreads - 1) / kThreads;
-  if (slabs > 65535 || tiles > 0x7fffffff) return cudaErrorInvalidConfiguration;
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(slabs));
-  tile_kernel<Grad, Weight, Width><<<grid, kThreads, 0, stream>>>(r, s);
-  if (tiles > 1) fixup_kernel<Weight, Width><<<grid, kThreads, 0, stream>>>(r, s);
+  if (slabs > 65535 || tiles + zeroing > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  if (tiles + zeroing == 0 || slabs == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(tiles + zeroing), static_cast<unsigned>(slabs));
+  tile_kernel<Grad, Weight, Width><<<grid, kThreads, 0, l.stream>>>(l.r, l.s, l.marks, tiles, l.key_count);
+  if (tiles > 1) {
+    fixup_kernel<Weight, Width><<<dim3(static_cast<unsigned>(tiles), grid.y), kThreads, 0, l.stream>>>(l.r, l.s);
+  }
   return cudaGetLastError();
 }
 
 template <DType Grad, DType Weight>
-cudaError_t launch_width(const Rows& r, const Sorted& s, bool wide, cudaStream_t stream) {
-  return wide ? launch_tiles<Grad, Weight, 8>(r, s, stream) : launch_tiles<Grad, Weight, 1>(r, s, stream);
+cudaError_t launch_width(const Launch& l, bool wide) {
+  return wide ? launch_tiles<Grad, Weight, 8>(l) : launch_tiles<Grad, Weight, 1>(l);
 }
 
 template <DType Grad>
-cudaError_t launch_weight(const Rows& r, const Sorted& s, DType weight, bool wide, cudaStream_t stream) {
+cudaError_t launch_weight(const Launch& l, DType weight, bool wide) {
   switch (weight) {
-    case DType::f32: return launch_width<Grad, DType::f32>(r, s, wide, stream);
-    case DType::f16: return launch_width<Grad, DType::f16>(r, s, wide, stream);
-    case DType::bf16: return launch_width<Grad, DType::bf16>(r, s, wide, stream);
+    case DType::f32: return launch_width<Grad, DType::f32>(l, wide);
+    case DType::f16: return launch_width<Grad, DType::f16>(l, wide);
+    case DType::bf16: return launch_width<Grad, DType::bf16>(l, wide);
     default: return cudaErrorInvalidValue;
   }
 }
@@ -179,20 +174,8 @@ int embedding_backward_cuda(const GradientParams& p, void* stream_handle) {
                                                   positions_in, marks, p.counts);
     }
   }
-  if (marks != nullptr && p.cols > 0) {
-    const std::int64_t row_bytes = p.cols * grad_bytes;
-    const bool wide = row_bytes % 16 == 0 && aligned16(p.grad_weight, r.grad_weight_pitch) &&
-                      (p.grad_padding == nullptr || aligned16(p.grad_padding, r.grad_padding_pitch));
-    const int blocks = static_cast<int>(std::min<std::int64_t>(key_count, std::int64_t{sms} * 16));
-    zero_kernel<<<blocks, 128, 0, stream>>>(r, marks, key_count, row_bytes, wide);
-  }
   if ((status = cudaGetLastError()) != cudaSuccess) return status;
-  if (n == 0 || p.cols == 0 || key_count == 0) return cudaSuccess;
-
-  std::size_t sort_bytes = plan.sort_bytes;
-  status = sort_pairs(workspace + plan.sort_temp, sort_bytes, keys_in, keys_out, positions_in, positions_out,
-                      static_cast<int>(n), plan.end_bit, stream);
-  if (status != cudaSuccess) return status;
+  if (p.cols == 0 || key_count == 0) return cudaSuccess;
 
   Sorted s;
   s.keys = keys_out;
@@ -200,13 +183,20 @@ int embedding_backward_cuda(const GradientParams& p, void* stream_handle) {
   s.n = n;
   s.sentinel = plan.sentinel;
   s.parts = reinterpret_cast<float*>(workspace + plan.parts);
+  if (n > 0) {
+    std::size_t sort_bytes = plan.sort_bytes;
+    status = sort_pairs(workspace + plan.sort_temp, sort_bytes, keys_in, keys_out, positions_in, positions_out,
+                        static_cast<int>(n), plan.end_bit, stream);
+    if (status != cudaSuccess) return status;
+  }
   const bool wide = p.cols % 8 == 0 && aligned16(p.grad_out, r.grad_out_pitch) &&
                     aligned16(p.grad_weight, r.grad_weight_pitch) &&
                     (p.grad_padding == nullptr || aligned16(p.grad_padding, r.grad_padding_pitch));
+  const Launch launch{r, s, marks, key_count, stream};
   switch (p.grad_out_dtype) {
-    case DType::f32: return launch_weight<DType::f32>(r, s, p.grad_dtype, wide, stream);
-    case DType::f16: return launch_weight<DType::f16>(r, s, p.grad_dtype, wide, stream);
-    case DType::bf16: return launch_weight<DType::bf16>(r, s, p.grad_dtype, wide, stream);
+    case DType::f32: return launch_weight<DType::f32>(launch, p.grad_dtype, wide);
+    case DType::f16: return launch_weight<DType::f16>(launch, p.grad_dtype, wide);
+    case DType::bf16: return launch_weight<DType::bf16>(launch, p.grad_dtype, wide);
     default: return cudaErrorInvalidValue;
   }
 }

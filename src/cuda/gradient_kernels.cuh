@@ -22,7 +22,7 @@ namespace tpembed::cuda_kernels::gradient {
 
 constexpr int kTile = static_cast<int>(kGradientChunk);
 constexpr int kThreads = 128;  // per block: one column vector each
-constexpr int kGroup = 8;      // grad_out rows loaded before they are summed
+constexpr int kGroup = 4;      // grad_out rows (and old gradient rows) loaded before they are summed
 
 /// What every backward kernel needs to find its rows (by value in the launch).
 struct Rows {
@@ -124,50 +124,31 @@ __device__ __forceinline__ void store_f32(std::uint8_t* dst, const float (&v)[Wi
   }
 }
 
-/// Step 5 of the order: scale, add to the old value when accumulating, round once, store.
-template <DType Weight, int Width>
-__device__ __forceinline__ void finish_row(const Rows& r, std::uint32_t key, std::int64_t col, float (&sum)[Width]) {
+/// Where the gradient row of `key` (a table row, or a padding row after them) starts, at column `col`.
+template <DType Weight>
+__device__ __forceinline__ std::uint8_t* gradient_at(const Rows& r, std::uint32_t key, std::int64_t col) {
   const bool padding = key >= r.rows;
-  const std::int64_t local = padding ? key - r.rows : key;
+  return (padding ? r.grad_padding + (key - r.rows) * r.grad_padding_pitch : r.grad_weight + key * r.grad_weight_pitch) +
+         col * (Weight == DType::f32 ? 4 : 2);
+}
+
+/// Step 4 of the order: scale, add the old value (`old`, loaded by the caller) when accumulating,
+/// round once, store.
+template <DType Weight, int Width>
+__device__ __forceinline__ void finish_row(const Rows& r, std::uint32_t key, std::int64_t col, float (&sum)[Width],
+                                           const float (&old)[Width]) {
+  const bool padding = key >= r.rows;
   const void* scales = padding ? r.padding_scale : r.scale;
   if (scales != nullptr) {
-    const float factor = scale_at(scales, r.scale_dtype, local);
+    const float factor = scale_at(scales, r.scale_dtype, padding ? key - r.rows : key);
 #pragma unroll
     for (int i = 0; i < Width; ++i) sum[i] = __fmul_rn(sum[i], factor);
   }
-  std::uint8_t* dst = (padding ? r.grad_padding + local * r.grad_padding_pitch : r.grad_weight + local * r.grad_weight_pitch) +
-                      col * (Weight == DType::f32 ? 4 : 2);
   if (r.accumulate) {
-    float old[Width];
-    load_f32<Weight, Width>(dst, old);
 #pragma unroll
     for (int i = 0; i < Width; ++i) sum[i] = __fadd_rn(old[i], sum[i]);
   }
-  store_f32<Weight, Width>(dst, sum);
-}
-
-/// The left-to-right sum of the chunk that starts at entry `from` of the block's entries (keys[],
-/// positions[] in shared memory, sentinel-ended): up to kTile entries of `key`.
-template <DType Grad, int Width>
-__device__ __forceinline__ void sum_chunk(const Rows& r, const std::uint32_t* keys, const std::uint32_t* positions,
-                                          int from, std::uint32_t key, std::int64_t col_bytes, float (&sum)[Width]) {
-  for (int group = 0; group < kTile; group += kGroup) {
-    if (keys[from + group] != key) break;
-    float x[kGroup][Width];
-#pragma unroll
-    for (int u = 0; u < kGroup; ++u) {
-      if (group + u < kTile && keys[from + group + u] == key) {
-        load_f32<Grad, Width, true>(r.grad_out + positions[from + group + u] * r.grad_out_pitch + col_bytes, x[u]);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kGroup; ++u) {
-      if (group + u < kTile && keys[from + group + u] == key) {
-#pragma unroll
-        for (int i = 0; i < Width; ++i) sum[i] = group + u == 0 ? x[u][i] : __fadd_rn(sum[i], x[u][i]);
-      }
-    }
-  }
+  store_f32<Weight, Width>(gradient_at<Weight>(r, key, col), sum);
 }
 
 template <int Width>
@@ -182,23 +163,68 @@ __device__ __forceinline__ void store_chunk(const Rows& r, const Sorted& s, std:
   }
 }
 
-/// The first entry of `key` in the sorted keys [lo, hi) (it is there).
-__device__ __forceinline__ std::int64_t first_entry(const std::uint32_t* keys, std::int64_t lo, std::int64_t hi,
-                                                    std::uint32_t key) {
-  while (lo < hi) {
-    const std::int64_t mid = (lo + hi) / 2;
-    if (keys[mid] < key) lo = mid + 1; else hi = mid;
+template <DType Weight, int Width>
+__device__ __forceinline__ void store_zeros(const Rows& r, std::uint32_t key, std::int64_t col) {
+  float zero[Width];
+#pragma unroll
+  for (int i = 0; i < Width; ++i) zero[i] = 0.0f;
+  store_f32<Weight, Width>(gradient_at<Weight>(r, key, col), zero);
+}
+
+/// The first entry of `key` in the sorted keys [lo, hi) (one is there), found by the 32 lanes of
+/// a warp probing 32 places at a time: a few dependent loads instead of log2(n).
+__device__ __forceinline__ std::int64_t warp_first_entry(const std::uint32_t* keys, std::int64_t lo, std::int64_t hi,
+                                                         std::uint32_t key) {
+  const int lane = threadIdx.x & 31;
+  while (hi - lo > 1) {
+    const std::int64_t step = (hi - lo + 31) / 32;
+    const std::int64_t probe = lo + lane * step;
+    const bool below = probe < hi && keys[probe] < key;
+    const int count = __popc(__ballot_sync(0xffffffffu, below));  // probes below `key`: a prefix
+    if (count == 0) return lo;
+    const std::int64_t next_lo = lo + (count - 1) * step + 1;
+    hi = min(hi, lo + count * step + 1);
+    lo = next_lo;
   }
   return lo;
 }
 
-/// One tile (blockIdx.x) and one slab of kThreads column vectors (blockIdx.y).
+// What an entry of a tile does (tile_kernel's plan).
+enum : std::uint8_t { kChunkStart = 1, kChunkEnd = 2, kToHeadSlot = 4, kToTailSlot = 8 };
+
+/// Rows a zeroing block of tile_kernel covers.
+constexpr int kZeroRows = 64;
+
+/// Overwriting: +0 into the rows of block `block` (kZeroRows of them) that no entry selects.
+template <DType Weight, int Width>
+__device__ __forceinline__ void zero_unselected(const Rows& r, const std::uint8_t* __restrict__ marks,
+                                                std::int64_t key_count, std::int64_t block, std::int64_t col) {
+  if (col >= r.cols) return;
+  const std::int64_t end = min(key_count, (block + 1) * kZeroRows);
+  for (std::int64_t key = block * kZeroRows; key < end; ++key) {
+    if (!marks[key]) store_zeros<Weight, Width>(r, static_cast<std::uint32_t>(key), col);
+  }
+}
+
+/// Blocks [0, tiles) take one tile each (blockIdx.x) and one slab of kThreads column vectors
+/// (blockIdx.y): warp 0 plans the tile's chunks (where each starts and ends and where its sum
+/// goes); then every thread sums its columns of them with kGroup grad_out rows (and, accumulating,
+/// the old gradient rows) in flight. Overwriting, the blocks after them zero the rows no entry
+/// selects (`marks`), kZeroRows each, in the same launch, so that the two kinds of work overlap.
 template <DType Grad, DType Weight, int Width>
-__global__ void __launch_bounds__(kThreads) tile_kernel(Rows r, Sorted s) {
+__global__ void __launch_bounds__(kThreads) tile_kernel(Rows r, Sorted s, const std::uint8_t* __restrict__ marks,
+                                                        std::int64_t tiles, std::int64_t key_count) {
+  if (static_cast<std::int64_t>(blockIdx.x) >= tiles) {
+    zero_unselected<Weight, Width>(r, marks, key_count, blockIdx.x - tiles,
+                                   (static_cast<std::int64_t>(blockIdx.y) * kThreads + threadIdx.x) * Width);
+    return;
+  }
   // This tile's entries and the next tile's (a chunk that starts here may end there).
   __shared__ std::uint32_t keys[2 * kTile + 1];
   __shared__ std::uint32_t positions[2 * kTile];
-  __shared__ int head_chunk;  // where the chunk of a row begun in an earlier tile starts here
+  __shared__ std::uint8_t flags[2 * kTile];
+  __shared__ int range[2];            // entries [range[0], range[1]) are summed
+  __shared__ std::uint32_t previous;  // the key of the entry before the tile (sentinel: none)
   const std::int64_t tile = blockIdx.x;
   const std::int64_t first = tile * kTile;
   const int t = threadIdx.x;
@@ -206,18 +232,36 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Rows r, Sorted s) {
     const bool in = first + t < s.n;
     keys[t] = in ? s.keys[first + t] : s.sentinel;
     positions[t] = in ? s.positions[first + t] : 0;
+    flags[t] = 0;
   } else if (t == 2 * kTile) {
     keys[2 * kTile] = s.sentinel;
+    previous = tile > 0 ? s.keys[first - 1] : s.sentinel;
   }
   __syncthreads();
-  if (t == 0) {
-    // The row of entry 0, when it began in an earlier tile: its chunks start every 32 entries from
-    // its first, so one starts here at (first_entry - first) mod 32 (or none, if the row ends first).
-    head_chunk = -1;
-    const std::uint32_t key = keys[0];
-    if (tile > 0 && key != s.sentinel && s.keys[first - 1] == key) {
-      const std::int64_t start = first_entry(s.keys, 0, first, key);
-      head_chunk = static_cast<int>((kTile - (first - start) % kTile) % kTile);
+  if (t < 32) {
+    // A row begun in an earlier tile has its chunks start every 32 entries from its first entry.
+    std::int64_t row_start = first;
+    if (tile > 0 && keys[0] != s.sentinel && previous == keys[0]) {
+      row_start = warp_first_entry(s.keys, 0, first, keys[0]);
+    }
+    if (t == 0) {
+      int lo = -1, hi = 0;
+      for (int begin = 0, end; begin < kTile && keys[begin] != s.sentinel; begin = end) {
+        const std::uint32_t key = keys[begin];
+        for (end = begin + 1; end < kTile && keys[end] == key;) ++end;
+        const bool from_before = begin == 0 && row_start < first;
+        const bool goes_on = end == kTile && keys[kTile] == key;
+        const int chunk = from_before ? static_cast<int>((kTile - (first - row_start) % kTile) % kTile) : begin;
+        if (chunk >= end) continue;  // the row's chunk began in the tile before and ends in this run
+        int last = chunk;
+        while (last + 1 < chunk + kTile && keys[last + 1] == key) ++last;
+        flags[chunk] |= kChunkStart;
+        flags[last] |= kChunkEnd | (from_before ? kToHeadSlot : goes_on ? kToTailSlot : 0);
+        if (lo < 0) lo = chunk;
+        hi = last + 1;
+      }
+      range[0] = lo < 0 ? 0 : lo;
+      range[1] = lo < 0 ? 0 : hi;
     }
   }
   __syncthreads();
@@ -226,31 +270,46 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Rows r, Sorted s) {
   const std::int64_t col_bytes = col * (Grad == DType::f32 ? 4 : 2);
 
   float sum[Width];
-  for (int begin = 0; begin < kTile && keys[begin] != s.sentinel;) {
-    const std::uint32_t key = keys[begin];
-    int end = begin + 1;  // one past the run's last entry in this tile
-    while (end < kTile && keys[end] == key) ++end;
-    const bool from_before = begin == 0 && head_chunk >= 0;
-    const bool goes_on = end == kTile && keys[kTile] == key;
-    if (from_before) {
-      if (head_chunk < end) {  // a chunk of the row starts in this tile
-        sum_chunk<Grad, Width>(r, keys, positions, head_chunk, key, col_bytes, sum);
-        store_chunk<Width>(r, s, tile, 0, col, sum);
-      }
-    } else {
-      sum_chunk<Grad, Width>(r, keys, positions, begin, key, col_bytes, sum);
-      if (goes_on) {
-        store_chunk<Width>(r, s, tile, 1, col, sum);  // the row's first chunk
-      } else {
-        finish_row<Weight, Width>(r, key, col, sum);  // the row's only chunk
+  const int lo = range[0], hi = range[1];
+  for (int group = lo; group < hi; group += kGroup) {
+    float x[kGroup][Width], old[kGroup][Width];
+#pragma unroll
+    for (int u = 0; u < kGroup; ++u) {
+      if (group + u < hi) {
+        load_f32<Grad, Width, true>(r.grad_out + positions[group + u] * r.grad_out_pitch + col_bytes, x[u]);
       }
     }
-    begin = end;
+    if (r.accumulate) {
+#pragma unroll
+      for (int u = 0; u < kGroup; ++u) {
+        if (group + u < hi && (flags[group + u] & (kChunkEnd | kToHeadSlot | kToTailSlot)) == kChunkEnd) {
+          load_f32<Weight, Width>(gradient_at<Weight>(r, keys[group + u], col), old[u]);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kGroup; ++u) {
+      const int j = group + u;
+      if (j >= hi) break;
+      const std::uint8_t f = flags[j];
+#pragma unroll
+      for (int i = 0; i < Width; ++i) sum[i] = (f & kChunkStart) ? x[u][i] : __fadd_rn(sum[i], x[u][i]);
+      if (f & kChunkEnd) {
+        if (f & kToHeadSlot) {
+          store_chunk<Width>(r, s, tile, 0, col, sum);  // a later chunk of a row begun before
+        } else if (f & kToTailSlot) {
+          store_chunk<Width>(r, s, tile, 1, col, sum);  // the first chunk of a row that goes on
+        } else {
+          finish_row<Weight, Width>(r, keys[j], col, sum, old[u]);  // the row's only chunk
+        }
+      }
+    }
   }
+
 }
 
 /// For a row that begins in tile blockIdx.x and goes on past it: its chunks' sums in order (the
-/// first in this tile's slot 1, chunk c in slot 0 of the c-th tile after it).
+/// first in this tile's tail slot, chunk c in the head slot of the c-th tile after it).
 template <DType Weight, int Width>
 __global__ void __launch_bounds__(kThreads) fixup_kernel(Rows r, Sorted s) {
   const std::int64_t tile = blockIdx.x;
@@ -260,24 +319,29 @@ __global__ void __launch_bounds__(kThreads) fixup_kernel(Rows r, Sorted s) {
   if (key == s.sentinel || s.keys[last + 1] != key) return;  // does not go on
   if (tile > 0 && s.keys[tile * kTile - 1] == key) return;    // began in an earlier tile
   const std::int64_t col = (static_cast<std::int64_t>(blockIdx.y) * kThreads + threadIdx.x) * Width;
-  if (col >= r.cols) return;
-  const std::int64_t start = first_entry(s.keys, tile * kTile, last, key);
-  std::int64_t lo = last + 1, hi = s.n;  // the first entry past the row
-  while (lo < hi) {
-    const std::int64_t mid = (lo + hi) / 2;
-    if (s.keys[mid] == key) lo = mid + 1; else hi = mid;
+  std::int64_t start = tile * kTile;  // the row's first entry: the tile's last run begins there
+  for (std::int64_t hi = last; start < hi;) {
+    const std::int64_t mid = (start + hi) / 2;
+    if (s.keys[mid] < key) start = mid + 1; else hi = mid;
   }
-  const std::int64_t chunks = (lo - start + kTile - 1) / kTile;
-  float sum[Width];
+  if (col >= r.cols) return;
+  float sum[Width], old[Width];
   const float* head = s.parts + (tile * 2 + 1) * r.cols + col;
 #pragma unroll
   for (int i = 0; i < Width; ++i) sum[i] = head[i];
   constexpr int kAhead = 8;
-  for (std::int64_t c = 1; c < chunks; c += kAhead) {
+  bool more = true;
+  for (std::int64_t c = 1; more; c += kAhead) {
+    bool has[kAhead];
     float part[kAhead][Width];
 #pragma unroll
     for (int a = 0; a < kAhead; ++a) {
-      if (c + a < chunks) {
+      const std::int64_t entry = start + (c + a) * kTile;  // chunk c + a's first entry
+      has[a] = entry < s.n && s.keys[entry] == key;
+    }
+#pragma unroll
+    for (int a = 0; a < kAhead; ++a) {
+      if (has[a]) {
         const float* chunk = s.parts + ((tile + c + a) * 2) * r.cols + col;
 #pragma unroll
         for (int i = 0; i < Width; ++i) part[a][i] = chunk[i];
@@ -285,13 +349,15 @@ __global__ void __launch_bounds__(kThreads) fixup_kernel(Rows r, Sorted s) {
     }
 #pragma unroll
     for (int a = 0; a < kAhead; ++a) {
-      if (c + a < chunks) {
+      if (has[a]) {
 #pragma unroll
         for (int i = 0; i < Width; ++i) sum[i] = __fadd_rn(sum[i], part[a][i]);
       }
     }
+    more = has[kAhead - 1];
   }
-  finish_row<Weight, Width>(r, key, col, sum);
+  if (r.accumulate) load_f32<Weight, Width>(gradient_at<Weight>(r, key, col), old);
+  finish_row<Weight, Width>(r, key, col, sum, old);
 }
 
 }  // namespace tpembed::cuda_kernels::gradient

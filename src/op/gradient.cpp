@@ -39,6 +39,15 @@ void check_scale(const TensorView& scale, const char* name, std::int64_t rows, c
   check_device(scale, name, device);
 }
 
+// A GPU reads and writes whole elements: their addresses must be multiples of the element size.
+void check_element_aligned(const TensorView& view, const char* name) {
+  if (view.device.kind != DeviceKind::cuda || view.data == nullptr) return;
+  const std::int64_t size = row_bytes(view.dtype, 1);
+  TPEMBED_EXPECTS(reinterpret_cast<std::uintptr_t>(view.data) % static_cast<std::uintptr_t>(size) == 0,
+                  InvalidArgumentError, name, " is at ", view.data, ", not a multiple of its ", size,
+                  "-byte elements: GPU tensors must be aligned to their elements");
+}
+
 bool overlaps(const TensorView& a, const TensorView& b) {
   if (a.numel() == 0 || b.numel() == 0 || a.device != b.device) return false;
   const auto* a0 = static_cast<const std::uint8_t*>(a.data);
@@ -121,6 +130,13 @@ GradientParams gradient_params(const TensorView& ids, const TensorView& grad_out
   for (const auto& [view, name] : {std::pair{&grad_out, "grad_out"}, std::pair{&ids, "ids"}}) {
     TPEMBED_EXPECTS(!overlaps(*view, grad_weight) && !overlaps(*view, options.grad_padding), InvalidArgumentError,
                     "the gradient overlaps ", name, ": give it its own memory");
+  }
+
+  for (const auto& [view, name] :
+       {std::pair{&ids, "ids"}, std::pair{&grad_out, "grad_out"}, std::pair{&grad_weight, "grad_weight"},
+        std::pair{&options.grad_padding, "grad_padding"}, std::pair{&options.per_token_scale, "per_token_scale"},
+        std::pair{&options.padding_scale, "padding_scale"}}) {
+    check_element_aligned(*view, name);
   }
 
   GradientParams p;

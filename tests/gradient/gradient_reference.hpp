@@ -61,7 +61,7 @@ namespace tpembed::testing {
 /// How run_backward() calls the op.
 struct BackwardRun {
   bool on_gpu = false;
-  std::size_t byte_offset = 0;  ///< Every tensor starts this many bytes into its buffer (misalignment).
+  std::size_t element_offset = 0;  ///< Every tensor starts this many of its elements into its buffer.
   bool give_workspace = true;   ///< GPU: pass a workspace of gradient_workspace_bytes() (else the op takes one).
 };
 

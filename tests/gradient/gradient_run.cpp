@@ -45,15 +45,18 @@ GradientResult run_backward(const GradientProblem& p, const BackwardRun& run) {
   GradientResult result;
   result.grad = HostTable(p.grad_dtype, p.rows, p.cols);
   result.grad_padding = HostTable(p.grad_dtype, p.padding_rows, p.cols);
-  const std::size_t at = run.byte_offset;
+  // Each tensor `element_offset` of its own elements into its buffer (off 16-byte alignment).
+  auto at = [&](DType dtype) { return run.element_offset * static_cast<std::size_t>(row_bytes(dtype, 1)); };
   if (!run.on_gpu) {
-    HostCopy i = host_copy(ids, p.id_dtype, ids_shape, at), g = host_copy(p.grad_out.bytes, p.grad_out.dtype, out_shape, at),
-             w = host_copy(grad, p.grad_dtype, grad_shape, at), pd = host_copy(pad, p.grad_dtype, pad_shape, at);
+    HostCopy i = host_copy(ids, p.id_dtype, ids_shape, at(p.id_dtype)),
+             g = host_copy(p.grad_out.bytes, p.grad_out.dtype, out_shape, at(p.grad_out.dtype)),
+             w = host_copy(grad, p.grad_dtype, grad_shape, at(p.grad_dtype)),
+             pd = host_copy(pad, p.grad_dtype, pad_shape, at(p.grad_dtype));
     std::optional<HostCopy> scale, padding_scale;
-    if (p.scale) options.per_token_scale = (scale = host_copy(p.scale->bytes, p.scale->dtype, {p.rows}, at))->view;
+    if (p.scale) options.per_token_scale = (scale = host_copy(p.scale->bytes, p.scale->dtype, {p.rows}, at(p.scale->dtype)))->view;
     if (p.padding_scale) {
       options.padding_scale =
-          (padding_scale = host_copy(p.padding_scale->bytes, p.padding_scale->dtype, {p.padding_rows}, at))->view;
+          (padding_scale = host_copy(p.padding_scale->bytes, p.padding_scale->dtype, {p.padding_rows}, at(p.padding_scale->dtype)))->view;
     }
     if (p.padding_rows > 0) options.grad_padding = pd.view;
     unsigned long long counts[4] = {~0ull, ~0ull, ~0ull, ~0ull};
@@ -64,11 +67,12 @@ GradientResult run_backward(const GradientProblem& p, const BackwardRun& run) {
     result.counts = {counts[0], counts[1], counts[2], counts[3]};
     return result;
   }
-  const DeviceCopy i = upload_bytes(ids, p.id_dtype, ids_shape, at), g = upload(p.grad_out, at),
-                   w = upload_bytes(grad, p.grad_dtype, grad_shape, at), pd = upload_bytes(pad, p.grad_dtype, pad_shape, at);
+  const DeviceCopy i = upload_bytes(ids, p.id_dtype, ids_shape, at(p.id_dtype)), g = upload(p.grad_out, at(p.grad_out.dtype)),
+                   w = upload_bytes(grad, p.grad_dtype, grad_shape, at(p.grad_dtype)),
+                   pd = upload_bytes(pad, p.grad_dtype, pad_shape, at(p.grad_dtype));
   std::optional<DeviceCopy> scale, padding_scale;
-  if (p.scale) options.per_token_scale = (scale = upload(*p.scale, at))->view;
-  if (p.padding_scale) options.padding_scale = (padding_scale = upload(*p.padding_scale, at))->view;
+  if (p.scale) options.per_token_scale = (scale = upload(*p.scale, at(p.scale->dtype)))->view;
+  if (p.padding_scale) options.padding_scale = (padding_scale = upload(*p.padding_scale, at(p.padding_scale->dtype)))->view;
   if (p.padding_rows > 0) options.grad_padding = pd.view;
   DeviceBuffer counts(4 * sizeof(unsigned long long), test_device());
   cuda_fill(counts.data(), 0xff, 4 * sizeof(unsigned long long));

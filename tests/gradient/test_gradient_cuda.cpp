@@ -25,9 +25,9 @@ TEST_P(GradientCuda, SameBitsAsTheCpu) {
   BackwardRun gpu;
   gpu.on_gpu = true;
   EXPECT_EQ(bit_difference(run_backward(problem, gpu), cpu), "") << "aligned, with a workspace";
-  gpu.byte_offset = 2;  // every tensor 2 bytes into its buffer: the one-column path
+  gpu.element_offset = 1;  // every tensor one element into its buffer: the one-column path
   EXPECT_EQ(bit_difference(run_backward(problem, gpu), cpu), "") << "misaligned";
-  gpu.byte_offset = 0;
+  gpu.element_offset = 0;
   gpu.give_workspace = false;
   EXPECT_EQ(bit_difference(run_backward(problem, gpu), cpu), "") << "stream-ordered workspace";
 }
@@ -118,7 +118,7 @@ TEST(GradientCudaGraph, CapturedBackwardReplaysToTheSameBits) {
   EXPECT_EQ(accumulated, 5000u);
 }
 
-TEST(GradientCudaErrors, WorkspaceTooSmallOrMisaligned) {
+TEST(GradientCudaErrors, WorkspaceTooSmallOrMisalignedAndTensorsOffTheirElements) {
   const GradientProblem p = random_gradient_problem({1, 2, 3}, 10, 8, DType::f32, DType::f32, 1);
   const std::vector<std::uint8_t> id_bytes = encode_ids(p.ids, p.id_dtype);
   const DeviceCopy ids = upload_bytes(id_bytes, p.id_dtype, {3}), grad_out = upload(p.grad_out), grad = upload(p.initial);
@@ -132,6 +132,15 @@ TEST(GradientCudaErrors, WorkspaceTooSmallOrMisaligned) {
     ADD_FAILURE() << "a short workspace was accepted";
   } catch (const InvalidArgumentError& error) {
     EXPECT_NE(std::string(error.what()).find("but this backward needs"), std::string::npos) << error.what();
+  }
+  DeviceCopy odd = upload(p.initial, 2);  // f32 elements 2 bytes off their alignment
+  options.workspace_bytes = bytes;
+  try {
+    embedding_backward(ids.view, grad_out.view, odd.view, options);
+    ADD_FAILURE() << "a gradient off its elements' alignment was accepted";
+  } catch (const InvalidArgumentError& error) {
+    EXPECT_NE(std::string(error.what()).find("grad_weight is at"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("not a multiple of its 4-byte elements"), std::string::npos) << error.what();
   }
   options.workspace = static_cast<std::uint8_t*>(workspace.data()) + 8;
   options.workspace_bytes = bytes;
