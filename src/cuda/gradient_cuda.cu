@@ -78,28 +78,43 @@ __global__ void classify_kernel(const Id* __restrict__ ids, std::int64_t n, tpem
   }
 }
 
-// The tiles (and, overwriting, the zeroing blocks: `marks` non-null), then the fix-up.
+// Overwriting: +0 into every row that no position selects (a block per row at a time, its
+// threads along the row; the selected rows are written by the tiles).
+__global__ void zero_kernel(Rows r, const std::uint8_t* __restrict__ marks, std::int64_t key_count,
+                            std::int64_t row_bytes, bool wide) {
+  for (std::int64_t key = blockIdx.x; key < key_count; key += gridDim.x) {
+    if (marks[key]) continue;
+    const bool padding = key >= r.rows;
+    std::uint8_t* row = padding ? r.grad_padding + (key - r.rows) * r.grad_padding_pitch : r.grad_weight + key * r.grad_weight_pitch;
+    if (wide) {
+      for (std::int64_t b = threadIdx.x * 16; b < row_bytes; b += blockDim.x * 16) {
+        *reinterpret_cast<uint4*>(row + b) = make_uint4(0, 0, 0, 0);
+      }
+    } else {
+      for (std::int64_t b = threadIdx.x * 2; b < row_bytes; b += blockDim.x * 2) {
+        *reinterpret_cast<std::uint16_t*>(row + b) = 0;  // every gradient dtype is whole 16-bit words
+      }
+    }
+  }
+}
+
+// The tiles, then the fix-up of rows that cross tiles.
 struct Launch {
   Rows r;
   Sorted s;
-  const std::uint8_t* marks;
-  std::int64_t key_count;
   cudaStream_t stream;
 };
 
 template <DType Grad, DType Weight, int Width>
 cudaError_t launch_tiles(const Launch& l) {
   const std::int64_t tiles = (l.s.n + kTile - 1) / kTile;
-  const std::int64_t zeroing = l.marks != nullptr ? (l.key_count + kZeroRows - 1) / kZeroRows : 0;
   const std::int64_t vectors = (l.r.cols + Width - 1) / Width;
   const std::int64_t slabs = (vectors + kThreads - 1) / kThreads;
-  if (slabs > 65535 || tiles + zeroing > 0x7fffffff) return cudaErrorInvalidConfiguration;
-  if (tiles + zeroing == 0 || slabs == 0) return cudaSuccess;
-  const dim3 grid(static_cast<unsigned>(tiles + zeroing), static_cast<unsigned>(slabs));
-  tile_kernel<Grad, Weight, Width><<<grid, kThreads, 0, l.stream>>>(l.r, l.s, l.marks, tiles, l.key_count);
-  if (tiles > 1) {
-    fixup_kernel<Weight, Width><<<dim3(static_cast<unsigned>(tiles), grid.y), kThreads, 0, l.stream>>>(l.r, l.s);
-  }
+  if (slabs > 65535 || tiles > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  if (tiles == 0 || slabs == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(slabs));
+  tile_kernel<Grad, Weight, Width><<<grid, kThreads, 0, l.stream>>>(l.r, l.s);
+  if (tiles > 1) fixup_kernel<Weight, Width><<<grid, kThreads, 0, l.stream>>>(l.r, l.s);
   return cudaGetLastError();
 }
 
@@ -174,8 +189,15 @@ int embedding_backward_cuda(const GradientParams& p, void* stream_handle) {
                                                   positions_in, marks, p.counts);
     }
   }
+  if (marks != nullptr && p.cols > 0) {
+    const std::int64_t row_bytes = p.cols * grad_bytes;
+    const bool wide = row_bytes % 16 == 0 && aligned16(p.grad_weight, r.grad_weight_pitch) &&
+                      (p.grad_padding == nullptr || aligned16(p.grad_padding, r.grad_padding_pitch));
+    const int blocks = static_cast<int>(std::min<std::int64_t>(key_count, std::int64_t{sms} * 16));
+    zero_kernel<<<blocks, 128, 0, stream>>>(r, marks, key_count, row_bytes, wide);
+  }
   if ((status = cudaGetLastError()) != cudaSuccess) return status;
-  if (p.cols == 0 || key_count == 0) return cudaSuccess;
+  if (p.cols == 0 || key_count == 0 || n == 0) return cudaSuccess;
 
   Sorted s;
   s.keys = keys_out;
@@ -183,16 +205,14 @@ int embedding_backward_cuda(const GradientParams& p, void* stream_handle) {
   s.n = n;
   s.sentinel = plan.sentinel;
   s.parts = reinterpret_cast<float*>(workspace + plan.parts);
-  if (n > 0) {
-    std::size_t sort_bytes = plan.sort_bytes;
-    status = sort_pairs(workspace + plan.sort_temp, sort_bytes, keys_in, keys_out, positions_in, positions_out,
-                        static_cast<int>(n), plan.end_bit, stream);
-    if (status != cudaSuccess) return status;
-  }
+  std::size_t sort_bytes = plan.sort_bytes;
+  status = sort_pairs(workspace + plan.sort_temp, sort_bytes, keys_in, keys_out, positions_in, positions_out,
+                      static_cast<int>(n), plan.end_bit, stream);
+  if (status != cudaSuccess) return status;
   const bool wide = p.cols % 8 == 0 && aligned16(p.grad_out, r.grad_out_pitch) &&
                     aligned16(p.grad_weight, r.grad_weight_pitch) &&
                     (p.grad_padding == nullptr || aligned16(p.grad_padding, r.grad_padding_pitch));
-  const Launch launch{r, s, marks, key_count, stream};
+  const Launch launch{r, s, stream};
   switch (p.grad_out_dtype) {
     case DType::f32: return launch_weight<DType::f32>(launch, p.grad_dtype, wide);
     case DType::f16: return launch_weight<DType::f16>(launch, p.grad_dtype, wide);

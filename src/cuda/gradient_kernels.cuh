@@ -5,8 +5,8 @@
 // (its 1st-32nd entries, 33rd-64th, ...) start one per tile, each in the tile after the last; the
 // block of the tile where a chunk starts sums it (reading up to 31 entries into the next tile) and
 // leaves it in a slot of the workspace, and the fix-up kernel, from the tile where the row begins,
-// adds the row's chunks in order. Only integer atomics (the counts); every float sum has one
-// fixed order.
+// adds the row's chunks in order. Overwriting, a zeroing kernel first writes +0 into the rows no
+// entry selects. Only integer atomics (the counts); every float sum has one fixed order.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -163,14 +163,6 @@ __device__ __forceinline__ void store_chunk(const Rows& r, const Sorted& s, std:
   }
 }
 
-template <DType Weight, int Width>
-__device__ __forceinline__ void store_zeros(const Rows& r, std::uint32_t key, std::int64_t col) {
-  float zero[Width];
-#pragma unroll
-  for (int i = 0; i < Width; ++i) zero[i] = 0.0f;
-  store_f32<Weight, Width>(gradient_at<Weight>(r, key, col), zero);
-}
-
 /// The first entry of `key` in the sorted keys [lo, hi) (one is there), found by the 32 lanes of
 /// a warp probing 32 places at a time: a few dependent loads instead of log2(n).
 __device__ __forceinline__ std::int64_t warp_first_entry(const std::uint32_t* keys, std::int64_t lo, std::int64_t hi,
@@ -192,33 +184,11 @@ __device__ __forceinline__ std::int64_t warp_first_entry(const std::uint32_t* ke
 // What an entry of a tile does (tile_kernel's plan).
 enum : std::uint8_t { kChunkStart = 1, kChunkEnd = 2, kToHeadSlot = 4, kToTailSlot = 8 };
 
-/// Rows a zeroing block of tile_kernel covers.
-constexpr int kZeroRows = 64;
-
-/// Overwriting: +0 into the rows of block `block` (kZeroRows of them) that no entry selects.
-template <DType Weight, int Width>
-__device__ __forceinline__ void zero_unselected(const Rows& r, const std::uint8_t* __restrict__ marks,
-                                                std::int64_t key_count, std::int64_t block, std::int64_t col) {
-  if (col >= r.cols) return;
-  const std::int64_t end = min(key_count, (block + 1) * kZeroRows);
-  for (std::int64_t key = block * kZeroRows; key < end; ++key) {
-    if (!marks[key]) store_zeros<Weight, Width>(r, static_cast<std::uint32_t>(key), col);
-  }
-}
-
-/// Blocks [0, tiles) take one tile each (blockIdx.x) and one slab of kThreads column vectors
-/// (blockIdx.y): warp 0 plans the tile's chunks (where each starts and ends and where its sum
-/// goes); then every thread sums its columns of them with kGroup grad_out rows (and, accumulating,
-/// the old gradient rows) in flight. Overwriting, the blocks after them zero the rows no entry
-/// selects (`marks`), kZeroRows each, in the same launch, so that the two kinds of work overlap.
+/// One tile (blockIdx.x) and one slab of kThreads column vectors (blockIdx.y): warp 0 plans the
+/// tile's chunks (where each starts and ends and where its sum goes); then every thread sums its
+/// columns of them with kGroup grad_out rows (and, accumulating, the old gradient rows) in flight.
 template <DType Grad, DType Weight, int Width>
-__global__ void __launch_bounds__(kThreads) tile_kernel(Rows r, Sorted s, const std::uint8_t* __restrict__ marks,
-                                                        std::int64_t tiles, std::int64_t key_count) {
-  if (static_cast<std::int64_t>(blockIdx.x) >= tiles) {
-    zero_unselected<Weight, Width>(r, marks, key_count, blockIdx.x - tiles,
-                                   (static_cast<std::int64_t>(blockIdx.y) * kThreads + threadIdx.x) * Width);
-    return;
-  }
+__global__ void __launch_bounds__(kThreads) tile_kernel(Rows r, Sorted s) {
   // This tile's entries and the next tile's (a chunk that starts here may end there).
   __shared__ std::uint32_t keys[2 * kTile + 1];
   __shared__ std::uint32_t positions[2 * kTile];
@@ -244,24 +214,41 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Rows r, Sorted s, const 
     if (tile > 0 && keys[0] != s.sentinel && previous == keys[0]) {
       row_start = warp_first_entry(s.keys, 0, first, keys[0]);
     }
-    if (t == 0) {
-      int lo = -1, hi = 0;
-      for (int begin = 0, end; begin < kTile && keys[begin] != s.sentinel; begin = end) {
-        const std::uint32_t key = keys[begin];
-        for (end = begin + 1; end < kTile && keys[end] == key;) ++end;
-        const bool from_before = begin == 0 && row_start < first;
-        const bool goes_on = end == kTile && keys[kTile] == key;
-        const int chunk = from_before ? static_cast<int>((kTile - (first - row_start) % kTile) % kTile) : begin;
-        if (chunk >= end) continue;  // the row's chunk began in the tile before and ends in this run
-        int last = chunk;
-        while (last + 1 < chunk + kTile && keys[last + 1] == key) ++last;
-        flags[chunk] |= kChunkStart;
-        flags[last] |= kChunkEnd | (from_before ? kToHeadSlot : goes_on ? kToTailSlot : 0);
-        if (lo < 0) lo = chunk;
+    // Lane j looks at entry j: the lane where a run of the tile begins plans that run's chunk.
+    const std::uint32_t key = keys[t];
+    const bool valid = key != s.sentinel;
+    const bool begins = valid && (t == 0 || keys[t - 1] != key);
+    const unsigned begin_lanes = __ballot_sync(0xffffffffu, begins);
+    const int count = __popc(__ballot_sync(0xffffffffu, valid));  // valid entries come first
+    // How far the tile's last row goes on into the next tile (entries 32..63 of this block's).
+    const std::uint32_t last_key = keys[kTile - 1];
+    const unsigned going_on = __ballot_sync(0xffffffffu, last_key != s.sentinel && keys[kTile + t] == last_key);
+    const int past_end = kTile + (going_on == 0xffffffffu ? kTile : __ffs(~going_on) - 1);
+    int lo = kTile * 2, hi = 0;
+    if (begins) {
+      const unsigned later = t == 31 ? 0u : begin_lanes >> (t + 1);
+      const int end = later != 0 ? t + __ffs(later) : count;  // one past the run's last entry here
+      const bool from_before = t == 0 && row_start < first;
+      const bool goes_on = end == kTile && keys[kTile] == key;
+      const int chunk = from_before ? static_cast<int>((kTile - (first - row_start) % kTile) % kTile) : t;
+      if (chunk < end) {  // else the row's chunk began in the tile before and ends in this run
+        const int last = goes_on ? min(chunk + kTile, past_end) - 1 : end - 1;
+        const std::uint8_t dest = from_before ? kToHeadSlot : goes_on ? kToTailSlot : 0;
+        if (chunk == last) {
+          flags[chunk] = kChunkStart | kChunkEnd | dest;
+        } else {
+          flags[chunk] = kChunkStart;
+          flags[last] = kChunkEnd | dest;
+        }
+        lo = chunk;
         hi = last + 1;
       }
-      range[0] = lo < 0 ? 0 : lo;
-      range[1] = lo < 0 ? 0 : hi;
+    }
+    lo = __reduce_min_sync(0xffffffffu, lo);
+    hi = __reduce_max_sync(0xffffffffu, hi);
+    if (t == 0) {
+      range[0] = lo < hi ? lo : 0;
+      range[1] = lo < hi ? hi : 0;
     }
   }
   __syncthreads();
