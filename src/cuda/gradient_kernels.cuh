@@ -93,6 +93,38 @@ __device__ __forceinline__ void load_f32(const std::uint8_t* src, float (&v)[Wid
   }
 }
 
+/// `Width` elements of a T row as loaded (16-byte loads for 8; the caller vouches for the
+/// alignment), converted to f32 only where used: half the registers of f32 copies for 16-bit rows.
+template <DType T, int Width>
+struct Raw {
+  std::uint32_t w[Width == 1 ? 1 : (T == DType::f32 ? Width : Width / 2)];
+};
+
+template <DType T, int Width, bool kStreaming = false>
+__device__ __forceinline__ void load_raw(const std::uint8_t* src, Raw<T, Width>& raw) {
+  if constexpr (Width == 1) {
+    raw.w[0] = T == DType::f32 ? *reinterpret_cast<const std::uint32_t*>(src) : *reinterpret_cast<const std::uint16_t*>(src);
+  } else {
+#pragma unroll
+    for (int q = 0; q < static_cast<int>(sizeof(raw.w) / 16); ++q) {
+      const uint4 a = kStreaming ? __ldcs(reinterpret_cast<const uint4*>(src) + q) : reinterpret_cast<const uint4*>(src)[q];
+      raw.w[4 * q] = a.x, raw.w[4 * q + 1] = a.y, raw.w[4 * q + 2] = a.z, raw.w[4 * q + 3] = a.w;
+    }
+  }
+}
+
+/// Element i of a loaded vector, as f32 (exact).
+template <DType T, int Width>
+__device__ __forceinline__ float element(const Raw<T, Width>& raw, int i) {
+  if constexpr (T == DType::f32) {
+    return __uint_as_float(raw.w[i]);
+  } else if constexpr (Width == 1) {
+    return to_f32<T>(raw.w[0]);
+  } else {
+    return to_f32<T>((i & 1) ? raw.w[i / 2] >> 16 : raw.w[i / 2] & 0xffffu);
+  }
+}
+
 template <DType T>
 __device__ __forceinline__ std::uint32_t from_f32(float value) {
   // The host's own rounding functions (numeric.hpp): the CPU and GPU round alike, NaNs included.
@@ -136,7 +168,7 @@ __device__ __forceinline__ std::uint8_t* gradient_at(const Rows& r, std::uint32_
 /// round once, store.
 template <DType Weight, int Width>
 __device__ __forceinline__ void finish_row(const Rows& r, std::uint32_t key, std::int64_t col, float (&sum)[Width],
-                                           const float (&old)[Width]) {
+                                           const Raw<Weight, Width>& old) {
   const bool padding = key >= r.rows;
   const void* scales = padding ? r.padding_scale : r.scale;
   if (scales != nullptr) {
@@ -146,7 +178,7 @@ __device__ __forceinline__ void finish_row(const Rows& r, std::uint32_t key, std
   }
   if (r.accumulate) {
 #pragma unroll
-    for (int i = 0; i < Width; ++i) sum[i] = __fadd_rn(old[i], sum[i]);
+    for (int i = 0; i < Width; ++i) sum[i] = __fadd_rn(element(old, i), sum[i]);
   }
   store_f32<Weight, Width>(gradient_at<Weight>(r, key, col), sum);
 }
@@ -259,18 +291,19 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Rows r, Sorted s) {
   float sum[Width];
   const int lo = range[0], hi = range[1];
   for (int group = lo; group < hi; group += kGroup) {
-    float x[kGroup][Width], old[kGroup][Width];
+    Raw<Grad, Width> x[kGroup];
+    Raw<Weight, Width> old[kGroup];
 #pragma unroll
     for (int u = 0; u < kGroup; ++u) {
       if (group + u < hi) {
-        load_f32<Grad, Width, true>(r.grad_out + positions[group + u] * r.grad_out_pitch + col_bytes, x[u]);
+        load_raw<Grad, Width, true>(r.grad_out + positions[group + u] * r.grad_out_pitch + col_bytes, x[u]);
       }
     }
     if (r.accumulate) {
 #pragma unroll
       for (int u = 0; u < kGroup; ++u) {
         if (group + u < hi && (flags[group + u] & (kChunkEnd | kToHeadSlot | kToTailSlot)) == kChunkEnd) {
-          load_f32<Weight, Width>(gradient_at<Weight>(r, keys[group + u], col), old[u]);
+          load_raw<Weight, Width>(gradient_at<Weight>(r, keys[group + u], col), old[u]);
         }
       }
     }
@@ -280,7 +313,10 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Rows r, Sorted s) {
       if (j >= hi) break;
       const std::uint8_t f = flags[j];
 #pragma unroll
-      for (int i = 0; i < Width; ++i) sum[i] = (f & kChunkStart) ? x[u][i] : __fadd_rn(sum[i], x[u][i]);
+      for (int i = 0; i < Width; ++i) {
+        const float value = element(x[u], i);
+        sum[i] = (f & kChunkStart) ? value : __fadd_rn(sum[i], value);
+      }
       if (f & kChunkEnd) {
         if (f & kToHeadSlot) {
           store_chunk<Width>(r, s, tile, 0, col, sum);  // a later chunk of a row begun before
@@ -312,7 +348,8 @@ __global__ void __launch_bounds__(kThreads) fixup_kernel(Rows r, Sorted s) {
     if (s.keys[mid] < key) start = mid + 1; else hi = mid;
   }
   if (col >= r.cols) return;
-  float sum[Width], old[Width];
+  float sum[Width];
+  Raw<Weight, Width> old;
   const float* head = s.parts + (tile * 2 + 1) * r.cols + col;
 #pragma unroll
   for (int i = 0; i < Width; ++i) sum[i] = head[i];
@@ -343,7 +380,7 @@ __global__ void __launch_bounds__(kThreads) fixup_kernel(Rows r, Sorted s) {
     }
     more = has[kAhead - 1];
   }
-  if (r.accumulate) load_f32<Weight, Width>(gradient_at<Weight>(r, key, col), old);
+  if (r.accumulate) load_raw<Weight, Width>(gradient_at<Weight>(r, key, col), old);
   finish_row<Weight, Width>(r, key, col, sum, old);
 }
 
