@@ -58,8 +58,11 @@ if(tpembed_SHARED)
   string(APPEND tpembed_api_content "#pragma GCC visibility pop\n")
   set(tpembed_api_header ${CMAKE_CURRENT_BINARY_DIR}/tpembed_public_api.hpp)
   file(CONFIGURE OUTPUT ${tpembed_api_header} CONTENT "${tpembed_api_content}")
+  # Installed, it finds its private libraries (MPI, NCCL, ...) where the build found them (RUNPATH),
+  # and so does the linker of a consumer's executable.
   set_target_properties(tpembed PROPERTIES CXX_VISIBILITY_PRESET hidden CUDA_VISIBILITY_PRESET hidden
-                                           VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR})
+                                           VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR}
+                                           INSTALL_RPATH_USE_LINK_PATH ON)
   target_compile_options(tpembed PRIVATE "$<$<COMPILE_LANGUAGE:CXX>:SHELL:-include ${tpembed_api_header}>"
                                          "$<$<COMPILE_LANGUAGE:CUDA>:SHELL:--pre-include ${tpembed_api_header}>")
   # A public class's private `struct Impl` (defined in src/) would be exported with its class.
