@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
+#include <mutex>
 
 #include "cuda/gradient_kernels.cuh"
 #include "cuda/gradient_sort.hpp"
@@ -133,6 +135,65 @@ cudaError_t launch_weight(const Launch& l, DType weight, bool wide) {
   }
 }
 
+// Overwriting, the zeroing kernel runs on a second stream beside the sort and the tiles (they write
+// other rows), forked from and joined back into the caller's stream by events, which a CUDA graph
+// capture turns into graph edges. One side stream per device, made on the first overwrite that is
+// not being captured (until then, and if it cannot be made, the zeroing runs in line); calls that
+// use it are serialised on a lock from the fork to the join.
+class SideStream {
+ public:
+  SideStream(cudaStream_t main, bool wanted) : main_(main) {
+    if (!wanted) return;
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return;
+    static std::mutex mutex;
+    static auto* sides = new std::map<int, Side>();  // never freed: outlives every stream's use
+    lock_ = std::unique_lock<std::mutex>(mutex);
+    auto found = sides->find(device);
+    if (found == sides->end()) {
+      cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+      if (cudaStreamIsCapturing(main, &capturing) != cudaSuccess || capturing != cudaStreamCaptureStatusNone) {
+        lock_.unlock();
+        return;
+      }
+      Side side{};
+      if (cudaStreamCreateWithFlags(&side.stream, cudaStreamNonBlocking) != cudaSuccess ||
+          cudaEventCreateWithFlags(&side.fork, cudaEventDisableTiming) != cudaSuccess ||
+          cudaEventCreateWithFlags(&side.join, cudaEventDisableTiming) != cudaSuccess) {
+        cudaGetLastError();  // the in-line path instead
+        lock_.unlock();
+        return;
+      }
+      found = sides->emplace(device, side).first;
+    }
+    if (cudaEventRecord(found->second.fork, main) != cudaSuccess ||
+        cudaStreamWaitEvent(found->second.stream, found->second.fork, 0) != cudaSuccess) {
+      lock_.unlock();
+      return;
+    }
+    side_ = &found->second;
+  }
+  // The join: the caller's stream waits for the side stream's work (on every way out).
+  ~SideStream() {
+    if (side_ == nullptr) return;
+    if (cudaEventRecord(side_->join, side_->stream) == cudaSuccess) cudaStreamWaitEvent(main_, side_->join, 0);
+  }
+  SideStream(const SideStream&) = delete;
+  SideStream& operator=(const SideStream&) = delete;
+
+  /// Where the zeroing goes: the side stream once forked, else the caller's.
+  cudaStream_t stream() const { return side_ != nullptr ? side_->stream : main_; }
+
+ private:
+  struct Side {
+    cudaStream_t stream;
+    cudaEvent_t fork, join;
+  };
+  cudaStream_t main_;
+  Side* side_ = nullptr;
+  std::unique_lock<std::mutex> lock_;
+};
+
 bool aligned16(const void* pointer, std::int64_t pitch_bytes) {
   return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0 && pitch_bytes % 16 == 0;
 }
@@ -189,12 +250,14 @@ int embedding_backward_cuda(const GradientParams& p, void* stream_handle) {
                                                   positions_in, marks, p.counts);
     }
   }
+  if ((status = cudaGetLastError()) != cudaSuccess) return status;
+  const SideStream side(stream, marks != nullptr && p.cols > 0 && n > 0);
   if (marks != nullptr && p.cols > 0) {
     const std::int64_t row_bytes = p.cols * grad_bytes;
     const bool wide = row_bytes % 16 == 0 && aligned16(p.grad_weight, r.grad_weight_pitch) &&
                       (p.grad_padding == nullptr || aligned16(p.grad_padding, r.grad_padding_pitch));
     const int blocks = static_cast<int>(std::min<std::int64_t>(key_count, std::int64_t{sms} * 16));
-    zero_kernel<<<blocks, 128, 0, stream>>>(r, marks, key_count, row_bytes, wide);
+    zero_kernel<<<blocks, 128, 0, side.stream()>>>(r, marks, key_count, row_bytes, wide);
   }
   if ((status = cudaGetLastError()) != cudaSuccess) return status;
   if (p.cols == 0 || key_count == 0 || n == 0) return cudaSuccess;

@@ -118,6 +118,27 @@ TEST(GradientCudaGraph, CapturedBackwardReplaysToTheSameBits) {
   EXPECT_EQ(accumulated, 5000u);
 }
 
+// Overwriting forks the zeroing of unselected rows onto a side stream: eagerly and captured, the
+// result is the CPU's, and the replay leaves nothing behind on the side stream.
+TEST(GradientCudaGraph, CapturedOverwriteForksAndJoins) {
+  const GradientProblem p = random_gradient_problem(skewed_ids(3000, 900, 7), 900, 64, DType::bf16, DType::f32, 5);
+  const GradientResult cpu = run_backward(p);
+  BackwardRun eager;
+  eager.on_gpu = true;
+  ASSERT_EQ(bit_difference(run_backward(p, eager), cpu), "");  // makes the side stream, outside a capture
+  const std::vector<std::uint8_t> id_bytes = encode_ids(p.ids, p.id_dtype);
+  const DeviceCopy ids = upload_bytes(id_bytes, p.id_dtype, {3000}), grad_out = upload(p.grad_out);
+  const DeviceCopy grad = upload_bytes(std::vector<std::uint8_t>(p.initial.bytes.size(), 0xcd), DType::f32, {900, 64});
+  const std::size_t bytes = gradient_workspace_bytes(Device::cuda(test_device()), 3000, 900, 0, 64);
+  DeviceBuffer workspace(bytes, test_device());
+  GradientOptions options = p.options();
+  options.workspace = workspace.data();
+  options.workspace_bytes = bytes;
+  CapturedGraph graph([&](cudaStream_t stream) { embedding_backward(ids.view, grad_out.view, grad.view, options, stream); });
+  graph.replay();
+  EXPECT_EQ(download(grad.view.data, cpu.grad.bytes.size()), cpu.grad.bytes);
+}
+
 TEST(GradientCudaErrors, WorkspaceTooSmallOrMisalignedAndTensorsOffTheirElements) {
   const GradientProblem p = random_gradient_problem({1, 2, 3}, 10, 8, DType::f32, DType::f32, 1);
   const std::vector<std::uint8_t> id_bytes = encode_ids(p.ids, p.id_dtype);
