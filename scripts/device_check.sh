@@ -144,20 +144,7 @@ step "Nsight Compute: every table dtype -> bf16, H 8192, 32768 tokens (tpembed, 
 metrics=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_issued.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum,sm__warps_active.avg.pct_of_peak_sustained_active
 ncu --clock-control none --nvtx --nvtx-include "profile/" --metrics $metrics --csv \
   python3 bench/profile_lookup.py --lib build-gpu/bench/libtpembed_bench_capi.so ${NCU_ARGS:-} >"$out/ncu.csv" 2>"$out/ncu.err"
-python3 - "$out/ncu.csv" <<'PY' | tee "$out/ncu.md"
-import csv, sys
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
-head, body = rows[0], rows[1:]
-col = {name: i for i, name in enumerate(head)}
-kernels = {}
-for r in body:
-    kernels.setdefault((r[col["ID"]], r[col["Kernel Name"]][:60]), {})[r[col["Metric Name"]]] = r[col["Metric Value"]]
-names = sorted({m for v in kernels.values() for m in v})
-print("| id | kernel | " + " | ".join(names) + " |")
-print("|---|---|" + "---|" * len(names))
-for (i, k), v in kernels.items():
-    print(f"| {i} | {k} | " + " | ".join(v.get(m, "") for m in names) + " |")
-PY
+python3 bench/ncu_table.py "$out/ncu.csv" | tee "$out/ncu.md"
 fi
 if want bench; then
 step "benchmark"
