@@ -22,6 +22,9 @@
 // for rare rows, and a far smaller one for hot rows. Vocab shards see only their rows, each whole,
 // so the shards' gradients side by side are the unsharded gradient bit for bit.
 //
+// NaN: a sum that is NaN is NaN on both backends, but its payload may differ (the GPU's adds give
+// the canonical NaN); every finite or infinite result has the same bits.
+//
 // Quantized tables have no gradient (they are for inference): the op layer refuses them.
 #pragma once
 
@@ -114,7 +117,9 @@ int embedding_backward_cuda(const GradientParams& params, void* stream);
 struct BackwardOptions {
   bool accumulate = false;               ///< Add into grad_weight (and grad_padding).
   std::optional<std::int64_t> ignored_id;  ///< A global id whose positions add nothing (padding_idx).
-  TensorView grad_padding;               ///< The padding rows' gradient, [padding rows, cols].
+  /// The padding rows' gradient, [padding rows, cols]; absent: positions that select padding rows
+  /// add nothing (counted as unowned).
+  TensorView grad_padding;
 };
 
 /// The settings of one backward, besides ids, grad_out and grad_weight.

@@ -42,5 +42,8 @@ struct IdRule {
 inline constexpr std::int64_t kMaxIds = (std::int64_t{1} << 31) - 1;
 /// The most rows (table + padding) one backward writes (keys are 32-bit, one value kept apart).
 inline constexpr std::int64_t kMaxRows = (std::int64_t{1} << 31) - 1;
+/// The most columns of a GPU backward: 65535 blocks of 128 threads, one column each on the
+/// narrowest path.
+inline constexpr std::int64_t kMaxGpuCols = std::int64_t{65535} * 128;
 
 }  // namespace tpembed::gradient

@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <utility>
 
 #include "cuda/gradient_kernels.cuh"
 #include "cuda/gradient_sort.hpp"
@@ -137,57 +139,81 @@ cudaError_t launch_weight(const Launch& l, DType weight, bool wide) {
 
 // Overwriting, the zeroing kernel runs on a second stream beside the sort and the tiles (they write
 // other rows), forked from and joined back into the caller's stream by events, which a CUDA graph
-// capture turns into graph edges. One side stream per device, made on the first overwrite that is
-// not being captured (until then, and if it cannot be made, the zeroing runs in line); calls that
-// use it are serialised on a lock from the fork to the join.
+// capture turns into graph edges. Each caller stream (per device, up to kMaxSideStreams of them)
+// gets its own side stream, made by its first overwrite that is not being captured, so that a
+// capture on one stream never draws in another stream's work; until then, past the limit, or when
+// anything about it fails, the zeroing runs in line on the caller's stream.
 class SideStream {
  public:
+  static constexpr std::size_t kMaxSideStreams = 16;
+
   SideStream(cudaStream_t main, bool wanted) : main_(main) {
     if (!wanted) return;
     int device = 0;
-    if (cudaGetDevice(&device) != cudaSuccess) return;
-    static std::mutex mutex;
-    static auto* sides = new std::map<int, Side>();  // never freed: outlives every stream's use
-    lock_ = std::unique_lock<std::mutex>(mutex);
-    auto found = sides->find(device);
-    if (found == sides->end()) {
-      cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-      if (cudaStreamIsCapturing(main, &capturing) != cudaSuccess || capturing != cudaStreamCaptureStatusNone) {
-        lock_.unlock();
-        return;
-      }
-      Side side{};
-      if (cudaStreamCreateWithFlags(&side.stream, cudaStreamNonBlocking) != cudaSuccess ||
-          cudaEventCreateWithFlags(&side.fork, cudaEventDisableTiming) != cudaSuccess ||
-          cudaEventCreateWithFlags(&side.join, cudaEventDisableTiming) != cudaSuccess) {
-        cudaGetLastError();  // the in-line path instead
-        lock_.unlock();
-        return;
-      }
-      found = sides->emplace(device, side).first;
+    if (cudaGetDevice(&device) != cudaSuccess) {
+      cudaGetLastError();
+      return;
     }
-    if (cudaEventRecord(found->second.fork, main) != cudaSuccess ||
-        cudaStreamWaitEvent(found->second.stream, found->second.fork, 0) != cudaSuccess) {
+    static std::mutex mutex;  // guards the map; each side stream has its own lock for fork..join
+    static auto* sides = new std::map<std::pair<int, cudaStream_t>, Side*>();  // never freed
+    Side* side = nullptr;
+    {
+      const std::lock_guard<std::mutex> guard(mutex);
+      const auto key = std::make_pair(device, main);
+      auto found = sides->find(key);
+      if (found != sides->end()) {
+        side = found->second;
+      } else {
+        cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+        const std::size_t on_device = static_cast<std::size_t>(std::count_if(
+            sides->begin(), sides->end(), [&](const auto& entry) { return entry.first.first == device; }));
+        if (cudaStreamIsCapturing(main, &capturing) != cudaSuccess || capturing != cudaStreamCaptureStatusNone ||
+            on_device >= kMaxSideStreams) {
+          cudaGetLastError();
+          return;
+        }
+        auto made = std::make_unique<Side>();
+        if (cudaStreamCreateWithFlags(&made->stream, cudaStreamNonBlocking) != cudaSuccess ||
+            cudaEventCreateWithFlags(&made->fork, cudaEventDisableTiming) != cudaSuccess ||
+            cudaEventCreateWithFlags(&made->join, cudaEventDisableTiming) != cudaSuccess) {
+          cudaGetLastError();
+          return;  // (what was made is leaked: this happens at most once per stream)
+        }
+        side = made.release();
+        sides->emplace(key, side);
+      }
+    }
+    lock_ = std::unique_lock<std::mutex>(side->lock);
+    if (cudaEventRecord(side->fork, main) != cudaSuccess || cudaStreamWaitEvent(side->stream, side->fork, 0) != cudaSuccess) {
+      cudaGetLastError();
       lock_.unlock();
       return;
     }
-    side_ = &found->second;
+    side_ = side;
   }
-  // The join: the caller's stream waits for the side stream's work (on every way out).
-  ~SideStream() {
-    if (side_ == nullptr) return;
-    if (cudaEventRecord(side_->join, side_->stream) == cudaSuccess) cudaStreamWaitEvent(main_, side_->join, 0);
-  }
+  ~SideStream() { join(); }
   SideStream(const SideStream&) = delete;
   SideStream& operator=(const SideStream&) = delete;
 
   /// Where the zeroing goes: the side stream once forked, else the caller's.
   cudaStream_t stream() const { return side_ != nullptr ? side_->stream : main_; }
 
+  /// The caller's stream waits for the side stream's work; returns the first failure (every way
+  /// out of the backward joins, so that a capture never ends with the side stream still forked).
+  cudaError_t join() {
+    if (side_ == nullptr) return cudaSuccess;
+    cudaError_t status = cudaEventRecord(side_->join, side_->stream);
+    if (status == cudaSuccess) status = cudaStreamWaitEvent(main_, side_->join, 0);
+    side_ = nullptr;
+    lock_.unlock();
+    return status;
+  }
+
  private:
   struct Side {
-    cudaStream_t stream;
-    cudaEvent_t fork, join;
+    cudaStream_t stream = nullptr;
+    cudaEvent_t fork = nullptr, join = nullptr;
+    std::mutex lock;
   };
   cudaStream_t main_;
   Side* side_ = nullptr;
@@ -251,7 +277,7 @@ int embedding_backward_cuda(const GradientParams& p, void* stream_handle) {
     }
   }
   if ((status = cudaGetLastError()) != cudaSuccess) return status;
-  const SideStream side(stream, marks != nullptr && p.cols > 0 && n > 0);
+  SideStream side(stream, marks != nullptr && p.cols > 0 && n > 0);
   if (marks != nullptr && p.cols > 0) {
     const std::int64_t row_bytes = p.cols * grad_bytes;
     const bool wide = row_bytes % 16 == 0 && aligned16(p.grad_weight, r.grad_weight_pitch) &&
@@ -277,11 +303,13 @@ int embedding_backward_cuda(const GradientParams& p, void* stream_handle) {
                     (p.grad_padding == nullptr || aligned16(p.grad_padding, r.grad_padding_pitch));
   const Launch launch{r, s, stream};
   switch (p.grad_out_dtype) {
-    case DType::f32: return launch_weight<DType::f32>(launch, p.grad_dtype, wide);
-    case DType::f16: return launch_weight<DType::f16>(launch, p.grad_dtype, wide);
-    case DType::bf16: return launch_weight<DType::bf16>(launch, p.grad_dtype, wide);
-    default: return cudaErrorInvalidValue;
+    case DType::f32: status = launch_weight<DType::f32>(launch, p.grad_dtype, wide); break;
+    case DType::f16: status = launch_weight<DType::f16>(launch, p.grad_dtype, wide); break;
+    case DType::bf16: status = launch_weight<DType::bf16>(launch, p.grad_dtype, wide); break;
+    default: status = cudaErrorInvalidValue;
   }
+  const cudaError_t joined = side.join();
+  return status != cudaSuccess ? status : joined;
 }
 
 }  // namespace tpembed

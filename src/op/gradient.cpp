@@ -86,7 +86,7 @@ GradientParams gradient_params(const TensorView& ids, const TensorView& grad_out
   const bool prefix = grad_out.ndim() == ids.ndim() + 1 &&
                       std::equal(ids.shape.begin(), ids.shape.end(), grad_out.shape.begin());
   const std::int64_t width = prefix ? grad_out.shape.back() : -1;
-  if (!prefix || width < options.column_offset + cols) {
+  if (!prefix || options.column_offset > width || width - options.column_offset < cols) {
     std::vector<std::int64_t> expected = ids.shape;
     expected.push_back(options.column_offset + cols);
     throw ShapeError(detail::concat("grad_out has shape ", detail::bracketed(grad_out.shape), " but ids ",
@@ -110,8 +110,11 @@ GradientParams gradient_params(const TensorView& ids, const TensorView& grad_out
     padding_rows = pad.shape[0];
     TPEMBED_EXPECTS(!overlaps(pad, grad_weight), InvalidArgumentError, "grad_padding overlaps grad_weight");
   }
-  TPEMBED_EXPECTS(rows + padding_rows <= gradient::kMaxRows, InvalidArgumentError, "a backward writes at most ",
-                  gradient::kMaxRows, " rows, got ", rows + padding_rows);
+  TPEMBED_EXPECTS(rows <= gradient::kMaxRows && padding_rows <= gradient::kMaxRows - rows, InvalidArgumentError,
+                  "a backward writes at most ", gradient::kMaxRows, " rows, got ", rows, " and ", padding_rows,
+                  " padding rows");
+  TPEMBED_EXPECTS(device.kind == DeviceKind::cpu || cols <= gradient::kMaxGpuCols, InvalidArgumentError,
+                  "a GPU backward takes at most ", gradient::kMaxGpuCols, " columns, got ", cols);
   TPEMBED_EXPECTS(options.row_offset <= gradient::kMaxRows * 4, InvalidArgumentError, "row_offset ", options.row_offset,
                   " is beyond any table");
   const std::int64_t valid_ids = options.valid_ids.value_or(options.row_offset + rows + padding_rows);
@@ -145,8 +148,10 @@ GradientParams gradient_params(const TensorView& ids, const TensorView& grad_out
   p.num_ids = ids.numel();
   p.grad_out_dtype = grad_out.dtype;
   p.grad_out_row_stride = width;
-  p.grad_out = static_cast<const std::uint8_t*>(grad_out.data) + row_bytes(grad_out.dtype, options.column_offset);
-  if (p.num_ids == 0) p.grad_out = grad_out.data;  // no rows: never offset a pointer that may be null
+  p.grad_out = grad_out.data;
+  if (p.num_ids > 0 && options.column_offset > 0) {  // (never offset a pointer that may be null)
+    p.grad_out = static_cast<const std::uint8_t*>(grad_out.data) + row_bytes(grad_out.dtype, options.column_offset);
+  }
   p.cols = cols;
   p.row_offset = options.row_offset;
   p.rows = rows;

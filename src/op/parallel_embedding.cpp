@@ -388,10 +388,11 @@ GradientParams ParallelEmbedding::Impl::gradient_params(const TensorView& ids, c
                   detail::bracketed(grad_weight.shape), " but this rank's shard is ", detail::bracketed(shard_shape));
   TPEMBED_EXPECTS(grad_weight.device == shard.weight.device, InvalidArgumentError, "backward: grad_weight is on ",
                   device_name(grad_weight.device), " but the table is on ", device_name(shard.weight.device));
-  const std::int64_t padding_rows = shard.padding.absent() ? 0 : shard.padding.shape[0];
+  // The padding rows ids can select (none with vocab sharding over several ranks, as in the forward).
+  const std::int64_t padding_rows = layout.padding_rows;
   if (!options.grad_padding.absent()) {
     TPEMBED_EXPECTS(padding_rows > 0, InvalidArgumentError,
-                    "backward: grad_padding is given but the layer has no padding rows");
+                    "backward: grad_padding is given but the layer has no padding rows that ids select");
     TPEMBED_EXPECTS(options.grad_padding.ndim() == 2 && options.grad_padding.shape[0] == padding_rows, ShapeError,
                     "backward: grad_padding has shape ", detail::bracketed(options.grad_padding.shape), " but the layer has ",
                     padding_rows, " padding rows of ", shard_shape[1], " columns");
@@ -409,8 +410,12 @@ GradientParams ParallelEmbedding::Impl::gradient_params(const TensorView& ids, c
   if (layout.sharding_dim == 0) {
     o.row_offset = first;
   } else {
-    // The whole gradient (every rank holds it) or this rank's columns of it.
+    // The whole gradient (every rank holds it) or this rank's columns of it; nothing in between.
     const std::int64_t width = grad_out.ndim() > 0 ? grad_out.shape.back() : -1;
+    const std::int64_t cols = shard_shape[1];
+    TPEMBED_EXPECTS(width == layout.global_cols || width == cols, ShapeError, "backward: grad_out has ", width,
+                    " columns but a hidden shard takes the whole gradient's ", layout.global_cols,
+                    " or its own ", cols);
     o.column_offset = width == layout.global_cols ? first : 0;
   }
   return op::gradient_params(ids, grad_out, grad_weight, o);

@@ -3,7 +3,9 @@
 // x modes.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <iterator>
 #include <ostream>
 #include <random>
 #include <string>
@@ -13,7 +15,7 @@
 
 namespace tpembed::testing {
 
-enum class IdPattern { empty, one, one_row, uniform, skewed, shard_edges, bad_ids, ignored, padding };
+enum class IdPattern { empty, one, one_row, uniform, skewed, shard_edges, bad_ids, ignored, padding, tile_edges };
 
 inline const char* pattern_name(IdPattern pattern) {
   switch (pattern) {
@@ -26,6 +28,7 @@ inline const char* pattern_name(IdPattern pattern) {
     case IdPattern::bad_ids: return "bad_ids";
     case IdPattern::ignored: return "ignored";
     case IdPattern::padding: return "padding";
+    case IdPattern::tile_edges: return "tile_edges";
   }
   return "?";
 }
@@ -91,10 +94,21 @@ inline GradientProblem case_problem(const GradientCase& c, std::uint64_t seed = 
       padding_rows = 5, valid = kRows + padding_rows;
       uniform(500, 0, kRows + padding_rows + 3);  // padding rows and a few past them
       break;
+    case IdPattern::tile_edges: {
+      // Rows whose positions end just before, at and after tile and chunk boundaries of the sorted
+      // list: row 1 starts at entry 31 and spans four tiles; rows of 8, 9, 16 and 17 chunks meet
+      // the edges of the fix-up's look-ahead.
+      const std::int64_t counts[] = {31, 70, 1, 32, 33, 63, 64, 65, 256, 288, 1, 512, 544};
+      for (std::int64_t row = 0; row < static_cast<std::int64_t>(std::size(counts)); ++row) {
+        ids.insert(ids.end(), static_cast<std::size_t>(counts[row]), row);
+      }
+      std::shuffle(ids.begin(), ids.end(), rng);
+      break;
+    }
   }
   GradientProblem p = random_gradient_problem(ids, kRows, c.cols, c.grad_out, c.grad, seed * 31 + 1);
   if (c.column_offset > 0) {  // a hidden shard's columns of a wider gradient
-    p.grad_out = random_gradient_problem(ids, 1, c.column_offset + c.cols + 2, c.grad_out, c.grad, seed * 31 + 3).grad_out;
+    p.grad_out = random_gradient_problem(ids, 1, c.column_offset + c.cols + 8, c.grad_out, c.grad, seed * 31 + 3).grad_out;
     p.column_offset = c.column_offset;
   }
   p.id_dtype = c.id;
@@ -116,7 +130,8 @@ inline std::vector<GradientCase> gradient_cases() {
   std::vector<GradientCase> cases;
   const IdPattern patterns[] = {IdPattern::empty,       IdPattern::one,     IdPattern::one_row,
                                 IdPattern::uniform,     IdPattern::skewed,  IdPattern::shard_edges,
-                                IdPattern::bad_ids,     IdPattern::ignored, IdPattern::padding};
+                                IdPattern::bad_ids,     IdPattern::ignored, IdPattern::padding,
+                                IdPattern::tile_edges};
   for (IdPattern pattern : patterns) {
     for (std::int64_t cols : {1, 3, 7, 64, 127, 733}) {
       cases.push_back({pattern, cols, DType::bf16, DType::f32, false, false});
@@ -132,6 +147,9 @@ inline std::vector<GradientCase> gradient_cases() {
   }
   cases.push_back({IdPattern::uniform, 16, DType::f32, DType::f32, true, true, DType::i32, 8});
   cases.push_back({IdPattern::one_row, 24, DType::bf16, DType::bf16, false, false, DType::i64, 3});
+  // Two column slabs of the 8-column path, a hidden shard's columns 16 bytes into each row.
+  cases.push_back({IdPattern::tile_edges, 1040, DType::bf16, DType::f32, false, false, DType::i64, 8});
+  cases.push_back({IdPattern::skewed, 1040, DType::bf16, DType::bf16, true, true, DType::i32, 8});
   return cases;
 }
 

@@ -19,7 +19,7 @@ HostCopy host_copy(const std::vector<std::uint8_t>& bytes, DType dtype, std::vec
                    std::size_t offset) {
   HostCopy copy;
   copy.buffer.assign(bytes.size() + offset + 1, 0);
-  std::memcpy(copy.buffer.data() + offset, bytes.data(), bytes.size());
+  if (!bytes.empty()) std::memcpy(copy.buffer.data() + offset, bytes.data(), bytes.size());
   copy.view = TensorView(copy.buffer.data() + offset, dtype, std::move(shape));
   return copy;
 }
@@ -62,8 +62,8 @@ GradientResult run_backward(const GradientProblem& p, const BackwardRun& run) {
     unsigned long long counts[4] = {~0ull, ~0ull, ~0ull, ~0ull};
     options.counts = counts;
     embedding_backward(i.view, g.view, w.view, options);
-    std::memcpy(result.grad.bytes.data(), w.view.data, grad.size());
-    std::memcpy(result.grad_padding.bytes.data(), pd.view.data, pad.size());
+    if (!grad.empty()) std::memcpy(result.grad.bytes.data(), w.view.data, grad.size());
+    if (!pad.empty()) std::memcpy(result.grad_padding.bytes.data(), pd.view.data, pad.size());
     result.counts = {counts[0], counts[1], counts[2], counts[3]};
     return result;
   }

@@ -85,7 +85,7 @@ TEST(GradientCudaLayer, OneRankLayerOnTheGpuMatchesTheCpuLayer) {
   HostTable cpu_grad(DType::f32, 300, 64);
   cpu_layer.backward(host_ids, host_grad_out, cpu_grad.view());
   const DeviceCopy gpu_ids = upload_bytes(id_bytes, p.id_dtype, {3000}), gpu_out = upload(p.grad_out),
-                   gpu_grad = upload(cpu_grad);
+                   gpu_grad = upload_bytes(std::vector<std::uint8_t>(cpu_grad.bytes.size(), 0xcd), DType::f32, {300, 64});
   gpu_layer.backward(gpu_ids.view, gpu_out.view, gpu_grad.view);
   EXPECT_EQ(download(gpu_grad.view.data, cpu_grad.bytes.size()), cpu_grad.bytes);
   const GradientCounts counts = gpu_layer.last_gradient_counts();

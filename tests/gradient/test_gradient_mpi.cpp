@@ -142,7 +142,16 @@ TEST_P(GradientMpi, ShardsSideBySideAreTheUnshardedGradient) {
   GradientResult actual{initial, HostTable(c.table, 0, size), layer.last_gradient_counts()};
   GradientResult slice{want, HostTable(c.table, 0, size), actual.counts};
   EXPECT_EQ(bit_difference(actual, slice), "") << "rank " << rank << " (shard at " << first << ", size " << size << ")";
-  // Every position is counted once: ignored (id 5) on every rank, bad ids as out of range.
+  // Every position is counted once: its own rows' as accumulated (vocab shards: the ids in its
+  // range; hidden shards: every id in range), others' as unowned, id 5 as ignored, bad ids out of range.
+  std::uint64_t mine = 0, others = 0;
+  for (std::int64_t id : ids) {
+    if (id == 5 || id < 0 || id >= c.vocab) continue;
+    const bool own = c.sharding_dim == 1 || (id >= first && id < first + size);
+    ++(own ? mine : others);
+  }
+  EXPECT_EQ(actual.counts.accumulated, mine) << "rank " << rank;
+  EXPECT_EQ(actual.counts.unowned, others) << "rank " << rank;
   EXPECT_EQ(actual.counts.ignored, 11u);
   EXPECT_EQ(actual.counts.out_of_range, 33u);
   EXPECT_EQ(actual.counts.accumulated + actual.counts.unowned + actual.counts.out_of_range + actual.counts.ignored,
@@ -165,35 +174,52 @@ std::vector<ShardCase> shard_cases() {
 
 INSTANTIATE_TEST_SUITE_P(Shards, GradientMpi, ::testing::ValuesIn(shard_cases()), case_name);
 
+// A layer over one shard cut from `table` (rows or columns [first, first + size)), on the GPU in
+// the GPU build; backward() runs it on host tensors, uploaded first in the GPU build.
+struct ErrorLayer {
+  HostTable weight;
+  ParallelEmbedding layer;
+  ErrorLayer(const HostTable& table, int sharding_dim, std::int64_t first, std::int64_t size)
+      : weight(sharding_dim == 0 ? table.slice_rows(first, size) : table.slice_cols(first, size)),
+        layer(world(), shard(weight), config(sharding_dim)) {}
+  void backward(const std::vector<std::int64_t>& ids, const HostTable& grad_out, const HostTable& grad) {
+    const std::vector<std::uint8_t> id_bytes = encode_ids(ids, DType::i64);
+    const std::int64_t n = static_cast<std::int64_t>(ids.size());
+    if (!kOnGpu) {
+      layer.backward(TensorView(id_bytes.data(), DType::i64, {n}), grad_out.view(), grad.view());
+      return;
+    }
+    const DeviceCopy d_ids = upload_bytes(id_bytes, DType::i64, {n}), d_out = upload(grad_out), d_grad = upload(grad);
+    layer.backward(d_ids.view, d_out.view, d_grad.view);
+  }
+  static EmbeddingShard shard(const HostTable& weight) {
+    EmbeddingShard s;
+    s.weight = weight.view();
+    return kOnGpu ? upload_shard(s) : s;
+  }
+  static EmbeddingConfig config(int sharding_dim) {
+    EmbeddingConfig c;
+    c.tp_size = world().size();
+    c.sharding_dim = sharding_dim;
+    c.placement = ShardPlacement::equal;
+    return c;
+  }
+};
+
 TEST(GradientMpiErrors, OneRanksBadGradientFailsEveryRank) {
   const int tp = world().size(), rank = world().rank();
-  const HostTable table = random_table(DType::f32, 8 * tp, 4, 1);
-  EmbeddingConfig config;
-  config.tp_size = tp;
-  config.placement = ShardPlacement::equal;
-  HostTable weight = table.slice_rows(rank * 8, 8);
-  EmbeddingShard shard;
-  shard.weight = weight.view();
-  if (kOnGpu) shard = upload_shard(shard);
-  ParallelEmbedding layer(world(), shard, config);
-  std::vector<std::int64_t> ids{1, 2, 3};
-  std::vector<float> grad_out(3 * 4, 1.0f);
+  ErrorLayer layer(random_table(DType::f32, 8 * tp, 4, 1), 0, rank * 8, 8);
   // The last rank passes a gradient of the wrong shape; the others' are right, and all must fail.
-  const std::int64_t rows = rank == tp - 1 ? 7 : 8;
-  HostTable grad(DType::f32, rows, 4);
-  const DeviceCopy d_ids = kOnGpu ? upload_bytes(encode_ids(ids, DType::i64), DType::i64, {3}) : DeviceCopy{};
-  const DeviceCopy d_out = kOnGpu ? upload_bytes(std::vector<std::uint8_t>(48, 0), DType::f32, {3, 4}) : DeviceCopy{};
-  const DeviceCopy d_grad = kOnGpu ? upload(grad) : DeviceCopy{};
-  expect_error<ShapeError>(
-      [&] {
-        if (kOnGpu) {
-          layer.backward(d_ids.view, d_out.view, d_grad.view);
-        } else {
-          layer.backward(TensorView(ids.data(), DType::i64, {3}), TensorView(grad_out.data(), DType::f32, {3, 4}),
-                         grad.view());
-        }
-      },
-      "grad_weight has shape [7, 4] but this rank's shard is [8, 4]");
+  const HostTable grad_out(DType::f32, 3, 4), grad(DType::f32, rank == tp - 1 ? 7 : 8, 4);
+  expect_error<ShapeError>([&] { layer.backward({1, 2, 3}, grad_out, grad); },
+                           "grad_weight has shape [7, 4] but this rank's shard is [8, 4]");
+}
+
+TEST(GradientMpiErrors, HiddenShardGivenAGradientOfNeitherWidth) {
+  const int tp = world().size(), rank = world().rank();
+  ErrorLayer layer(random_table(DType::f32, 6, 4 * tp, 1), 1, rank * 4, 4);
+  const HostTable grad_out(DType::f32, 2, 4 * tp - 1), grad(DType::f32, 6, 4);  // neither H nor this rank's 4
+  expect_error<ShapeError>([&] { layer.backward({1, 2}, grad_out, grad); }, "a hidden shard takes the whole gradient's");
 }
 
 }  // namespace
