@@ -25,12 +25,22 @@
 #include <cstdint>
 
 #include "tpembed/dtype.hpp"
+#include "tpembed/numeric.hpp"
 
 namespace tpembed::cuda_kernels {
 
 template <DType D>
 __host__ __device__ constexpr int bits_of() {
   return D == DType::f32 ? 32 : (D == DType::f16 || D == DType::bf16) ? 16 : D == DType::i4 ? 4 : 8;
+}
+
+/// Scale `index` of a scale vector of dtype f32, f16 or bf16, as f32 (exact).
+__device__ __forceinline__ float load_scale(const void* scales, DType dtype, std::int64_t index) {
+  switch (dtype) {
+    case DType::f16: return f16_bits_to_f32(static_cast<const std::uint16_t*>(scales)[index]);
+    case DType::bf16: return __uint_as_float(static_cast<std::uint32_t>(static_cast<const std::uint16_t*>(scales)[index]) << 16);
+    default: return static_cast<const float*>(scales)[index];
+  }
 }
 
 /// Outputs per 16-byte output vector.

@@ -9,14 +9,13 @@
 // entry selects. Only integer atomics (the counts); every float sum has one fixed order.
 #pragma once
 
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "core/gradient_rule.hpp"
+#include "cuda/convert.cuh"
 #include "tpembed/gradient.hpp"
-#include "tpembed/numeric.hpp"
 
 namespace tpembed::cuda_kernels::gradient {
 
@@ -49,50 +48,6 @@ struct Sorted {
   float* parts;  // [tiles][2][cols]: slot 0 head, slot 1 tail
 };
 
-__device__ __forceinline__ float scale_at(const void* scales, DType dtype, std::int64_t index) {
-  switch (dtype) {
-    case DType::f16: return f16_bits_to_f32(static_cast<const std::uint16_t*>(scales)[index]);
-    case DType::bf16: return bf16_bits_to_f32(static_cast<const std::uint16_t*>(scales)[index]);
-    default: return static_cast<const float*>(scales)[index];
-  }
-}
-
-template <DType T>
-__device__ __forceinline__ float to_f32(std::uint32_t bits) {
-  if constexpr (T == DType::f32) {
-    return __uint_as_float(bits);
-  } else if constexpr (T == DType::bf16) {
-    return __uint_as_float(bits << 16);
-  } else {
-    return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
-  }
-}
-
-/// `Width` consecutive elements of a T row as f32 (8: 16-byte loads, the caller vouches for the
-/// alignment; 1: one element). kStreaming: read once (grad_out), marked evict-first.
-template <DType T, int Width, bool kStreaming = false>
-__device__ __forceinline__ void load_f32(const std::uint8_t* src, float (&v)[Width]) {
-  if constexpr (Width == 1) {
-    if constexpr (T == DType::f32) {
-      v[0] = *reinterpret_cast<const float*>(src);
-    } else {
-      v[0] = to_f32<T>(*reinterpret_cast<const std::uint16_t*>(src));
-    }
-  } else if constexpr (T == DType::f32) {
-    const float4 a = kStreaming ? __ldcs(reinterpret_cast<const float4*>(src)) : reinterpret_cast<const float4*>(src)[0];
-    const float4 b = kStreaming ? __ldcs(reinterpret_cast<const float4*>(src) + 1) : reinterpret_cast<const float4*>(src)[1];
-    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-  } else {
-    const uint4 a = kStreaming ? __ldcs(reinterpret_cast<const uint4*>(src)) : *reinterpret_cast<const uint4*>(src);
-    const std::uint32_t w[4] = {a.x, a.y, a.z, a.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      v[2 * i] = to_f32<T>(w[i] & 0xffffu);
-      v[2 * i + 1] = to_f32<T>(w[i] >> 16);
-    }
-  }
-}
-
 /// `Width` elements of a T row as loaded (16-byte loads for 8; the caller vouches for the
 /// alignment), converted to f32 only where used: half the registers of f32 copies for 16-bit rows.
 template <DType T, int Width>
@@ -113,46 +68,20 @@ __device__ __forceinline__ void load_raw(const std::uint8_t* src, Raw<T, Width>&
   }
 }
 
-/// Element i of a loaded vector, as f32 (exact).
-template <DType T, int Width>
-__device__ __forceinline__ float element(const Raw<T, Width>& raw, int i) {
-  if constexpr (T == DType::f32) {
-    return __uint_as_float(raw.w[i]);
-  } else if constexpr (Width == 1) {
-    return to_f32<T>(raw.w[0]);
-  } else {
-    return to_f32<T>((i & 1) ? raw.w[i / 2] >> 16 : raw.w[i / 2] & 0xffffu);
-  }
-}
-
-template <DType T>
-__device__ __forceinline__ std::uint32_t from_f32(float value) {
-  // The host's own rounding functions (numeric.hpp): the CPU and GPU round alike, NaNs included.
-  if constexpr (T == DType::bf16) {
-    return f32_to_bf16_bits(value);
-  } else {
-    return f32_to_f16_bits(value);
-  }
-}
-
 template <DType T, int Width>
 __device__ __forceinline__ void store_f32(std::uint8_t* dst, const float (&v)[Width]) {
   if constexpr (Width == 1) {
     if constexpr (T == DType::f32) {
       *reinterpret_cast<float*>(dst) = v[0];
     } else {
-      *reinterpret_cast<std::uint16_t*>(dst) = static_cast<std::uint16_t>(from_f32<T>(v[0]));
+      *reinterpret_cast<std::uint16_t*>(dst) = static_cast<std::uint16_t>(encode_single<T>(v[0]));
     }
   } else if constexpr (T == DType::f32) {
     reinterpret_cast<float4*>(dst)[0] = make_float4(v[0], v[1], v[2], v[3]);
     reinterpret_cast<float4*>(dst)[1] = make_float4(v[4], v[5], v[6], v[7]);
   } else {
-    uint4 a;
-    a.x = from_f32<T>(v[0]) | from_f32<T>(v[1]) << 16;
-    a.y = from_f32<T>(v[2]) | from_f32<T>(v[3]) << 16;
-    a.z = from_f32<T>(v[4]) | from_f32<T>(v[5]) << 16;
-    a.w = from_f32<T>(v[6]) | from_f32<T>(v[7]) << 16;
-    *reinterpret_cast<uint4*>(dst) = a;
+    *reinterpret_cast<uint4*>(dst) =
+        make_uint4(pack_pair<T>(v[0], v[1]), pack_pair<T>(v[2], v[3]), pack_pair<T>(v[4], v[5]), pack_pair<T>(v[6], v[7]));
   }
 }
 
@@ -172,13 +101,13 @@ __device__ __forceinline__ void finish_row(const Rows& r, std::uint32_t key, std
   const bool padding = key >= r.rows;
   const void* scales = padding ? r.padding_scale : r.scale;
   if (scales != nullptr) {
-    const float factor = scale_at(scales, r.scale_dtype, padding ? key - r.rows : key);
+    const float factor = load_scale(scales, r.scale_dtype, padding ? key - r.rows : key);
 #pragma unroll
     for (int i = 0; i < Width; ++i) sum[i] = __fmul_rn(sum[i], factor);
   }
   if (r.accumulate) {
 #pragma unroll
-    for (int i = 0; i < Width; ++i) sum[i] = __fadd_rn(element(old, i), sum[i]);
+    for (int i = 0; i < Width; ++i) sum[i] = __fadd_rn(decode_code<Weight>(old.w, i), sum[i]);
   }
   store_f32<Weight, Width>(gradient_at<Weight>(r, key, col), sum);
 }
@@ -314,7 +243,7 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Rows r, Sorted s) {
       const std::uint8_t f = flags[j];
 #pragma unroll
       for (int i = 0; i < Width; ++i) {
-        const float value = element(x[u], i);
+        const float value = decode_code<Grad>(x[u].w, i);
         sum[i] = (f & kChunkStart) ? value : __fadd_rn(sum[i], value);
       }
       if (f & kChunkEnd) {

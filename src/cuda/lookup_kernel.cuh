@@ -30,14 +30,6 @@ __host__ __device__ constexpr int vector_blocks_per_sm() {
   return !kStreaming ? 1 : bits_of<Table>() <= 8 ? 8 : bits_of<Table>() == 16 ? 6 : 4;
 }
 
-__device__ __forceinline__ float load_scale(const void* scales, DType dtype, std::int64_t index) {
-  switch (dtype) {
-    case DType::f16: return f16_bits_to_f32(static_cast<const std::uint16_t*>(scales)[index]);
-    case DType::bf16: return __uint_as_float(static_cast<std::uint32_t>(static_cast<const std::uint16_t*>(scales)[index]) << 16);
-    default: return static_cast<const float*>(scales)[index];
-  }
-}
-
 /// Raw table bits as 32-bit words (at least one).
 template <int Bytes>
 struct RawVector {
