@@ -10,6 +10,13 @@ namespace tpembed::op {
 
 namespace {
 
+const char* placement_name(std::int32_t placement) {
+  return placement == static_cast<std::int32_t>(ShardPlacement::equal) ? "equal" : "packed";
+}
+
+
+}  // namespace
+
 void check_data(const TensorView& view, const char* name) {
   for (std::int64_t extent : view.shape) {
     TPEMBED_EXPECTS(extent >= 0, ShapeError, name, " has a negative extent: shape ",
@@ -21,7 +28,7 @@ void check_data(const TensorView& view, const char* name) {
 }
 
 void check_scale(const TensorView& scale, const char* name, std::int64_t rows, const char* rows_of,
-                 const TensorView& table_device_ref) {
+                 const Device& device, const char* device_of) {
   check_data(scale, name);
   TPEMBED_EXPECTS(is_float(scale.dtype), InvalidArgumentError, name, " must be f32, f16 or bf16, not ",
                   dtype_name(scale.dtype));
@@ -29,17 +36,9 @@ void check_scale(const TensorView& scale, const char* name, std::int64_t rows, c
                   detail::bracketed(scale.shape));
   TPEMBED_EXPECTS(scale.shape[0] == rows, ShapeError, name, " has ", scale.shape[0],
                   " entries but ", rows_of, " has ", rows, " rows");
-  TPEMBED_EXPECTS(scale.device == table_device_ref.device, InvalidArgumentError, name, " is on ",
-                  device_name(scale.device), " but the table is on ",
-                  device_name(table_device_ref.device));
+  TPEMBED_EXPECTS(scale.device == device, InvalidArgumentError, name, " is on ", device_name(scale.device), " but ",
+                  device_of, " is on ", device_name(device));
 }
-
-const char* placement_name(std::int32_t placement) {
-  return placement == static_cast<std::int32_t>(ShardPlacement::equal) ? "equal" : "packed";
-}
-
-
-}  // namespace
 
 std::string rank_list(const std::vector<int>& ranks) {
   std::ostringstream text;
@@ -94,7 +93,7 @@ DType check_local_shard(const EmbeddingShard& shard, const EmbeddingConfig& conf
     TPEMBED_EXPECTS(!quantized, InvalidArgumentError, "a quantized table (",
                     dtype_name(weight.dtype), ") needs per_token_scale, one scale per row");
   } else {
-    check_scale(shard.scale, "per_token_scale", rows, "the table", weight);
+    check_scale(shard.scale, "per_token_scale", rows, "the table", weight.device, "the table");
   }
 
   if (!shard.padding.absent()) {
@@ -116,7 +115,7 @@ DType check_local_shard(const EmbeddingShard& shard, const EmbeddingConfig& conf
       TPEMBED_EXPECTS(shard.scale.absent(), InvalidArgumentError,
                       "the table has per_token_scale, so its padding needs padding_scale too");
     } else {
-      check_scale(shard.padding_scale, "padding_scale", padding.shape[0], "the padding", weight);
+      check_scale(shard.padding_scale, "padding_scale", padding.shape[0], "the padding", weight.device, "the table");
       TPEMBED_EXPECTS(shard.scale.absent() || shard.padding_scale.dtype == shard.scale.dtype,
                       InvalidArgumentError, "padding_scale dtype ",
                       dtype_name(shard.padding_scale.dtype), " differs from per_token_scale's ",

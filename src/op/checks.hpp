@@ -37,6 +37,15 @@ std::string hex(std::uint64_t value);
 /// Ranks as "0,2,5" (messages).
 std::string rank_list(const std::vector<int>& ranks);
 
+/// Checks that a tensor's extents are >= 0 and that it has data unless it is empty (`name` in the
+/// message).
+void check_data(const TensorView& view, const char* name);
+
+/// Checks a scale vector: f32/f16/bf16, 1-D with `rows` entries (the rows of `rows_of`), on `device`
+/// (where `device_of` is).
+void check_scale(const TensorView& scale, const char* name, std::int64_t rows, const char* rows_of,
+                 const Device& device, const char* device_of);
+
 /// Checks one rank's shard and config on their own; returns the output dtype.
 DType check_local_shard(const EmbeddingShard& shard, const EmbeddingConfig& config);
 

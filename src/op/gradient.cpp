@@ -6,6 +6,7 @@
 
 #include "core/gradient_rule.hpp"
 #include "cuda/runtime.hpp"
+#include "op/checks.hpp"
 #include "op/place.hpp"
 #include "tpembed/error.hpp"
 
@@ -17,26 +18,9 @@ namespace {
 
 bool is_gradient_dtype(DType dtype) { return dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16; }
 
-void check_present(const TensorView& view, const char* name) {
-  for (std::int64_t extent : view.shape) {
-    TPEMBED_EXPECTS(extent >= 0, ShapeError, name, " has a negative extent: shape ", detail::bracketed(view.shape));
-  }
-  TPEMBED_EXPECTS(view.data != nullptr || view.numel() == 0, InvalidArgumentError, name, " has null data but ",
-                  view.numel(), " elements (shape ", detail::bracketed(view.shape), ")");
-}
-
 void check_device(const TensorView& view, const char* name, const Device& device) {
   TPEMBED_EXPECTS(view.device == device, InvalidArgumentError, name, " is on ", device_name(view.device),
                   " but grad_weight is on ", device_name(device));
-}
-
-void check_scale(const TensorView& scale, const char* name, std::int64_t rows, const char* of, const Device& device) {
-  check_present(scale, name);
-  TPEMBED_EXPECTS(is_float(scale.dtype), InvalidArgumentError, name, " must be f32, f16 or bf16, not ",
-                  dtype_name(scale.dtype));
-  TPEMBED_EXPECTS(scale.ndim() == 1 && scale.shape[0] == rows, ShapeError, name, " has shape ",
-                  detail::bracketed(scale.shape), " but ", of, " has ", rows, " rows: one scale per row");
-  check_device(scale, name, device);
 }
 
 // A GPU reads and writes whole elements: their addresses must be multiples of the element size.
@@ -60,7 +44,7 @@ bool overlaps(const TensorView& a, const TensorView& b) {
 GradientParams gradient_params(const TensorView& ids, const TensorView& grad_out, const TensorView& grad_weight,
                                const GradientOptions& options) {
   TPEMBED_EXPECTS(!grad_weight.absent(), InvalidArgumentError, "grad_weight is missing");
-  check_present(grad_weight, "grad_weight");
+  check_data(grad_weight, "grad_weight");
   TPEMBED_EXPECTS(!is_quantized(grad_weight.dtype), UnsupportedError, "grad_weight dtype ",
                   dtype_name(grad_weight.dtype),
                   ": quantized tables have no gradient (they are for inference); use an f32, f16 or bf16 gradient");
@@ -72,12 +56,12 @@ GradientParams gradient_params(const TensorView& ids, const TensorView& grad_out
   const std::int64_t rows = grad_weight.shape[0], cols = grad_weight.shape[1];
 
   TPEMBED_EXPECTS(is_index(ids.dtype), InvalidArgumentError, "ids must be i32 or i64, not ", dtype_name(ids.dtype));
-  check_present(ids, "ids");
+  check_data(ids, "ids");
   check_device(ids, "ids", device);
   TPEMBED_EXPECTS(ids.numel() <= gradient::kMaxIds, InvalidArgumentError, "a backward takes at most ",
                   gradient::kMaxIds, " ids, got ", ids.numel());
 
-  check_present(grad_out, "grad_out");
+  check_data(grad_out, "grad_out");
   TPEMBED_EXPECTS(is_float(grad_out.dtype), InvalidArgumentError, "grad_out must be f32, f16 or bf16, not ",
                   dtype_name(grad_out.dtype));
   check_device(grad_out, "grad_out", device);
@@ -100,7 +84,7 @@ GradientParams gradient_params(const TensorView& ids, const TensorView& grad_out
   std::int64_t padding_rows = 0;
   if (!options.grad_padding.absent()) {
     const TensorView& pad = options.grad_padding;
-    check_present(pad, "grad_padding");
+    check_data(pad, "grad_padding");
     TPEMBED_EXPECTS(pad.dtype == grad_weight.dtype, InvalidArgumentError, "grad_padding has dtype ",
                     dtype_name(pad.dtype), " but grad_weight has ", dtype_name(grad_weight.dtype));
     TPEMBED_EXPECTS(pad.ndim() == 2 && pad.shape[1] == cols, ShapeError, "grad_padding has shape ",
@@ -119,11 +103,13 @@ GradientParams gradient_params(const TensorView& ids, const TensorView& grad_out
                   " is beyond any table");
   const std::int64_t valid_ids = options.valid_ids.value_or(options.row_offset + rows + padding_rows);
   TPEMBED_EXPECTS(valid_ids >= 0, InvalidArgumentError, "valid_ids must be >= 0, got ", valid_ids);
-  if (!options.per_token_scale.absent()) check_scale(options.per_token_scale, "per_token_scale", rows, "grad_weight", device);
+  if (!options.per_token_scale.absent()) {
+    check_scale(options.per_token_scale, "per_token_scale", rows, "grad_weight", device, "grad_weight");
+  }
   if (!options.padding_scale.absent()) {
     TPEMBED_EXPECTS(!options.grad_padding.absent(), InvalidArgumentError,
                     "padding_scale is given but grad_padding is not: there are no padding rows to scale");
-    check_scale(options.padding_scale, "padding_scale", padding_rows, "grad_padding", device);
+    check_scale(options.padding_scale, "padding_scale", padding_rows, "grad_padding", device, "grad_weight");
     TPEMBED_EXPECTS(!options.per_token_scale.absent() && options.per_token_scale.dtype == options.padding_scale.dtype,
                     InvalidArgumentError, "padding_scale needs per_token_scale of the same dtype");
   } else {

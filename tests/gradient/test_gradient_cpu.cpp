@@ -122,7 +122,7 @@ TEST(GradientErrors, RefusesWhatDoesNotFit) {
   o = {};
   o.per_token_scale = TensorView(scale.data(), DType::f32, {4});
   expect_error<ShapeError>([&] { embedding_backward(a.ids_view(), a.out_view(), a.grad_view(), o); },
-                           "per_token_scale has shape [4] but grad_weight has 5 rows");
+                           "per_token_scale has 4 entries but grad_weight has 5 rows");
   o.per_token_scale = TensorView(scale.data(), DType::i8, {5});
   expect_error<InvalidArgumentError>([&] { embedding_backward(a.ids_view(), a.out_view(), a.grad_view(), o); },
                                      "per_token_scale must be f32, f16 or bf16");
