@@ -29,10 +29,13 @@ std::int64_t id_at(const void* ids, DType dtype, std::int64_t i) {
 std::uint32_t key_of(std::uint64_t entry) { return static_cast<std::uint32_t>(entry >> 32); }
 std::uint32_t position_of(std::uint64_t entry) { return static_cast<std::uint32_t>(entry); }
 
-struct Rows {
-  std::uint8_t* base;
-  std::int64_t pitch;  // bytes
-};
+// The gradient row of `key`: the table's rows first, then the padding's.
+std::uint8_t* gradient_row(const GradientParams& p, std::int64_t key) {
+  const bool padding = key >= p.rows;
+  auto* base = static_cast<std::uint8_t*>(padding ? p.grad_padding : p.grad_weight);
+  const std::int64_t stride = padding ? p.grad_padding_row_stride : p.grad_weight_row_stride;
+  return base + (padding ? key - p.rows : key) * stride * row_bytes(p.grad_dtype, 1);
+}
 
 template <DType Grad, DType Weight>
 class RowSums {
@@ -64,8 +67,7 @@ class RowSums {
       const float factor = load_scale(scales, p_.scale_dtype, local);
       for (std::int64_t c = 0; c < cols; ++c) sum_[c] = sum_[c] * factor;
     }
-    std::uint8_t* out = padding ? row_address(p_.grad_padding, p_.grad_padding_row_stride, local)
-                                : row_address(p_.grad_weight, p_.grad_weight_row_stride, local);
+    std::uint8_t* out = gradient_row(p_, key);
     if (p_.accumulate) {
       for (std::int64_t c = 0; c < cols; ++c) sum_[c] = load_element<Weight>(out, c) + sum_[c];
     }
@@ -76,9 +78,6 @@ class RowSums {
   const std::uint8_t* grad_row(std::uint32_t position) const {
     return static_cast<const std::uint8_t*>(p_.grad_out) +
            static_cast<std::int64_t>(position) * p_.grad_out_row_stride * row_bytes(Grad, 1);
-  }
-  std::uint8_t* row_address(void* base, std::int64_t stride, std::int64_t row) const {
-    return static_cast<std::uint8_t*>(base) + row * stride * row_bytes(Weight, 1);
   }
   void load(std::uint32_t position, float* into) const {
     const std::uint8_t* g = grad_row(position);
@@ -93,12 +92,20 @@ class RowSums {
   std::vector<float> part_, sum_;
 };
 
-void zero_rows(void* base, std::int64_t rows, std::int64_t cols, std::int64_t stride, DType dtype) {
-  if (base == nullptr) return;
-  const std::size_t row = static_cast<std::size_t>(cols * row_bytes(dtype, 1));
-  for (std::int64_t r = 0; r < rows; ++r) {
-    std::memset(static_cast<std::uint8_t*>(base) + r * stride * row_bytes(dtype, 1), 0, row);
+// Overwriting: +0 into every row (table, then padding) that no entry selects; the selected rows
+// are written by their sums.
+void zero_unselected(const GradientParams& p, const std::vector<std::uint64_t>& sorted) {
+  const std::size_t bytes = static_cast<std::size_t>(row_bytes(p.grad_dtype, p.cols));
+  if (bytes == 0) return;
+  std::int64_t next = 0;  // the first row not yet zeroed nor selected
+  auto zero_until = [&](std::int64_t end) {
+    for (; next < end; ++next) std::memset(gradient_row(p, next), 0, bytes);
+  };
+  for (const std::uint64_t entry : sorted) {
+    zero_until(key_of(entry));
+    next = std::max<std::int64_t>(next, key_of(entry) + 1);
   }
+  zero_until(p.rows + p.padding_rows);
 }
 
 template <DType Grad, DType Weight>
@@ -144,10 +151,7 @@ void embedding_backward_cpu(const GradientParams& p) {
   }
   std::sort(sorted.begin(), sorted.end());
 
-  if (!p.accumulate) {  // rows no position selects are +0; the others are written below
-    zero_rows(p.grad_weight, p.rows, p.cols, p.grad_weight_row_stride, p.grad_dtype);
-    zero_rows(p.grad_padding, p.padding_rows, p.cols, p.grad_padding_row_stride, p.grad_dtype);
-  }
+  if (!p.accumulate) zero_unselected(p, sorted);
   if (p.cols > 0 && !sorted.empty()) {
     switch (p.grad_out_dtype) {
       case DType::f32: dispatch_weight<DType::f32>(p, sorted); break;
