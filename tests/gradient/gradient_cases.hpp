@@ -3,11 +3,14 @@
 // x modes.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <iterator>
 #include <ostream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -48,6 +51,13 @@ inline std::ostream& operator<<(std::ostream& os, const GradientCase& c) {
   return os << pattern_name(c.pattern) << "_H" << c.cols << "_" << dtype_name(c.grad_out) << "_to_"
             << dtype_name(c.grad) << (c.accumulate ? "_acc" : "_over") << (c.scaled ? "_scaled" : "") << "_"
             << dtype_name(c.id) << (c.column_offset ? "_cols" + std::to_string(c.column_offset) : "");
+}
+
+/// A case's name in the test list (gtest's name generator).
+inline std::string gradient_case_name(const ::testing::TestParamInfo<GradientCase>& info) {
+  std::ostringstream name;
+  name << info.param;
+  return name.str();
 }
 
 /// The problem of a case: about 600 ids over a 97-row table (or the pattern's own).

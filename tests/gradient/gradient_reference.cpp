@@ -11,37 +11,28 @@ namespace tpembed::testing {
 
 namespace {
 
-// A finite value of mixed magnitude (2^-20 .. 2^6) and sign, exactly representable in `dtype`
-// after rounding; about one in 16 is a zero of either sign.
-float random_gradient_value(DType dtype, std::mt19937_64& rng) {
-  const std::uint64_t bits = rng();
-  if ((bits & 15) == 0) return (bits & 16) ? -0.0f : 0.0f;
-  const int exponent = static_cast<int>((bits >> 8) % 27) - 20;
-  const float mantissa = 1.0f + static_cast<float>((bits >> 16) & 0x7fffff) / 8388608.0f;
-  float value = std::ldexp(mantissa, exponent) * ((bits & 32) ? -1.0f : 1.0f);
-  HostTable one(dtype, 1, 1);
-  one.set_code(0, 0, dtype == DType::f32   ? f32_bits(value)
-                     : dtype == DType::f16 ? f32_to_f16_bits(value)
-                                           : f32_to_bf16_bits(value));
-  return one.value(0, 0);
+std::uint32_t rounded_code(DType dtype, float value) {
+  return dtype == DType::f32 ? f32_bits(value) : dtype == DType::f16 ? f32_to_f16_bits(value) : f32_to_bf16_bits(value);
 }
 
+// Finite values of mixed magnitude (2^-20 .. 2^6) and sign, rounded to `dtype`; about one in 16 is
+// a zero of either sign.
 HostTable random_gradient_table(DType dtype, std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
   HostTable table(dtype, rows, cols);
   for (std::int64_t r = 0; r < rows; ++r) {
     for (std::int64_t c = 0; c < cols; ++c) {
-      const float value = random_gradient_value(dtype, rng);
-      table.set_code(r, c, dtype == DType::f32   ? f32_bits(value)
-                           : dtype == DType::f16 ? f32_to_f16_bits(value)
-                                                 : f32_to_bf16_bits(value));
+      const std::uint64_t bits = rng();
+      float value = (bits & 16) ? -0.0f : 0.0f;
+      if ((bits & 15) != 0) {
+        const int exponent = static_cast<int>((bits >> 8) % 27) - 20;
+        const float mantissa = 1.0f + static_cast<float>((bits >> 16) & 0x7fffff) / 8388608.0f;
+        value = std::ldexp(mantissa, exponent) * ((bits & 32) ? -1.0f : 1.0f);
+      }
+      table.set_code(r, c, rounded_code(dtype, value));
     }
   }
   return table;
-}
-
-std::uint32_t rounded_code(DType dtype, float value) {
-  return dtype == DType::f32 ? f32_bits(value) : dtype == DType::f16 ? f32_to_f16_bits(value) : f32_to_bf16_bits(value);
 }
 
 // Which row (table rows first, then padding rows) a position's gradient goes to, or -1; and which

@@ -32,11 +32,7 @@ TEST_P(GradientCpu, MisalignedBuffersGiveTheSameBits) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Matrix, GradientCpu, ::testing::ValuesIn(gradient_cases()),
-                         [](const ::testing::TestParamInfo<GradientCase>& info) {
-                           std::ostringstream name;
-                           name << info.param;
-                           return name.str();
-                         });
+                         gradient_case_name);
 
 // Large enough that the CPU backend splits the rows over threads: the bits must not depend on it.
 TEST(GradientCpuThreads, SameBitsForEveryThreadCountAndRun) {

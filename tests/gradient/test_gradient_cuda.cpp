@@ -11,6 +11,7 @@
 
 #include "captured_graph.hpp"
 #include "device_tables.hpp"
+#include "expect_error.hpp"
 #include "gradient_cases.hpp"
 
 namespace tpembed::testing {
@@ -33,11 +34,7 @@ TEST_P(GradientCuda, SameBitsAsTheCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Matrix, GradientCuda, ::testing::ValuesIn(gradient_cases()),
-                         [](const ::testing::TestParamInfo<GradientCase>& info) {
-                           std::ostringstream name;
-                           name << info.param;
-                           return name.str();
-                         });
+                         gradient_case_name);
 
 // Zipf-like ids (exponent 1.1 over 5000 rows): the hottest rows cross hundreds of tiles.
 std::vector<std::int64_t> skewed_ids(std::int64_t count, std::int64_t rows, std::uint64_t seed) {
@@ -148,29 +145,16 @@ TEST(GradientCudaErrors, WorkspaceTooSmallOrMisalignedAndTensorsOffTheirElements
   GradientOptions options;
   options.workspace = workspace.data();
   options.workspace_bytes = bytes - 1;
-  try {
-    embedding_backward(ids.view, grad_out.view, grad.view, options);
-    ADD_FAILURE() << "a short workspace was accepted";
-  } catch (const InvalidArgumentError& error) {
-    EXPECT_NE(std::string(error.what()).find("but this backward needs"), std::string::npos) << error.what();
-  }
+  expect_error<InvalidArgumentError>([&] { embedding_backward(ids.view, grad_out.view, grad.view, options); },
+                                     "but this backward needs");
   DeviceCopy odd = upload(p.initial, 2);  // f32 elements 2 bytes off their alignment
   options.workspace_bytes = bytes;
-  try {
-    embedding_backward(ids.view, grad_out.view, odd.view, options);
-    ADD_FAILURE() << "a gradient off its elements' alignment was accepted";
-  } catch (const InvalidArgumentError& error) {
-    EXPECT_NE(std::string(error.what()).find("grad_weight is at"), std::string::npos) << error.what();
-    EXPECT_NE(std::string(error.what()).find("not a multiple of its 4-byte elements"), std::string::npos) << error.what();
+  for (const char* needle : {"grad_weight is at", "not a multiple of its 4-byte elements"}) {
+    expect_error<InvalidArgumentError>([&] { embedding_backward(ids.view, grad_out.view, odd.view, options); }, needle);
   }
   options.workspace = static_cast<std::uint8_t*>(workspace.data()) + 8;
-  options.workspace_bytes = bytes;
-  try {
-    embedding_backward(ids.view, grad_out.view, grad.view, options);
-    ADD_FAILURE() << "a misaligned workspace was accepted";
-  } catch (const InvalidArgumentError& error) {
-    EXPECT_NE(std::string(error.what()).find("256-byte aligned"), std::string::npos) << error.what();
-  }
+  expect_error<InvalidArgumentError>([&] { embedding_backward(ids.view, grad_out.view, grad.view, options); },
+                                     "256-byte aligned");
 }
 
 }  // namespace

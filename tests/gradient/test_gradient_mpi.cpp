@@ -17,15 +17,10 @@
 #include "device_tables.hpp"
 #include "expect_error.hpp"
 #include "gradient_reference.hpp"
-
-#ifndef TPEMBED_TEST_ON_GPU
-#define TPEMBED_TEST_ON_GPU 0
-#endif
+#include "on_gpu.hpp"
 
 namespace tpembed::testing {
 namespace {
-
-constexpr bool kOnGpu = TPEMBED_TEST_ON_GPU != 0;
 
 Communicator& world() {
   static std::unique_ptr<Communicator> mpi = make_mpi_communicator();

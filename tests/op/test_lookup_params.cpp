@@ -11,16 +11,11 @@
 #include <sstream>
 
 #include "device_tables.hpp"
+#include "on_gpu.hpp"
 #include "reference.hpp"
-
-#ifndef TPEMBED_TEST_ON_GPU
-#define TPEMBED_TEST_ON_GPU 0
-#endif
 
 namespace tpembed::testing {
 namespace {
-
-constexpr bool kOnGpu = TPEMBED_TEST_ON_GPU != 0;
 
 struct ShardCase {
   DType table;

@@ -16,9 +16,7 @@
 // sharing it, collectives staged through host memory and peer_rows reading the other ranks'
 // tables through CUDA IPC (test_tp_mpi_gpu); and over NCCL with one GPU per rank, bootstrapped
 // through MPI (test_tp_nccl, skipped where there are fewer GPUs than ranks).
-#ifndef TPEMBED_TEST_ON_GPU
-#define TPEMBED_TEST_ON_GPU 0
-#endif
+#include "on_gpu.hpp"
 #ifndef TPEMBED_TEST_NCCL
 #define TPEMBED_TEST_NCCL 0
 #endif
@@ -30,8 +28,6 @@
 
 namespace tpembed::testing {
 namespace {
-
-constexpr bool kOnGpu = TPEMBED_TEST_ON_GPU != 0;
 
 // MPI, or NCCL over MPI on the node-local rank's GPU (test_tp_nccl).
 Communicator& world() {
