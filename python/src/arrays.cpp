@@ -70,19 +70,42 @@ bool holds_declared_bits(const dl::dtype& dtype, DType declared) {
                               (declared == DType::bf16 && uint16));
 }
 
+// The host or one CUDA device, nothing else.
+template <typename Array>
+Device device_of(const Array& array, const char* name) {
+  if (array.device_type() == kDLCPU) return Device::cpu();
+  if (array.device_type() == kDLCUDA) return Device::cuda(array.device_id());
+  throw InvalidArgumentError(
+      detail::concat(name, " is on DLPack device type ", array.device_type(),
+                     ": tpembed takes host (CPU) arrays and CUDA tensors; move it explicitly"));
+}
+
+// The extents of a dense row-major array; anything else is refused (tpembed does not copy).
+template <typename Array>
+std::vector<std::int64_t> c_contiguous_shape(const Array& array, const char* name) {
+  std::vector<std::int64_t> shape(array.ndim());
+  for (std::size_t d = 0; d < array.ndim(); ++d)
+    shape[d] = static_cast<std::int64_t>(array.shape(d));
+  std::int64_t expected_stride = 1;
+  bool empty = false;
+  for (std::size_t d = 0; d < array.ndim(); ++d) empty = empty || shape[d] == 0;
+  for (std::size_t d = array.ndim(); d-- > 0;) {
+    if (!empty && shape[d] != 1 && array.stride(d) != expected_stride) {
+      std::ostringstream strides;
+      for (std::size_t k = 0; k < array.ndim(); ++k) strides << (k ? ", " : "") << array.stride(k);
+      throw InvalidArgumentError(
+          detail::concat(name, " is not C-contiguous (strides [", strides.str(),
+                         "] in elements); pass a contiguous array (e.g. numpy.ascontiguousarray or "
+                         "tensor.contiguous()): tpembed does not copy"));
+    }
+    expected_stride *= shape[d];
+  }
+  return shape;
+}
+
 template <typename Array>
 TensorView make_view(const Array& array, const char* name, const Declared& declared) {
-  // Device: the host or one CUDA device, nothing else.
-  Device device;
-  if (array.device_type() == kDLCPU) {
-    device = Device::cpu();
-  } else if (array.device_type() == kDLCUDA) {
-    device = Device::cuda(array.device_id());
-  } else {
-    throw InvalidArgumentError(
-        detail::concat(name, " is on DLPack device type ", array.device_type(),
-                       ": tpembed takes host (CPU) arrays and CUDA tensors; move it explicitly"));
-  }
+  const Device device = device_of(array, name);
 
   // Dtype: the array's own, or the declared one where the array holds its raw bits.
   const dl::dtype dtype = array.dtype();
@@ -110,24 +133,7 @@ TensorView make_view(const Array& array, const char* name, const Declared& decla
         "scale_dtype 'bf16'); tpembed does not convert dtypes"));
   }
 
-  // Shape and layout: dense row-major only.
-  std::vector<std::int64_t> shape(array.ndim());
-  for (std::size_t d = 0; d < array.ndim(); ++d)
-    shape[d] = static_cast<std::int64_t>(array.shape(d));
-  std::int64_t expected_stride = 1;
-  bool empty = false;
-  for (std::size_t d = 0; d < array.ndim(); ++d) empty = empty || shape[d] == 0;
-  for (std::size_t d = array.ndim(); d-- > 0;) {
-    if (!empty && shape[d] != 1 && array.stride(d) != expected_stride) {
-      std::ostringstream strides;
-      for (std::size_t k = 0; k < array.ndim(); ++k) strides << (k ? ", " : "") << array.stride(k);
-      throw InvalidArgumentError(
-          detail::concat(name, " is not C-contiguous (strides [", strides.str(),
-                         "] in elements); pass a contiguous array (e.g. numpy.ascontiguousarray or "
-                         "tensor.contiguous()): tpembed does not copy"));
-    }
-    expected_stride *= shape[d];
-  }
+  std::vector<std::int64_t> shape = c_contiguous_shape(array, name);
 
   if (resolved == DType::i4) {
     if (!declared.int4_columns) {
@@ -154,6 +160,19 @@ TensorView make_view(const Array& array, const char* name, const Declared& decla
   const void* data = static_cast<const std::uint8_t*>(array.data_handle()) + array.byte_offset();
   return TensorView(data, resolved, std::move(shape), device);
 }
+
+}  // namespace
+
+RawBuffer raw_buffer(const OutputArray& array, const char* name) {
+  RawBuffer buffer;
+  buffer.device = device_of(array, name);
+  c_contiguous_shape(array, name);
+  buffer.data = static_cast<std::uint8_t*>(array.data()) + array.byte_offset();
+  buffer.bytes = array.size() * array.itemsize();
+  return buffer;
+}
+
+namespace {
 
 // What a refused argument was, for messages: its type, and its dtype where it has one.
 std::string describe_object(const nanobind::handle& object) {

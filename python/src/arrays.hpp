@@ -49,6 +49,17 @@ void check_no_overlap(const TensorView& out, const std::vector<NamedView>& input
 TensorView to_view(const InputArray& array, const char* name, const Declared& declared = {});
 TensorView to_view(const OutputArray& array, const char* name, const Declared& declared = {});
 
+/// The bytes of an array tpembed writes whatever its dtype says (a workspace, counts), and where.
+struct RawBuffer {
+  void* data = nullptr;
+  std::size_t bytes = 0;
+  Device device;
+};
+
+/// `array` as raw bytes: on the host or a CUDA device and C-contiguous, else InvalidArgumentError
+/// naming `name`.
+RawBuffer raw_buffer(const OutputArray& array, const char* name);
+
 /// Parses a dtype name of tpembed's ("f32", "bf16", "fp8_e4m3", "i4", ...); InvalidArgumentError
 /// (naming `what` and the accepted names) otherwise.
 DType parse_dtype(const std::string& name, const char* what);

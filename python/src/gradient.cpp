@@ -23,47 +23,6 @@ namespace tpembed::python {
 
 namespace {
 
-constexpr int kDLCPU = 1;  // DLPack device types
-constexpr int kDLCUDA = 2;
-
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string text = "[";
-  for (std::size_t d = 0; d < shape.size(); ++d) text += detail::concat(d ? ", " : "", shape[d]);
-  return text + "]";
-}
-
-// A buffer tpembed writes whatever its dtype says (the workspace, the counts): its bytes, where.
-struct RawBuffer {
-  void* data = nullptr;
-  std::size_t bytes = 0;
-  Device device;
-};
-
-RawBuffer raw_buffer(const OutputArray& array, const char* name) {
-  RawBuffer buffer;
-  if (array.device_type() == kDLCPU) {
-    buffer.device = Device::cpu();
-  } else if (array.device_type() == kDLCUDA) {
-    buffer.device = Device::cuda(array.device_id());
-  } else {
-    throw InvalidArgumentError(detail::concat(name, " is on DLPack device type ",
-                                              array.device_type(),
-                                              ": tpembed takes host arrays and CUDA tensors"));
-  }
-  std::int64_t expected_stride = 1;
-  for (std::size_t d = array.ndim(); d-- > 0;) {
-    if (array.shape(d) != 1 && array.size() > 0 && array.stride(d) != expected_stride) {
-      throw InvalidArgumentError(detail::concat(name,
-                                                " is not C-contiguous: pass a contiguous "
-                                                "array (tpembed does not copy)"));
-    }
-    expected_stride *= static_cast<std::int64_t>(array.shape(d));
-  }
-  buffer.data = static_cast<std::uint8_t*>(array.data()) + array.byte_offset();
-  buffer.bytes = array.size() * array.itemsize();
-  return buffer;
-}
-
 // The four count words: a 64-bit integer array of 4 elements on grad_weight's device.
 unsigned long long* counts_buffer(const OutputArray& array, const Device& device) {
   const RawBuffer buffer = raw_buffer(array, "counts");
@@ -138,7 +97,7 @@ nb::object embedding_backward(
                     "grad_out must have shape ids.shape + [H], got a 0-D array");
     cols = grad_out_tensor.shape.back() - column_offset;
     TPEMBED_EXPECTS(cols >= 0, ShapeError, "column_offset ", column_offset,
-                    " is past the last column of grad_out ", shape_text(grad_out_tensor.shape));
+                    " is past the last column of grad_out ", detail::bracketed(grad_out_tensor.shape));
   }
   const std::optional<DType> out = parse_dtype(out_dtype, "out_dtype");
   GradientOutput weight =
@@ -146,12 +105,12 @@ nb::object embedding_backward(
   const std::vector<std::int64_t>& weight_shape = weight.view.shape;
   if (!grad_weight.is_none()) {
     TPEMBED_EXPECTS(weight_shape.size() == 2, ShapeError, "grad_weight must be [num_rows, H], got ",
-                    shape_text(weight_shape));
+                    detail::bracketed(weight_shape));
     TPEMBED_EXPECTS(weight_shape[0] == num_rows, ShapeError, "grad_weight ",
-                    shape_text(weight_shape), " has ", weight_shape[0], " rows but num_rows is ",
+                    detail::bracketed(weight_shape), " has ", weight_shape[0], " rows but num_rows is ",
                     num_rows);
     TPEMBED_EXPECTS(!num_cols || weight_shape[1] == *num_cols, ShapeError, "grad_weight ",
-                    shape_text(weight_shape), " has ", weight_shape[1], " columns but num_cols is ",
+                    detail::bracketed(weight_shape), " has ", weight_shape[1], " columns but num_cols is ",
                     num_cols.value_or(0));
   }
   // grad_padding has grad_weight's dtype (the op checks that it does).

@@ -16,8 +16,6 @@ namespace op {
 
 namespace {
 
-bool is_gradient_dtype(DType dtype) { return dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16; }
-
 void check_device(const TensorView& view, const char* name, const Device& device) {
   TPEMBED_EXPECTS(view.device == device, InvalidArgumentError, name, " is on ", device_name(view.device),
                   " but grad_weight is on ", device_name(device));
@@ -48,7 +46,7 @@ GradientParams gradient_params(const TensorView& ids, const TensorView& grad_out
   TPEMBED_EXPECTS(!is_quantized(grad_weight.dtype), UnsupportedError, "grad_weight dtype ",
                   dtype_name(grad_weight.dtype),
                   ": quantized tables have no gradient (they are for inference); use an f32, f16 or bf16 gradient");
-  TPEMBED_EXPECTS(is_gradient_dtype(grad_weight.dtype), InvalidArgumentError, "grad_weight must be f32, f16 or bf16, not ",
+  TPEMBED_EXPECTS(is_float(grad_weight.dtype), InvalidArgumentError, "grad_weight must be f32, f16 or bf16, not ",
                   dtype_name(grad_weight.dtype));
   TPEMBED_EXPECTS(grad_weight.ndim() == 2, ShapeError, "grad_weight must be 2-D [rows, cols], got shape ",
                   detail::bracketed(grad_weight.shape));
