@@ -378,10 +378,7 @@ class ParallelEmbedding:
         has no gradient: RuntimeError. last_gradient_counts() tells what the call counted.
         """
         try:
-            accumulate = _check.boolean(accumulate, "accumulate")
-            if accumulate and grad_weight is None:
-                raise ArgumentError("accumulate=True adds into grad_weight, but grad_weight is "
-                                    "None: pass the gradient to add into")
+            accumulate = _gradient.accumulate_flag(accumulate, grad_weight)
             declared_out = _gradient.gradient_dtype(out_dtype, "out_dtype")
             weight, declared_out = _gradient.prepare_gradient(grad_weight, "grad_weight",
                                                               declared_out)

@@ -47,6 +47,15 @@ def prepare_gradient(array: Any, name: str, declared: Optional[str]):
     return _prepare(array, name, declared)
 
 
+def accumulate_flag(accumulate: Any, grad_weight: Any) -> bool:
+    """`accumulate` checked as a bool; accumulating needs a grad_weight to add into."""
+    accumulate = _check.boolean(accumulate, "accumulate")
+    if accumulate and grad_weight is None:
+        raise ArgumentError("accumulate=True adds into grad_weight, but grad_weight is None: pass "
+                            "the gradient to add into")
+    return accumulate
+
+
 def embedding_backward(ids: Any, grad_out: Any, num_rows: int, *, row_offset: int = 0,
                        padding_idx: Optional[int] = None, grad_weight: Any = None,
                        accumulate: bool = False, out_dtype: Any = None, stream: Any = None,
@@ -97,10 +106,7 @@ def embedding_backward(ids: Any, grad_out: Any, num_rows: int, *, row_offset: in
 
     Returns `grad_weight` (the given one, or the new array).
     """
-    accumulate = _check.boolean(accumulate, "accumulate")
-    if accumulate and grad_weight is None:
-        raise ArgumentError("accumulate=True adds into grad_weight, but grad_weight is None: pass "
-                            "the gradient to add into")
+    accumulate = accumulate_flag(accumulate, grad_weight)
     declared_out = gradient_dtype(out_dtype, "out_dtype")
     weight, declared_out = prepare_gradient(grad_weight, "grad_weight", declared_out)
     padding, _ = prepare_gradient(grad_padding, "grad_padding", declared_out)
