@@ -40,12 +40,12 @@ struct ParallelEmbedding::Impl {
   // Marks a forward of a tp > 1 layer as running for its scope; throws when one already is.
   class ForwardEntry {
    public:
-    explicit ForwardEntry(Impl& impl) : flag_(impl.layout.tp_size > 1 ? &impl.in_forward : nullptr) {
+    ForwardEntry(Impl& impl, const char* call) : flag_(impl.layout.tp_size > 1 ? &impl.in_forward : nullptr) {
       if (flag_ != nullptr && flag_->exchange(true, std::memory_order_acquire)) {
         flag_ = nullptr;
-        throw InvalidArgumentError(
-            "forward: another thread is inside forward() or backward() of this tensor-parallel layer; a layer "
-            "runs one call at a time (its collectives must pair up across ranks): use one layer per thread");
+        throw InvalidArgumentError(detail::concat(
+            call, ": another thread is inside forward() or backward() of this tensor-parallel layer; a layer "
+                  "runs one call at a time (its collectives must pair up across ranks): use one layer per thread"));
       }
     }
     ~ForwardEntry() {
@@ -201,7 +201,7 @@ LookupParams ParallelEmbedding::Impl::lookup_params(const TensorView& ids, void*
 
 void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& out, void* stream) {
   const int tp = layout.tp_size;
-  const ForwardEntry entry(*this);
+  const ForwardEntry entry(*this, "forward");
   op::Place place(shard.weight.device, stream);
   std::exception_ptr local_error = run_caught([&] {
     op::check_ids(ids, shard.weight.device);
@@ -424,7 +424,7 @@ GradientParams ParallelEmbedding::Impl::gradient_params(const TensorView& ids, c
 void ParallelEmbedding::Impl::backward(const TensorView& ids, const TensorView& grad_out, const TensorView& grad_weight,
                                        void* stream, const BackwardOptions& options) {
   using Scratch = op::Workspace::Scratch;
-  const ForwardEntry entry(*this);  // one forward or backward at a time: the checks pair up across ranks
+  const ForwardEntry entry(*this, "backward");  // one call at a time: the checks pair up across ranks
   op::Place place(shard.weight.device, stream);
   GradientParams p;
   std::exception_ptr local_error = run_caught([&] {
@@ -507,7 +507,7 @@ void ParallelEmbedding::forward(const TensorView& ids, const TensorView& out, vo
 void ParallelEmbedding::fail_forward(std::exception_ptr error) {
   if (!error) error = std::make_exception_ptr(InvalidArgumentError("fail_forward: no error given"));
   if (impl_->layout.tp_size > 1 && impl_->config.collective_checks) {
-    const Impl::ForwardEntry entry(*impl_);
+    const Impl::ForwardEntry entry(*impl_, "fail_forward");
     op::Place place(impl_->shard.weight.device, nullptr);
     impl_->check_forward_across_group(error, TensorView(), place);  // throws: `error` reaches every rank
   }
