@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <limits>
 #include <sstream>
 
 #include "expect_error.hpp"
@@ -150,6 +151,30 @@ TEST(GradientErrors, RefusesWhatDoesNotFit) {
       "the gradient overlaps grad_out");
   expect_error<InvalidArgumentError>([&] { embedding_backward(a.ids_view(), a.out_view(), a.grad_view(), o); },
                                      "padding needs padding_scale");
+  o = {};
+  o.column_offset = std::numeric_limits<std::int64_t>::max();  // no overflow in the width check
+  expect_error<ShapeError>([&] { embedding_backward(a.ids_view(), a.out_view(), a.grad_view(), o); },
+                           "from column 9223372036854775807");
+  o = {};
+  o.row_offset = std::int64_t{1} << 40;
+  expect_error<InvalidArgumentError>([&] { embedding_backward(a.ids_view(), a.out_view(), a.grad_view(), o); },
+                                     "is beyond any table");
+  // Sizes past what the sort's 32-bit keys hold, and past the GPU's column slabs (checked before
+  // any device work: empty tensors, so nothing is touched).
+  const TensorView no_ids(nullptr, DType::i64, {0});
+  expect_error<InvalidArgumentError>(
+      [&] {
+        embedding_backward(no_ids, TensorView(nullptr, DType::f32, {0, 0}),
+                           TensorView(nullptr, DType::f32, {std::int64_t{1} << 31, 0}));
+      },
+      "a backward writes at most 2147483647 rows");
+  const Device gpu = Device::cuda(0);
+  expect_error<InvalidArgumentError>(
+      [&] {
+        embedding_backward(TensorView(nullptr, DType::i64, {0}, gpu), TensorView(nullptr, DType::f32, {0, 9000000}, gpu),
+                           TensorView(nullptr, DType::f32, {0, 9000000}, gpu));
+      },
+      "a GPU backward takes at most 8388480 columns");
   expect_error<InvalidArgumentError>(
       [&] { gradient_workspace_bytes(Device::cuda(0), -1, 1, 0, 1); }, "sizes must be >= 0");
   EXPECT_EQ(gradient_workspace_bytes(Device::cpu(), 100, 10, 0, 8), 0u);
@@ -172,6 +197,21 @@ TEST(GradientErrors, QuantizedLayerHasNoBackward) {
                        TensorView(grad.data(), DType::f32, {4, 2}));
       },
       "quantized tables have no gradient");
+}
+
+TEST(GradientLayer, GradPaddingNeedsPaddingRows) {
+  const HostTable table = random_table(DType::f32, 6, 8, 1);
+  EmbeddingShard shard;
+  shard.weight = table.view();
+  auto single = make_single_communicator();
+  ParallelEmbedding layer(*single, shard, {});
+  std::vector<std::int64_t> ids{0, 1};
+  HostTable grad_out(DType::f32, 2, 8), grad(DType::f32, 6, 8), grad_padding(DType::f32, 1, 8);
+  BackwardOptions options;
+  options.grad_padding = grad_padding.view();
+  expect_error<InvalidArgumentError>(
+      [&] { layer.backward(TensorView(ids.data(), DType::i64, {2}), grad_out.view(), grad.view(), nullptr, options); },
+      "grad_padding is given but the layer has no padding rows that ids select");
 }
 
 TEST(GradientLayer, OneRankLayerMatchesTheOpAndCounts) {

@@ -217,5 +217,20 @@ TEST(GradientMpiErrors, HiddenShardGivenAGradientOfNeitherWidth) {
   expect_error<ShapeError>([&] { layer.backward({1, 2}, grad_out, grad); }, "a hidden shard takes the whole gradient's");
 }
 
+TEST(GradientMpiErrors, RanksThatPassOtherIdsFailTogether) {
+  const int tp = world().size(), rank = world().rank();
+  ErrorLayer layer(random_table(DType::f32, 8 * tp, 4, 1), 0, rank * 8, 8);
+  const HostTable grad(DType::f32, 8, 4);
+  // The last rank's ids differ (same count): every rank must refuse, none may return a gradient.
+  const std::vector<std::int64_t> ids = rank == tp - 1 ? std::vector<std::int64_t>{1, 2, 4} : std::vector<std::int64_t>{1, 2, 3};
+  expect_error<InvalidArgumentError>([&] { layer.backward(ids, HostTable(DType::f32, 3, 4), grad); },
+                                     "up other ids than rank 0");
+  // Another count on the last rank.
+  const std::vector<std::int64_t> fewer = rank == tp - 1 ? std::vector<std::int64_t>{1} : std::vector<std::int64_t>{1, 2};
+  expect_error<ShapeError>(
+      [&] { layer.backward(fewer, HostTable(DType::f32, static_cast<std::int64_t>(fewer.size()), 4), grad); },
+      "every rank of the group must pass the same ids");
+}
+
 }  // namespace
 }  // namespace tpembed::testing
