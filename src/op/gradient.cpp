@@ -3,6 +3,7 @@
 #include "op/gradient.hpp"
 
 #include <algorithm>
+#include <limits>
 
 #include "core/gradient_rule.hpp"
 #include "cuda/runtime.hpp"
@@ -70,7 +71,8 @@ GradientParams gradient_params(const TensorView& ids, const TensorView& grad_out
   const std::int64_t width = prefix ? grad_out.shape.back() : -1;
   if (!prefix || options.column_offset > width || width - options.column_offset < cols) {
     std::vector<std::int64_t> expected = ids.shape;
-    expected.push_back(options.column_offset + cols);
+    const std::int64_t most = std::numeric_limits<std::int64_t>::max();
+    expected.push_back(options.column_offset > most - cols ? most : options.column_offset + cols);  // (saturated)
     throw ShapeError(detail::concat("grad_out has shape ", detail::bracketed(grad_out.shape), " but ids ",
                                     detail::bracketed(ids.shape), " and a gradient of ", cols, " columns",
                                     options.column_offset ? detail::concat(" from column ", options.column_offset) : std::string(),
