@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <string>
@@ -46,26 +47,48 @@ TEST(TruncatedWhileOpen, EveryReadAfterTheCutIsACheckpointError) {
   expect_error<CheckpointError>([&] { file.rows("embed", 0, 1); }, "it was rewritten while open");
 }
 
-TEST(LargeHeader, FortyThousandTensorsParseInLinearTime) {
-  ScratchDir dir;
-  constexpr int kTensors = 40000;
+std::string many_tensors_header(int tensors) {
   std::string header = "{";
-  for (int t = 0; t < kTensors; ++t) {
+  for (int t = 0; t < tensors; ++t) {
     header += (t ? "," : "") + std::string("\"layer.") + std::to_string(t) +
               ".weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[" +
               std::to_string(4 * t) + "," + std::to_string(4 * t + 4) + "]}";
   }
-  header += "}";
+  return header + "}";
+}
+
+// The fastest of a few parses of a file: how long the header of `path` takes to parse.
+double parse_seconds(const std::string& path, std::size_t expected_names) {
+  double best = 1e30;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const auto start = std::chrono::steady_clock::now();
+    const SafetensorsFile file(path);
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    EXPECT_EQ(file.names().size(), expected_names);
+  }
+  return best;
+}
+
+// Linear, measured as a ratio rather than against a clock: four times the tensors take about four
+// times as long (a quadratic parser takes sixteen times, and over a minute at 40,000), whatever the
+// machine's speed or a sanitizer's slowdown.
+TEST(LargeHeader, FortyThousandTensorsParseInLinearTime) {
+  ScratchDir dir;
+  constexpr int kTensors = 40000;
+  const std::string header = many_tensors_header(kTensors);
   write_file(dir.file("big.safetensors"),
              safetensors_bytes(header, std::string(4 * kTensors, '\0')));
-  const auto start = std::chrono::steady_clock::now();
+  write_file(dir.file("quarter.safetensors"),
+             safetensors_bytes(many_tensors_header(kTensors / 4),
+                               std::string(kTensors, '\0')));
+  const double quarter = parse_seconds(dir.file("quarter.safetensors"), kTensors / 4);
+  const double whole = parse_seconds(dir.file("big.safetensors"), kTensors);
+  EXPECT_LT(whole, 8.0 * quarter + 0.05)
+      << "the header parser is not linear: " << kTensors / 4 << " tensors parse in " << quarter
+      << " s, " << kTensors << " in " << whole << " s";
   const SafetensorsFile file(dir.file("big.safetensors"));
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_EQ(file.names().size(), static_cast<std::size_t>(kTensors));
   EXPECT_EQ(file.info("layer.39999.weight").begin, 4 * 39999);
-  EXPECT_LT(seconds, 2.0)
-      << "the header parser is not linear (a quadratic one takes over a minute)";
   // The duplicate-name check still holds at that size.
   write_file(dir.file("dup.safetensors"),
              safetensors_bytes(
