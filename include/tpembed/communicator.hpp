@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -143,6 +144,30 @@ int node_local_cuda_device(const Communicator& comm);
 /// node_local_cuda_device(bootstrap). Collective over `bootstrap`.
 std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int device = -1,
                                                      const NcclOptions& options = {});
+
+/// Collectives that another framework runs for tpembed over host memory: tpembed.torch runs them
+/// over a torch.distributed process group (gloo), so that processes started by torchrun need no
+/// MPI. Each is called by every rank in the same order and throws (any exception) when its
+/// collective fails or times out; the engine then throws CommunicatorError with that reason and
+/// refuses every later call (its ranks are out of step).
+struct HostCollectives {
+  int rank = 0;
+  int size = 1;
+  /// What engine() returns, e.g. "torch:gloo".
+  std::string name = "host";
+  /// Element-wise sum of `count` elements of `dtype` (f32, f16, bf16, i32, i64) into `recv`
+  /// (`send == recv` in place). f16 and bf16 may be summed in f32 and rounded once.
+  std::function<void(const void* send, void* recv, std::int64_t count, DType dtype)> all_reduce_sum;
+  /// Rank r's `bytes_per_rank` bytes land at `recv + r * bytes_per_rank`.
+  std::function<void(const void* send, void* recv, std::int64_t bytes_per_rank)> all_gather;
+};
+
+/// A communicator whose collectives are `collectives` (host buffers; the op layer stages device
+/// data). barrier() is a one-byte all_gather. split() keeps the whole group (every rank naming all
+/// ranks in order) or makes single-rank groups; any other split throws UnsupportedError on every
+/// rank (make the framework's own sub-group and pass that). Throws InvalidArgumentError when a
+/// callable is missing or rank/size do not fit.
+std::unique_ptr<Communicator> make_host_communicator(HostCollectives collectives);
 
 /// Makes every rank agree on whether a step succeeded, so a failure on one rank cannot leave the
 /// others waiting in a collective. Each rank passes the error it hit (or nothing); when any rank
