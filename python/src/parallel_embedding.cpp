@@ -3,6 +3,7 @@
 #include "tpembed/parallel_embedding.hpp"
 
 #include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
@@ -19,6 +20,7 @@
 #include "checkpoint.hpp"
 #include "embedding_common.hpp"
 #include "gradient.hpp"
+#include "host_communicator.hpp"
 #include "tpembed/communicator.hpp"
 #include "tpembed/error.hpp"
 #include "tpembed/sharding.hpp"
@@ -37,6 +39,17 @@ ShardPlacement parse_placement(const std::string& name) {
 }
 
 // `timeout`: MpiOptions::timeout_seconds of an MPI engine (how long a rank waits for its peers).
+std::unique_ptr<Communicator> make_communicator(const std::string& engine,
+                                                std::optional<double> timeout);
+
+// `communicator`: an engine description (a str, from tpembed._communicators.engine()) or an object
+// whose collectives the host engine runs (tpembed.torch's torch.distributed groups).
+std::unique_ptr<Communicator> make_communicator(const nb::handle& communicator,
+                                                std::optional<double> timeout) {
+  if (!nb::isinstance<nb::str>(communicator)) return make_python_host_communicator(communicator);
+  return make_communicator(nb::cast<std::string>(communicator), timeout);
+}
+
 std::unique_ptr<Communicator> make_communicator(const std::string& engine,
                                                 std::optional<double> timeout) {
   if (engine == "single") return make_single_communicator();
@@ -139,7 +152,7 @@ class Layer {
                            const nb::handle& padding, const nb::handle& padding_scale,
                            const std::optional<std::string>& weight_dtype,
                            const std::optional<std::string>& scale_dtype,
-                           std::optional<std::int64_t> hidden, const std::string& communicator,
+                           std::optional<std::int64_t> hidden, const nb::handle& communicator,
                            std::optional<double> comm_timeout, const GroupOptions& options) {
     std::unique_ptr<Communicator> comm = make_communicator(communicator, comm_timeout);
     struct Converted {
@@ -159,7 +172,7 @@ class Layer {
 
   static Layer from_checkpoint(const std::string& path, const std::string& tensor,
                                const std::optional<std::string>& scale_tensor,
-                               std::optional<std::int64_t> hidden, const std::string& communicator,
+                               std::optional<std::int64_t> hidden, const nb::handle& communicator,
                                std::optional<double> comm_timeout, const GroupOptions& options) {
     std::unique_ptr<Communicator> comm = make_communicator(communicator, comm_timeout);
     // A rank that cannot read its shard must not leave the others waiting in the set-up.
@@ -187,7 +200,7 @@ class Layer {
 
   // A refusal that the Python layer made before set-up (a bad keyword, a non-array table): sets up
   // the communicator and joins the others' agreement with it, so every rank raises it.
-  [[noreturn]] static void refuse_setup(const std::string& communicator,
+  [[noreturn]] static void refuse_setup(const nb::handle& communicator,
                                         std::optional<double> comm_timeout, bool argument_error,
                                         const std::string& message) {
     std::unique_ptr<Communicator> comm = make_communicator(communicator, comm_timeout);
@@ -250,6 +263,23 @@ class Layer {
 
   nb::dict last_gradient_counts() const { return counts_dict(layer_->last_gradient_counts()); }
 
+  // The host arrays the layer reads (its table, scales, padding), each as (name, bytes, dtype name,
+  // shape): read-only uint8 views of the layer's memory (a checkpoint's mapping) that keep `self`
+  // alive. tpembed.torch copies a checkpoint's shard out of them into its parameters.
+  static nb::list shard_arrays(const nb::handle& self) {
+    const Layer& layer = nb::cast<const Layer&>(self);
+    nb::list arrays;
+    for (const NamedView& input : layer.inputs_) {
+      if (input.view.data == nullptr) continue;
+      TPEMBED_EXPECTS(input.view.device.kind == DeviceKind::cpu, InvalidArgumentError,
+                      "shard_arrays: the layer's ", input.name, " is not in host memory");
+      const std::size_t bytes[1] = {static_cast<std::size_t>(input.view.nbytes())};
+      nb::ndarray<nb::numpy, const std::uint8_t, nb::ndim<1>> raw(input.view.data, 1, bytes, self);
+      arrays.append(nb::make_tuple(input.name, raw, dtype_name(input.view.dtype), input.view.shape));
+    }
+    return arrays;
+  }
+
   nb::dict layout() const {
     const ShardLayout& layout = layer_->layout();
     nb::dict d;
@@ -304,7 +334,7 @@ void bind_parallel_embedding(nb::module_& m) {
           [](const nb::handle& weight, const nb::handle& per_token_scale, const nb::handle& padding,
              const nb::handle& padding_scale, const std::optional<std::string>& weight_dtype,
              const std::optional<std::string>& scale_dtype, std::optional<std::int64_t> hidden,
-             const std::string& communicator, std::optional<double> comm_timeout,
+             const nb::handle& communicator, std::optional<double> comm_timeout,
              std::optional<int> tp_size, const std::vector<int>& tp_group, int sharding_dim,
              std::optional<int> tp_rank, const std::string& placement,
              std::optional<std::int64_t> vocab_size, const std::optional<std::string>& out_dtype,
@@ -327,7 +357,7 @@ void bind_parallel_embedding(nb::module_& m) {
           "from_checkpoint",
           [](const std::string& path, const std::string& tensor,
              const std::optional<std::string>& scale_tensor, std::optional<std::int64_t> hidden,
-             const std::string& communicator, std::optional<double> comm_timeout,
+             const nb::handle& communicator, std::optional<double> comm_timeout,
              std::optional<int> tp_size, const std::vector<int>& tp_group, int sharding_dim,
              std::optional<int> tp_rank, const std::string& placement,
              std::optional<std::int64_t> vocab_size, const std::optional<std::string>& out_dtype,
@@ -356,6 +386,8 @@ void bind_parallel_embedding(nb::module_& m) {
            nb::arg("grad_padding").none(), nb::arg("stream"),
            "Core of ParallelEmbedding.backward(); returns the allocated grad_weight, or None.")
       .def("last_gradient_counts", &Layer::last_gradient_counts)
+      .def("shard_arrays", &Layer::shard_arrays,
+           "[(name, uint8 view, dtype name, shape)] of the host arrays the layer reads.")
       .def("layout", &Layer::layout)
       .def("last_bad_id_count", &Layer::last_bad_id_count)
       .def("bad_id_counter", &Layer::bad_id_counter);

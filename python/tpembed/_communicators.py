@@ -49,6 +49,27 @@ class NcclCommunicator:
                 f"{self.unique_id.hex()}")
 
 
+class HostGroup:
+    """Collectives that another framework runs for tpembed over host memory (tpembed.torch's
+    torch.distributed groups): ParallelEmbedding(comm=...) then needs no MPI. Subclasses set `rank`,
+    `size` and `name` and implement the two collectives, which take host addresses (ints): every
+    rank calls them in the same order; each raises when its collective fails or times out (the
+    layer then raises RuntimeError and can no longer be used)."""
+
+    rank: int = 0
+    size: int = 1
+    name: str = "host"
+
+    def all_reduce_sum(self, send: int, recv: int, count: int, dtype: str) -> None:
+        """Sums `count` elements of `dtype` ("f32", "f16", "bf16", "i32", "i64") over the ranks
+        into `recv` (send == recv: in place)."""
+        raise NotImplementedError
+
+    def all_gather(self, send: int, recv: int, bytes_per_rank: int) -> None:
+        """Rank r's `bytes_per_rank` bytes at `send` land at recv + r * bytes_per_rank."""
+        raise NotImplementedError
+
+
 _ACCEPTED = ("comm must be None (one rank), 'mpi' (MPI_COMM_WORLD), an mpi4py intracommunicator "
              "(MPI.COMM_WORLD, a Split of it...) or a tpembed.NcclCommunicator")
 
@@ -65,13 +86,16 @@ def _live_mpi():
     return MPI
 
 
-def engine(comm: Any) -> str:
+def engine(comm: Any) -> Any:
     """The engine description the core takes for `comm`: "single", "mpi", "mpi@<address of the
-    MPI_Comm>" or "nccl:..."; raises TypeError or ValueError for anything else."""
+    MPI_Comm>", "nccl:..." or a HostGroup itself; raises TypeError or ValueError for anything
+    else."""
     if comm is None or (isinstance(comm, str) and comm == "single"):
         return "single"
     if isinstance(comm, NcclCommunicator):
         return comm._engine()
+    if isinstance(comm, HostGroup):
+        return comm  # the core runs its collectives (host engine)
     if isinstance(comm, str) and comm == "mpi":
         return "mpi"
     if isinstance(comm, str):
