@@ -1,6 +1,7 @@
 // Umbrella header: the whole public API of tpembed.
 #pragma once
 
+#include "tpembed/checkpoint_shard.hpp"
 #include "tpembed/communicator.hpp"
 #include "tpembed/cuda.hpp"
 #include "tpembed/dtype.hpp"

@@ -191,7 +191,7 @@ class Layer {
     config.table_fingerprint = read.read.table_fingerprint;
     if (config.sharding_dim == 0 && config.placement == ShardPlacement::equal &&
         !config.vocab_size) {
-      config.vocab_size = read.read.vocab_rows;  // the last equal shard may be zero-padded
+      config.vocab_size = read.read.rows;  // the last equal shard may be zero-padded
     }
     const EmbeddingShard& shard = read.read.shard;
     auto layer = std::make_unique<ParallelEmbedding>(*comm, shard, config);

@@ -6,32 +6,33 @@
 
 namespace tpembed::io {
 
-namespace {
-
-// Logical column count of a U8 tensor read as int4: the caller's, else the metadata's.
-std::int64_t int4_columns(const std::string& path, const SafetensorsTensorInfo& info,
-                          std::optional<std::int64_t> requested) {
+std::optional<std::int64_t> int4_columns(const std::string& path,
+                                         const SafetensorsTensorInfo& info,
+                                         std::optional<std::int64_t> requested,
+                                         const std::string& option) {
   const std::string where = path + ": tensor " + in_quotes(info.name);
+  if (info.stored_dtype != "U8") {
+    TPEMBED_EXPECTS(!requested, InvalidArgumentError, where, " has dtype ", info.stored_dtype,
+                    "; ", option, " applies only to U8 tensors (int4 tables)");
+    return std::nullopt;
+  }
   TPEMBED_EXPECTS(requested || info.int4_columns, InvalidArgumentError, where, " is stored as U8 ",
-                  shape_text(info.stored_shape),
-                  ", which tpembed reads as packed int4: pass as_int4_columns (the logical column "
-                  "count) or record it in the metadata entry '",
+                  shape_text(info.stored_shape), ", which tpembed reads as packed int4: pass ",
+                  option, " (the logical column count) or record it in the metadata entry '",
                   kInt4ColumnsKeyPrefix, escaped(info.name), "'");
   TPEMBED_EXPECTS(!info.stored_shape.empty(), InvalidArgumentError, where,
                   " is a 0-d U8 tensor; int4 needs at least one dimension");
   if (!requested) return *info.int4_columns;
   TPEMBED_EXPECTS(!info.int4_columns || *info.int4_columns == *requested, InvalidArgumentError,
-                  where, ": as_int4_columns = ", *requested, " but the metadata records ",
+                  where, ": ", option, " = ", *requested, " but the metadata records ",
                   info.int4_columns.value_or(0), " columns");
   const std::int64_t row_bytes = info.stored_shape.back();
   TPEMBED_EXPECTS(*requested >= 0 && *requested / 2 + *requested % 2 == row_bytes,
-                  InvalidArgumentError, where, ": as_int4_columns = ", *requested,
+                  InvalidArgumentError, where, ": ", option, " = ", *requested,
                   " does not fit rows of ", row_bytes, " bytes (expected ",
                   int4_columns_fitting(row_bytes), ")");
   return *requested;
 }
-
-}  // namespace
 
 OpenedFile::OpenedFile(const std::string& path) : file(path) {
   unsigned char length_bytes[8] = {};
@@ -75,13 +76,9 @@ ResolvedTensor resolve(const OpenedFile& opened, const std::string& name,
          "int4)");
   }
   tensor.dtype = *stored->dtype;
-  if (tensor.dtype == DType::i4) {
-    tensor.shape.back() = int4_columns(opened.file.path(), info, as_int4_columns);
-  } else {
-    TPEMBED_EXPECTS(!as_int4_columns, InvalidArgumentError, opened.file.path(), ": tensor ",
-                    in_quotes(name), " has dtype ", info.stored_dtype,
-                    "; as_int4_columns applies only to U8 tensors");
-  }
+  const std::optional<std::int64_t> columns =
+      int4_columns(opened.file.path(), info, as_int4_columns, "as_int4_columns");
+  if (columns) tensor.shape.back() = *columns;
   tensor.file_offset = opened.header.data_offset + info.begin;
   if (!info.stored_shape.empty() && info.stored_shape[0] > 0) {
     tensor.row_bytes = (info.end - info.begin) / info.stored_shape[0];

@@ -35,6 +35,16 @@ struct ResolvedTensor {
 /// bytes were asked for (std::bad_alloc says nothing).
 Tensor allocate_for_read(const std::string& file, DType dtype, std::vector<std::int64_t> shape);
 
+/// The logical column count of tensor `info` of file `path` read as int4: `requested` (checked
+/// against the metadata and the stored row bytes) or the count its metadata records; nullopt for
+/// a tensor that is not U8 (then `requested` must be absent). The InvalidArgumentError when the
+/// count is missing, wrong or not applicable names `option`, the caller's name for it
+/// ("as_int4_columns" in C++, "--int4-columns" in the CLI, "hidden" in Python).
+std::optional<std::int64_t> int4_columns(const std::string& path,
+                                         const SafetensorsTensorInfo& info,
+                                         std::optional<std::int64_t> requested,
+                                         const std::string& option);
+
 /// Resolves `name`; `as_int4_columns` as in SafetensorsFile::tensor().
 ResolvedTensor resolve(const OpenedFile& opened, const std::string& name,
                        std::optional<std::int64_t> as_int4_columns);

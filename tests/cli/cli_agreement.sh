@@ -19,8 +19,10 @@ head -c 100 "$ten" >"$work/corrupt.safetensors"
 lookup="$tpembed lookup"
 
 # An empty column range on the last ranks (4 columns, 6 ranks, equal shards): refused on every rank.
-check_every_rank "np 6: equal hidden shards of 4 columns" 6 "error (shape_mismatch)" -- \
+check_every_rank "np 6: equal hidden shards of 4 columns" 6 "has 4 columns, which do not divide by tp_size 6: equal hidden shards need a column count that does; use --placement packed" -- \
   -np 6 $lookup --table "$ten" --ids 1,2 --sharding-dim 1 --placement equal
+check_every_rank "np 3: equal hidden shards of 4 columns" 3 "error (shape_mismatch)" -- \
+  -np 3 $lookup --table "$ten" --ids 1,2 --sharding-dim 1 --placement equal
 # A rank that cannot parse its ids, open its table, find its tensor or its scales.
 check_every_rank "np 2: one rank's ids do not parse" 2 "rank 1: --ids: 'x' (item 2" -- \
   -np 1 $lookup --table "$ten" --ids 1,2 : -np 1 $lookup --table "$ten" --ids 1,x

@@ -26,6 +26,24 @@ check "2-D scale tensor" 1 "error (shape_mismatch)" -- \
 check "scales that fit" 0 "looked up 1 ids" -- "$tpembed" lookup --table "$made/with_scale.safetensors" --ids 3 --out-dtype f32
 check "--scale-tensor naming the table" 1 "names the table itself" -- \
   "$tpembed" lookup --table "$made/with_scale.safetensors" --ids 1 --out-dtype f32 --scale-tensor model.embed_tokens.weight
+# A quantised table without its scales, an int4 table whose file does not record its columns: the
+# messages name the CLI's options (--scale-tensor, --int4-columns), not the C++ or Python names.
+check "quantised table without scales" 1 "is i8 and needs its row scales: pass --scale-tensor (the checkpoint has no 'model.embed_tokens.weight_scale')" -- \
+  "$tpembed" lookup --table "$made/no_scale.safetensors" --ids 1 --out-dtype f32
+check "int4 columns unknown" 1 "which tpembed reads as packed int4: pass --int4-columns (the logical column count)" -- \
+  "$tpembed" lookup --table "$made/int4_plain.safetensors" --ids 1 --out-dtype f32
+check "int4 columns given" 0 "i4 [4, 3], scales 'model.embed_tokens.weight_scale'" -- \
+  "$tpembed" lookup --table "$made/int4_plain.safetensors" --ids 1 --out-dtype f32 --int4-columns 3
+check "--int4-columns that do not fit the rows" 1 "--int4-columns = 5 does not fit rows of 2 bytes (expected 3 or 4)" -- \
+  "$tpembed" lookup --table "$made/int4_plain.safetensors" --ids 1 --out-dtype f32 --int4-columns 5
+check "--int4-columns for a table that is not U8" 1 "has dtype BF16; --int4-columns applies only to U8 tensors" -- \
+  "$tpembed" lookup --table "$table" --ids 1 --int4-columns 4
+out=$("$tpembed" lookup --table "$made/int4_plain.safetensors" --ids 1 --out-dtype f32 2>&1 || true)
+if grep -qE "as_int4_columns|hidden=|scale_tensor" <<<"$out"; then
+  fail "the int4 message names another interface's option: $out"
+else
+  pass "the int4 message names only the CLI's option"
+fi
 check "a name with a NUL byte is shown whole" 1 "'a\\x00b'" -- "$tpembed" lookup --table "$made/nul_name.safetensors" --ids 1
 check "--int4-columns -3" 105 "--int4-columns: '-3' is not a positive integer" -- \
   "$tpembed" lookup --table "$table" --ids 1 --int4-columns -3

@@ -44,6 +44,10 @@ def main(directory):
     write(out / "no_scale.safetensors", {table: ("I8", [4, 3], codes)})
     write(out / "with_scale.safetensors",
           {table: ("I8", [4, 3], codes), table + "_scale": ("F32", [4], f32([0.5, 0.25, 2.0, 1.0]))})
+    # int4 [4, 3] stored as U8 [4, 2] (two nibbles a byte) without tpembed's int4_columns metadata.
+    nibbles = bytes([0x21, 0x03, 0xF4, 0x05, 0x76, 0x0F, 0x98, 0x01])
+    write(out / "int4_plain.safetensors",
+          {table: ("U8", [4, 2], nibbles), table + "_scale": ("F32", [4], f32([0.5, 0.25, 2.0, 1.0]))})
     write(out / "inf.safetensors", {table: ("F32", [3, 2], f32([1.0, 2.0, math.inf, 0.5, 3.0, 4.0]))})
     write(out / "nan.safetensors", {table: ("F32", [3, 2], f32([1.0, 2.0, 0.5, 0.25, 3.0, math.nan]))})
     write(out / "nul_name.safetensors", {"a\0b": ("F32", [2, 2], f32([1.0, 2.0, 3.0, 4.0]))})

@@ -320,52 +320,12 @@ std::vector<std::int64_t> sample_ids(std::int64_t vocab, std::int64_t count, int
   return ids;
 }
 
-std::string default_scale_name(const std::string& tensor) { return tensor + "_scale"; }
-
-EmbeddingShard load_shard(SafetensorsCheckpoint& checkpoint, const std::string& tensor,
-                          const std::string& scale_tensor, int sharding_dim, int tp_size, int tp_rank,
-                          ShardPlacement placement, std::optional<std::int64_t> int4_columns) {
-  const SafetensorsFile& file = checkpoint.file(tensor);
-  const TensorView whole = file.tensor(tensor, int4_columns);
-  TPEMBED_EXPECTS(whole.ndim() == 2, ShapeError, file.path(), ": tensor '", tensor,
-                  "' is not a 2-D table: ", whole.describe());
-  const std::int64_t total = whole.shape[static_cast<std::size_t>(sharding_dim)];
-  const auto [offset, size] = shard_range(total, tp_size, tp_rank, placement);
-  // Equal shards of a dimension smaller than tp leave the last ranks' ranges past the end.
-  const std::int64_t first = std::min(offset, total);
-  const std::int64_t present = std::max<std::int64_t>(0, std::min(size, total - first));
-  auto owned = std::make_shared<std::vector<std::shared_ptr<const void>>>();
-  owned->push_back(file.keep_alive());
-  auto keep = [&](Tensor tensor_copy) {
-    auto holder = std::make_shared<Tensor>(std::move(tensor_copy));
-    owned->push_back(holder);
-    return holder->view();
-  };
-  EmbeddingShard shard;
-  if (sharding_dim == 0) {
-    shard.weight = present == size ? file.rows(tensor, first, size, int4_columns)
-                                   : keep(file.copy_rows(tensor, first, size, int4_columns));
-  } else {
-    shard.weight = keep(file.columns(tensor, first, present, int4_columns));
-  }
-  if (!scale_tensor.empty()) {
-    const SafetensorsFile& scale_file = checkpoint.file(scale_tensor);
-    owned->push_back(scale_file.keep_alive());
-    const TensorView scales = scale_file.tensor(scale_tensor);
-    const std::int64_t rows = whole.shape[0];
-    TPEMBED_EXPECTS(scales.ndim() == 1 && scales.shape[0] == rows, ShapeError, scale_file.path(),
-                    ": scale tensor '", scale_tensor, "' has shape ", detail::bracketed(scales.shape),
-                    scales.ndim() == 0 ? " (0-d)" : "", " but table '", tensor, "' has ", rows,
-                    " rows: it needs one scale per row, shape [", rows, "]");
-    if (sharding_dim == 1) {
-      shard.scale = scales;
-    } else {
-      shard.scale = present == size ? scale_file.rows(scale_tensor, first, size)
-                                    : keep(scale_file.copy_rows(scale_tensor, first, size));
-    }
-  }
-  shard.owner = owned;
-  return shard;
+CheckpointOptionNames cli_option_names() {
+  CheckpointOptionNames names;
+  names.scale_tensor = "--scale-tensor";
+  names.int4_columns = "--int4-columns";
+  names.packed_placement = "--placement packed";
+  return names;
 }
 
 std::vector<std::string> table_dtype_names() { return {"f32", "f16", "bf16", "i8", "fp8_e4m3", "i4"}; }

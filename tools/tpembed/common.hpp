@@ -130,19 +130,8 @@ EmbeddingShard cut_shard(const TensorView& weight, const TensorView& scale, int 
 /// out-of-range ids (-1, vocab, 2^40).
 std::vector<std::int64_t> sample_ids(std::int64_t vocab, std::int64_t count, int tp, std::uint64_t seed);
 
-/// Rank `tp_rank`'s shard of tensor `tensor` (and of its row scales `scale_tensor`, if named) read
-/// from a checkpoint: only that rank's rows (zero copy from the file's mapping where they lie inside
-/// the tensor) or columns (copied; only those bytes are read). The shard keeps the mapping alive.
-/// The tensor must be 2-D and its scales 1-D with one scale per row of the whole table (ShapeError
-/// otherwise: a short scale would zero real rows). A shard range past the end (equal placement
-/// with more ranks than rows or columns) gives an empty shard.
-EmbeddingShard load_shard(SafetensorsCheckpoint& checkpoint, const std::string& tensor,
-                          const std::string& scale_tensor, int sharding_dim, int tp_size, int tp_rank,
-                          ShardPlacement placement, std::optional<std::int64_t> int4_columns);
-
-/// The default name of a table's row scales in a checkpoint: "<tensor>_scale" (as `quantize` writes,
-/// and as the compressed-tensors convention names "weight_scale").
-std::string default_scale_name(const std::string& tensor);
+/// How the CLI names the options that read_checkpoint_shard()'s messages ask for.
+CheckpointOptionNames cli_option_names();
 
 /// CLI11 validators/transformers for dtype names.
 std::vector<std::string> table_dtype_names();

@@ -94,7 +94,7 @@ int run_demo(Communicator& world_ref, const DemoOptions& options) {
                         {{"format", "pt"}, {"tpembed.demo", "N(0, 0.02) table, rounded to bf16"}});
       for (int q = 0; q < 3; ++q) {
         reports[q] = quantize_checkpoint_tensor(file_in("model.safetensors"), kTensor, quantised_dtypes[q], DType::f32,
-                                                file_in(quantised_files[q]), default_scale_name(kTensor), false);
+                                                file_in(quantised_files[q]), default_scale_tensor(kTensor), false);
       }
     } catch (...) {
       setup_error = std::current_exception();
@@ -143,14 +143,22 @@ int run_demo(Communicator& world_ref, const DemoOptions& options) {
     on_every_rank(*world, [&] {
       opened.checkpoint = std::make_unique<SafetensorsCheckpoint>(file_in(c.file));
       SafetensorsCheckpoint& checkpoint = *opened.checkpoint;
-      opened.scales = checkpoint.contains(default_scale_name(kTensor)) ? default_scale_name(kTensor) : "";
+      CheckpointShardRequest request;
+      request.tensor = kTensor;
+      request.tp_size = tp;
+      request.tp_rank = rank;
+      request.sharding_dim = c.sharding_dim;
+      request.placement = c.placement;
+      request.option_names = cli_option_names();
+      CheckpointShard read = read_checkpoint_shard(checkpoint, request);
+      opened.scales = read.scale_tensor;
       // The reference: the whole table from the same file, looked up on this rank alone.
       EmbeddingOptions whole;
       whole.out_dtype = c.out;
       if (!opened.scales.empty()) whole.per_token_scale = checkpoint.file(opened.scales).tensor(opened.scales);
       opened.expected = embedding(id_view, checkpoint.file(kTensor).tensor(kTensor), whole);
-      opened.shard = load_shard(checkpoint, kTensor, opened.scales, c.sharding_dim, tp, rank, c.placement, std::nullopt);
-      opened.fingerprint = checkpoint.table_fingerprint(kTensor, opened.scales);
+      opened.shard = std::move(read.shard);
+      opened.fingerprint = read.table_fingerprint;
       return 0;
     });
     const Tensor& expected = opened.expected;

@@ -65,43 +65,36 @@ void prepare(Communicator& world, const LookupOptions& options, Prepared& p) {
 
   p.checkpoint = std::make_unique<SafetensorsCheckpoint>(options.table);
   SafetensorsCheckpoint& checkpoint = *p.checkpoint;
-  const SafetensorsFile& file = checkpoint.file(options.tensor);
-  const std::optional<std::int64_t> int4_columns =
-      options.int4_columns > 0 ? std::optional<std::int64_t>(options.int4_columns) : std::nullopt;
-  const TensorView whole = file.tensor(options.tensor, int4_columns);
-  TPEMBED_EXPECTS(whole.ndim() == 2, ShapeError, file.path(), ": tensor '", options.tensor,
-                  "' is not a 2-D table: ", whole.describe());
-  p.file_path = file.path();
-  p.table_dtype = whole.dtype;
-  p.rows = whole.shape[0];
-  p.hidden = whole.shape[1];
-  p.scale_tensor = options.scale_tensor;
-  if (p.scale_tensor.empty() && checkpoint.contains(default_scale_name(options.tensor))) {
-    p.scale_tensor = default_scale_name(options.tensor);
-  }
-  TPEMBED_EXPECTS(!is_quantized(whole.dtype) || !p.scale_tensor.empty(), InvalidArgumentError, file.path(),
-                  ": tensor '", options.tensor, "' is ", dtype_name(whole.dtype), " and needs row scales: pass "
-                  "--scale-tensor (no '", default_scale_name(options.tensor), "' in the checkpoint)");
-  TPEMBED_EXPECTS(!is_quantized(whole.dtype) || !options.out_dtype.empty(), InvalidArgumentError, file.path(),
-                  ": tensor '", options.tensor, "' is ", dtype_name(whole.dtype),
+  const auto placement = options.placement == "equal" ? ShardPlacement::equal : ShardPlacement::packed;
+  CheckpointShardRequest request;
+  request.tensor = options.tensor;
+  if (!options.scale_tensor.empty()) request.scale_tensor = options.scale_tensor;
+  if (options.int4_columns > 0) request.as_int4_columns = options.int4_columns;
+  request.tp_size = tp;
+  request.tp_rank = world.rank() % tp;
+  request.sharding_dim = options.sharding_dim;
+  request.placement = placement;
+  request.option_names = cli_option_names();
+  CheckpointShard read = read_checkpoint_shard(checkpoint, request);
+  p.file_path = read.file_path;
+  p.table_dtype = read.dtype;
+  p.rows = read.rows;
+  p.hidden = read.cols;
+  p.scale_tensor = read.scale_tensor;
+  p.shard = std::move(read.shard);
+  p.fingerprint = read.table_fingerprint;
+  TPEMBED_EXPECTS(!is_quantized(p.table_dtype) || !options.out_dtype.empty(), InvalidArgumentError, p.file_path,
+                  ": tensor '", options.tensor, "' is ", dtype_name(p.table_dtype),
                   ": name the output dtype with --out-dtype f32|f16|bf16");
-  TPEMBED_EXPECTS(p.scale_tensor != options.tensor, InvalidArgumentError, "--scale-tensor '", p.scale_tensor,
-                  "' names the table itself");
   if (world.rank() == 0 && !options.out.empty()) {
-    std::vector<std::string> inputs = {file.path()};
+    std::vector<std::string> inputs = {p.file_path};
     if (!p.scale_tensor.empty()) inputs.push_back(checkpoint.file_path(p.scale_tensor));
     check_safetensors_output(options.out, inputs);
   }
-
-  const int group_rank = world.rank() % tp;
-  const auto placement = options.placement == "equal" ? ShardPlacement::equal : ShardPlacement::packed;
-  p.shard = load_shard(checkpoint, options.tensor, p.scale_tensor, options.sharding_dim, tp, group_rank, placement,
-                       int4_columns);
-  p.fingerprint = checkpoint.table_fingerprint(options.tensor, p.scale_tensor);
-  p.table_text = format("'%s' %s [%lld, %lld]%s in %s", options.tensor.c_str(), dtype_name(whole.dtype),
+  p.table_text = format("'%s' %s [%lld, %lld]%s in %s", options.tensor.c_str(), dtype_name(p.table_dtype),
                         static_cast<long long>(p.rows), static_cast<long long>(p.hidden),
                         p.scale_tensor.empty() ? "" : (" with scales '" + p.scale_tensor + "'").c_str(),
-                        file.path().c_str());
+                        p.file_path.c_str());
 
   EmbeddingConfig& config = p.config;
   config.tp_size = tp;
@@ -116,7 +109,7 @@ void prepare(Communicator& world, const LookupOptions& options, Prepared& p) {
     for (int r = 0; r < tp; ++r) config.tp_group.push_back(first + r);
   }
   if (tp > 1 && options.sharding_dim == 0 && placement == ShardPlacement::equal) config.vocab_size = p.rows;
-  p.out_dtype = config.out_dtype ? *config.out_dtype : whole.dtype;
+  p.out_dtype = config.out_dtype ? *config.out_dtype : p.table_dtype;
   p.out = allocate(p.out_dtype, {static_cast<std::int64_t>(p.ids.size()), p.hidden}, "the output");
 }
 

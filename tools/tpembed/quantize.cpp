@@ -108,7 +108,7 @@ void add_quantize_command(CLI::App& app, Launch& launch) {
   command->add_option("--out", options->out, "the safetensors file to write")->required();
   command->callback([options, &launch] {
     launch.run = [options](Communicator&) {
-      const std::string scale_name = options->scale_name.empty() ? default_scale_name(options->tensor)
+      const std::string scale_name = options->scale_name.empty() ? default_scale_tensor(options->tensor)
                                                                  : options->scale_name;
       const QuantizeReport report =
           quantize_checkpoint_tensor(options->table, options->tensor, dtype_from_name(options->to),
