@@ -14,7 +14,11 @@ const char* placement_name(std::int32_t placement) {
   return placement == static_cast<std::int32_t>(ShardPlacement::equal) ? "equal" : "packed";
 }
 
-
+// " passed vocab_size 10" or " passed no vocab_size" (ShardDescription keeps -1 for none).
+std::string vocab_size_text(std::int64_t vocab_size) {
+  return vocab_size < 0 ? std::string(" passed no vocab_size")
+                        : " passed vocab_size " + std::to_string(vocab_size);
+}
 }  // namespace
 
 void check_data(const TensorView& view, const char* name) {
@@ -190,8 +194,9 @@ ShardLayout plan_layout(const std::vector<ShardDescription>& shards, int my_grou
     TPEMBED_EXPECTS(s.out_dtype == first.out_dtype, ShapeError, "rank ", r, " asks for ",
                     dtype_name(static_cast<DType>(s.out_dtype)), " output but rank 0 for ",
                     dtype_name(static_cast<DType>(first.out_dtype)));
-    TPEMBED_EXPECTS(s.vocab_size == first.vocab_size, ShapeError, "rank ", r, " has vocab_size ",
-                    s.vocab_size, " but rank 0 has ", first.vocab_size);
+    TPEMBED_EXPECTS(s.vocab_size == first.vocab_size, ShapeError, "rank ", r, vocab_size_text(s.vocab_size),
+                    " but rank 0", vocab_size_text(first.vocab_size),
+                    ": every rank of equal vocab shards must pass the same vocab_size (the real vocab)");
     TPEMBED_EXPECTS(s.vocab_exchange == first.vocab_exchange, InvalidArgumentError, "rank ", r, " asks for the ",
                     vocab_exchange_name(static_cast<VocabExchange>(s.vocab_exchange)), " vocab exchange but rank 0 for ",
                     vocab_exchange_name(static_cast<VocabExchange>(first.vocab_exchange)));
