@@ -32,7 +32,7 @@ def _detached(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 def _columns(weight: torch.Tensor, weight_dtype: Optional[str], hidden: Optional[int]) -> int:
     if weight_dtype in ("i4", "int4"):
         if hidden is None:
-            raise tpembed.ArgumentError("an int4 table (weight_dtype='i4') needs hidden=H, its "
+            raise tpembed.ArgumentError("an int4 table (weight_dtype='i4') needs hidden=, its "
                                         "column count")
         return int(hidden)
     if weight.dim() != 2:
