@@ -20,6 +20,7 @@ enum class ShardPlacement : std::uint8_t {
   /// vocab in `vocab_size` so ids past it count as out of range.
   equal,
   /// Shards of any size, back to back in tp_rank order (offsets are prefix sums of the sizes).
+  /// The default everywhere (EmbeddingConfig, the CLI's --placement, Python's placement=).
   packed,
 };
 
@@ -60,7 +61,7 @@ struct EmbeddingConfig {
   std::vector<int> tp_group;       ///< Ranks of the communicator in this rank's group; empty: all.
   int sharding_dim = 0;            ///< 0: rows (vocab) are sharded; 1: columns (hidden).
   std::optional<int> tp_rank;      ///< Shard index of this rank; default: its place in tp_group.
-  ShardPlacement placement = ShardPlacement::equal;
+  ShardPlacement placement = ShardPlacement::packed;  ///< How the shards sit; see ShardPlacement.
   std::optional<std::int64_t> vocab_size;  ///< Equal vocab shards only: the real (unpadded) vocab.
   std::optional<DType> out_dtype;  ///< Output dtype; default the table's (required if quantized).
   bool strict = false;             ///< Throw OutOfRangeError when any id is out of range.

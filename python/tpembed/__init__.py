@@ -132,12 +132,12 @@ def clear_embedding_cache() -> None:
 
 
 def shard_range(total: int, tp_size: int, tp_rank: int,
-                placement: str = "equal") -> Tuple[int, int]:
+                placement: str = "packed") -> Tuple[int, int]:
     """(offset, size) of the rows (or columns) of `total` that `tp_rank` of `tp_size` holds.
 
-    "equal": ceil(total / tp_size) each, so the last shard may reach past `total` (pad it with
-    zero rows and pass vocab_size=total to ParallelEmbedding); "packed": the first
-    total % tp_size ranks hold one more than the rest.
+    "packed" (the default, as everywhere): the first total % tp_size ranks hold one more than the
+    rest; "equal": ceil(total / tp_size) each, so the last shard may reach past `total` (pad it
+    with zero rows and pass vocab_size=total to ParallelEmbedding).
     """
     return _core._shard_range(_check.integer(total, "total", 0),
                               _check.integer(tp_size, "tp_size", 1, bits=32),
@@ -231,8 +231,9 @@ class ParallelEmbedding:
     tp_group: world ranks of this rank's group, for several groups in one world.
     tp_rank: this rank's shard index; default its place in tp_group.
     sharding_dim: 0 (vocab rows) or 1 (hidden columns).
-    placement: "equal" (the seed's shards: rank r starts at r * rows) or "packed" (shards of any
-        size, back to back in tp_rank order).
+    placement: "packed" (the default: shards of any size, back to back in tp_rank order) or
+        "equal" (the seed's shards: rank r starts at r * rows; hidden shards need the columns to
+        divide by tp_size).
     vocab_size: equal vocab shards only: the real vocab, when the last shard is zero-padded.
     out_dtype, strict: as for embedding(); strict raises on every rank of the group.
     vocab_exchange: how vocab shards (sharding_dim=0, tp_size > 1) combine their rows: "all_reduce"
@@ -264,7 +265,7 @@ class ParallelEmbedding:
     def __init__(self, weight: Any, *, per_token_scale: Any = None, padding: Any = None,
                  padding_scale: Any = None, comm: Any = None, tp_size: Optional[int] = None,
                  tp_group: Optional[Sequence[int]] = None, tp_rank: Optional[int] = None,
-                 sharding_dim: int = 0, placement: str = "equal",
+                 sharding_dim: int = 0, placement: str = "packed",
                  vocab_size: Optional[int] = None, out_dtype: Any = None, strict: bool = False,
                  weight_dtype: Any = None, scale_dtype: Any = None,
                  hidden: Optional[int] = None, vocab_exchange: str = "auto",
@@ -290,7 +291,7 @@ class ParallelEmbedding:
                         hidden: Optional[int] = None, comm: Any = None,
                         tp_size: Optional[int] = None, tp_group: Optional[Sequence[int]] = None,
                         tp_rank: Optional[int] = None, sharding_dim: int = 0,
-                        placement: str = "equal", vocab_size: Optional[int] = None,
+                        placement: str = "packed", vocab_size: Optional[int] = None,
                         out_dtype: Any = None, strict: bool = False, vocab_exchange: str = "auto",
                         collective_checks: bool = True,
                         comm_timeout: Optional[float] = None) -> "ParallelEmbedding":
@@ -298,8 +299,10 @@ class ParallelEmbedding:
 
         path: a .safetensors file, a model.safetensors.index.json, or a directory holding either.
         tensor: the table's name (e.g. "model.embed_tokens.weight"); scale_tensor: the name of its
-            per-row scales (quantized tables). An int4 table is stored as U8 [V, ceil(H/2)]; its
-            column count comes from the file's metadata (as tpembed writes it) or from `hidden`.
+            per-row scales (one per vocab row); default "<tensor>_scale" when the checkpoint holds
+            it (as `tpembed quantize` writes them and the CLI reads them), else none, which a
+            quantized table refuses. An int4 table is stored as U8 [V, ceil(H/2)]; its column count
+            comes from the file's metadata (as tpembed writes it) or from `hidden`.
         The other arguments are the constructor's. Vocab shards are views of the memory-mapped
         file (zero-padded copies where an equal shard reaches past the vocab, whose size is then
         passed as vocab_size); hidden shards are copies of their columns. The table stays in host

@@ -179,6 +179,11 @@ TEST_F(CheckpointShards, EqualHiddenShardsThatDoNotDivideAreRefusedOnEveryRank) 
             (std::vector<float>{1, 2, 3, 4, 5}));
 }
 
+TEST(CheckpointShardDefaults, PackedIsTheDefaultPlacementEverywhere) {
+  EXPECT_EQ(EmbeddingConfig{}.placement, ShardPlacement::packed);
+  EXPECT_EQ(CheckpointShardRequest{}.placement, ShardPlacement::packed);
+}
+
 TEST_F(CheckpointShards, BadRequestsAndTablesThatAreNot2D) {
   expect_error<ShapeError>([&] { read(request_for("t_scale")); },
                            "tensor 't_scale' has shape [5] (1-D); an embedding table is 2-D");

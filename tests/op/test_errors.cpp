@@ -196,6 +196,7 @@ TEST_F(EmbeddingErrors, OutputDtypeMustBeFloat) {
 
 TEST_F(EmbeddingErrors, VocabSizeMustFitTheShards) {
   EmbeddingOptions options;
+  options.placement = ShardPlacement::equal;  // vocab_size is for equal vocab shards only
   options.vocab_size = 9;
   expect_error<ShapeError>([&] { embedding(id_view(), float_problem.table.view(), options); },
                            "vocab_size 9 does not fit 1 equal shards of 8 rows");
