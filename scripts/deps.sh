@@ -26,3 +26,14 @@ python3 -c "import scikit_build_core, nanobind, numpy, pytest" 2>/dev/null \
   || python3 -m pip install --quiet --root-user-action=ignore scikit-build-core nanobind numpy pytest
 python3 -c "import mpi4py" 2>/dev/null \
   || python3 -m pip install --quiet --root-user-action=ignore --no-binary=mpi4py mpi4py
+# tpembed_torch_install: what tpembed.torch's tests (python/tests/torch_integration) need — PyTorch,
+# pinned, from PyPI (its Linux wheel brings CUDA's libraries: about 5 GB, 90 s on the CI machine,
+# so it is installed once per machine, and skipped where a torch is installed: the GPU machine has
+# its own) and transformers for the tiny-Llama drop-in test. Called by test.sh (the demo needs
+# neither).
+tpembed_torch_install() {
+  python3 -c "import torch" 2>/dev/null \
+    || python3 -m pip install --quiet --root-user-action=ignore "torch==2.15.0"
+  python3 -c "import transformers" 2>/dev/null \
+    || python3 -m pip install --quiet --root-user-action=ignore "transformers==5.24.0"
+}

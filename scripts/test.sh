@@ -52,6 +52,7 @@ if [[ ${1:-} != --sanitize ]]; then
   pip_flags=()
   gpu_visible || pip_flags+=(-C cmake.define.TPEMBED_CUDA=OFF)
   python3 -m pip install --quiet --root-user-action=ignore --no-build-isolation --no-deps "${pip_flags[@]}" .
+  tpembed_torch_install
   python3 -m pytest python/tests -q --color=no
   timeout 600 mpirun -np 2 --oversubscribe --allow-run-as-root \
     python3 -m pytest python/tests/test_parallel_mpi.py -q --color=no
