@@ -55,6 +55,37 @@ class Communicator {
   void all_gather_v(const void* send, void* recv, const std::vector<std::int64_t>& byte_counts,
                     void* stream = nullptr);
 
+  /// Element-wise sum over all ranks of `send` (the sum of `counts` elements of `dtype`), scattered:
+  /// rank r receives in `recv` the `counts[r]` elements of the sum that start at the sum of the
+  /// counts of the ranks before r. One count per rank, zeros allowed (fewer tokens than ranks give
+  /// empty blocks); every rank passes the same counts, which is not checked (as all_reduce_sum's
+  /// count is not: it would take another collective), so callers agree on them first. The
+  /// scattered layout of `n` rows of `h` elements is torch.tensor_split's: the first n % size
+  /// ranks get n / size + 1 rows, the others n / size, times h. Dtypes and rounding as
+  /// all_reduce_sum. `recv` is either disjoint from `send` or exactly this rank's block of it (in
+  /// place); either way only `recv` is written. Every rank calls it, whatever its own count. Host
+  /// engines ignore `stream`; the NCCL engine queues the work on it (host buffers are staged).
+  void reduce_scatter_sum(const void* send, void* recv, const std::vector<std::int64_t>& counts,
+                          DType dtype, void* stream = nullptr);
+
+  /// Personalised exchange of bytes: this rank sends `send_bytes[p]` bytes to each rank p, the
+  /// blocks lying one after another in `send` in rank order, and receives `recv_bytes[p]` bytes
+  /// from each rank p into consecutive blocks of `recv` in rank order (its own block is a copy).
+  /// One count per rank on both sides, zeros allowed; `send` and `recv` must not overlap (there
+  /// is no in-place form). The counts must match pairwise: `send_bytes[p]` on rank r equals
+  /// `recv_bytes[r]` on rank p. The one pair a rank sees alone, its block to itself, is checked
+  /// (InvalidArgumentError); the others are not checked up front, as that would take another
+  /// collective. When they do not match: the engines without their own exchange (the default
+  /// below) see every rank's counts and throw the same CommunicatorError on every rank, before
+  /// moving any data; the MPI engine's receiving rank of a block of another length throws
+  /// CommunicatorError naming the sender and both lengths once the exchange is over (nothing is
+  /// written past a block; the senders return normally and the communicator stays usable); the
+  /// NCCL engine's transfers do not pair up and the call fails when its timeout aborts the
+  /// communicator. Every rank calls it, even one with nothing to send or receive. Not for CUDA
+  /// graph capture on the NCCL engine (its counts are planned on the host).
+  void all_to_all_v(const void* send, const std::vector<std::int64_t>& send_bytes, void* recv,
+                    const std::vector<std::int64_t>& recv_bytes, void* stream = nullptr);
+
   /// Waits until every rank has arrived.
   void barrier() { do_barrier(); }
 
@@ -74,6 +105,20 @@ class Communicator {
   /// Default: an all_gather of blocks padded to the largest count, then compacted (host memory).
   virtual void do_all_gather_v(const void* send, void* recv, const std::vector<std::int64_t>& byte_counts,
                                const std::vector<std::int64_t>& displacements, void* stream);
+  /// `displacements[r]` (in elements) is where rank r's block starts in `send`. Default: an
+  /// all-reduce of the whole of `send` into a temporary host buffer, then this rank's block copied
+  /// to `recv` (host memory).
+  virtual void do_reduce_scatter_sum(const void* send, void* recv, const std::vector<std::int64_t>& counts,
+                                     const std::vector<std::int64_t>& displacements, DType dtype,
+                                     void* stream);
+  /// Displacements (in bytes) are where each rank's block starts in `send` and `recv`. Default:
+  /// every rank's counts are all-gathered and checked pair by pair (a mismatch throws the same
+  /// CommunicatorError on every rank), then every rank's whole `send` is all-gathered and each
+  /// rank keeps the blocks sent to it (host memory; moves every byte to every rank).
+  virtual void do_all_to_all_v(const void* send, const std::vector<std::int64_t>& send_bytes,
+                               const std::vector<std::int64_t>& send_displacements, void* recv,
+                               const std::vector<std::int64_t>& recv_bytes,
+                               const std::vector<std::int64_t>& recv_displacements, void* stream);
   /// Ranks with the same `color` form a group, ordered by `key`.
   virtual std::unique_ptr<Communicator> do_split(int color, int key) = 0;
 };

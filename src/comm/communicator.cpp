@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <sstream>
 
@@ -25,6 +26,37 @@ void check_buffers(const char* what, const void* send, const void* recv, std::in
                   ": null buffer with count ", count);
   TPEMBED_EXPECTS(dtype != DType::i4, InvalidArgumentError, what,
                   ": i4 has no whole elements; move bytes as i8");
+}
+
+// Where each rank's block starts (the sum of the counts before it), after checking that there is
+// one count per rank, none is negative and the blocks of `unit`-byte elements add up to a byte
+// count that fits in int64. `counts_name` is plural ("counts", "send counts"). Sets `total`.
+std::vector<std::int64_t> block_starts(const char* what, const char* counts_name,
+                                       const std::vector<std::int64_t>& counts, int ranks,
+                                       std::int64_t unit, std::int64_t& total) {
+  const std::string plural = counts_name;
+  const std::string singular = plural.substr(0, plural.size() - 1);
+  TPEMBED_EXPECTS(static_cast<int>(counts.size()) == ranks, InvalidArgumentError, what, ": ",
+                  counts.size(), " ", plural, " for a communicator of ", ranks, " ranks");
+  std::vector<std::int64_t> starts(counts.size(), 0);
+  total = 0;
+  for (std::size_t r = 0; r < counts.size(); ++r) {
+    TPEMBED_EXPECTS(counts[r] >= 0, InvalidArgumentError, what, ": ", singular, " ", counts[r],
+                    " for rank ", r, " is negative");
+    TPEMBED_EXPECTS(counts[r] <= std::numeric_limits<std::int64_t>::max() / unit - total,
+                    InvalidArgumentError, what, ": the ", plural,
+                    " add up to more bytes than int64 counts");
+    starts[r] = total;
+    total += counts[r];
+  }
+  return starts;
+}
+
+bool overlaps(const void* a, std::int64_t a_bytes, const void* b, std::int64_t b_bytes) {
+  const auto begin_a = reinterpret_cast<std::uintptr_t>(a);
+  const auto begin_b = reinterpret_cast<std::uintptr_t>(b);
+  return a_bytes > 0 && b_bytes > 0 && begin_a < begin_b + static_cast<std::uintptr_t>(b_bytes) &&
+         begin_b < begin_a + static_cast<std::uintptr_t>(a_bytes);
 }
 
 // The same verdict on every rank: every rank runs this over the same gathered lists.
@@ -143,16 +175,9 @@ void Communicator::all_gather(const void* send, void* recv, std::int64_t count, 
 
 void Communicator::all_gather_v(const void* send, void* recv, const std::vector<std::int64_t>& byte_counts,
                                 void* stream) {
-  TPEMBED_EXPECTS(static_cast<int>(byte_counts.size()) == size(), InvalidArgumentError, "all_gather_v: ",
-                  byte_counts.size(), " counts for a communicator of ", size(), " ranks");
-  std::vector<std::int64_t> displacements(byte_counts.size(), 0);
   std::int64_t total = 0;
-  for (std::size_t r = 0; r < byte_counts.size(); ++r) {
-    TPEMBED_EXPECTS(byte_counts[r] >= 0, InvalidArgumentError, "all_gather_v: count ", byte_counts[r], " of rank ", r,
-                    " is negative");
-    displacements[r] = total;
-    total += byte_counts[r];
-  }
+  const std::vector<std::int64_t> displacements =
+      block_starts("all_gather_v", "counts", byte_counts, size(), 1, total);
   TPEMBED_EXPECTS(total == 0 || recv != nullptr, InvalidArgumentError, "all_gather_v: null receive buffer for ",
                   total, " bytes");
   TPEMBED_EXPECTS(byte_counts[static_cast<std::size_t>(rank())] == 0 || send != nullptr, InvalidArgumentError,
@@ -174,6 +199,111 @@ void Communicator::do_all_gather_v(const void* send, void* recv, const std::vect
     const std::int64_t count = byte_counts[static_cast<std::size_t>(r)];
     if (count > 0) std::memmove(out + displacements[static_cast<std::size_t>(r)], padded.data() + r * widest,
                                 static_cast<std::size_t>(count));
+  }
+}
+
+void Communicator::reduce_scatter_sum(const void* send, void* recv, const std::vector<std::int64_t>& counts,
+                                      DType dtype, void* stream) {
+  TPEMBED_EXPECTS(dtype != DType::i4, InvalidArgumentError,
+                  "reduce_scatter_sum: i4 has no whole elements; move bytes as i8");
+  TPEMBED_EXPECTS(reducible(dtype), InvalidArgumentError, "reduce_scatter_sum: cannot sum ",
+                  dtype_name(dtype), " (supported: f32, f16, bf16, i32, i64)");
+  const auto element = static_cast<std::int64_t>(element_size(dtype));
+  std::int64_t total = 0;
+  const std::vector<std::int64_t> displacements =
+      block_starts("reduce_scatter_sum", "counts", counts, size(), element, total);
+  const auto me = static_cast<std::size_t>(rank());
+  TPEMBED_EXPECTS(total == 0 || send != nullptr, InvalidArgumentError,
+                  "reduce_scatter_sum: null send buffer for ", total, " elements");
+  TPEMBED_EXPECTS(counts[me] == 0 || recv != nullptr, InvalidArgumentError,
+                  "reduce_scatter_sum: null receive buffer for this rank's ", counts[me], " elements");
+  const void* own_block = static_cast<const std::uint8_t*>(send) + displacements[me] * element;
+  TPEMBED_EXPECTS(recv == own_block || !overlaps(send, total * element, recv, counts[me] * element),
+                  InvalidArgumentError, "reduce_scatter_sum: recv overlaps send but is not rank ", me,
+                  "'s block of it (in place, recv is send + ", displacements[me], " elements)");
+  if (total == 0) return;
+  do_reduce_scatter_sum(send, recv, counts, displacements, dtype, stream);
+}
+
+void Communicator::do_reduce_scatter_sum(const void* send, void* recv, const std::vector<std::int64_t>& counts,
+                                         const std::vector<std::int64_t>& displacements, DType dtype,
+                                         void* stream) {
+  const auto element = static_cast<std::int64_t>(element_size(dtype));
+  const std::int64_t total = displacements.back() + counts.back();
+  std::vector<std::uint8_t> sums(static_cast<std::size_t>(total * element));
+  do_all_reduce_sum(send, sums.data(), total, dtype, stream);
+  const auto me = static_cast<std::size_t>(rank());
+  if (counts[me] > 0) {
+    std::memcpy(recv, sums.data() + displacements[me] * element, static_cast<std::size_t>(counts[me] * element));
+  }
+}
+
+void Communicator::all_to_all_v(const void* send, const std::vector<std::int64_t>& send_bytes, void* recv,
+                                const std::vector<std::int64_t>& recv_bytes, void* stream) {
+  std::int64_t send_total = 0, recv_total = 0;
+  const std::vector<std::int64_t> send_displacements =
+      block_starts("all_to_all_v", "send counts", send_bytes, size(), 1, send_total);
+  const std::vector<std::int64_t> recv_displacements =
+      block_starts("all_to_all_v", "receive counts", recv_bytes, size(), 1, recv_total);
+  const auto me = static_cast<std::size_t>(rank());
+  TPEMBED_EXPECTS(send_bytes[me] == recv_bytes[me], InvalidArgumentError, "all_to_all_v: rank ", me,
+                  " sends itself ", send_bytes[me], " bytes but expects ", recv_bytes[me],
+                  " from itself (send_bytes[", me, "] must equal recv_bytes[", me, "])");
+  TPEMBED_EXPECTS(send_total == 0 || send != nullptr, InvalidArgumentError, "all_to_all_v: null send buffer for ",
+                  send_total, " bytes");
+  TPEMBED_EXPECTS(recv_total == 0 || recv != nullptr, InvalidArgumentError,
+                  "all_to_all_v: null receive buffer for ", recv_total, " bytes");
+  TPEMBED_EXPECTS(!overlaps(send, send_total, recv, recv_total), InvalidArgumentError,
+                  "all_to_all_v: send (", send_total, " bytes) and recv (", recv_total,
+                  " bytes) overlap; the exchange has no in-place form");
+  do_all_to_all_v(send, send_bytes, send_displacements, recv, recv_bytes, recv_displacements, stream);
+}
+
+void Communicator::do_all_to_all_v(const void* send, const std::vector<std::int64_t>& send_bytes,
+                                   const std::vector<std::int64_t>& /*send_displacements*/, void* recv,
+                                   const std::vector<std::int64_t>& recv_bytes,
+                                   const std::vector<std::int64_t>& recv_displacements, void* stream) {
+  const int ranks = size();
+  const auto width = static_cast<std::size_t>(ranks);
+  // Row r of `counts`: rank r's send counts, then its receive counts.
+  std::vector<std::int64_t> mine(2 * width), counts(2 * width * width);
+  std::copy(send_bytes.begin(), send_bytes.end(), mine.begin());
+  std::copy(recv_bytes.begin(), recv_bytes.end(), mine.begin() + ranks);
+  do_all_gather(mine.data(), counts.data(), static_cast<std::int64_t>(2 * width * sizeof(std::int64_t)), stream);
+  auto sent = [&](int from, int to) { return counts[2 * width * from + to]; };
+  auto expected = [&](int at, int from) { return counts[2 * width * at + width + from]; };
+  // Every rank checks every pair of the same table, so every rank reaches the same verdict.
+  for (int from = 0; from < ranks; ++from) {
+    for (int to = 0; to < ranks; ++to) {
+      if (sent(from, to) != expected(to, from)) {
+        throw CommunicatorError(detail::concat("all_to_all_v: rank ", from, " sends ", sent(from, to),
+                                               " bytes to rank ", to, ", which expects ", expected(to, from),
+                                               " from it (send_bytes[", to, "] on rank ", from,
+                                               " must equal recv_bytes[", from, "] on rank ", to, ")"));
+      }
+    }
+  }
+  // Every rank's whole send buffer to every rank; each keeps the blocks addressed to it.
+  std::vector<std::int64_t> send_totals(width, 0), starts(width, 0);
+  std::int64_t everything = 0;
+  for (int from = 0; from < ranks; ++from) {
+    for (int to = 0; to < ranks; ++to) send_totals[from] += sent(from, to);
+    starts[from] = everything;
+    everything += send_totals[from];
+  }
+  if (everything == 0) return;
+  std::vector<std::uint8_t> gathered(static_cast<std::size_t>(everything));
+  do_all_gather_v(send, gathered.data(), send_totals, starts, stream);
+  const int me = rank();
+  auto* out = static_cast<std::uint8_t*>(recv);
+  for (int from = 0; from < ranks; ++from) {
+    std::int64_t offset = starts[from];
+    for (int to = 0; to < me; ++to) offset += sent(from, to);
+    const std::int64_t bytes = recv_bytes[static_cast<std::size_t>(from)];
+    if (bytes > 0) {
+      std::memcpy(out + recv_displacements[static_cast<std::size_t>(from)], gathered.data() + offset,
+                  static_cast<std::size_t>(bytes));
+    }
   }
 }
 

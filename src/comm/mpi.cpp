@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -178,6 +180,28 @@ class BigBytesType {
   MPI_Datatype type_ = MPI_DATATYPE_NULL;
 };
 
+// ---- the messages of an all-to-all
+// ----------------------------------------------------------------------
+
+// The tag of all_to_all_v's messages (the engine's own communicator carries nothing else point to
+// point).
+constexpr int kExchangeTag = 7;
+
+// One message of `bytes` bytes: plain bytes where MPI's int count reaches, else one element of a
+// datatype of exactly that many bytes.
+class Message {
+ public:
+  explicit Message(std::int64_t bytes) : bytes_(bytes) {
+    if (bytes > kMaxCount) big_ = std::make_unique<BigBytesType>(bytes);
+  }
+  int count() const { return big_ ? 1 : static_cast<int>(bytes_); }
+  MPI_Datatype type() const { return big_ ? big_->get() : MPI_BYTE; }
+
+ private:
+  std::int64_t bytes_;
+  std::unique_ptr<BigBytesType> big_;
+};
+
 // ---- waiting with a deadline
 // --------------------------------------------------------------------------
 
@@ -206,28 +230,46 @@ double timeout_from(const MpiOptions& options) {
   return seconds;
 }
 
-// Polls `request` until it completes (true) or `timeout_seconds` pass (false). MPI progresses only
-// inside MPI calls, so polls are back to back: for the first 200 us without a break (a peer that
-// has arrived completes the call within that; yielding at once costs a scheduler slice where
-// another process wants the core), then yielding the CPU (to ranks of an oversubscribed node that
-// we wait for), and after a second, when a peer is late, 1 ms apart.
-bool wait_for(MPI_Request& request, double timeout_seconds) {
-  using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
-  const std::chrono::duration<double> limit(timeout_seconds);
-  for (;;) {
-    int done = 0;
-    TPEMBED_MPI_TRY(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
-    if (done) return true;
-    const auto waited = Clock::now() - start;
-    if (waited >= limit) return false;
-    if (waited < std::chrono::microseconds(200)) continue;
+// The pauses between the polls of a wait. MPI progresses only inside MPI calls, so polls are back
+// to back: for the first 200 us without a break (a peer that has arrived completes the call within
+// that; yielding at once costs a scheduler slice where another process wants the core), then
+// yielding the CPU (to ranks of an oversubscribed node that we wait for), and after a second, when
+// a peer is late, 1 ms apart.
+class Poller {
+ public:
+  explicit Poller(double timeout_seconds) : start_(Clock::now()), limit_(timeout_seconds) {}
+  /// Pauses before the next poll; false (at once) when the wait has reached its limit.
+  bool pause() const {
+    const auto waited = Clock::now() - start_;
+    if (waited >= limit_) return false;
+    if (waited < std::chrono::microseconds(200)) return true;
     if (waited < std::chrono::seconds(1)) {
       std::this_thread::yield();
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
+    return true;
   }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point start_;
+  std::chrono::duration<double> limit_;
+};
+
+// Polls `requests` until all complete (true) or `timeout_seconds` pass (false).
+bool wait_for(int count, MPI_Request* requests, double timeout_seconds) {
+  const Poller poller(timeout_seconds);
+  for (;;) {
+    int done = 0;
+    TPEMBED_MPI_TRY(MPI_Testall(count, requests, &done, MPI_STATUSES_IGNORE));
+    if (done) return true;
+    if (!poller.pause()) return false;
+  }
+}
+
+bool wait_for(MPI_Request& request, double timeout_seconds) {
+  return wait_for(1, &request, timeout_seconds);
 }
 
 // Buffers that a timed-out collective may still write: kept until the process ends.
@@ -258,6 +300,31 @@ bool overlaps(const void* a, std::int64_t a_bytes, const void* b, std::int64_t b
   const auto begin_b = reinterpret_cast<std::uintptr_t>(b);
   return begin_a < begin_b + static_cast<std::uintptr_t>(b_bytes) &&
          begin_b < begin_a + static_cast<std::uintptr_t>(a_bytes);
+}
+
+// The MPI datatype and sum of `dtype`: f16 and bf16 travel as 16-bit words and are summed by our
+// ops (in f32, rounded once per step).
+struct Summation {
+  MPI_Datatype type;
+  MPI_Op op;
+};
+
+Summation summation(DType dtype, const char* what) {
+  switch (dtype) {
+    case DType::f32:
+      return {MPI_FLOAT, MPI_SUM};
+    case DType::i32:
+      return {MPI_INT32_T, MPI_SUM};
+    case DType::i64:
+      return {MPI_INT64_T, MPI_SUM};
+    case DType::f16:
+      return {MPI_UINT16_T, half_sum_ops().f16};
+    case DType::bf16:
+      return {MPI_UINT16_T, half_sum_ops().bf16};
+    default:
+      throw InvalidArgumentError(
+          detail::concat(what, ": the MPI engine cannot sum ", dtype_name(dtype)));
+  }
 }
 
 // ---- the engine
@@ -293,30 +360,7 @@ class MpiCommunicator final : public Communicator {
   void do_all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype,
                          void*) override {
     expect_usable("all_reduce_sum");
-    MPI_Datatype type = MPI_DATATYPE_NULL;
-    MPI_Op op = MPI_SUM;
-    switch (dtype) {
-      case DType::f32:
-        type = MPI_FLOAT;
-        break;
-      case DType::i32:
-        type = MPI_INT32_T;
-        break;
-      case DType::i64:
-        type = MPI_INT64_T;
-        break;
-      case DType::f16:
-        type = MPI_UINT16_T;
-        op = half_sum_ops().f16;
-        break;
-      case DType::bf16:
-        type = MPI_UINT16_T;
-        op = half_sum_ops().bf16;
-        break;
-      default:
-        throw InvalidArgumentError(
-            detail::concat("all_reduce_sum: the MPI engine cannot sum ", dtype_name(dtype)));
-    }
+    const auto [type, op] = summation(dtype, "all_reduce_sum");
     const auto element = static_cast<std::int64_t>(element_size(dtype));
     const std::int64_t bytes = count * element;
     if (bytes <= kOwnBufferBytes) {
@@ -412,6 +456,129 @@ class MpiCommunicator final : public Communicator {
                                    MPI_BYTE, comm_));
   }
 
+  // Every rank has the same counts, so every rank takes the same branch.
+  void do_reduce_scatter_sum(const void* send, void* recv, const std::vector<std::int64_t>& counts,
+                             const std::vector<std::int64_t>& displacements, DType dtype,
+                             void* stream) override {
+    expect_usable("reduce_scatter_sum");
+    const std::int64_t total = displacements.back() + counts.back();
+    if (total > kMaxCount) {  // MPI's int counts: the all-reduce (which goes in parts) and a copy
+      Communicator::do_reduce_scatter_sum(send, recv, counts, displacements, dtype, stream);
+      return;
+    }
+    const auto [type, op] = summation(dtype, "reduce_scatter_sum");
+    const auto element = static_cast<std::int64_t>(element_size(dtype));
+    const std::vector<int> block_counts(counts.begin(), counts.end());
+    const auto own_bytes = static_cast<std::size_t>(counts[static_cast<std::size_t>(rank_)] * element);
+    if (total * element <= kOwnBufferBytes) {
+      stage_.resize(static_cast<std::size_t>(total * element));
+      std::memcpy(stage_.data(), send, stage_.size());
+      MPI_Request request = MPI_REQUEST_NULL;
+      // In place, MPI reads the whole vector from the buffer and leaves this rank's block at its start.
+      TPEMBED_MPI_TRY(MPI_Ireduce_scatter(MPI_IN_PLACE, stage_.data(), block_counts.data(), type, op,
+                                          comm_, &request));
+      wait(request, "reduce_scatter_sum");
+      if (own_bytes > 0) std::memcpy(recv, stage_.data(), own_bytes);
+      return;
+    }
+    // MPI forbids a receive buffer inside the send buffer: in place, the block is summed into a
+    // temporary and copied over.
+    const bool in_place = overlaps(send, total * element, recv, static_cast<std::int64_t>(own_bytes));
+    std::vector<std::uint8_t> temporary(in_place ? own_bytes : 0);
+    std::uint8_t nothing = 0;  // a valid address for a rank whose block is empty
+    void* target = in_place ? temporary.data() : recv != nullptr ? recv : &nothing;
+    TPEMBED_MPI_TRY(MPI_Reduce_scatter(send, target, block_counts.data(), type, op, comm_));
+    if (in_place) std::memcpy(recv, temporary.data(), own_bytes);
+  }
+
+  // Point to point, one message for each ordered pair of ranks, empty ones too. Not MPI_Alltoallv:
+  // its int counts and displacements stop at 2 GiB, and whether a call passes that is known only to
+  // the ranks whose blocks do, while every rank must make the same collective call; and in Open MPI
+  // a block longer than its receiver expects is written past the end of the receive buffer (and
+  // its non-blocking alltoalls report it through MPI_COMM_WORLD's handler, which aborts the job).
+  // Here every message is probed before it is received: one of the expected length lands in its
+  // block, one of another length in a buffer of its own, and the receiver reports it once all
+  // messages are in, so the communicator stays in step (every call sends exactly one message a
+  // pair, so calls never take each other's messages). A rank that moves up to kOwnBufferBytes works
+  // in its own buffer and waits against the timeout; the others wait in the caller's buffers
+  // without one (which ranks do which need not agree).
+  void do_all_to_all_v(const void* send, const std::vector<std::int64_t>& send_bytes,
+                       const std::vector<std::int64_t>& send_displacements, void* recv,
+                       const std::vector<std::int64_t>& recv_bytes,
+                       const std::vector<std::int64_t>& recv_displacements, void*) override {
+    expect_usable("all_to_all_v");
+    const std::int64_t send_total = send_displacements.back() + send_bytes.back();
+    const std::int64_t recv_total = recv_displacements.back() + recv_bytes.back();
+    const bool staged = send_total + recv_total <= kOwnBufferBytes;
+    std::uint8_t nothing = 0;  // a valid address for no bytes
+    const auto* from = send_total > 0 ? static_cast<const std::uint8_t*>(send) : &nothing;
+    auto* into = recv_total > 0 ? static_cast<std::uint8_t*>(recv) : &nothing;
+    if (staged) {
+      stage_.resize(static_cast<std::size_t>(send_total + recv_total));
+      if (send_total > 0) from = static_cast<const std::uint8_t*>(std::memcpy(stage_.data(), send, static_cast<std::size_t>(send_total)));
+      if (recv_total > 0) into = stage_.data() + send_total;
+    }
+    const auto ranks = static_cast<std::size_t>(size_), me = static_cast<std::size_t>(rank_);
+    if (send_bytes[me] > 0) {
+      std::memcpy(into + recv_displacements[me], from + send_displacements[me], static_cast<std::size_t>(send_bytes[me]));
+    }
+    std::vector<Message> messages;
+    std::vector<MPI_Request> requests;
+    messages.reserve(2 * ranks);
+    requests.reserve(2 * ranks);
+    for (std::size_t step = 1; step < ranks; ++step) {
+      const std::size_t peer = (me + step) % ranks;
+      messages.emplace_back(send_bytes[peer]);
+      requests.push_back(MPI_REQUEST_NULL);
+      TPEMBED_MPI_TRY(MPI_Isend(from + send_displacements[peer], messages.back().count(), messages.back().type(),
+                                static_cast<int>(peer), kExchangeTag, comm_, &requests.back()));
+    }
+    std::vector<bool> arrived(ranks, false);
+    arrived[me] = true;
+    std::size_t waiting = ranks - 1;
+    std::vector<std::pair<std::size_t, MPI_Count>> wrong;  // (peer, bytes it sent) of wrong lengths
+    std::vector<std::vector<std::uint8_t>> discarded;      // where their bytes land
+    const Poller poller(staged ? timeout_seconds_ : std::numeric_limits<double>::infinity());
+    while (waiting > 0) {
+      for (std::size_t peer = 0; peer < ranks; ++peer) {
+        if (arrived[peer]) continue;
+        int found = 0;
+        MPI_Message message = MPI_MESSAGE_NULL;
+        MPI_Status status;
+        TPEMBED_MPI_TRY(MPI_Improbe(static_cast<int>(peer), kExchangeTag, comm_, &found, &message, &status));
+        if (!found) continue;
+        MPI_Count bytes = 0;
+        TPEMBED_MPI_TRY(MPI_Get_elements_x(&status, MPI_BYTE, &bytes));
+        void* target = into + recv_displacements[peer];
+        if (bytes != recv_bytes[peer]) {
+          wrong.emplace_back(peer, bytes);
+          discarded.emplace_back(static_cast<std::size_t>(bytes));
+          target = bytes > 0 ? discarded.back().data() : &nothing;
+        }
+        messages.emplace_back(bytes);
+        requests.push_back(MPI_REQUEST_NULL);
+        TPEMBED_MPI_TRY(MPI_Imrecv(target, messages.back().count(), messages.back().type(), &message, &requests.back()));
+        arrived[peer] = true;
+        --waiting;
+      }
+      if (waiting > 0 && !poller.pause()) time_out("all_to_all_v", std::move(discarded));
+    }
+    const int count = static_cast<int>(requests.size());
+    if (!staged) {
+      TPEMBED_MPI_TRY(MPI_Waitall(count, requests.data(), MPI_STATUSES_IGNORE));
+    } else if (!wait_for(count, requests.data(), timeout_seconds_)) {
+      time_out("all_to_all_v", std::move(discarded));
+    }
+    if (!wrong.empty()) {
+      const std::size_t peer = wrong.front().first;
+      throw CommunicatorError(detail::concat(
+          "rank ", rank_, " of ", size_, ": all_to_all_v: rank ", peer, " sent this rank ", wrong.front().second,
+          " bytes, not the ", recv_bytes[peer], " it expects from it (recv_bytes[", peer, "] here must equal send_bytes[",
+          rank_, "] on rank ", peer, ")", wrong.size() > 1 ? detail::concat("; ", wrong.size() - 1, " more blocks too") : ""));
+    }
+    if (staged && recv_total > 0) std::memcpy(recv, into, static_cast<std::size_t>(recv_total));
+  }
+
   std::unique_ptr<Communicator> do_split(int color, int key) override {
     expect_usable("split");
     MPI_Comm group = MPI_COMM_NULL;
@@ -430,10 +597,16 @@ class MpiCommunicator final : public Communicator {
   }
 
   void wait(MPI_Request& request, const char* what) {
-    if (wait_for(request, timeout_seconds_)) return;
+    if (!wait_for(request, timeout_seconds_)) time_out(what);
+  }
+
+  // After a wait past the timeout: the communicator refuses further use, and the buffers the
+  // pending call may still write (the engine's own, and `also_kept`) are kept until the process ends.
+  [[noreturn]] void time_out(const char* what, std::vector<std::vector<std::uint8_t>>&& also_kept = {}) {
     timed_out_in_ = what;
-    keep_forever(std::move(stage_));  // the pending call may still write into it
+    keep_forever(std::move(stage_));
     stage_ = {};
+    for (auto& buffer : also_kept) keep_forever(std::move(buffer));
     throw CommunicatorError(detail::concat("rank ", rank_, " of ", size_, ": ", what,
                                            " on the MPI communicator did not complete within ",
                                            timeout_seconds_,

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -45,6 +46,17 @@ ncclConfig_t nonblocking_config() {
 
 bool is_device_memory(const void* pointer) { return cuda_runtime::device_of(pointer) >= 0; }
 
+// The NCCL type of a summable dtype (the public calls let only f32, f16, bf16, i32 and i64 through).
+ncclDataType_t nccl_type(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return ncclFloat32;
+    case DType::f16: return ncclFloat16;
+    case DType::bf16: return ncclBfloat16;
+    case DType::i32: return ncclInt32;
+    default: return ncclInt64;
+  }
+}
+
 class NcclCommunicator final : public Communicator {
  public:
   // Takes `comm` (possibly still initialising) and waits until it is ready. `local` is the
@@ -82,14 +94,7 @@ class NcclCommunicator final : public Communicator {
 
  protected:
   void do_all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype, void* stream) override {
-    ncclDataType_t type = ncclFloat32;
-    switch (dtype) {
-      case DType::f32: type = ncclFloat32; break;
-      case DType::f16: type = ncclFloat16; break;
-      case DType::bf16: type = ncclBfloat16; break;
-      case DType::i32: type = ncclInt32; break;
-      default: type = ncclInt64; break;
-    }
+    const ncclDataType_t type = nccl_type(dtype);
     const std::size_t bytes = static_cast<std::size_t>(count) * element_size(dtype);
     run(send, recv, bytes, bytes, stream, [&](const void* s, void* r, cudaStream_t st) {
       return ncclAllReduce(s, r, static_cast<std::size_t>(count), type, ncclSum, comm_, st);
@@ -134,6 +139,75 @@ class NcclCommunicator final : public Communicator {
     if (status != ncclSuccess && status != ncclInProgress) throw_nccl(status, "ncclGroupEnd (all_gather_v)", rank_);
     wait_ready("enqueueing an NCCL all_gather_v", rank_);
     wait_done(stream, "an NCCL all_gather_v");
+  }
+
+  // Equal blocks: one ncclReduceScatter (in place when recv is send + rank * count, as here). Uneven
+  // ones (ncclReduceScatter takes one count): a group of ncclReduce calls, one a nonempty block,
+  // each rooted at the block's rank. Chosen over a padded ncclReduceScatter, which would need a
+  // device workspace of the largest block times the ranks plus copies in and out of it; the group
+  // moves the same bytes a rank (each block once through the reduction), allocates nothing and can
+  // be captured in a CUDA graph. Every rank has the same counts, so every rank posts the same calls.
+  void do_reduce_scatter_sum(const void* send, void* recv, const std::vector<std::int64_t>& counts,
+                             const std::vector<std::int64_t>& displacements, DType dtype, void* stream) override {
+    const ncclDataType_t type = nccl_type(dtype);
+    const std::size_t element = element_size(dtype);
+    const auto total = static_cast<std::size_t>(displacements.back() + counts.back());
+    const auto mine = static_cast<std::size_t>(counts[static_cast<std::size_t>(rank_)]);
+    const bool even = std::all_of(counts.begin(), counts.end(), [&](std::int64_t count) { return count == counts[0]; });
+    run(send, recv, total * element, mine * element, stream, [&](const void* s, void* r, cudaStream_t st) {
+      if (even) return ncclReduceScatter(s, r, mine, type, ncclSum, comm_, st);
+      ncclGroupStart();
+      for (int root = 0; root < size_; ++root) {
+        const auto count = static_cast<std::size_t>(counts[static_cast<std::size_t>(root)]);
+        if (count == 0) continue;
+        const auto* block = static_cast<const std::uint8_t*>(s) + displacements[static_cast<std::size_t>(root)] * element;
+        // In place on the root when its recv is its block of send (NCCL reads recvbuff only there).
+        ncclReduce(block, root == rank_ ? r : nullptr, count, type, ncclSum, root, comm_, st);
+      }
+      return ncclGroupEnd();
+    });
+  }
+
+  // Grouped point-to-point (ncclSend / ncclRecv a peer with bytes to move; the own block a device
+  // copy). Host buffers are staged through the device scratch buffer. The counts are on the host,
+  // so this is not for graph capture (as all_gather_v).
+  void do_all_to_all_v(const void* send, const std::vector<std::int64_t>& send_bytes,
+                       const std::vector<std::int64_t>& send_displacements, void* recv,
+                       const std::vector<std::int64_t>& recv_bytes,
+                       const std::vector<std::int64_t>& recv_displacements, void* stream_handle) override {
+    check_usable();
+    {
+      const cuda_runtime::DeviceScope on(device_);
+      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+      cuda_runtime::check(cudaStreamIsCapturing(static_cast<cudaStream_t>(stream_handle), &capture),
+                          "cudaStreamIsCapturing");
+      TPEMBED_EXPECTS(capture == cudaStreamCaptureStatusNone, UnsupportedError, "rank ", rank_,
+                      ": all_to_all_v cannot be captured in a CUDA graph (its counts are planned on the host)");
+    }
+    const auto at = [](std::size_t offset, const void* base) { return static_cast<const std::uint8_t*>(base) + offset; };
+    const auto me = static_cast<std::size_t>(rank_);
+    const auto send_total = static_cast<std::size_t>(send_displacements.back() + send_bytes.back());
+    const auto recv_total = static_cast<std::size_t>(recv_displacements.back() + recv_bytes.back());
+    run(send, recv, send_total, recv_total, stream_handle, [&](const void* s, void* r, cudaStream_t st) {
+      auto* out = static_cast<std::uint8_t*>(r);
+      if (send_bytes[me] > 0) {
+        cuda_runtime::check(cudaMemcpyAsync(out + recv_displacements[me], at(send_displacements[me], s),
+                                            static_cast<std::size_t>(send_bytes[me]), cudaMemcpyDeviceToDevice, st),
+                            "cudaMemcpyAsync (all_to_all_v's own block)");
+      }
+      ncclGroupStart();
+      for (int peer = 0; peer < size_; ++peer) {
+        const auto p = static_cast<std::size_t>(peer);
+        if (peer == rank_) continue;
+        if (send_bytes[p] > 0) {
+          ncclSend(at(send_displacements[p], s), static_cast<std::size_t>(send_bytes[p]), ncclInt8, peer, comm_, st);
+        }
+        if (recv_bytes[p] > 0) {
+          ncclRecv(out + recv_displacements[p], static_cast<std::size_t>(recv_bytes[p]), ncclInt8, peer, comm_, st);
+        }
+      }
+      return ncclGroupEnd();
+    });
   }
 
   void do_barrier() override {
@@ -247,7 +321,8 @@ class NcclCommunicator final : public Communicator {
     check_usable();
     const cuda_runtime::DeviceScope on(device_);
     auto stream = static_cast<cudaStream_t>(stream_handle);
-    const bool staged = !is_device_memory(recv);
+    // A rank that receives nothing (an empty block) tells the kind of memory by its send buffer.
+    const bool staged = !is_device_memory(recv != nullptr ? recv : send);
     const void* device_send = send;
     void* device_recv = recv;
     if (staged) {

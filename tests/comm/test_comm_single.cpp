@@ -1,9 +1,18 @@
 // The communicator conformance suite on the single-rank engine.
 #include "conformance.hpp"
+#include "default_hooks.hpp"
 #include "expect_error.hpp"
 #include "tpembed/cuda.hpp"
 
+namespace {
+// The base class's default collectives over the single engine.
+std::unique_ptr<tpembed::Communicator> single_with_defaults() {
+  return std::make_unique<tpembed::comm_test::DefaultHooks>(tpembed::make_single_communicator());
+}
+}  // namespace
+
 TPEMBED_COMM_CONFORMANCE(Single, "single", tpembed::make_single_communicator);
+TPEMBED_COMM_CONFORMANCE(SingleDefaults, "single_defaults", single_with_defaults);
 
 namespace tpembed {
 namespace {
