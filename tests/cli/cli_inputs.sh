@@ -100,6 +100,10 @@ check "quantize a table holding Inf" 1 "row 1, column 0 holds inf" -- \
 check "quantize a table holding NaN" 1 "row 2, column 1 holds nan" -- \
   "$tpembed" quantize --table "$made/nan.safetensors" --out "$work/q.safetensors"
 [[ ! -e $work/q.safetensors ]] && pass "no file written for a non-finite table" || fail "a file was written"
+check "quantize refuses an int4 table by its stored dtype" 1 "is stored as U8[4, 2]; quantize takes a 2-D f32, f16 or bf16 table" -- \
+  "$tpembed" quantize --table "$made/int4_plain.safetensors" --out "$work/q.safetensors"
+check "quantize refuses an int8 table" 1 "is stored as I8[4, 3]; quantize takes a 2-D f32, f16 or bf16 table" -- \
+  "$tpembed" quantize --table "$made/with_scale.safetensors" --out "$work/q.safetensors"
 check "--scale-name equal to --tensor" 1 "--scale-name 'model.embed_tokens.weight' must name a tensor other than the table" -- \
   "$tpembed" quantize --table "$table" --scale-name model.embed_tokens.weight --out "$work/q.safetensors"
 

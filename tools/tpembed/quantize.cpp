@@ -30,9 +30,14 @@ QuantizeReport quantize_checkpoint_tensor(const std::string& table_path, const s
                   "' must name a tensor other than the table '", tensor, "' (the file holds both)");
   SafetensorsCheckpoint checkpoint(table_path);
   const SafetensorsFile& file = checkpoint.file(tensor);
+  // Refused from the header, before reading: a U8 (int4) table would otherwise ask for its column
+  // count, which quantize has no option for.
+  const SafetensorsTensorInfo& info = file.info(tensor);
+  const std::optional<DType> stored = dtype_from_safetensors(info.stored_dtype);
+  TPEMBED_EXPECTS(stored && is_float(*stored) && info.stored_shape.size() == 2, InvalidArgumentError, file.path(),
+                  ": tensor '", tensor, "' is stored as ", info.stored_dtype, detail::bracketed(info.stored_shape),
+                  "; quantize takes a 2-D f32, f16 or bf16 table");
   const TensorView table = file.tensor(tensor);
-  TPEMBED_EXPECTS(is_float(table.dtype) && table.ndim() == 2, InvalidArgumentError, file.path(), ": tensor '",
-                  tensor, "' is ", table.describe(), "; quantize takes a 2-D f32, f16 or bf16 table");
   check_safetensors_output(out_path, {file.path()});  // before the work, not after it
   QuantizedTable quantized;
   try {
