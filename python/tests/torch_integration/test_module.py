@@ -143,9 +143,8 @@ def test_from_pretrained_reads_the_shard_and_its_scales(group, tmp_path):
     ids_ = ids(7)
     assert layer.weight.requires_grad
     assert torch.equal(layer(ids_), F.embedding(ids_, torch.from_numpy(full)))
-    quantized = tpt.ParallelEmbedding.from_pretrained(path, "q.weight",
-                                                      scale_tensor="q.weight_scale",
-                                                      out_dtype=torch.float32)
+    # The scales are found by their default name, <tensor>_scale.
+    quantized = tpt.ParallelEmbedding.from_pretrained(path, "q.weight", out_dtype=torch.float32)
     expected = torch.from_numpy(values).float() * torch.from_numpy(scales)[:, None]
     assert torch.equal(quantized(ids_), expected[ids_])
     with pytest.raises(RuntimeError, match="no.such"):
