@@ -18,6 +18,14 @@ if [[ ${1:-} == --sanitize ]]; then
   export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 fi
+# PyTorch's download (about 5 GB on a fresh machine, mostly waiting on the network and the disk)
+# goes on beside the build; the Python tests wait for it.
+torch_install=
+if [[ ${1:-} != --sanitize ]]; then
+  torch_log=$(mktemp)
+  tpembed_torch_install >"$torch_log" 2>&1 &
+  torch_install=$!
+fi
 cmake -S "$root" -B "$build" "${flags[@]}" >/dev/null
 cmake --build "$build" -j"$(nproc)"
 cd "$build"
@@ -52,7 +60,10 @@ if [[ ${1:-} != --sanitize ]]; then
   pip_flags=()
   gpu_visible || pip_flags+=(-C cmake.define.TPEMBED_CUDA=OFF)
   python3 -m pip install --quiet --root-user-action=ignore --no-build-isolation --no-deps "${pip_flags[@]}" .
-  tpembed_torch_install
+  torch_status=0
+  wait "$torch_install" || torch_status=$?
+  cat "$torch_log"
+  ((torch_status == 0)) || { echo "installing torch and transformers (scripts/deps.sh) failed"; exit 1; }
   python3 -m pytest python/tests -q --color=no
   timeout 600 mpirun -np 2 --oversubscribe --allow-run-as-root \
     python3 -m pytest python/tests/test_parallel_mpi.py -q --color=no
