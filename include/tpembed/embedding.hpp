@@ -55,6 +55,26 @@ const char* vocab_exchange_name(VocabExchange exchange);
 /// InvalidArgumentError listing the names otherwise.
 VocabExchange vocab_exchange_from_name(const std::string& name);
 
+/// Which tokens a rank of the tp group holds (DESIGN.md, "Layouts (sequence parallelism)").
+///
+/// The scattered rule: ids of shape S are split along `scatter_dim` d (0 <= d < S's dimensions)
+/// into tp_size chunks by torch.tensor_split's rule: with n = S[d], chunk t holds
+/// n / tp + (t < n % tp ? 1 : 0) entries of dimension d, starting at t * (n / tp) + min(t, n % tp)
+/// (the first n % tp chunks get one more; chunks may be empty). The rank whose tp_rank is t holds
+/// chunk t: its ids have shape S with S[d] replaced by chunk t's size, and its output that shape +
+/// [H], the rows of chunk t's tokens in the chunk's own row-major order. With tp_size 1 the one
+/// chunk is everything: scattered is replicated.
+enum class TokenLayout : std::uint8_t {
+  /// Every rank of the group holds every token (the seed's).
+  replicated,
+  /// Every rank holds its chunk of the tokens only (Megatron's reduce-scatter output, torchtitan's
+  /// Shard(1), SGLang's scattered attention-TP input).
+  scattered,
+};
+
+/// "replicated" or "scattered".
+const char* token_layout_name(TokenLayout layout);
+
 /// How a rank takes part in a (possibly tensor-parallel) lookup.
 struct EmbeddingConfig {
   int tp_size = 1;                 ///< Ranks sharing the table.
@@ -66,6 +86,26 @@ struct EmbeddingConfig {
   std::optional<DType> out_dtype;  ///< Output dtype; default the table's (required if quantized).
   bool strict = false;             ///< Throw OutOfRangeError when any id is out of range.
   VocabExchange vocab_exchange = VocabExchange::automatic;  ///< sharding_dim 0 with tp > 1 only.
+  /// The forward's output (and the backward's grad_out): every token on every rank (replicated), or
+  /// this rank's chunk of the tokens only (scattered; the rule at TokenLayout). Scattered, each
+  /// exchange moves only what the chunk needs: all_reduce becomes a reduce-scatter of the masked
+  /// lookup, owned_rows sends each row only to the rank whose chunk holds its token (all-to-all),
+  /// peer_rows looks up only the rank's chunk straight from its owners' tables (no collective),
+  /// hidden shards send each rank only its chunk's columns (all-to-all). The backward takes the
+  /// rank's chunk of grad_out, gathers the group's and runs the local deterministic backward: the
+  /// shards' gradients are the unsharded gradient bit for bit. Every rank must set the same value.
+  TokenLayout output_layout = TokenLayout::replicated;
+  /// The forward's (and backward's) ids: the group's whole ids on every rank (replicated), or this
+  /// rank's chunk only (scattered; every rank passes its own chunk, of its own shape, and the
+  /// chunks' shapes must fit the rule for their total along scatter_dim: the same other extents and
+  /// the same id dtype on every rank). Scattered input needs a scattered output (InvalidArgumentError
+  /// otherwise). peer_rows looks the chunk up as it is; the other exchanges, and the backward, first
+  /// gather the group's ids (one small collective of every rank's chunk shape, made even with
+  /// collective_checks off, then an all-gather of the ids). Every rank must set the same value.
+  TokenLayout input_layout = TokenLayout::replicated;
+  /// The dimension of the ids that scattered layouts split (unused when both are replicated); ids
+  /// with fewer dimensions are refused on every rank. Every rank must set the same value.
+  int scatter_dim = 0;
   /// tp > 1: forward() first checks its arguments across the group (one small collective), so that
   /// a rank with bad arguments, a different number of ids or other ids (a fingerprint of their
   /// values, computed on the ids' device) raises the error on every rank instead of leaving the
@@ -109,7 +149,7 @@ struct EmbeddingOptions : EmbeddingConfig {
 /// out = embedding(ids, weight, ...): looks up `ids` (any shape, i32/i64) and returns a host tensor
 /// of shape ids.shape + [H]. With tp_size > 1 `comm` must span the group (or the world, with
 /// tp_group naming the group), every rank of the group must call it, and every rank gets the whole
-/// output. Sets up the group on each call; for repeated lookups keep a ParallelEmbedding.
+/// output (its chunk of it with output_layout scattered: the chunk's shape + [H]). Sets up the group on each call; for repeated lookups keep a ParallelEmbedding.
 Tensor embedding(const TensorView& ids, const TensorView& weight, const EmbeddingOptions& options = {},
                  Communicator* comm = nullptr);
 

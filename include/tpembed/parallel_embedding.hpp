@@ -27,6 +27,10 @@ struct ShardLayout {
   DType out_dtype = DType::f32;
   /// How vocab-parallel ranks combine rows (resolved: never `automatic`; all_reduce where unused).
   VocabExchange vocab_exchange = VocabExchange::all_reduce;
+  /// The token layouts and the dimension they split (EmbeddingConfig; agreed at set-up).
+  TokenLayout output_layout = TokenLayout::replicated;
+  TokenLayout input_layout = TokenLayout::replicated;
+  int scatter_dim = 0;
 
   /// Ids in [0, valid_ids()) are in range: V + P where padding is addressable, else V.
   std::int64_t valid_ids() const { return global_rows + padding_rows; }

@@ -11,9 +11,9 @@
 
 namespace tpembed::op {
 
-static_assert(sizeof(ShardDescription) == 80,
+static_assert(sizeof(ShardDescription) == 88,
               "ShardDescription is exchanged as raw bytes, without padding");
-static_assert(sizeof(SetupFacts) == 176, "SetupFacts is exchanged as raw bytes, without padding");
+static_assert(sizeof(SetupFacts) == 184, "SetupFacts is exchanged as raw bytes, without padding");
 static_assert(sizeof(ForwardFacts) == 32,
               "ForwardFacts is exchanged as raw bytes, without padding");
 

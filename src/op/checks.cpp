@@ -65,6 +65,12 @@ DType check_local_shard(const EmbeddingShard& shard, const EmbeddingConfig& conf
     TPEMBED_EXPECTS(*config.tp_rank >= 0 && *config.tp_rank < config.tp_size, InvalidArgumentError,
                     "tp_rank ", *config.tp_rank, " is outside [0, tp_size = ", config.tp_size, ")");
   }
+  TPEMBED_EXPECTS(config.input_layout == TokenLayout::replicated || config.output_layout == TokenLayout::scattered,
+                  InvalidArgumentError,
+                  "input_layout scattered needs output_layout scattered: each rank passes only its chunk of the "
+                  "ids, so it can receive only its chunk's rows (set output_layout = scattered too)");
+  TPEMBED_EXPECTS(config.scatter_dim >= 0, InvalidArgumentError, "scatter_dim must be >= 0, got ",
+                  config.scatter_dim);
   if (!config.tp_group.empty()) {
     TPEMBED_EXPECTS(static_cast<int>(config.tp_group.size()) == config.tp_size, InvalidArgumentError,
                     "tp_group names ", config.tp_group.size(), " ranks but tp_size is ",
@@ -169,6 +175,11 @@ ShardDescription describe_shard(const EmbeddingShard& shard, const EmbeddingConf
   d.vocab_exchange = static_cast<std::int32_t>(config.vocab_exchange);
   d.collective_checks = config.collective_checks ? 1 : 0;
   d.strict = config.strict ? 1 : 0;
+  d.output_layout = static_cast<std::int32_t>(config.output_layout);
+  d.input_layout = static_cast<std::int32_t>(config.input_layout);
+  // Unused (and not compared) unless a layout is scattered.
+  const bool any_scattered = config.output_layout == TokenLayout::scattered;
+  d.scatter_dim = any_scattered ? config.scatter_dim : 0;
   d.table_fingerprint = config.table_fingerprint;
   return d;
 }
@@ -206,6 +217,17 @@ ShardLayout plan_layout(const std::vector<ShardDescription>& shards, int my_grou
     TPEMBED_EXPECTS(s.strict == first.strict, InvalidArgumentError, "rank ", r, " sets strict ",
                     s.strict ? "on" : "off", " but rank 0 sets it ", first.strict ? "on" : "off",
                     " (strict ranks would wait for the others in the out-of-range check)");
+    TPEMBED_EXPECTS(s.output_layout == first.output_layout, InvalidArgumentError, "rank ", r, " asks for the ",
+                    token_layout_name(static_cast<TokenLayout>(s.output_layout)),
+                    " output_layout but rank 0 for ",
+                    token_layout_name(static_cast<TokenLayout>(first.output_layout)));
+    TPEMBED_EXPECTS(s.input_layout == first.input_layout, InvalidArgumentError, "rank ", r, " passes ",
+                    token_layout_name(static_cast<TokenLayout>(s.input_layout)),
+                    " ids (input_layout) but rank 0 ",
+                    token_layout_name(static_cast<TokenLayout>(first.input_layout)), " ids");
+    TPEMBED_EXPECTS(s.scatter_dim == first.scatter_dim, InvalidArgumentError, "rank ", r,
+                    " scatters the tokens along scatter_dim ", s.scatter_dim, " but rank 0 along ",
+                    first.scatter_dim);
     TPEMBED_EXPECTS(s.table_fingerprint == 0 || first.table_fingerprint == 0 ||
                         s.table_fingerprint == first.table_fingerprint,
                     InvalidArgumentError, "rank ", r, " has table fingerprint ", hex(s.table_fingerprint),
@@ -232,6 +254,9 @@ ShardLayout plan_layout(const std::vector<ShardDescription>& shards, int my_grou
   layout.tp_rank = shards[my_group_rank].tp_rank;
   layout.table_dtype = static_cast<DType>(first.table_dtype);
   layout.out_dtype = static_cast<DType>(first.out_dtype);
+  layout.output_layout = static_cast<TokenLayout>(first.output_layout);
+  layout.input_layout = static_cast<TokenLayout>(first.input_layout);
+  layout.scatter_dim = first.scatter_dim;
   layout.offsets.assign(tp, 0);
   layout.sizes.assign(tp, 0);
   const bool equal = first.placement == static_cast<std::int32_t>(ShardPlacement::equal);
@@ -317,6 +342,13 @@ void check_out(const TensorView& out, const TensorView& ids, std::int64_t cols, 
     throw ShapeError(detail::concat("out has shape ", detail::bracketed(out.shape), " but ids ", detail::bracketed(ids.shape),
                                     " need ", detail::bracketed(expected)));
   }
+  check_out(out, out.shape, out_dtype, table_device);
+}
+
+void check_out(const TensorView& out, const std::vector<std::int64_t>& expected, DType out_dtype,
+               const Device& table_device) {
+  TPEMBED_EXPECTS(out.shape == expected, ShapeError, "out has shape ", detail::bracketed(out.shape),
+                  " but this rank's chunk of the scattered output is ", detail::bracketed(expected));
   TPEMBED_EXPECTS(out.dtype == out_dtype, InvalidArgumentError, "out has dtype ",
                   dtype_name(out.dtype), " but the lookup produces ", dtype_name(out_dtype));
   check_data(out, "out");

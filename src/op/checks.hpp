@@ -27,8 +27,10 @@ struct ShardDescription {
   std::int32_t vocab_exchange;
   std::int32_t collective_checks;
   std::int32_t strict;
-  std::int32_t reserved;  ///< zero: keeps the record free of padding bytes
+  std::int32_t output_layout;       ///< TokenLayout
   std::uint64_t table_fingerprint;  ///< EmbeddingConfig::table_fingerprint (0: not given)
+  std::int32_t input_layout;        ///< TokenLayout
+  std::int32_t scatter_dim;
 };
 
 /// "0x" and the value in hexadecimal (fingerprints in messages).
@@ -67,6 +69,10 @@ void check_ids(const TensorView& ids, const Device& table_device);
 
 /// Checks that `out` has shape ids.shape + [cols], dtype `out_dtype` and data.
 void check_out(const TensorView& out, const TensorView& ids, std::int64_t cols, DType out_dtype,
+               const Device& table_device);
+
+/// Checks that `out` has shape `expected` (a scattered layout's chunk + [H]), dtype `out_dtype` and data.
+void check_out(const TensorView& out, const std::vector<std::int64_t>& expected, DType out_dtype,
                const Device& table_device);
 
 /// The strict-mode error for ids with a bad id at flat `position`.

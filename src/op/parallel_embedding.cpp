@@ -14,6 +14,7 @@
 #include "op/owned_rows.hpp"
 #include "op/peer_tables.hpp"
 #include "op/place.hpp"
+#include "op/scattered.hpp"
 #include "tpembed/lookup.hpp"
 
 namespace tpembed {
@@ -66,6 +67,21 @@ struct ParallelEmbedding::Impl {
   }
 
   bool on_gpu() const { return shard.weight.device.kind == DeviceKind::cuda; }
+  // Scattered token layouts over several ranks (op/scattered.hpp); with tp 1 they are replicated.
+  bool scattered() const { return layout.output_layout == TokenLayout::scattered && layout.tp_size > 1; }
+  // Scattered input whose exchange needs the group's whole ids shape (all but peer_rows' forward):
+  // the chunk shapes are gathered even with collective_checks off.
+  bool gathers_chunk_shapes(bool backward) const {
+    return scattered() && layout.input_layout == TokenLayout::scattered &&
+           (backward || config.collective_checks || !(layout.sharding_dim == 0 && peer_tables != nullptr));
+  }
+  op::ScatterContext scatter_context(op::Place& place) {
+    return {shard, layout, *group, workspace, place, peer_tables.get()};
+  }
+  // Tokens of the group a scattered call may see, before the chunk shapes are agreed (scattered
+  // input: chunks differ by at most one along scatter_dim).
+  std::int64_t scattered_token_bound(const TensorView& ids) const;
+  op::ScatterPlan scatter_plan(std::exception_ptr local_error, const TensorView& ids, op::Place& place, bool backward);
   void setup(Communicator& comm);
   void forward(const TensorView& ids, const TensorView& out, void* stream);
   void backward(const TensorView& ids, const TensorView& grad_out, const TensorView& grad_weight, void* stream,
@@ -170,6 +186,30 @@ void ParallelEmbedding::Impl::check_forward_across_group(std::exception_ptr loca
   op::check_forward_facts(all);
 }
 
+std::int64_t ParallelEmbedding::Impl::scattered_token_bound(const TensorView& ids) const {
+  if (layout.input_layout == TokenLayout::replicated) return ids.numel();
+  const auto d = static_cast<std::size_t>(layout.scatter_dim);
+  if (d >= ids.shape.size()) return 0;
+  std::int64_t others = 1;
+  for (std::size_t k = 0; k < ids.shape.size(); ++k) others *= k == d ? 1 : ids.shape[k];
+  return others * (ids.shape[d] + 1) * layout.tp_size;
+}
+
+// The scattered layouts' cross-rank check (replicated ids: the usual one; scattered input: every
+// rank's chunk shape, which also gives the group's whole shape) and the plan of chunks.
+op::ScatterPlan ParallelEmbedding::Impl::scatter_plan(std::exception_ptr local_error, const TensorView& ids,
+                                                      op::Place& place, bool backward) {
+  std::vector<std::int64_t> whole = ids.shape;
+  if (gathers_chunk_shapes(backward)) {
+    whole = op::agree_on_chunks(*group, ids, local_error, layout.scatter_dim, tp_rank_of_member);
+  } else if (config.collective_checks && layout.input_layout == TokenLayout::replicated) {
+    check_forward_across_group(local_error, ids, place);
+  } else if (local_error) {
+    std::rethrow_exception(local_error);
+  }
+  return op::plan_scatter(whole, layout.scatter_dim, tp_rank_of_member, group->rank());
+}
+
 // Grows, before the forward's check, every buffer that the exchange will ask for (its sizes, or for
 // owned rows their bounds: each id has at most one owner), so that an allocation failing on one
 // rank is agreed with the others instead of striking after they have entered the exchange.
@@ -205,10 +245,21 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
   op::Place place(shard.weight.device, stream);
   std::exception_ptr local_error = run_caught([&] {
     op::check_ids(ids, shard.weight.device);
-    op::check_out(out, ids, layout.global_cols, layout.out_dtype, shard.weight.device);
-    if (tp > 1) reserve_workspace(ids.numel(), place);
+    if (layout.output_layout == TokenLayout::scattered) {
+      op::check_out(out, op::forward_out_shape(layout, ids), layout.out_dtype, shard.weight.device);
+    } else {
+      op::check_out(out, ids, layout.global_cols, layout.out_dtype, shard.weight.device);
+    }
+    if (scattered()) {
+      op::reserve_scattered(scatter_context(place), scattered_token_bound(ids), false, layout.out_dtype);
+    } else if (tp > 1) {
+      reserve_workspace(ids.numel(), place);
+    }
   });
-  if (tp > 1 && config.collective_checks) {
+  std::optional<op::ScatterPlan> plan;
+  if (scattered()) {
+    plan = scatter_plan(local_error, ids, place, false);
+  } else if (tp > 1 && config.collective_checks) {
     // A rank with bad arguments, other ids or a different number of them must not leave the others
     // waiting in the exchange below, nor make them return rows of other ids: one collective
     // carries the error flag, the count and the ids' fingerprint of every rank.
@@ -225,7 +276,9 @@ void ParallelEmbedding::Impl::forward(const TensorView& ids, const TensorView& o
   const std::int64_t cols = shard.weight.shape[1];
   const std::int64_t out_bytes = num_ids * row_bytes(layout.out_dtype, layout.global_cols);
   const DType bytes = DType::i8;  // collectives below move raw bytes unless they sum
-  if (layout.sharding_dim == 0 && tp > 1 && layout.vocab_exchange == VocabExchange::owned_rows) {
+  if (plan) {
+    op::scattered_forward(scatter_context(place), *plan, ids, out, counter);
+  } else if (layout.sharding_dim == 0 && tp > 1 && layout.vocab_exchange == VocabExchange::owned_rows) {
     exchange_owned_rows(ids, out, place, counter, stream);
   } else if (layout.sharding_dim == 0 || tp == 1) {
     // The lookup writes straight into out. With peer rows it reads every row from its owner's table
@@ -428,14 +481,36 @@ void ParallelEmbedding::Impl::backward(const TensorView& ids, const TensorView& 
   op::Place place(shard.weight.device, stream);
   GradientParams p;
   std::exception_ptr local_error = run_caught([&] {
-    p = gradient_params(ids, grad_out, grad_weight, options);
+    if (scattered()) {
+      // grad_out is this rank's chunk of the whole gradient; checked here against the chunk.
+      const std::vector<std::int64_t> chunk = op::forward_out_shape(layout, ids);
+      TPEMBED_EXPECTS(grad_out.shape == chunk, ShapeError, "backward: grad_out has shape ",
+                      detail::bracketed(grad_out.shape), " but with the scattered layout it is this rank's chunk of ",
+                      "the whole gradient, ", detail::bracketed(chunk));
+      p = gradient_params(TensorView(ids.data, ids.dtype, {chunk.begin(), chunk.end() - 1}, ids.device), grad_out,
+                          grad_weight, options);
+      p.num_ids = scattered_token_bound(ids);
+      op::reserve_scattered(scatter_context(place), p.num_ids, true, grad_out.dtype);
+    } else {
+      p = gradient_params(ids, grad_out, grad_weight, options);
+    }
     if (!place.is_host()) {
       p.workspace_bytes = gradient_workspace_bytes_cuda(p.num_ids, p.rows, p.padding_rows, p.cols);
       p.workspace = workspace.scratch(place, Scratch::gradient, p.workspace_bytes);
       p.counts = static_cast<unsigned long long*>(workspace.scratch(place, Scratch::gradient_counts, 4 * 8));
     }
   });
-  if (layout.tp_size > 1 && config.collective_checks) {
+  if (scattered()) {
+    // Every member's chunk of grad_out (and of the ids, when scattered) gathered in natural order,
+    // then the local backward of the whole: the unsharded gradient's order, so its bits.
+    const op::ScatterPlan plan = scatter_plan(local_error, ids, place, true);
+    const op::GatheredGradient whole = op::gather_gradient(scatter_context(place), plan, ids, grad_out);
+    GradientParams all = gradient_params(whole.ids, whole.grad_out, grad_weight, options);
+    all.workspace = p.workspace;
+    all.workspace_bytes = p.workspace_bytes;
+    all.counts = p.counts;
+    p = all;
+  } else if (layout.tp_size > 1 && config.collective_checks) {
     // The same check as a forward's: every rank's argument error, and the same ids everywhere.
     check_forward_across_group(local_error, ids, place);
   } else if (local_error) {
@@ -465,6 +540,8 @@ OutOfRangeError ParallelEmbedding::Impl::first_bad_id_error(const TensorView& id
     host_view = TensorView(host_ids.data(), ids.dtype, ids.shape);
   }
   const std::int64_t position = find_first_bad_id(host_view.data, host_view.dtype, host_view.numel(), layout.valid_ids());
+  // Scattered: the count was that of this rank's chunk; the message counts the ids it names.
+  if (scattered()) bad = op::count_bad_ids(host_view, layout.valid_ids());
   return op::out_of_range_error(host_view, position, static_cast<std::int64_t>(bad), layout.valid_ids());
 }
 
@@ -486,8 +563,7 @@ Tensor ParallelEmbedding::forward(const TensorView& ids) {
     TPEMBED_EXPECTS(!impl_->on_gpu(), InvalidArgumentError, "the table is on ",
                     device_name(impl_->shard.weight.device),
                     ": forward(ids) returns a host tensor; pass an output tensor on that device");
-    std::vector<std::int64_t> shape = ids.shape;
-    shape.push_back(impl_->layout.global_cols);
+    std::vector<std::int64_t> shape = op::forward_out_shape(impl_->layout, ids);
     // Bad extents are reported (on every rank) by forward's checks, not by the allocation.
     const bool negative = std::any_of(shape.begin(), shape.end(), [](std::int64_t e) { return e < 0; });
     out = Tensor(impl_->layout.out_dtype, negative ? std::vector<std::int64_t>{0} : shape);
@@ -506,7 +582,10 @@ void ParallelEmbedding::forward(const TensorView& ids, const TensorView& out, vo
 
 void ParallelEmbedding::fail_forward(std::exception_ptr error) {
   if (!error) error = std::make_exception_ptr(InvalidArgumentError("fail_forward: no error given"));
-  if (impl_->layout.tp_size > 1 && impl_->config.collective_checks) {
+  if (impl_->gathers_chunk_shapes(false)) {
+    const Impl::ForwardEntry entry(*impl_, "fail_forward");
+    op::agree_on_chunks(*impl_->group, TensorView(), error, impl_->layout.scatter_dim, impl_->tp_rank_of_member);
+  } else if (impl_->layout.tp_size > 1 && impl_->config.collective_checks) {
     const Impl::ForwardEntry entry(*impl_, "fail_forward");
     op::Place place(impl_->shard.weight.device, nullptr);
     impl_->check_forward_across_group(error, TensorView(), place);  // throws: `error` reaches every rank

@@ -71,6 +71,9 @@ class Workspace {
     forward_facts,
     gradient,         // the backward's workspace (gradient_workspace_bytes)
     gradient_counts,  // the backward's GradientCounts (four words)
+    scatter_ids,      // scattered layouts: the group's ids in member order
+    scatter_rows,     // scattered layouts: rows looked up (or gathered) before an exchange
+    scatter_receive,  // scattered layouts: rows received (or put in natural order)
     count
   };
   /// At least `bytes` of scratch of kind `kind` on `place`.
