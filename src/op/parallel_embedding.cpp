@@ -500,11 +500,12 @@ void ParallelEmbedding::Impl::backward(const TensorView& ids, const TensorView& 
       p.counts = static_cast<unsigned long long*>(workspace.scratch(place, Scratch::gradient_counts, 4 * 8));
     }
   });
+  op::GatheredGradient whole;  // what p reads, when scattered: lives until the backward is queued
   if (scattered()) {
     // Every member's chunk of grad_out (and of the ids, when scattered) gathered in natural order,
     // then the local backward of the whole: the unsharded gradient's order, so its bits.
     const op::ScatterPlan plan = scatter_plan(local_error, ids, place, true);
-    const op::GatheredGradient whole = op::gather_gradient(scatter_context(place), plan, ids, grad_out);
+    whole = op::gather_gradient(scatter_context(place), plan, ids, grad_out);
     GradientParams all = gradient_params(whole.ids, whole.grad_out, grad_weight, options);
     all.workspace = p.workspace;
     all.workspace_bytes = p.workspace_bytes;

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <numeric>
 #include <sstream>
+#include <utility>
 
 #include "op/checks.hpp"
 #include "op/peer_tables.hpp"
@@ -552,9 +553,13 @@ GatheredGradient gather_gradient(const ScatterContext& c, const ScatterPlan& pla
   if (layout.input_layout == TokenLayout::replicated) {
     result.ids = ids;
   } else {
-    const MemberIds member = member_ids(c, plan, ids, !plan.natural);
+    MemberIds member = member_ids(c, plan, ids, !plan.natural);
     if (plan.natural) {
-      result.ids = TensorView(member.data, member.dtype, plan.shape, c.place.device());
+      // Host ids live in member.host: kept alive with the result (a moved vector keeps its data).
+      const bool in_host_storage = !member.host.empty() && member.data == member.host.data();
+      result.host_ids = std::move(member.host);
+      result.ids = TensorView(in_host_storage ? result.host_ids.data() : member.data, member.dtype, plan.shape,
+                              c.place.device());
     } else {
       const std::size_t id_bytes = element_size(member.dtype);
       result.host_ids.resize(size_of(plan.total) * id_bytes);
@@ -600,7 +605,7 @@ GatheredGradient gather_gradient(const ScatterContext& c, const ScatterPlan& pla
     result.grad_out = TensorView(natural, dtype, shape, c.place.device());
     if (!c.place.is_host()) c.place.synchronize();  // `member_index` is read by a queued copy
   }
-  if (!c.place.is_host() && !result.host_ids.empty()) c.place.synchronize();
+  if (!c.place.is_host()) c.place.synchronize();  // host vectors above are read by queued copies
   return result;
 }
 
