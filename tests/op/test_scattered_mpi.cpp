@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "device_tables.hpp"
+#include "expect_error.hpp"
 #include "on_gpu.hpp"
 #include "reference.hpp"
 
@@ -177,15 +178,15 @@ void run_case(const ScatterCase& c, const std::vector<int>& group, std::uint64_t
   }
 
   EmbeddingConfig config;
+  config.output_layout = TokenLayout::scattered;
+  config.input_layout = c.input;
+  config.scatter_dim = c.scatter_dim;
+  config.vocab_exchange = c.exchange;
   config.tp_size = tp;
   config.tp_group = group;
   config.tp_rank = tp_rank;
   config.sharding_dim = c.sharding_dim;
   config.placement = c.placement;
-  config.vocab_exchange = c.exchange;
-  config.output_layout = TokenLayout::scattered;
-  config.input_layout = c.input;
-  config.scatter_dim = c.scatter_dim;
   if (c.sharding_dim == 0 && c.placement == ShardPlacement::equal) config.vocab_size = vocab;
   if (quantized) config.out_dtype = out_dtype;
   ParallelEmbedding layer(world(), kOnGpu ? upload_shard(shard.view()) : shard.view(), config);
@@ -307,18 +308,11 @@ TEST(ScatteredPeerRows, RunsInTheGpuBuild) {
 
 // ---- refusals, on every rank ------------------------------------------------------------------
 
+// The error on this rank (expect_error), then every rank still in step.
 template <typename E>
 void expect_error_everywhere(const std::function<void()>& call, const std::string& needle) {
-  try {
-    call();
-    ADD_FAILURE() << "world rank " << world().rank() << ": no error; expected '" << needle << "'";
-  } catch (const E& error) {
-    EXPECT_NE(std::string(error.what()).find(needle), std::string::npos)
-        << "world rank " << world().rank() << ": message '" << error.what() << "' lacks '" << needle << "'";
-  } catch (const std::exception& error) {
-    ADD_FAILURE() << "world rank " << world().rank() << ": wrong exception type: " << error.what();
-  }
-  world().barrier();  // every rank is still in step
+  expect_error<E>(call, needle);
+  world().barrier();
 }
 
 // Vocab shards of 4 rows of 3 columns a rank (f32), scattered output over the whole world.
@@ -402,27 +396,17 @@ TEST(ScatteredErrors, ChunksThatDoNotFitTheRule) {
         "rank " + std::to_string(tp - 1) + " of the tp group passes a chunk of shape [1, 1] but rank 0 one of shape "
         "[1, 2]: scattered chunks differ only along scatter_dim 0");
     // Another id dtype.
+    // Rank 1 passes `odd` where the others pass two i64 ids.
+    auto rank_one_passes = [&](const TensorView& odd) {
+      layer.forward(me == 1 ? odd : TensorView(ids, DType::i64, {2}));
+    };
     const std::int32_t small[2] = {0, 1};
-    expect_error_everywhere<InvalidArgumentError>(
-        [&] {
-          if (me == 1) {
-            layer.forward(TensorView(small, DType::i32, {2}));
-          } else {
-            layer.forward(TensorView(ids, DType::i64, {2}));
-          }
-        },
-        "rank 1 of the tp group passes i32 ids but rank 0 passes i64");
+    expect_error_everywhere<InvalidArgumentError>([&] { rank_one_passes(TensorView(small, DType::i32, {2})); },
+                                                  "rank 1 of the tp group passes i32 ids but rank 0 passes i64");
     // A rank that fails its own checks (here: a float id tensor) reaches the others' chunk check.
     const float floats[2] = {0, 1};
-    expect_error_everywhere<InvalidArgumentError>(
-        [&] {
-          if (me == 1) {
-            layer.forward(TensorView(floats, DType::f32, {2}));
-          } else {
-            layer.forward(TensorView(ids, DType::i64, {2}));
-          }
-        },
-        "rank 1: ids must be i32 or i64, not f32");
+    expect_error_everywhere<InvalidArgumentError>([&] { rank_one_passes(TensorView(floats, DType::f32, {2})); },
+                                                  "rank 1: ids must be i32 or i64, not f32");
     // And the layer still works: the whole ids 0..2tp-1, each rank its own two.
     const std::int64_t own[2] = {2 * me, 2 * me + 1};
     const Tensor out = layer.forward(TensorView(own, DType::i64, {2}));
