@@ -80,9 +80,11 @@ class Communicator {
   /// moving any data; the MPI engine's receiving rank of a block of another length throws
   /// CommunicatorError naming the sender and both lengths once the exchange is over (nothing is
   /// written past a block; the senders return normally and the communicator stays usable); the
-  /// NCCL engine's transfers do not pair up and the call fails when its timeout aborts the
-  /// communicator. Every rank calls it, even one with nothing to send or receive. Not for CUDA
-  /// graph capture on the NCCL engine (its counts are planned on the host).
+  /// NCCL engine does not check them (NCCL leaves transfers of unequal sizes undefined; one that
+  /// hangs ends when the timeout aborts the communicator). Every rank calls it, even one with
+  /// nothing to send or receive. Host engines ignore `stream`; the NCCL engine queues the work on
+  /// it (host buffers are staged) and refuses CUDA graph capture (the counts are planned on the
+  /// host).
   void all_to_all_v(const void* send, const std::vector<std::int64_t>& send_bytes, void* recv,
                     const std::vector<std::int64_t>& recv_bytes, void* stream = nullptr);
 
@@ -131,7 +133,8 @@ bool mpi_available();
 
 /// Options of the MPI engine.
 struct MpiOptions {
-  /// Longest wait, in seconds, for a collective of up to 256 KiB or an all-gather of up to 4 KiB a
+  /// Longest wait, in seconds, for a collective of up to 256 KiB (for all_to_all_v: the bytes this
+  /// rank sends and receives) or an all-gather of up to 4 KiB a
   /// rank (every agreement, set-up and split, and the exchanges of small forwards) and for the duplicate made at creation: past it
   /// this rank throws CommunicatorError naming the call, and the communicator refuses every later
   /// collective (a peer that failed, skipped a call or passed another communicator cannot hang us).

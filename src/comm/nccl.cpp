@@ -144,9 +144,10 @@ class NcclCommunicator final : public Communicator {
   // Equal blocks: one ncclReduceScatter (in place when recv is send + rank * count, as here). Uneven
   // ones (ncclReduceScatter takes one count): a group of ncclReduce calls, one a nonempty block,
   // each rooted at the block's rank. Chosen over a padded ncclReduceScatter, which would need a
-  // device workspace of the largest block times the ranks plus copies in and out of it; the group
-  // moves the same bytes a rank (each block once through the reduction), allocates nothing and can
-  // be captured in a CUDA graph. Every rank has the same counts, so every rank posts the same calls.
+  // device workspace of the largest block times the ranks plus copies in and out of it; in the group
+  // each block goes once through a reduction to its rank (about the traffic of one reduce-scatter,
+  // in one grouped launch), nothing is allocated and it can be captured in a CUDA graph. Every rank
+  // has the same counts, so every rank posts the same calls.
   void do_reduce_scatter_sum(const void* send, void* recv, const std::vector<std::int64_t>& counts,
                              const std::vector<std::int64_t>& displacements, DType dtype, void* stream) override {
     const ncclDataType_t type = nccl_type(dtype);

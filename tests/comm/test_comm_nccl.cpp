@@ -56,6 +56,45 @@ TEST(NcclCommunicator, DeviceBuffersOnAStreamAndInAGraph) {
   cudaStreamDestroy(stream);
 }
 
+// reduce_scatter_sum and all_to_all_v on device buffers: out of place, in place, the reduce-scatter
+// inside a captured graph, and the all-to-all refusing capture (its counts are planned on the host).
+TEST(NcclCommunicator, ScatteredLayoutCollectivesOnDeviceBuffers) {
+  auto comm = one_rank_nccl();
+  const std::vector<float> values = {1.5f, -2.0f, 3.25f};
+  DeviceBuffer send(12, 0), recv(12, 0);
+  send.copy_from_host(values.data(), 12);
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  std::vector<float> got(3);
+  comm->reduce_scatter_sum(send.data(), recv.data(), {3}, DType::f32, stream);
+  recv.copy_to_host(got.data(), 12);
+  EXPECT_EQ(got, values);
+  comm->reduce_scatter_sum(send.data(), send.data(), {3}, DType::f32, stream);
+  send.copy_to_host(got.data(), 12);
+  EXPECT_EQ(got, values) << "in place";
+  cuda_fill(recv.data(), 0, 12);
+  comm->all_to_all_v(send.data(), {12}, recv.data(), {12}, stream);
+  recv.copy_to_host(got.data(), 12);
+  EXPECT_EQ(got, values) << "all_to_all_v";
+
+  cuda_fill(recv.data(), 0, 12);
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  comm->reduce_scatter_sum(send.data(), recv.data(), {3}, DType::f32, stream);
+  expect_error<UnsupportedError>([&] { comm->all_to_all_v(send.data(), {12}, recv.data(), {12}, stream); },
+                                 "all_to_all_v cannot be captured in a CUDA graph");
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  recv.copy_to_host(got.data(), 12);
+  EXPECT_EQ(got, values) << "replayed";
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
 TEST(NcclCommunicator, ASecondRankThatNeverJoinsFailsWithinTheTimeout) {
   NcclOptions options;
   options.timeout_seconds = 3.0;
