@@ -40,8 +40,8 @@ struct ShardLayout {
 /// communicator calls it (with its own shard) — ranks of tp_size 1 too, when the communicator has
 /// more than one rank — and in one collective over the whole communicator every rank says which
 /// group it joins, what it holds and how it is set up (strict, collective_checks, out dtype,
-/// exchange, placement, sharding dim, table and scale dtypes, shard shape, table_fingerprint), with
-/// its own local error if it has one. Every rank checks every group from the same records, so any
+/// exchange, placement, sharding dim, token layouts and scatter_dim, table and scale dtypes, shard
+/// shape, table_fingerprint), with its own local error if it has one. Every rank checks every group from the same records, so any
 /// mismatch — groups that do not partition the communicator, a tp_size or tp_group that differs, a
 /// shard that does not fit the others, settings or dtypes that differ, a quantized table without
 /// scales, tp ranks that collide, fingerprints of different tables — throws the same error on every
@@ -59,7 +59,8 @@ class ParallelEmbedding {
   ParallelEmbedding(ParallelEmbedding&&) noexcept;
   ParallelEmbedding& operator=(ParallelEmbedding&&) noexcept;
 
-  /// Looks up `ids` (any shape, i32/i64) on every rank of the group; returns ids.shape + [H].
+  /// Looks up `ids` (any shape, i32/i64) on every rank of the group; returns ids.shape + [H]
+  /// (output_layout scattered: this rank's chunk's shape + [H], see below).
   /// Host tables only (for a table on a GPU, pass `out`). With tp_size > 1 and collective_checks on,
   /// one small collective first checks that every rank of the group passed valid arguments and the
   /// same ids (their count, and a 64-bit fingerprint of their values in order: cuda/fingerprint.hpp;
@@ -75,6 +76,20 @@ class ParallelEmbedding {
   /// once a first call of the same size has grown the workspace. With a host-only communicator
   /// (MPI) and all_reduce, owned_rows or hidden sharding, device data is staged through host memory
   /// and the call returns when the output is complete.
+  ///
+  /// With output_layout scattered (tp_size > 1), `out` is this rank's chunk (TokenLayout's rule):
+  /// the chunk's shape + [H], the rows of the chunk's tokens in its row-major order; forward(ids)
+  /// returns that shape. The collective check then compares, for replicated ids, their count and
+  /// fingerprint as above, and for scattered ids every rank's chunk shape and id dtype against the
+  /// rule (ShapeError on every rank when they do not fit; the ids themselves differ by design and
+  /// are not compared). The exchanges work on the group's ids in member order: the concatenation
+  /// over group ranks m of the tokens of chunk tp_rank(m); when that is not the ids' own order
+  /// (scatter_dim > 0 with several non-empty chunks, or tp ranks that are not the group ranks), a
+  /// forward of replicated ids with all_reduce, owned_rows or hidden shards permutes them on the host
+  /// (GPU ids are copied there and back: it synchronises and cannot be captured). peer_rows looks up
+  /// the rank's chunk only: one kernel, no collective, capturable (collective_checks off) when the
+  /// ids are scattered or the chunk is one run of the replicated ids (scatter_dim 0, or leading
+  /// extents of 1); otherwise the chunk's ids are gathered on the host first.
   void forward(const TensorView& ids, const TensorView& out, void* stream = nullptr);
 
   /// Joins a forward of the group without ids, failing with `error`: for a rank whose arguments
@@ -96,6 +111,16 @@ class ParallelEmbedding {
   /// work is queued on `stream` in the layer's workspace (grown by a first call of a size, after
   /// which a call allocates nothing and, with the checks off, waits for nothing: graph-capturable).
   /// Quantized tables have no gradient: UnsupportedError.
+  ///
+  /// With output_layout scattered (tp_size > 1), grad_out is this rank's chunk of the whole
+  /// gradient, [chunk shape..., H] (the whole width, for hidden shards too), and `ids` as the forward
+  /// took them (whole or this rank's chunk). Every rank's chunk is gathered (all_gather_v, and the
+  /// ids too when scattered), put back in the ids' own order where member order differs (a bit-exact
+  /// copy), and the local backward runs on the whole: the documented order over every position, so
+  /// the shards' gradients are the unsharded gradient bit for bit. This moves the whole grad_out to
+  /// every rank; an owner-only exchange (each owner receiving just its tokens' rows, compacted in
+  /// order) would move less and keep the bits, and is left for later. Not capturable (the counts are
+  /// planned on the host; scattered ids are gathered through a collective of their shapes).
   void backward(const TensorView& ids, const TensorView& grad_out, const TensorView& grad_weight,
                 void* stream = nullptr, const BackwardOptions& options = {});
   /// What the last backward counted (a GPU layer waits for the last backward's stream).
@@ -105,8 +130,10 @@ class ParallelEmbedding {
   const ShardLayout& layout() const;
   /// The group communicator (size tp_size).
   Communicator& group();
-  /// Ids found out of range by the last forward (every rank counts the same ids). For a GPU table
-  /// this waits for the last forward's stream and reads the device counter.
+  /// Ids found out of range by the last forward (every rank counts the same ids; with
+  /// output_layout scattered, each rank counts its own chunk's, and the group's counts add up to
+  /// the whole ids'). For a GPU table this waits for the last forward's stream and reads the device
+  /// counter.
   std::uint64_t last_bad_id_count() const;
   /// The device counter of out-of-range ids (an unsigned long long in device memory): once a
   /// forward's work is complete it holds that forward's count (stored by its lookup kernel, so no

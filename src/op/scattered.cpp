@@ -225,9 +225,11 @@ void lookup_own_chunk(const ScatterContext& c, const ScatterPlan& plan, const Te
     const std::size_t id_bytes = element_size(ids.dtype);
     const std::int64_t tokens = plan.my_tokens();
     if (plan.chunks_contiguous()) {
-      const std::int64_t first = plan.total == 0 ? 0 : plan.chunk_positions(plan.me).front();
-      chunk = TensorView(static_cast<const std::uint8_t*>(ids.data) + size_of(tokens > 0 ? first : 0) * id_bytes,
-                         ids.dtype, {tokens}, ids.device);
+      // One run of the ids: nothing but a view (the forward stays one kernel, capturable).
+      const std::int64_t n = plan.shape[static_cast<std::size_t>(plan.dim)];
+      const std::int64_t first = tokens > 0 ? chunk_start(n, plan.tp, layout.tp_rank) * plan.inner : 0;
+      chunk = TensorView(static_cast<const std::uint8_t*>(ids.data) + size_of(first) * id_bytes, ids.dtype, {tokens},
+                         ids.device);
     } else {
       // Not contiguous: the chunk's ids gathered on the host (this synchronises).
       std::vector<std::uint8_t> host(size_of(ids.nbytes()));
