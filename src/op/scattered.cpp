@@ -505,6 +505,11 @@ void reserve_scattered(const ScatterContext& c, std::int64_t tokens, bool backwa
   const bool staged = !direct(c);
   const std::int64_t row = row_bytes(layout.out_dtype, layout.global_cols);
   const std::int64_t ids = tokens * 8;
+  if (!backward && layout.sharding_dim == 0 && layout.vocab_exchange == VocabExchange::peer_rows) {
+    // Nothing but the chunk's ids, when they are not one run of the whole (no staging: no collective).
+    if (!c.place.is_host()) c.workspace.scratch(c.place, Scratch::scatter_ids, size_of(ids));
+    return;
+  }
   if (!c.place.is_host()) {
     c.workspace.scratch(c.place, Scratch::scatter_ids, size_of(ids));
     c.workspace.scratch(c.place, Scratch::exchange_ids, size_of(ids));
@@ -516,7 +521,7 @@ void reserve_scattered(const ScatterContext& c, std::int64_t tokens, bool backwa
     c.workspace.scratch(c.place, Scratch::scatter_rows, size_of(grad));
     c.workspace.scratch(c.place, Scratch::scatter_receive, size_of(grad));
     if (staged) stage = std::max(stage, 2 * grad);
-  } else if (!(layout.sharding_dim == 0 && layout.vocab_exchange == VocabExchange::peer_rows)) {
+  } else {
     c.workspace.scratch(c.place, Scratch::scatter_rows, size_of(tokens * row));
     c.workspace.scratch(c.place, Scratch::scatter_receive, size_of(tokens * row));
     if (staged) stage = std::max(stage, 2 * tokens * row);

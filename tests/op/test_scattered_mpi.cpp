@@ -20,6 +20,9 @@
 #include "expect_error.hpp"
 #include "on_gpu.hpp"
 #include "reference.hpp"
+#if TPEMBED_TEST_ON_GPU
+#include "captured_graph.hpp"
+#endif
 
 namespace tpembed::testing {
 namespace {
@@ -302,7 +305,65 @@ std::vector<ScatterCase> scatter_cases() {
 
 INSTANTIATE_TEST_SUITE_P(Matrix, Scattered, ::testing::ValuesIn(scatter_cases()), case_name);
 
-#if !TPEMBED_TEST_ON_GPU
+#if TPEMBED_TEST_ON_GPU
+// The scattered peer_rows forward captured once in a CUDA graph (collective checks off: the lookup
+// kernel of this rank's chunk and nothing else), replayed with new ids written into the captured
+// buffer; whole ids (the chunk a view of them) and scattered ones (the chunk itself).
+TEST(ScatteredPeerRows, CapturedForwardOfTheOwnChunk) {
+  if (!gpus_reach_each_other(std::min(world().size(), std::max(cuda_device_count(), 1)))) {
+    GTEST_SKIP() << "SKIPPED: these GPUs have no peer access to each other";
+  }
+  const int tp = world().size(), me = world().rank();
+  const std::int64_t vocab = 1000, hidden = 256, count = 301;  // 301 tokens: uneven chunks
+  const Problem problem = random_problem(DType::i8, vocab, hidden, DType::f32, 0, 31);
+  const auto starts = shard_starts(vocab, tp, ShardPlacement::packed);
+  Shard shard;
+  shard.weight = problem.table.slice_rows(starts[me], starts[me + 1] - starts[me]);
+  shard.scale = problem.scale->slice_rows(starts[me], starts[me + 1] - starts[me]);
+  for (TokenLayout input : {TokenLayout::replicated, TokenLayout::scattered}) {
+    EmbeddingConfig config;
+    config.tp_size = tp;
+    config.out_dtype = DType::bf16;
+    config.vocab_exchange = VocabExchange::peer_rows;
+    config.collective_checks = false;
+    config.output_layout = TokenLayout::scattered;
+    config.input_layout = input;
+    ParallelEmbedding layer(world(), upload_shard(shard.view()), config);
+    std::vector<std::int64_t> chunk_shape;
+    const std::vector<std::int64_t> mine = chunk_tokens({count}, 0, tp, me, &chunk_shape);
+    const bool whole = input == TokenLayout::replicated;
+    const std::int64_t passed = whole ? count : chunk_shape[0];
+    DeviceBuffer ids(static_cast<std::size_t>(passed) * 8, test_device());
+    DeviceBuffer out(static_cast<std::size_t>(chunk_shape[0] * hidden * 2), test_device());
+    CUDA_OK(cudaSetDevice(test_device()));
+    cuda_fill(ids.data(), 0, ids.size());
+    CapturedGraph graph(
+        [&](cudaStream_t stream) {
+          layer.forward(ids.view(DType::i64, {passed}), out.view(DType::bf16, {chunk_shape[0], hidden}), stream);
+        },
+        /*warm_up=*/true);
+    for (std::uint64_t round = 0; round < 3; ++round) {
+      std::vector<std::int64_t> batch = interesting_ids(vocab, 0, {}, count, 700 + round);
+      batch.resize(static_cast<std::size_t>(count), 7);
+      std::vector<std::int64_t> chunk;
+      for (std::int64_t p : mine) chunk.push_back(batch[static_cast<std::size_t>(p)]);
+      const std::vector<std::int64_t>& written = whole ? batch : chunk;
+      ids.copy_from_host(written.data(), written.size() * 8);
+      cuda_fill(out.data(), 0xcd, out.size());
+      graph.replay();
+      const auto expected = take_rows(reference_lookup(problem, batch, DType::bf16), row_bytes(DType::bf16, hidden), mine);
+      const auto actual = download(out.data(), expected.size());
+      EXPECT_EQ(actual, expected) << token_layout_name(input) << " ids, round " << round << ": "
+                                  << first_difference(actual, expected, DType::bf16, hidden);
+      std::uint64_t bad = 0;
+      for (std::int64_t id : chunk) bad += id < 0 || id >= vocab ? 1 : 0;
+      unsigned long long counted = 0;
+      cuda_copy(&counted, layer.bad_id_counter(), sizeof counted);
+      EXPECT_EQ(counted, bad) << "round " << round;
+    }
+  }
+}
+#else
 TEST(ScatteredPeerRows, RunsInTheGpuBuild) {
   GTEST_SKIP() << "SKIPPED: peer_rows needs GPU tables; its scattered cases run in test_scattered_mpi_gpu";
 }
