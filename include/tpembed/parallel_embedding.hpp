@@ -126,6 +126,10 @@ class ParallelEmbedding {
   /// What the last backward counted (a GPU layer waits for the last backward's stream).
   GradientCounts last_gradient_counts() const;
 
+  /// The shape of forward(ids)'s output: ids.shape + [H], or with output_layout scattered this
+  /// rank's chunk's shape + [H] (the ids' own shape + [H] when they are the chunk already). Throws
+  /// InvalidArgumentError when the scattered layout's scatter_dim is not a dimension of the ids.
+  std::vector<std::int64_t> output_shape(const TensorView& ids) const;
   /// Where the shards sit.
   const ShardLayout& layout() const;
   /// The group communicator (size tp_size).

@@ -40,9 +40,8 @@ ForwardArguments forward_arguments(const ParallelEmbedding& layer,
   const ShardLayout& layout = layer.layout();
   nb::object target = nb::borrow(out);
   if (out.is_none()) {
-    nb::list shape;
-    for (std::int64_t extent : arguments.ids.shape) shape.append(extent);
-    shape.append(layout.global_cols);
+    nb::list shape;  // ids.shape + [H], or this rank's chunk of it (scattered output)
+    for (std::int64_t extent : layer.output_shape(arguments.ids)) shape.append(extent);
     nb::tuple allocated =
         nb::cast<nb::tuple>(allocate(nb::tuple(shape), dtype_name(layout.out_dtype)));
     arguments.result = allocated[0];

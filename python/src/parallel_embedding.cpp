@@ -38,6 +38,13 @@ ShardPlacement parse_placement(const std::string& name) {
       detail::concat("placement '", name, "' is neither 'equal' (the seed's shards) nor 'packed'"));
 }
 
+TokenLayout parse_token_layout(const std::string& name, const char* what) {
+  if (name == "replicated") return TokenLayout::replicated;
+  if (name == "scattered") return TokenLayout::scattered;
+  throw InvalidArgumentError(detail::concat(what, " '", name,
+                                            "' is neither 'replicated' nor 'scattered'"));
+}
+
 // `timeout`: MpiOptions::timeout_seconds of an MPI engine (how long a rank waits for its peers).
 std::unique_ptr<Communicator> make_communicator(const std::string& engine,
                                                 std::optional<double> timeout);
@@ -97,6 +104,9 @@ struct GroupOptions {
   bool strict = false;
   std::string vocab_exchange = "auto";
   bool collective_checks = true;
+  std::string output_layout = "replicated";
+  std::string input_layout = "replicated";
+  int scatter_dim = 0;
 
   EmbeddingConfig config(const Communicator& comm) const {
     EmbeddingConfig config;
@@ -111,6 +121,9 @@ struct GroupOptions {
     config.strict = strict;
     config.vocab_exchange = vocab_exchange_from_name(vocab_exchange);
     config.collective_checks = collective_checks;
+    config.output_layout = parse_token_layout(output_layout, "output_layout");
+    config.input_layout = parse_token_layout(input_layout, "input_layout");
+    config.scatter_dim = scatter_dim;
     return config;
   }
 
@@ -294,6 +307,9 @@ class Layer {
     d["table_dtype"] = dtype_name(layout.table_dtype);
     d["out_dtype"] = dtype_name(layout.out_dtype);
     d["vocab_exchange"] = vocab_exchange_name(layout.vocab_exchange);
+    d["output_layout"] = token_layout_name(layout.output_layout);
+    d["input_layout"] = token_layout_name(layout.input_layout);
+    d["scatter_dim"] = layout.scatter_dim;
     return d;
   }
 
@@ -320,9 +336,12 @@ GroupOptions group_options(std::optional<int> tp_size, const std::vector<int>& t
                            int sharding_dim, std::optional<int> tp_rank,
                            const std::string& placement, std::optional<std::int64_t> vocab_size,
                            const std::optional<std::string>& out_dtype, bool strict,
-                           const std::string& vocab_exchange, bool collective_checks) {
-  return GroupOptions{tp_size,    tp_group,  sharding_dim, tp_rank,        placement,
-                      vocab_size, out_dtype, strict,       vocab_exchange, collective_checks};
+                           const std::string& vocab_exchange, bool collective_checks,
+                           const std::string& output_layout, const std::string& input_layout,
+                           int scatter_dim) {
+  return GroupOptions{tp_size,   tp_group,          sharding_dim,  tp_rank,      placement,
+                      vocab_size, out_dtype,        strict,        vocab_exchange,
+                      collective_checks, output_layout, input_layout, scatter_dim};
 }
 
 }  // namespace
@@ -338,12 +357,14 @@ void bind_parallel_embedding(nb::module_& m) {
              std::optional<int> tp_size, const std::vector<int>& tp_group, int sharding_dim,
              std::optional<int> tp_rank, const std::string& placement,
              std::optional<std::int64_t> vocab_size, const std::optional<std::string>& out_dtype,
-             bool strict, const std::string& vocab_exchange, bool collective_checks) {
+             bool strict, const std::string& vocab_exchange, bool collective_checks,
+             const std::string& output_layout, const std::string& input_layout, int scatter_dim) {
             return Layer::from_arrays(
                 weight, per_token_scale, padding, padding_scale, weight_dtype, scale_dtype, hidden,
                 communicator, comm_timeout,
                 group_options(tp_size, tp_group, sharding_dim, tp_rank, placement, vocab_size,
-                              out_dtype, strict, vocab_exchange, collective_checks));
+                              out_dtype, strict, vocab_exchange, collective_checks, output_layout,
+                              input_layout, scatter_dim));
           },
           // Arrays come as plain objects: make_shard imports them, naming the argument.
           nb::arg("weight").none(), nb::arg("per_token_scale").none(), nb::arg("padding").none(),
@@ -352,7 +373,8 @@ void bind_parallel_embedding(nb::module_& m) {
           nb::arg("comm_timeout").none(), nb::arg("tp_size").none(), nb::arg("tp_group"),
           nb::arg("sharding_dim"), nb::arg("tp_rank").none(), nb::arg("placement"),
           nb::arg("vocab_size").none(), nb::arg("out_dtype").none(), nb::arg("strict"),
-          nb::arg("vocab_exchange"), nb::arg("collective_checks"))
+          nb::arg("vocab_exchange"), nb::arg("collective_checks"), nb::arg("output_layout"),
+          nb::arg("input_layout"), nb::arg("scatter_dim"))
       .def_static(
           "from_checkpoint",
           [](const std::string& path, const std::string& tensor,
@@ -361,18 +383,21 @@ void bind_parallel_embedding(nb::module_& m) {
              std::optional<int> tp_size, const std::vector<int>& tp_group, int sharding_dim,
              std::optional<int> tp_rank, const std::string& placement,
              std::optional<std::int64_t> vocab_size, const std::optional<std::string>& out_dtype,
-             bool strict, const std::string& vocab_exchange, bool collective_checks) {
+             bool strict, const std::string& vocab_exchange, bool collective_checks,
+             const std::string& output_layout, const std::string& input_layout, int scatter_dim) {
             return Layer::from_checkpoint(
                 path, tensor, scale_tensor, hidden, communicator, comm_timeout,
                 group_options(tp_size, tp_group, sharding_dim, tp_rank, placement, vocab_size,
-                              out_dtype, strict, vocab_exchange, collective_checks));
+                              out_dtype, strict, vocab_exchange, collective_checks, output_layout,
+                              input_layout, scatter_dim));
           },
           nb::arg("path"), nb::arg("tensor"), nb::arg("scale_tensor").none(),
           nb::arg("hidden").none(), nb::arg("communicator"), nb::arg("comm_timeout").none(),
           nb::arg("tp_size").none(), nb::arg("tp_group"), nb::arg("sharding_dim"),
           nb::arg("tp_rank").none(), nb::arg("placement"), nb::arg("vocab_size").none(),
           nb::arg("out_dtype").none(), nb::arg("strict"), nb::arg("vocab_exchange"),
-          nb::arg("collective_checks"))
+          nb::arg("collective_checks"), nb::arg("output_layout"), nb::arg("input_layout"),
+          nb::arg("scatter_dim"))
       .def_static("refuse_setup", &Layer::refuse_setup, nb::arg("communicator"),
                   nb::arg("comm_timeout").none(), nb::arg("argument_error"), nb::arg("message"),
                   "Joins the set-up of the other ranks with this rank's refusal; always raises.")

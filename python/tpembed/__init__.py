@@ -160,6 +160,9 @@ class Layout:
     table_dtype: str
     out_dtype: str
     vocab_exchange: str        #: how vocab shards combine: all_reduce, owned_rows or peer_rows
+    output_layout: str = "replicated"  #: every token on every rank, or the rank's chunk only
+    input_layout: str = "replicated"   #: the ids every rank passes: all of them, or its chunk
+    scatter_dim: int = 0               #: the dimension of the ids that scattered layouts split
 
 
 def nccl_unique_id() -> bytes:
@@ -175,10 +178,12 @@ def nccl_available() -> bool:
 
 _PLACEMENTS = ("equal", "packed")
 _EXCHANGES = ("auto", "all_reduce", "owned_rows", "peer_rows")
+_LAYOUTS = ("replicated", "scattered")
 
 
 def _group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement, vocab_size, out_dtype,
-                     strict, vocab_exchange, collective_checks) -> tuple:
+                     strict, vocab_exchange, collective_checks, output_layout, input_layout,
+                     scatter_dim) -> tuple:
     """The group settings as the core takes them; their values (and whether every rank of the
     group passes the same) are checked by the core's set-up."""
     return (_check.optional_integer(tp_size, "tp_size", bits=32),
@@ -189,7 +194,10 @@ def _group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement, vocab_
             _check.optional_integer(vocab_size, "vocab_size"), _dtype_name(out_dtype, "out_dtype"),
             _check.boolean(strict, "strict"),
             _check.string(vocab_exchange, "vocab_exchange", _EXCHANGES),
-            _check.boolean(collective_checks, "collective_checks"))
+            _check.boolean(collective_checks, "collective_checks"),
+            _check.string(output_layout, "output_layout", _LAYOUTS),
+            _check.string(input_layout, "input_layout", _LAYOUTS),
+            _check.integer(scatter_dim, "scatter_dim", 0, bits=32))
 
 
 def _refuse_setup(engine: str, comm_timeout: Optional[float], error: Exception) -> None:
@@ -254,6 +262,16 @@ class ParallelEmbedding:
         communicator (MPI.COMM_SELF, another group), failed before set-up, skipped a forward or
         died then makes the others raise. Default: the environment variable
         TPEMBED_COMM_TIMEOUT_SECONDS, else 300. An NcclCommunicator takes its own timeout.
+    output_layout: "replicated" (every rank gets every token's row) or "scattered" (sequence
+        parallelism: the ids are split along `scatter_dim` into tp chunks by torch.tensor_split's
+        rule — the first n % tp chunks get one more — and the rank whose tp_rank is t gets chunk
+        t's rows only: the chunk's shape + (H,)). all_reduce becomes a reduce-scatter, owned_rows
+        sends each row only to the rank whose chunk holds its token, peer_rows looks up only the
+        rank's own chunk, hidden shards exchange only each chunk's columns.
+    input_layout: "replicated" (every rank passes the group's whole ids) or "scattered" (each rank
+        passes only its chunk; needs output_layout="scattered").
+    scatter_dim: the dimension of the ids that scattered layouts split (default 0).
+    backward() of a scattered layer takes the rank's chunk of grad_out (``chunk shape + (H,)``).
 
     Any argument refused on one rank (a wrong type, dtype, device or value) raises the same error
     on every rank of the communicator, naming that rank; only a `comm` that is no communicator is
@@ -269,7 +287,9 @@ class ParallelEmbedding:
                  vocab_size: Optional[int] = None, out_dtype: Any = None, strict: bool = False,
                  weight_dtype: Any = None, scale_dtype: Any = None,
                  hidden: Optional[int] = None, vocab_exchange: str = "auto",
-                 collective_checks: bool = True, comm_timeout: Optional[float] = None) -> None:
+                 collective_checks: bool = True, comm_timeout: Optional[float] = None,
+                 output_layout: str = "replicated", input_layout: str = "replicated",
+                 scatter_dim: int = 0) -> None:
         engine = _communicator(comm)
         timeout = None
         try:
@@ -279,7 +299,8 @@ class ParallelEmbedding:
             arguments = (*shard, _check.optional_integer(hidden, "hidden"), engine, timeout,
                          *_group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement,
                                            vocab_size, out_dtype, strict, vocab_exchange,
-                                           collective_checks))
+                                           collective_checks, output_layout, input_layout,
+                                           scatter_dim))
         except Exception as error:
             _refuse_setup(engine, timeout, error)
         self._table = weight  # decides the framework of allocated outputs and the default stream
@@ -294,7 +315,9 @@ class ParallelEmbedding:
                         placement: str = "packed", vocab_size: Optional[int] = None,
                         out_dtype: Any = None, strict: bool = False, vocab_exchange: str = "auto",
                         collective_checks: bool = True,
-                        comm_timeout: Optional[float] = None) -> "ParallelEmbedding":
+                        comm_timeout: Optional[float] = None, output_layout: str = "replicated",
+                        input_layout: str = "replicated",
+                        scatter_dim: int = 0) -> "ParallelEmbedding":
         """Builds the layer from a safetensors checkpoint: each rank reads only its shard.
 
         path: a .safetensors file, a model.safetensors.index.json, or a directory holding either.
@@ -321,7 +344,8 @@ class ParallelEmbedding:
                          _check.optional_integer(hidden, "hidden"), engine, timeout,
                          *_group_arguments(tp_size, tp_group, sharding_dim, tp_rank, placement,
                                            vocab_size, out_dtype, strict, vocab_exchange,
-                                           collective_checks))
+                                           collective_checks, output_layout, input_layout,
+                                           scatter_dim))
         except Exception as error:
             _refuse_setup(engine, timeout, error)
         layer = cls.__new__(cls)

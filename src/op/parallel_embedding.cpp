@@ -613,6 +613,9 @@ GradientCounts ParallelEmbedding::last_gradient_counts() const {
   return {words[0], words[1], words[2], words[3]};
 }
 
+std::vector<std::int64_t> ParallelEmbedding::output_shape(const TensorView& ids) const {
+  return op::forward_out_shape(impl_->layout, ids);
+}
 const ShardLayout& ParallelEmbedding::layout() const { return impl_->layout; }
 Communicator& ParallelEmbedding::group() { return *impl_->group; }
 std::uint64_t ParallelEmbedding::last_bad_id_count() const { return impl_->bad_id_count(impl_->last_stream); }

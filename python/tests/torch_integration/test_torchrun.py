@@ -65,7 +65,8 @@ def assert_raised(results, step, error, *fragments):
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """One 2-rank job for the scenarios that end normally (torch takes seconds to start)."""
-    return launch(tmp_path_factory.mktemp("two"), "matrix,quantized,compiled,llama,refusals")
+    return launch(tmp_path_factory.mktemp("two"),
+                  "matrix,scattered,quantized,compiled,llama,refusals")
 
 
 def test_every_layout_exchange_and_dtype_matches_the_unsharded_table(two_ranks):
@@ -76,9 +77,16 @@ def test_every_layout_exchange_and_dtype_matches_the_unsharded_table(two_ranks):
 
 
 def test_three_uneven_shards(tmp_path):
-    results = launch(tmp_path, "matrix", ranks=3)
-    assert len(results[0]) >= 12
+    results = launch(tmp_path, "matrix,scattered", ranks=3)
+    assert len(results[0]) >= 40
     assert_ok(results)
+
+
+def test_scattered_layouts_give_each_rank_its_chunk_and_the_unsharded_gradient(two_ranks):
+    steps = [step for step in two_ranks[0] if step.startswith("scattered")]
+    assert len(steps) == 25  # 3 exchanges x 4 id shapes x 2 input layouts, and compiled
+    for step in steps:
+        assert_ok(two_ranks, step)
 
 
 def test_int8_tables_dequantize_exactly_and_add_no_gradient(two_ranks):
@@ -98,7 +106,7 @@ def test_llama_drop_in_on_two_ranks(two_ranks):
 
 def test_one_ranks_refusal_raises_on_every_rank(two_ranks):
     assert_raised(two_ranks, "bad output_layout on rank 1", "ValueError", "rank 1",
-                  "output_layout must be one of")
+                  "output_layout 'bogus' is neither 'replicated' nor 'scattered'")
     assert_raised(two_ranks, "rank 0's shard is wider", "ValueError", "rank 0")
     assert_raised(two_ranks, "other sharding_dim on rank 1", "ValueError",
                   "rank 1 shards dim 1 but rank 0 shards dim 0")

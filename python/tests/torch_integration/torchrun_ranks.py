@@ -114,6 +114,55 @@ def matrix():
                                lambda: check_layer(dim, dtype, placement, exchange, id_dtype))
 
 
+def chunk_of(tensor, dim):
+    """This rank's chunk of `tensor` along `dim` (torch.tensor_split's rule)."""
+    return torch.tensor_split(tensor, SIZE, dim=dim)[RANK]
+
+
+def check_scattered(dim, exchange, scatter_dim, input_layout, shape):
+    """A scattered output (and input): this rank's chunk of the unsharded lookup, bit for bit; the
+    backward of its chunk of grad_out: the shard of the unsharded gradient, bit for bit."""
+    full = table()
+    shard, offset, size = shard_of(full, dim)
+    layer = tpt.ParallelEmbedding(shard.to(DEVICE), sharding_dim=dim, vocab_exchange=exchange,
+                                  output_layout="scattered", input_layout=input_layout,
+                                  scatter_dim=scatter_dim)
+    ids = ids_for(shape, 7 + len(shape))
+    given = chunk_of(ids, scatter_dim) if input_layout == "scattered" else ids
+    out = layer(given.to(DEVICE))
+    expected = chunk_of(F.embedding(ids, full), scatter_dim)
+    if not torch.equal(out.cpu(), expected):
+        return f"forward: shape {tuple(out.shape)} vs {tuple(expected.shape)}"
+    grad_out = torch.randn(*shape, H, generator=torch.Generator().manual_seed(3))
+    out.backward(chunk_of(grad_out, scatter_dim).to(DEVICE))
+    want = reference_gradient(ids, grad_out, full).narrow(dim, offset, size)
+    if not torch.equal(layer.weight.grad.cpu().view(torch.int32), want.view(torch.int32)):
+        return "gradient: not the reference's bits"
+    return True
+
+
+def scattered():
+    for dim in (0, 1):
+        for exchange in (("all_reduce", "owned_rows") if dim == 0 else ("auto",)):
+            for scatter_dim, shape in ((0, (7, 3)), (1, (2, 5)), (0, (1,)), (0, (0, 4))):
+                for input_layout in ("replicated", "scattered"):
+                    report(f"scattered dim{dim} {exchange} scatter_dim {scatter_dim} {shape} "
+                           f"{input_layout} ids",
+                           lambda: check_scattered(dim, exchange, scatter_dim, input_layout, shape))
+    # Compiled, with dynamic token counts: the fake kernel's chunk shape is the real one's.
+    full = table()
+    shard, _, _ = shard_of(full, 0)
+    layer = tpt.ParallelEmbedding(shard.to(DEVICE), output_layout="scattered")
+    compiled = torch.compile(layer, fullgraph=True, dynamic=True, backend="aot_eager")
+    results = []
+    for n in (5, 8, 1):
+        ids = ids_for((n,), n)
+        torch._dynamo.mark_dynamic(ids, 0)
+        results.append(bool(torch.equal(compiled(ids.to(DEVICE)).cpu(),
+                                        chunk_of(F.embedding(ids, full), 0))))
+    report("scattered compiled dynamic", lambda: all(results))
+
+
 def quantized():
     """An int8 vocab shard with its scales: the rows are dequantized exactly (fp32 product, one
     rounding); the table is frozen, so the output needs no gradient."""
@@ -219,7 +268,7 @@ def missing_rank():
     os._exit(0)  # the group is out of step: leave without its destructor's collectives
 
 
-SCENARIOS = {"matrix": matrix, "quantized": quantized, "compiled": compiled, "llama": llama,
+SCENARIOS = {"matrix": matrix, "scattered": scattered, "quantized": quantized, "compiled": compiled, "llama": llama,
              "refusals": refusals, "missing_rank": missing_rank}
 
 if __name__ == "__main__":

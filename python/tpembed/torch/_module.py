@@ -13,7 +13,6 @@ from tpembed._frameworks import dtype_name
 
 from . import _group, _ops
 
-_LAYOUTS = ("replicated", "scattered")
 _RAW_TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16,
                      "i8": torch.int8, "fp8_e4m3": torch.float8_e4m3fn, "i4": torch.uint8}
 
@@ -52,7 +51,11 @@ class ParallelEmbedding(torch.nn.Module):
     per_token_scale, padding, padding_scale: the shard's row scales (a buffer), extra rows after
         the table (a parameter, trained with the weight) and their scales.
     padding_idx: a global id whose positions add nothing to the gradient (nn.Embedding's).
-    output_layout: "replicated" (every rank gets every row).
+    output_layout, input_layout, scatter_dim: sequence parallelism, as tpembed.ParallelEmbedding's:
+        "scattered" output splits the ids along scatter_dim into tp chunks by torch.tensor_split's
+        rule and rank t gets chunk t's rows only (the backward then takes that chunk's gradient:
+        Megatron's reduce-scatter, torchtitan's Shard(1)); "scattered" input: each rank passes only
+        its chunk of the ids. The gradient stays the unsharded one's, bit for bit.
     comm_timeout: longest wait, in seconds, for the other ranks in set-up and in tpembed's host
         collectives (default TPEMBED_COMM_TIMEOUT_SECONDS, else 300).
 
@@ -68,7 +71,8 @@ class ParallelEmbedding(torch.nn.Module):
                  padding_scale: Any = None, out_dtype: Any = None,
                  output_layout: str = "replicated", padding_idx: Optional[int] = None,
                  weight_dtype: Any = None, hidden: Optional[int] = None, strict: bool = False,
-                 collective_checks: bool = True, comm_timeout: Optional[float] = None) -> None:
+                 collective_checks: bool = True, comm_timeout: Optional[float] = None,
+                 input_layout: str = "replicated", scatter_dim: int = 0) -> None:
         super().__init__()
         self._group = _group.world_group(group)
         self._handle = None
@@ -82,12 +86,6 @@ class ParallelEmbedding(torch.nn.Module):
                 self.padding.requires_grad_(self.weight.requires_grad)
             self.register_buffer("per_token_scale", per_token_scale)
             self.register_buffer("padding_scale", padding_scale)
-            if output_layout not in _LAYOUTS:
-                raise tpembed.ArgumentError(f"output_layout must be one of {_LAYOUTS}, got "
-                                            f"{output_layout!r}")
-            if output_layout == "scattered":
-                raise NotImplementedError("output_layout='scattered' (sequence parallelism) is "
-                                          "not in this version of tpembed.torch yet")
             self._timeout = _group.default_timeout(comm_timeout)
         except Exception as caught:  # joins the agreement below: every rank raises it
             error = caught
@@ -95,9 +93,10 @@ class ParallelEmbedding(torch.nn.Module):
         self._settings = dict(sharding_dim=sharding_dim, vocab_size=vocab_size,
                               placement=placement, vocab_exchange=vocab_exchange,
                               out_dtype=out_dtype, strict=strict,
-                              collective_checks=collective_checks, hidden=hidden)
+                              collective_checks=collective_checks, hidden=hidden,
+                              output_layout=output_layout, input_layout=input_layout,
+                              scatter_dim=scatter_dim)
         self.padding_idx = padding_idx
-        self.output_layout = output_layout
         self._setup(error)
 
     # -- set-up --------------------------------------------------------------------------------

@@ -140,6 +140,11 @@ class _Layer:
         layout = core.layout
         self.cols = layout.global_cols
         self.out_dtype = _TPEMBED_TO_TORCH[layout.out_dtype]
+        # Scattered output of replicated ids: this rank's chunk along scatter_dim.
+        self.chunk = (layout.output_layout == "scattered" and layout.input_layout == "replicated"
+                      and layout.tp_size > 1)
+        self.scatter_dim, self.tp_size, self.tp_rank = (layout.scatter_dim, layout.tp_size,
+                                                        layout.tp_rank)
         weight, _, padding, _ = tensors
         self.weight_shape, self.weight_dtype = tuple(weight.shape), weight.dtype
         self.padding_shape = (0,) if padding is None else tuple(padding.shape)
@@ -147,6 +152,19 @@ class _Layer:
         # What the core reads: the operator refuses tensors that are not those (a parameter
         # replaced without telling the module).
         self.addresses = tuple(None if t is None else (t.data_ptr(), t.device) for t in tensors)
+
+    def out_shape(self, ids_shape) -> tuple:
+        """The forward's output shape (torch.tensor_split's chunk of a scattered output; the rule
+        of tpembed's TokenLayout), for symbolic extents too."""
+        shape = list(ids_shape)
+        if self.chunk:
+            if not 0 <= self.scatter_dim < len(shape):
+                raise tpembed.ArgumentError(f"scatter_dim {self.scatter_dim} is outside the ids' "
+                                            f"{len(shape)} dimensions")
+            # n // tp + (t < n % tp), without a branch on a symbolic n (no guard, no recompile)
+            n = shape[self.scatter_dim]
+            shape[self.scatter_dim] = (n + self.tp_size - 1 - self.tp_rank) // self.tp_size
+        return (*shape, self.cols)
 
 
 _layers: Dict[int, _Layer] = {}
@@ -195,7 +213,7 @@ def parallel_embedding_op(ids: torch.Tensor, weight: torch.Tensor,
 @parallel_embedding_op.register_fake
 def _(ids, weight, per_token_scale, padding, padding_scale, layer):
     entry = _layers[layer]
-    return weight.new_empty((*ids.shape, entry.cols), dtype=entry.out_dtype)
+    return weight.new_empty(entry.out_shape(ids.shape), dtype=entry.out_dtype)
 
 
 def _empty_gradients(layer: _Layer, device: torch.device) -> List[torch.Tensor]:
