@@ -263,3 +263,50 @@ def test_a_checkpoint_error_on_one_rank_raises_on_every_rank(tmp_path):
     name = "embed.weight" if RANK == 0 else "embed.missing"
     with pytest.raises(RuntimeError, match="embed.missing"):
         tpembed.ParallelEmbedding.from_checkpoint(path, name, comm=WORLD)
+
+
+def chunk(array, dim):
+    """This rank's chunk along `dim` (torch.tensor_split's rule: the first n % SIZE get one more)."""
+    return np.array_split(array, SIZE, axis=dim)[RANK]
+
+
+@pytest.mark.parametrize("input_layout", ["replicated", "scattered"])
+@pytest.mark.parametrize("scatter_dim", [0, 1])
+@pytest.mark.parametrize("sharding_dim,exchange", [(0, "all_reduce"), (0, "owned_rows"),
+                                                   (1, "auto")])
+@pytest.mark.parametrize("table_dtype", ["f32", "bf16", "i8"])
+def test_scattered_layouts_give_each_rank_its_chunk(table_dtype, sharding_dim, exchange,
+                                                    scatter_dim, input_layout):
+    table, scale, ids = full_problem(table_dtype, seed=23)
+    total = V if sharding_dim == 0 else H
+    offset, size = tpembed.shard_range(total, SIZE, RANK, "packed")
+    kwargs = dict(table.kwargs)
+    if sharding_dim == 0:
+        shard = table.array[offset:offset + size]
+        if scale is not None:
+            kwargs["per_token_scale"] = scale[0][offset:offset + size]
+    else:
+        shard = columns(table, offset, size)
+        if table.dtype == "i4":
+            kwargs["hidden"] = size
+        if scale is not None:
+            kwargs["per_token_scale"] = scale[0]
+    layer = tpembed.ParallelEmbedding(shard, comm=WORLD, sharding_dim=sharding_dim,
+                                      vocab_exchange=exchange, output_layout="scattered",
+                                      input_layout=input_layout, scatter_dim=scatter_dim,
+                                      out_dtype="f32" if table_dtype == "i8" else None, **kwargs)
+    assert (layer.layout.output_layout, layer.layout.input_layout, layer.layout.scatter_dim) == \
+        ("scattered", input_layout, scatter_dim)
+    given = np.ascontiguousarray(chunk(ids, scatter_dim)) if input_layout == "scattered" else ids
+    out = layer.forward(given)
+    expected = chunk(lookup(ids, table.values, None if scale is None else scale[1],
+                            "f32" if table_dtype == "i8" else table_dtype), scatter_dim)
+    np.testing.assert_array_equal(bits(out), bits(np.ascontiguousarray(expected)))
+
+
+def test_scattered_input_with_a_replicated_output_raises_on_every_rank():
+    table, _, _ = full_problem("f32", seed=29)
+    offset, rows = tpembed.shard_range(V, SIZE, RANK, "packed")
+    with pytest.raises(ValueError, match="scattered"):
+        tpembed.ParallelEmbedding(table.array[offset:offset + rows], comm=WORLD,
+                                  input_layout="scattered")
