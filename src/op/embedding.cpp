@@ -7,6 +7,7 @@
 
 #include "op/checks.hpp"
 #include "op/place.hpp"
+#include "op/scattered.hpp"
 #include "tpembed/cuda.hpp"
 #include "tpembed/parallel_embedding.hpp"
 
@@ -115,7 +116,12 @@ void embedding(const TensorView& ids, const TensorView& weight, const TensorView
   const DType out_dtype = op::check_local_shard(shard, options);
   const ShardLayout layout = op::plan_layout({op::describe_shard(shard, options, 0, out_dtype)}, 0);
   op::check_ids(ids, weight.device);
-  op::check_out(out, ids, layout.global_cols, out_dtype, weight.device);
+  if (layout.output_layout == TokenLayout::scattered) {
+    // One rank's chunk is all of them; scatter_dim must still name a dimension of the ids.
+    op::check_out(out, op::forward_out_shape(layout, ids), out_dtype, weight.device);
+  } else {
+    op::check_out(out, ids, layout.global_cols, out_dtype, weight.device);
+  }
   op::Place place(weight.device, stream);
   place.lookup(op::lookup_params(shard, layout, ids, out.mutable_data(), layout.global_cols));
 }

@@ -545,6 +545,46 @@ TEST(ScatteredOp, TpSizeOneIsReplicated) {
   EXPECT_EQ(layer.last_bad_id_count(), 2u);
 }
 
+// The one-call op: tp = the world returns this rank's chunk; tp 1 (each rank alone, the fast path
+// into `out`) returns everything and still refuses a scatter_dim outside the ids.
+TEST(ScatteredOp, FunctionForm) {
+  const int tp = world().size(), me = world().rank();
+  const Problem problem = random_problem(DType::f32, 6 * tp, 4, std::nullopt, 0, 8);
+  const HostTable mine = problem.table.slice_rows(6 * me, 6);
+  EmbeddingOptions options;
+  options.tp_size = tp;
+  options.output_layout = TokenLayout::scattered;
+  options.scatter_dim = 1;
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(2 * (tp + 1)));
+  std::iota(ids.begin(), ids.end(), std::int64_t{-1});  // -1, 0, 1, ...: one bad id
+  const auto bytes = encode_ids(ids, DType::i64);
+  const Tensor out = embedding(TensorView(bytes.data(), DType::i64, {2, tp + 1}), mine.view(), options, &world());
+  std::vector<std::int64_t> chunk_shape;
+  const auto positions = chunk_tokens({2, tp + 1}, 1, tp, me, &chunk_shape);
+  chunk_shape.push_back(4);
+  EXPECT_EQ(out.shape(), chunk_shape);
+  const auto expected = take_rows(reference_lookup(problem, ids, DType::f32), row_bytes(DType::f32, 4), positions);
+  EXPECT_EQ(0, std::memcmp(out.data(), expected.data(), expected.size()));
+
+  EmbeddingOptions alone;
+  alone.output_layout = TokenLayout::scattered;
+  alone.scatter_dim = 1;
+  std::vector<float> whole(static_cast<std::size_t>(2 * (tp + 1) * 4));
+  const TensorView ids_view(bytes.data(), DType::i64, {2, tp + 1});
+  embedding(ids_view, mine.view(), TensorView(whole.data(), DType::f32, {2, tp + 1, 4}), alone, &world());
+  const Problem own = [&] {
+    Problem p;
+    p.table = mine;
+    return p;
+  }();
+  const auto all_rows = reference_lookup(own, ids, DType::f32);
+  EXPECT_EQ(0, std::memcmp(whole.data(), all_rows.data(), all_rows.size()));
+  alone.scatter_dim = 2;
+  expect_error<InvalidArgumentError>(
+      [&] { embedding(ids_view, mine.view(), TensorView(whole.data(), DType::f32, {2, tp + 1, 4}), alone, &world()); },
+      "scatter_dim 2 is outside the ids' 2 dimensions");
+}
+
 // fail_forward takes its part in the chunk check (scattered input), even with the checks off.
 TEST(ScatteredErrors, FailForwardJoinsTheChunkCheck) {
   const HostTable table = rank_table();
