@@ -18,13 +18,16 @@ const char* token_layout_name(TokenLayout layout) {
 
 namespace op {
 
-static_assert(sizeof(ChunkFacts) == 16 + 8 * kMaxScatteredDims, "ChunkFacts is exchanged as raw bytes, without padding");
+static_assert(sizeof(ChunkFacts) == 16 + 8 * kMaxScatteredDims,
+              "ChunkFacts is exchanged as raw bytes, without padding");
 
 namespace {
 
 using Scratch = Workspace::Scratch;
 
-std::size_t size_of(std::int64_t bytes) { return static_cast<std::size_t>(bytes); }
+std::size_t size_of(std::int64_t bytes) {
+  return static_cast<std::size_t>(bytes);
+}
 
 std::int64_t product(const std::vector<std::int64_t>& shape, std::size_t first, std::size_t last) {
   std::int64_t p = 1;
@@ -33,7 +36,8 @@ std::int64_t product(const std::vector<std::int64_t>& shape, std::size_t first, 
 }
 
 std::int64_t id_at(const void* ids, DType dtype, std::int64_t k) {
-  return dtype == DType::i32 ? static_cast<const std::int32_t*>(ids)[k] : static_cast<const std::int64_t*>(ids)[k];
+  return dtype == DType::i32 ? static_cast<const std::int32_t*>(ids)[k]
+                             : static_cast<const std::int64_t*>(ids)[k];
 }
 
 // Bytes on `place` holding `values` (host: the values themselves; GPU: a copy in scratch `kind`).
@@ -44,7 +48,9 @@ const void* on_place(const ScatterContext& c, Scratch kind, const void* values, 
   return copy;
 }
 
-bool direct(const ScatterContext& c) { return c.place.is_host() || c.group.accepts_device_buffers(); }
+bool direct(const ScatterContext& c) {
+  return c.place.is_host() || c.group.accepts_device_buffers();
+}
 
 std::vector<std::int64_t> times(const std::vector<std::int64_t>& counts, std::int64_t factor) {
   std::vector<std::int64_t> out(counts.size());
@@ -58,7 +64,8 @@ std::int64_t sum(const std::vector<std::int64_t>& values) {
 
 // all_gather_v of byte blocks on `place` (this rank's `send`, `counts[me]` bytes), staged through
 // host memory for host-only engines.
-void gather_v(const ScatterContext& c, const void* send, void* recv, const std::vector<std::int64_t>& counts) {
+void gather_v(const ScatterContext& c, const void* send, void* recv,
+              const std::vector<std::int64_t>& counts) {
   const std::int64_t total = sum(counts);
   const std::int64_t mine = counts[static_cast<std::size_t>(c.group.rank())];
   if (direct(c)) {
@@ -74,7 +81,8 @@ void gather_v(const ScatterContext& c, const void* send, void* recv, const std::
 }
 
 // all_to_all_v of byte blocks on `place`, staged through host memory for host-only engines.
-void exchange(const ScatterContext& c, const void* send, const std::vector<std::int64_t>& send_bytes, void* recv,
+void exchange(const ScatterContext& c, const void* send,
+              const std::vector<std::int64_t>& send_bytes, void* recv,
               const std::vector<std::int64_t>& recv_bytes) {
   if (direct(c)) {
     c.group.all_to_all_v(send, send_bytes, recv, recv_bytes, c.place.stream());
@@ -91,8 +99,9 @@ void exchange(const ScatterContext& c, const void* send, const std::vector<std::
 // Looks up the member-ordered ids (the whole group's) with `p` as the template into `out` (rows of
 // `out_row_bytes`): the blocks of the other members uncounted, this rank's block counted in
 // `counter` (so a rank's count is that of its own chunk).
-void lookup_member_ids(const ScatterContext& c, const ScatterPlan& plan, LookupParams p, const MemberIds& ids,
-                       std::uint8_t* out, std::int64_t out_row_bytes, unsigned long long* counter) {
+void lookup_member_ids(const ScatterContext& c, const ScatterPlan& plan, LookupParams p,
+                       const MemberIds& ids, std::uint8_t* out, std::int64_t out_row_bytes,
+                       unsigned long long* counter) {
   const std::int64_t id_bytes = static_cast<std::int64_t>(element_size(ids.dtype));
   const std::int64_t first = plan.my_first(), mine = plan.my_tokens();
   const std::int64_t ranges[3][2] = {{0, first}, {first, first + mine}, {first + mine, plan.total}};
@@ -110,7 +119,8 @@ void lookup_member_ids(const ScatterContext& c, const ScatterPlan& plan, LookupP
 }
 
 // The group member whose shard holds `id` (in range).
-int owner_member(std::int64_t id, const ShardLayout& layout, const std::vector<int>& member_of_tp_rank) {
+int owner_member(std::int64_t id, const ShardLayout& layout,
+                 const std::vector<int>& member_of_tp_rank) {
   const auto next = std::upper_bound(layout.offsets.begin(), layout.offsets.end(), id);
   return member_of_tp_rank[static_cast<std::size_t>(next - layout.offsets.begin() - 1)];
 }
@@ -118,17 +128,19 @@ int owner_member(std::int64_t id, const ShardLayout& layout, const std::vector<i
 // ---- the exchanges ------------------------------------------------------------------------------
 
 // vocab, all_reduce: the masked lookup of every token, then a reduce-scatter straight into out.
-void reduce_scatter_rows(const ScatterContext& c, const ScatterPlan& plan, const MemberIds& ids, const TensorView& out,
-                         unsigned long long* counter) {
+void reduce_scatter_rows(const ScatterContext& c, const ScatterPlan& plan, const MemberIds& ids,
+                         const TensorView& out, unsigned long long* counter) {
   const ShardLayout& layout = c.layout;
   const std::int64_t row = row_bytes(layout.out_dtype, layout.global_cols);
-  auto* rows = static_cast<std::uint8_t*>(c.workspace.scratch(c.place, Scratch::scatter_rows, size_of(plan.total * row)));
+  auto* rows = static_cast<std::uint8_t*>(
+      c.workspace.scratch(c.place, Scratch::scatter_rows, size_of(plan.total * row)));
   LookupParams p = lookup_params(c.shard, layout, TensorView(), nullptr, layout.global_cols);
   p.unowned_negative_zero = true;  // keeps -0.0 rows exact through the sum (lookup.hpp)
   lookup_member_ids(c, plan, p, ids, rows, row, counter);
   const std::vector<std::int64_t> counts = times(plan.member_tokens, layout.global_cols);
   if (direct(c)) {
-    c.group.reduce_scatter_sum(rows, out.mutable_data(), counts, layout.out_dtype, c.place.stream());
+    c.group.reduce_scatter_sum(rows, out.mutable_data(), counts, layout.out_dtype,
+                               c.place.stream());
     return;
   }
   auto* staged = static_cast<std::uint8_t*>(c.workspace.host_stage(size_of(plan.total * row)));
@@ -148,7 +160,9 @@ void exchange_owned_rows(const ScatterContext& c, const ScatterPlan& plan, const
   const int tp = plan.tp, me = plan.me;
   const std::int64_t row = row_bytes(layout.out_dtype, layout.global_cols);
   std::vector<int> member_of_tp_rank(static_cast<std::size_t>(tp));
-  for (int m = 0; m < tp; ++m) member_of_tp_rank[static_cast<std::size_t>(plan.tp_rank_of_member[static_cast<std::size_t>(m)])] = m;
+  for (int m = 0; m < tp; ++m)
+    member_of_tp_rank[static_cast<std::size_t>(
+        plan.tp_rank_of_member[static_cast<std::size_t>(m)])] = m;
   const void* host = ids.host_data;
   auto bad_id = [&](std::int64_t id) { return id < 0 || id >= layout.valid_ids(); };
 
@@ -179,21 +193,25 @@ void exchange_owned_rows(const ScatterContext& c, const ScatterPlan& plan, const
     index[size_of(j)] = recv_rows[static_cast<std::size_t>(o)]++;
   }
   std::vector<std::int64_t> recv_first(static_cast<std::size_t>(tp), 0);
-  for (int m = 1; m < tp; ++m) recv_first[static_cast<std::size_t>(m)] = recv_first[static_cast<std::size_t>(m - 1)] + recv_rows[static_cast<std::size_t>(m - 1)];
+  for (int m = 1; m < tp; ++m)
+    recv_first[static_cast<std::size_t>(m)] =
+        recv_first[static_cast<std::size_t>(m - 1)] + recv_rows[static_cast<std::size_t>(m - 1)];
   for (std::int64_t j = 0; j < mine; ++j) {
     const std::int64_t o = owner[size_of(j)];
     if (o >= 0) positions[size_of(j)] = recv_first[static_cast<std::size_t>(o)] + index[size_of(j)];
   }
 
   const std::int64_t sent = sum(send_rows), received = sum(recv_rows);
-  auto* send = static_cast<std::uint8_t*>(c.workspace.scratch(c.place, Scratch::scatter_rows, size_of(sent * row)));
-  auto* recv = static_cast<std::uint8_t*>(c.workspace.scratch(c.place, Scratch::scatter_receive, size_of(received * row)));
+  auto* send = static_cast<std::uint8_t*>(
+      c.workspace.scratch(c.place, Scratch::scatter_rows, size_of(sent * row)));
+  auto* recv = static_cast<std::uint8_t*>(
+      c.workspace.scratch(c.place, Scratch::scatter_receive, size_of(received * row)));
   const auto count = static_cast<std::int64_t>(my_ids.size());
-  LookupParams compact = lookup_params(
-      c.shard, layout,
-      TensorView(on_place(c, Scratch::exchange_ids, my_ids.data(), my_ids.size() * 8), DType::i64, {count},
-                 c.place.device()),
-      send, layout.global_cols);
+  LookupParams compact =
+      lookup_params(c.shard, layout,
+                    TensorView(on_place(c, Scratch::exchange_ids, my_ids.data(), my_ids.size() * 8),
+                               DType::i64, {count}, c.place.device()),
+                    send, layout.global_cols);
   c.place.lookup(compact);
   exchange(c, send, times(send_rows, row), recv, times(recv_rows, row));
 
@@ -216,8 +234,8 @@ void exchange_owned_rows(const ScatterContext& c, const ScatterPlan& plan, const
 }
 
 // vocab, peer_rows: this rank's chunk only, straight from the owners' tables: one kernel.
-void lookup_own_chunk(const ScatterContext& c, const ScatterPlan& plan, const TensorView& ids, const TensorView& out,
-                      unsigned long long* counter) {
+void lookup_own_chunk(const ScatterContext& c, const ScatterPlan& plan, const TensorView& ids,
+                      const TensorView& out, unsigned long long* counter) {
   const ShardLayout& layout = c.layout;
   TensorView chunk = ids;  // scattered input: the chunk itself
   std::vector<std::uint8_t> gathered;
@@ -227,9 +245,10 @@ void lookup_own_chunk(const ScatterContext& c, const ScatterPlan& plan, const Te
     if (plan.chunks_contiguous()) {
       // One run of the ids: nothing but a view (the forward stays one kernel, capturable).
       const std::int64_t n = plan.shape[static_cast<std::size_t>(plan.dim)];
-      const std::int64_t first = tokens > 0 ? chunk_start(n, plan.tp, layout.tp_rank) * plan.inner : 0;
-      chunk = TensorView(static_cast<const std::uint8_t*>(ids.data) + size_of(first) * id_bytes, ids.dtype, {tokens},
-                         ids.device);
+      const std::int64_t first =
+          tokens > 0 ? chunk_start(n, plan.tp, layout.tp_rank) * plan.inner : 0;
+      chunk = TensorView(static_cast<const std::uint8_t*>(ids.data) + size_of(first) * id_bytes,
+                         ids.dtype, {tokens}, ids.device);
     } else {
       // Not contiguous: the chunk's ids gathered on the host (this synchronises).
       std::vector<std::uint8_t> host(size_of(ids.nbytes()));
@@ -241,10 +260,11 @@ void lookup_own_chunk(const ScatterContext& c, const ScatterPlan& plan, const Te
       gathered.resize(size_of(tokens) * id_bytes);
       const std::vector<std::int64_t> positions = plan.chunk_positions(plan.me);
       for (std::size_t k = 0; k < positions.size(); ++k) {
-        std::memcpy(gathered.data() + k * id_bytes, host.data() + size_of(positions[k]) * id_bytes, id_bytes);
+        std::memcpy(gathered.data() + k * id_bytes, host.data() + size_of(positions[k]) * id_bytes,
+                    id_bytes);
       }
-      chunk = TensorView(on_place(c, Scratch::scatter_ids, gathered.data(), gathered.size()), ids.dtype, {tokens},
-                         ids.device);
+      chunk = TensorView(on_place(c, Scratch::scatter_ids, gathered.data(), gathered.size()),
+                         ids.dtype, {tokens}, ids.device);
     }
   }
   LookupParams p = lookup_params(c.shard, layout, chunk, out.mutable_data(), layout.global_cols);
@@ -256,28 +276,36 @@ void lookup_own_chunk(const ScatterContext& c, const ScatterPlan& plan, const Te
 
 // hidden: this rank's columns of every token, each member sent its chunk's rows, then each
 // member's columns of this rank's chunk laid out as [chunk, H].
-void exchange_columns(const ScatterContext& c, const ScatterPlan& plan, const MemberIds& ids, const TensorView& out,
-                      unsigned long long* counter) {
+void exchange_columns(const ScatterContext& c, const ScatterPlan& plan, const MemberIds& ids,
+                      const TensorView& out, unsigned long long* counter) {
   const ShardLayout& layout = c.layout;
   const int tp = plan.tp;
   const std::int64_t cols = layout.sizes[static_cast<std::size_t>(layout.tp_rank)];
   const std::int64_t my_row = row_bytes(layout.out_dtype, cols);
-  auto* rows = static_cast<std::uint8_t*>(c.workspace.scratch(c.place, Scratch::scatter_rows, size_of(plan.total * my_row)));
-  lookup_member_ids(c, plan, lookup_params(c.shard, layout, TensorView(), nullptr, cols), ids, rows, my_row, counter);
+  auto* rows = static_cast<std::uint8_t*>(
+      c.workspace.scratch(c.place, Scratch::scatter_rows, size_of(plan.total * my_row)));
+  lookup_member_ids(c, plan, lookup_params(c.shard, layout, TensorView(), nullptr, cols), ids, rows,
+                    my_row, counter);
 
-  std::vector<std::int64_t> recv_bytes(static_cast<std::size_t>(tp)), recv_first(static_cast<std::size_t>(tp), 0);
+  std::vector<std::int64_t> recv_bytes(static_cast<std::size_t>(tp)),
+      recv_first(static_cast<std::size_t>(tp), 0);
   for (int m = 0; m < tp; ++m) {
     const int t = plan.tp_rank_of_member[static_cast<std::size_t>(m)];
-    recv_bytes[static_cast<std::size_t>(m)] = plan.my_tokens() * row_bytes(layout.out_dtype, layout.sizes[static_cast<std::size_t>(t)]);
-    if (m > 0) recv_first[static_cast<std::size_t>(m)] = recv_first[static_cast<std::size_t>(m - 1)] + recv_bytes[static_cast<std::size_t>(m - 1)];
+    recv_bytes[static_cast<std::size_t>(m)] =
+        plan.my_tokens() * row_bytes(layout.out_dtype, layout.sizes[static_cast<std::size_t>(t)]);
+    if (m > 0)
+      recv_first[static_cast<std::size_t>(m)] =
+          recv_first[static_cast<std::size_t>(m - 1)] + recv_bytes[static_cast<std::size_t>(m - 1)];
   }
-  auto* recv = static_cast<std::uint8_t*>(c.workspace.scratch(c.place, Scratch::scatter_receive, size_of(sum(recv_bytes))));
+  auto* recv = static_cast<std::uint8_t*>(
+      c.workspace.scratch(c.place, Scratch::scatter_receive, size_of(sum(recv_bytes))));
   exchange(c, rows, times(plan.member_tokens, my_row), recv, recv_bytes);
   // One piece per member, each block of its own pitch (its columns).
   for (int m = 0; m < tp; ++m) {
     const int t = plan.tp_rank_of_member[static_cast<std::size_t>(m)];
-    const LayoutPiece piece{0, row_bytes(layout.out_dtype, layout.offsets[static_cast<std::size_t>(t)]),
-                            row_bytes(layout.out_dtype, layout.sizes[static_cast<std::size_t>(t)])};
+    const LayoutPiece piece{
+        0, row_bytes(layout.out_dtype, layout.offsets[static_cast<std::size_t>(t)]),
+        row_bytes(layout.out_dtype, layout.sizes[static_cast<std::size_t>(t)])};
     LayoutParams arrange;
     arrange.source = recv + recv_first[static_cast<std::size_t>(m)];
     arrange.source_pitch = piece.bytes;
@@ -291,13 +319,15 @@ void exchange_columns(const ScatterContext& c, const ScatterPlan& plan, const Me
 }
 
 // The group's ids in member order (MemberIds).
-MemberIds member_ids(const ScatterContext& c, const ScatterPlan& plan, const TensorView& ids, bool want_host) {
+MemberIds member_ids(const ScatterContext& c, const ScatterPlan& plan, const TensorView& ids,
+                     bool want_host) {
   MemberIds m;
   m.dtype = ids.dtype;
   const std::size_t id_bytes = element_size(ids.dtype);
   const std::size_t total_bytes = size_of(plan.total) * id_bytes;
   if (c.layout.input_layout == TokenLayout::scattered) {
-    const std::vector<std::int64_t> counts = times(plan.member_tokens, static_cast<std::int64_t>(id_bytes));
+    const std::vector<std::int64_t> counts =
+        times(plan.member_tokens, static_cast<std::int64_t>(id_bytes));
     if (c.place.is_host()) {
       m.host.resize(total_bytes);
       c.group.all_gather_v(ids.data, m.host.data(), counts);
@@ -334,7 +364,8 @@ MemberIds member_ids(const ScatterContext& c, const ScatterPlan& plan, const Ten
   const std::vector<std::int64_t> positions = plan.natural_positions();
   m.host.resize(total_bytes);
   for (std::size_t k = 0; k < positions.size(); ++k) {
-    std::memcpy(m.host.data() + k * id_bytes, natural.data() + size_of(positions[k]) * id_bytes, id_bytes);
+    std::memcpy(m.host.data() + k * id_bytes, natural.data() + size_of(positions[k]) * id_bytes,
+                id_bytes);
   }
   m.host_data = m.host.data();
   m.data = on_place(c, Scratch::scatter_ids, m.host.data(), total_bytes);
@@ -344,15 +375,19 @@ MemberIds member_ids(const ScatterContext& c, const ScatterPlan& plan, const Ten
 
 }  // namespace
 
-std::int64_t chunk_extent(std::int64_t n, int parts, int t) { return n / parts + (t < n % parts ? 1 : 0); }
+std::int64_t chunk_extent(std::int64_t n, int parts, int t) {
+  return n / parts + (t < n % parts ? 1 : 0);
+}
 
 std::int64_t chunk_start(std::int64_t n, int parts, int t) {
   return t * (n / parts) + std::min<std::int64_t>(t, n % parts);
 }
 
-std::vector<std::int64_t> chunk_shape(const std::vector<std::int64_t>& shape, int dim, int parts, int t) {
+std::vector<std::int64_t> chunk_shape(const std::vector<std::int64_t>& shape, int dim, int parts,
+                                      int t) {
   std::vector<std::int64_t> chunk = shape;
-  chunk[static_cast<std::size_t>(dim)] = chunk_extent(shape[static_cast<std::size_t>(dim)], parts, t);
+  chunk[static_cast<std::size_t>(dim)] =
+      chunk_extent(shape[static_cast<std::size_t>(dim)], parts, t);
   return chunk;
 }
 
@@ -380,8 +415,8 @@ std::vector<std::int64_t> ScatterPlan::natural_positions() const {
   return positions;
 }
 
-ScatterPlan plan_scatter(const std::vector<std::int64_t>& shape, int dim, const std::vector<int>& tp_rank_of_member,
-                         int me) {
+ScatterPlan plan_scatter(const std::vector<std::int64_t>& shape, int dim,
+                         const std::vector<int>& tp_rank_of_member, int me) {
   ScatterPlan plan;
   plan.shape = shape;
   plan.dim = dim;
@@ -416,10 +451,12 @@ ScatterPlan plan_scatter(const std::vector<std::int64_t>& shape, int dim, const 
 std::vector<std::int64_t> forward_out_shape(const ShardLayout& layout, const TensorView& ids) {
   std::vector<std::int64_t> shape = ids.shape;
   if (layout.output_layout == TokenLayout::scattered) {
-    TPEMBED_EXPECTS(layout.scatter_dim < ids.ndim(), InvalidArgumentError, "scatter_dim ", layout.scatter_dim,
-                    " is outside the ids' ", ids.ndim(), " dimensions (shape ", detail::bracketed(ids.shape),
+    TPEMBED_EXPECTS(layout.scatter_dim < ids.ndim(), InvalidArgumentError, "scatter_dim ",
+                    layout.scatter_dim, " is outside the ids' ", ids.ndim(), " dimensions (shape ",
+                    detail::bracketed(ids.shape),
                     "): the scattered layout splits the ids along scatter_dim");
-    const bool negative = std::any_of(shape.begin(), shape.end(), [](std::int64_t e) { return e < 0; });
+    const bool negative =
+        std::any_of(shape.begin(), shape.end(), [](std::int64_t e) { return e < 0; });
     if (layout.input_layout == TokenLayout::replicated && !negative) {
       shape = chunk_shape(shape, layout.scatter_dim, layout.tp_size, layout.tp_rank);
     }
@@ -437,13 +474,15 @@ std::int64_t count_bad_ids(const TensorView& ids, std::int64_t valid_ids) {
   return bad;
 }
 
-std::vector<std::int64_t> agree_on_chunks(Communicator& group, const TensorView& ids, std::exception_ptr local_error,
-                                          int dim, const std::vector<int>& tp_rank_of_member) {
+std::vector<std::int64_t> agree_on_chunks(Communicator& group, const TensorView& ids,
+                                          std::exception_ptr local_error, int dim,
+                                          const std::vector<int>& tp_rank_of_member) {
   ChunkFacts mine{};
   if (!local_error) {
     try {
-      TPEMBED_EXPECTS(ids.ndim() <= kMaxScatteredDims, UnsupportedError, "scattered input ids have at most ",
-                      kMaxScatteredDims, " dimensions, got shape ", detail::bracketed(ids.shape));
+      TPEMBED_EXPECTS(ids.ndim() <= kMaxScatteredDims, UnsupportedError,
+                      "scattered input ids have at most ", kMaxScatteredDims,
+                      " dimensions, got shape ", detail::bracketed(ids.shape));
       mine.ndim = static_cast<std::int32_t>(ids.ndim());
       mine.id_dtype = static_cast<std::int32_t>(ids.dtype);
       std::copy(ids.shape.begin(), ids.shape.end(), mine.extents);
@@ -456,27 +495,31 @@ std::vector<std::int64_t> agree_on_chunks(Communicator& group, const TensorView&
   try {
     group.all_gather(&mine, all.data(), sizeof mine, DType::i8);
   } catch (const CommunicatorError& error) {
-    throw CommunicatorError(detail::concat("forward: ", error.what(),
-                                           " (every rank of the tp group calls forward(), or fail_forward(), "
-                                           "for each forward, in the same order)"));
+    throw CommunicatorError(
+        detail::concat("forward: ", error.what(),
+                       " (every rank of the tp group calls forward(), or fail_forward(), "
+                       "for each forward, in the same order)"));
   }
   if (std::any_of(all.begin(), all.end(), [](const ChunkFacts& f) { return f.failed != 0; })) {
     agree_or_throw(group, local_error);  // throws on every rank
   }
   // Every rank checks the same records: the same verdict everywhere.
   const ChunkFacts& first = all[0];
-  const auto shape_of = [](const ChunkFacts& f) { return std::vector<std::int64_t>(f.extents, f.extents + f.ndim); };
+  const auto shape_of = [](const ChunkFacts& f) {
+    return std::vector<std::int64_t>(f.extents, f.extents + f.ndim);
+  };
   const int tp = static_cast<int>(all.size());
   for (int r = 1; r < tp; ++r) {
     const ChunkFacts& f = all[static_cast<std::size_t>(r)];
-    TPEMBED_EXPECTS(f.id_dtype == first.id_dtype, InvalidArgumentError, "rank ", r, " of the tp group passes ",
-                    dtype_name(static_cast<DType>(f.id_dtype)), " ids but rank 0 passes ",
-                    dtype_name(static_cast<DType>(first.id_dtype)),
+    TPEMBED_EXPECTS(f.id_dtype == first.id_dtype, InvalidArgumentError, "rank ", r,
+                    " of the tp group passes ", dtype_name(static_cast<DType>(f.id_dtype)),
+                    " ids but rank 0 passes ", dtype_name(static_cast<DType>(first.id_dtype)),
                     ": with scattered input every rank passes ids of the same dtype");
     bool fits = f.ndim == first.ndim;
     for (int k = 0; fits && k < f.ndim; ++k) fits = k == dim || f.extents[k] == first.extents[k];
     TPEMBED_EXPECTS(fits, ShapeError, "rank ", r, " of the tp group passes a chunk of shape ",
-                    detail::bracketed(shape_of(f)), " but rank 0 one of shape ", detail::bracketed(shape_of(first)),
+                    detail::bracketed(shape_of(f)), " but rank 0 one of shape ",
+                    detail::bracketed(shape_of(first)),
                     ": scattered chunks differ only along scatter_dim ", dim);
   }
   std::vector<std::int64_t> whole = shape_of(first);
@@ -495,18 +538,21 @@ std::vector<std::int64_t> agree_on_chunks(Communicator& group, const TensorView&
   if (wrong.tellp() > 0) {
     throw ShapeError(detail::concat(
         "the scattered chunks do not fit torch.tensor_split's rule for their total of ", n,
-        " along scatter_dim ", dim, " (the first n % tp chunks get one more, in tp_rank order): ", wrong.str()));
+        " along scatter_dim ", dim,
+        " (the first n % tp chunks get one more, in tp_rank order): ", wrong.str()));
   }
   return whole;
 }
 
-void reserve_scattered(const ScatterContext& c, std::int64_t tokens, bool backward, DType grad_dtype) {
+void reserve_scattered(const ScatterContext& c, std::int64_t tokens, bool backward,
+                       DType grad_dtype) {
   const ShardLayout& layout = c.layout;
   const bool staged = !direct(c);
   const std::int64_t row = row_bytes(layout.out_dtype, layout.global_cols);
   const std::int64_t ids = tokens * 8;
   if (!backward && layout.sharding_dim == 0 && layout.vocab_exchange == VocabExchange::peer_rows) {
-    // Nothing but the chunk's ids, when they are not one run of the whole (no staging: no collective).
+    // Nothing but the chunk's ids, when they are not one run of the whole (no staging: no
+    // collective).
     if (!c.place.is_host()) c.workspace.scratch(c.place, Scratch::scatter_ids, size_of(ids));
     return;
   }
@@ -529,14 +575,15 @@ void reserve_scattered(const ScatterContext& c, std::int64_t tokens, bool backwa
   if (stage > 0) c.workspace.host_stage(size_of(stage));
 }
 
-void scattered_forward(const ScatterContext& c, const ScatterPlan& plan, const TensorView& ids, const TensorView& out,
-                       unsigned long long* counter) {
+void scattered_forward(const ScatterContext& c, const ScatterPlan& plan, const TensorView& ids,
+                       const TensorView& out, unsigned long long* counter) {
   const ShardLayout& layout = c.layout;
   if (layout.sharding_dim == 0 && layout.vocab_exchange == VocabExchange::peer_rows) {
     lookup_own_chunk(c, plan, ids, out, counter);
     return;
   }
-  const bool plan_on_host = layout.sharding_dim == 0 && layout.vocab_exchange == VocabExchange::owned_rows;
+  const bool plan_on_host =
+      layout.sharding_dim == 0 && layout.vocab_exchange == VocabExchange::owned_rows;
   const MemberIds member = member_ids(c, plan, ids, plan_on_host);
   if (layout.sharding_dim == 1) {
     exchange_columns(c, plan, member, out, counter);
@@ -552,8 +599,8 @@ void scattered_forward(const ScatterContext& c, const ScatterPlan& plan, const T
 // natural order (gradient.hpp): the bits of the unsharded gradient. A cheaper exchange would send
 // each owner only the rows of the tokens it owns (an all-to-all of owned rows, kept in natural
 // order by an order-preserving compaction, which keeps the bits too): a later optimisation.
-GatheredGradient gather_gradient(const ScatterContext& c, const ScatterPlan& plan, const TensorView& ids,
-                                 const TensorView& grad_out) {
+GatheredGradient gather_gradient(const ScatterContext& c, const ScatterPlan& plan,
+                                 const TensorView& ids, const TensorView& grad_out) {
   const ShardLayout& layout = c.layout;
   GatheredGradient result;
   // The ids in natural order.
@@ -565,8 +612,8 @@ GatheredGradient gather_gradient(const ScatterContext& c, const ScatterPlan& pla
       // Host ids live in member.host: kept alive with the result (a moved vector keeps its data).
       const bool in_host_storage = !member.host.empty() && member.data == member.host.data();
       result.host_ids = std::move(member.host);
-      result.ids = TensorView(in_host_storage ? result.host_ids.data() : member.data, member.dtype, plan.shape,
-                              c.place.device());
+      result.ids = TensorView(in_host_storage ? result.host_ids.data() : member.data, member.dtype,
+                              plan.shape, c.place.device());
     } else {
       const std::size_t id_bytes = element_size(member.dtype);
       result.host_ids.resize(size_of(plan.total) * id_bytes);
@@ -575,14 +622,16 @@ GatheredGradient gather_gradient(const ScatterContext& c, const ScatterPlan& pla
         std::memcpy(result.host_ids.data() + size_of(positions[k]) * id_bytes,
                     static_cast<const std::uint8_t*>(member.host_data) + k * id_bytes, id_bytes);
       }
-      result.ids = TensorView(on_place(c, Scratch::exchange_ids, result.host_ids.data(), result.host_ids.size()),
-                              member.dtype, plan.shape, c.place.device());
+      result.ids = TensorView(
+          on_place(c, Scratch::exchange_ids, result.host_ids.data(), result.host_ids.size()),
+          member.dtype, plan.shape, c.place.device());
     }
   }
   // grad_out of every member, in member order, then (when that is not natural) in natural order.
   const DType dtype = grad_out.dtype;
   const std::int64_t row = row_bytes(dtype, layout.global_cols);
-  auto* gathered = static_cast<std::uint8_t*>(c.workspace.scratch(c.place, Scratch::scatter_rows, size_of(plan.total * row)));
+  auto* gathered = static_cast<std::uint8_t*>(
+      c.workspace.scratch(c.place, Scratch::scatter_rows, size_of(plan.total * row)));
   gather_v(c, grad_out.data, gathered, times(plan.member_tokens, row));
   std::vector<std::int64_t> shape = plan.shape;
   shape.push_back(layout.global_cols);
@@ -593,8 +642,10 @@ GatheredGradient gather_gradient(const ScatterContext& c, const ScatterPlan& pla
     // in natural order: natural position p takes member-ordered row member_index[p].
     const std::vector<std::int64_t> positions = plan.natural_positions();
     std::vector<std::int64_t> member_index(positions.size());
-    for (std::size_t k = 0; k < positions.size(); ++k) member_index[size_of(positions[k])] = static_cast<std::int64_t>(k);
-    auto* natural = static_cast<std::uint8_t*>(c.workspace.scratch(c.place, Scratch::scatter_receive, size_of(plan.total * row)));
+    for (std::size_t k = 0; k < positions.size(); ++k)
+      member_index[size_of(positions[k])] = static_cast<std::int64_t>(k);
+    auto* natural = static_cast<std::uint8_t*>(
+        c.workspace.scratch(c.place, Scratch::scatter_receive, size_of(plan.total * row)));
     LookupParams p;
     p.table = gathered;
     p.table_dtype = dtype;

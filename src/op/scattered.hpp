@@ -16,13 +16,14 @@ namespace tpembed::op {
 
 class PeerTables;
 
-/// Entries of dimension `n` in chunk `t` of `parts` (torch.tensor_split: the first n % parts get one
-/// more), and where it starts.
+/// Entries of dimension `n` in chunk `t` of `parts` (torch.tensor_split: the first n % parts get
+/// one more), and where it starts.
 std::int64_t chunk_extent(std::int64_t n, int parts, int t);
 std::int64_t chunk_start(std::int64_t n, int parts, int t);
 
 /// Ids shape S cut along `dim` into `parts` chunks: chunk t's shape.
-std::vector<std::int64_t> chunk_shape(const std::vector<std::int64_t>& shape, int dim, int parts, int t);
+std::vector<std::int64_t> chunk_shape(const std::vector<std::int64_t>& shape, int dim, int parts,
+                                      int t);
 
 /// Who holds which tokens. "Member order" is the concatenation over group members m = 0..tp-1 of
 /// the tokens of chunk tp_rank_of_member[m], each chunk in its own row-major order; every exchange
@@ -31,11 +32,11 @@ struct ScatterPlan {
   std::vector<std::int64_t> shape;  ///< S: the group's whole ids shape.
   int dim = 0;
   int tp = 1;
-  int me = 0;                       ///< This rank's group rank.
+  int me = 0;  ///< This rank's group rank.
   std::vector<int> tp_rank_of_member;
-  std::int64_t outer = 1;  ///< Product of S[:dim].
-  std::int64_t inner = 1;  ///< Product of S[dim + 1:].
-  std::int64_t total = 0;  ///< N: tokens of the group.
+  std::int64_t outer = 1;                   ///< Product of S[:dim].
+  std::int64_t inner = 1;                   ///< Product of S[dim + 1:].
+  std::int64_t total = 0;                   ///< N: tokens of the group.
   std::vector<std::int64_t> member_tokens;  ///< Tokens of each member's chunk.
   std::vector<std::int64_t> member_first;   ///< Where each member's block starts in member order.
   bool natural = true;  ///< Member order is the ids' own order (no permutation needed).
@@ -51,8 +52,8 @@ struct ScatterPlan {
 };
 
 /// The plan for whole ids of shape `shape` (dim already checked to be in range).
-ScatterPlan plan_scatter(const std::vector<std::int64_t>& shape, int dim, const std::vector<int>& tp_rank_of_member,
-                         int me);
+ScatterPlan plan_scatter(const std::vector<std::int64_t>& shape, int dim,
+                         const std::vector<int>& tp_rank_of_member, int me);
 
 /// The output shape of a forward of `ids` for `layout` (tp rank layout.tp_rank): ids.shape + [H]
 /// when replicated or when the ids are this rank's chunk already; chunk shape + [H] otherwise.
@@ -79,8 +80,9 @@ struct ChunkFacts {
 /// torch.tensor_split's rule for their total along `dim` (same dimensions, id dtype and other
 /// extents; chunk t of the right size), throwing the same ShapeError or InvalidArgumentError on
 /// every rank. Returns the group's whole ids shape.
-std::vector<std::int64_t> agree_on_chunks(Communicator& group, const TensorView& ids, std::exception_ptr local_error,
-                                          int dim, const std::vector<int>& tp_rank_of_member);
+std::vector<std::int64_t> agree_on_chunks(Communicator& group, const TensorView& ids,
+                                          std::exception_ptr local_error, int dim,
+                                          const std::vector<int>& tp_rank_of_member);
 
 /// The group's ids in member order, on `place`: the ids themselves (replicated, natural order), a
 /// permuted copy (replicated; GPU ids go through the host: this synchronises and cannot be
@@ -105,24 +107,25 @@ struct ScatterContext {
 
 /// Grows every buffer a scattered forward (or, with `backward`, a backward with a gradient of
 /// `grad_dtype`) of up to `tokens` group tokens asks for, before the collective check.
-void reserve_scattered(const ScatterContext& context, std::int64_t tokens, bool backward, DType grad_dtype);
+void reserve_scattered(const ScatterContext& context, std::int64_t tokens, bool backward,
+                       DType grad_dtype);
 
 /// The scattered forward: `ids` as this rank passed them (whole or its chunk), `out` this rank's
 /// chunk [chunk, H]. The bad-id count stored in `counter[0]` is that of this rank's chunk.
-void scattered_forward(const ScatterContext& context, const ScatterPlan& plan, const TensorView& ids,
-                       const TensorView& out, unsigned long long* counter);
+void scattered_forward(const ScatterContext& context, const ScatterPlan& plan,
+                       const TensorView& ids, const TensorView& out, unsigned long long* counter);
 
 /// What a scattered backward hands to the local backward: the group's ids in natural order and the
 /// whole grad_out (gathered from every member's chunk), both on `place`.
 struct GatheredGradient {
-  TensorView ids;       ///< shape S
-  TensorView grad_out;  ///< shape S + [H]
+  TensorView ids;                      ///< shape S
+  TensorView grad_out;                 ///< shape S + [H]
   std::vector<std::uint8_t> host_ids;  ///< backing of `ids` when they were rebuilt on the host
 };
 
 /// Gathers the chunks of grad_out (this rank's: [chunk, H]) into the whole gradient in natural
 /// order, and the ids with it (scattered input), for the local backward.
-GatheredGradient gather_gradient(const ScatterContext& context, const ScatterPlan& plan, const TensorView& ids,
-                                 const TensorView& grad_out);
+GatheredGradient gather_gradient(const ScatterContext& context, const ScatterPlan& plan,
+                                 const TensorView& ids, const TensorView& grad_out);
 
 }  // namespace tpembed::op

@@ -45,8 +45,8 @@ std::pair<std::int64_t, std::int64_t> split_rule(std::int64_t n, int tp, int t) 
 }
 
 // Flat positions of chunk t's tokens in the whole ids (the chunk's row-major order), and its shape.
-std::vector<std::int64_t> chunk_tokens(const std::vector<std::int64_t>& shape, int dim, int tp, int t,
-                                       std::vector<std::int64_t>* chunk_shape) {
+std::vector<std::int64_t> chunk_tokens(const std::vector<std::int64_t>& shape, int dim, int tp,
+                                       int t, std::vector<std::int64_t>* chunk_shape) {
   const auto [first, size] = split_rule(shape[dim], tp, t);
   std::vector<std::int64_t> chunk = shape;
   chunk[dim] = size;
@@ -70,7 +70,8 @@ std::vector<std::int64_t> chunk_tokens(const std::vector<std::int64_t>& shape, i
 std::vector<std::uint8_t> take_rows(const std::vector<std::uint8_t>& rows, std::int64_t row,
                                     const std::vector<std::int64_t>& positions) {
   std::vector<std::uint8_t> out;
-  for (std::int64_t p : positions) out.insert(out.end(), rows.begin() + p * row, rows.begin() + (p + 1) * row);
+  for (std::int64_t p : positions)
+    out.insert(out.end(), rows.begin() + p * row, rows.begin() + (p + 1) * row);
   return out;
 }
 
@@ -91,14 +92,17 @@ struct Shard {
 std::vector<std::int64_t> shard_starts(std::int64_t total, int tp, ShardPlacement placement) {
   std::vector<std::int64_t> starts(tp + 1);
   for (int t = 0; t <= tp; ++t) {
-    starts[t] = placement == ShardPlacement::equal ? t * ((total + tp - 1) / tp) : total * t * t / (tp * tp);
+    starts[t] = placement == ShardPlacement::equal ? t * ((total + tp - 1) / tp)
+                                                   : total * t * t / (tp * tp);
   }
   return starts;
 }
 
-std::vector<std::uint8_t> forward_bytes(ParallelEmbedding& layer, const std::vector<std::uint8_t>& ids, DType id_dtype,
+std::vector<std::uint8_t> forward_bytes(ParallelEmbedding& layer,
+                                        const std::vector<std::uint8_t>& ids, DType id_dtype,
                                         const std::vector<std::int64_t>& ids_shape,
-                                        const std::vector<std::int64_t>& out_shape, DType out_dtype) {
+                                        const std::vector<std::int64_t>& out_shape,
+                                        DType out_dtype) {
   const std::size_t out_bytes = static_cast<std::size_t>(numel(out_shape) / out_shape.back()) *
                                 static_cast<std::size_t>(row_bytes(out_dtype, out_shape.back()));
   if (kOnGpu) {
@@ -114,12 +118,15 @@ std::vector<std::uint8_t> forward_bytes(ParallelEmbedding& layer, const std::vec
   return std::vector<std::uint8_t>(data, data + out.nbytes());
 }
 
-std::vector<std::uint8_t> backward_bytes(ParallelEmbedding& layer, const std::vector<std::uint8_t>& ids, DType id_dtype,
-                                         const std::vector<std::int64_t>& ids_shape, const HostTable& grad_out,
-                                         const std::vector<std::int64_t>& grad_shape, DType grad_dtype,
+std::vector<std::uint8_t> backward_bytes(ParallelEmbedding& layer,
+                                         const std::vector<std::uint8_t>& ids, DType id_dtype,
+                                         const std::vector<std::int64_t>& ids_shape,
+                                         const HostTable& grad_out,
+                                         const std::vector<std::int64_t>& grad_shape,
+                                         DType grad_dtype,
                                          const std::vector<std::int64_t>& weight_shape) {
-  const std::size_t grad_bytes =
-      static_cast<std::size_t>(weight_shape[0]) * static_cast<std::size_t>(row_bytes(grad_dtype, weight_shape[1]));
+  const std::size_t grad_bytes = static_cast<std::size_t>(weight_shape[0]) *
+                                 static_cast<std::size_t>(row_bytes(grad_dtype, weight_shape[1]));
   const TensorView grad_view(grad_out.bytes.data(), grad_out.dtype, grad_shape);
   if (kOnGpu) {
     const DeviceCopy device_ids = upload_bytes(ids, id_dtype, ids_shape);
@@ -152,24 +159,28 @@ struct ScatterCase {
 std::string case_name(const ::testing::TestParamInfo<ScatterCase>& info) {
   const ScatterCase& c = info.param;
   std::ostringstream name;
-  name << "dim" << c.sharding_dim << "_" << (c.sharding_dim == 0 ? vocab_exchange_name(c.exchange) : "hidden") << "_"
+  name << "dim" << c.sharding_dim << "_"
+       << (c.sharding_dim == 0 ? vocab_exchange_name(c.exchange) : "hidden") << "_"
        << token_layout_name(c.input) << "_S";
   for (std::int64_t e : c.shape) name << e << "x";
   name << "d" << c.scatter_dim << "_" << dtype_name(c.table)
-       << (c.placement == ShardPlacement::equal ? "_equal" : "_packed") << (c.reverse_tp_ranks ? "_reversed" : "")
-       << (c.collective_checks ? "" : "_unchecked") << "_" << info.index;
+       << (c.placement == ShardPlacement::equal ? "_equal" : "_packed")
+       << (c.reverse_tp_ranks ? "_reversed" : "") << (c.collective_checks ? "" : "_unchecked")
+       << "_" << info.index;
   return name.str();
 }
 
 void run_case(const ScatterCase& c, const std::vector<int>& group, std::uint64_t seed) {
   const int tp = static_cast<int>(group.size());
-  const int position = static_cast<int>(std::find(group.begin(), group.end(), world().rank()) - group.begin());
+  const int position =
+      static_cast<int>(std::find(group.begin(), group.end(), world().rank()) - group.begin());
   const int tp_rank = c.reverse_tp_ranks ? tp - 1 - position : position;
   const bool quantized = is_quantized(c.table);
   const DType out_dtype = quantized ? DType::bf16 : c.table;
-  const std::int64_t vocab = 61, hidden = c.sharding_dim == 1 && c.placement == ShardPlacement::equal ? 12 : 13;
-  const Problem problem = random_problem(c.table, vocab, hidden, quantized ? std::optional<DType>(DType::f32)
-                                                                           : std::nullopt, 0, 4242);
+  const std::int64_t vocab = 61,
+                     hidden = c.sharding_dim == 1 && c.placement == ShardPlacement::equal ? 12 : 13;
+  const Problem problem = random_problem(
+      c.table, vocab, hidden, quantized ? std::optional<DType>(DType::f32) : std::nullopt, 0, 4242);
   const auto starts = shard_starts(c.sharding_dim == 0 ? vocab : hidden, tp, c.placement);
   const std::int64_t first = starts[tp_rank], size = starts[tp_rank + 1] - starts[tp_rank];
   Shard shard;
@@ -198,10 +209,12 @@ void run_case(const ScatterCase& c, const std::vector<int>& group, std::uint64_t
 
   // The whole ids (the same on every rank of the group), this rank's chunk of them, the reference.
   const std::int64_t count = numel(c.shape);
-  std::vector<std::int64_t> ids = interesting_ids(vocab, 0, {starts.begin(), starts.end()}, count, seed);
+  std::vector<std::int64_t> ids =
+      interesting_ids(vocab, 0, {starts.begin(), starts.end()}, count, seed);
   ids.resize(static_cast<std::size_t>(count));
   std::vector<std::int64_t> chunk_shape;
-  const std::vector<std::int64_t> mine = chunk_tokens(c.shape, c.scatter_dim, tp, tp_rank, &chunk_shape);
+  const std::vector<std::int64_t> mine =
+      chunk_tokens(c.shape, c.scatter_dim, tp, tp_rank, &chunk_shape);
   std::vector<std::int64_t> chunk_ids;
   for (std::int64_t p : mine) chunk_ids.push_back(ids[p]);
   const bool scattered_input = c.input == TokenLayout::scattered;
@@ -214,8 +227,8 @@ void run_case(const ScatterCase& c, const std::vector<int>& group, std::uint64_t
   const std::int64_t out_row = row_bytes(out_dtype, hidden);
   const auto expected = take_rows(reference_lookup(problem, ids, out_dtype), out_row, mine);
   const auto actual = forward_bytes(layer, id_bytes, id_dtype, ids_shape, out_shape, out_dtype);
-  EXPECT_EQ(actual, expected) << "world rank " << world().rank() << " (tp_rank " << tp_rank << "): "
-                              << first_difference(actual, expected, out_dtype, hidden);
+  EXPECT_EQ(actual, expected) << "world rank " << world().rank() << " (tp_rank " << tp_rank
+                              << "): " << first_difference(actual, expected, out_dtype, hidden);
   std::uint64_t bad = 0;
   for (std::int64_t id : chunk_ids) bad += id < 0 || id >= vocab ? 1 : 0;
   EXPECT_EQ(layer.last_bad_id_count(), bad) << "the bad ids of this rank's chunk";
@@ -233,14 +246,16 @@ void run_case(const ScatterCase& c, const std::vector<int>& group, std::uint64_t
   grad_shape.push_back(hidden);
   GradientOptions options;
   embedding_backward(TensorView(all_id_bytes.data(), DType::i64, c.shape),
-                     TensorView(whole_grad.bytes.data(), out_dtype, grad_shape), whole_weight.view(), options);
-  const HostTable expected_grad =
-      c.sharding_dim == 0 ? whole_weight.slice_rows(first, size) : whole_weight.slice_cols(first, size);
-  const auto actual_grad = backward_bytes(layer, id_bytes, id_dtype, ids_shape, grad_chunk, out_shape, grad_dtype,
-                                          {shard.weight.rows, shard.weight.cols});
-  EXPECT_EQ(actual_grad, expected_grad.bytes) << "world rank " << world().rank() << ": gradient "
-                                              << first_difference(actual_grad, expected_grad.bytes, grad_dtype,
-                                                                  shard.weight.cols);
+                     TensorView(whole_grad.bytes.data(), out_dtype, grad_shape),
+                     whole_weight.view(), options);
+  const HostTable expected_grad = c.sharding_dim == 0 ? whole_weight.slice_rows(first, size)
+                                                      : whole_weight.slice_cols(first, size);
+  const auto actual_grad =
+      backward_bytes(layer, id_bytes, id_dtype, ids_shape, grad_chunk, out_shape, grad_dtype,
+                     {shard.weight.rows, shard.weight.cols});
+  EXPECT_EQ(actual_grad, expected_grad.bytes)
+      << "world rank " << world().rank() << ": gradient "
+      << first_difference(actual_grad, expected_grad.bytes, grad_dtype, shard.weight.cols);
 }
 
 std::vector<int> all_ranks() {
@@ -257,20 +272,23 @@ bool skip_peer_rows(const ScatterCase& c) {
 class Scattered : public ::testing::TestWithParam<ScatterCase> {};
 
 TEST_P(Scattered, WholeWorldMatchesTheReferenceChunk) {
-  if (skip_peer_rows(GetParam())) GTEST_SKIP() << "SKIPPED: these GPUs have no peer access to each other";
+  if (skip_peer_rows(GetParam()))
+    GTEST_SKIP() << "SKIPPED: these GPUs have no peer access to each other";
   run_case(GetParam(), all_ranks(), 17);
 }
 
 TEST_P(Scattered, GroupsOfTwo) {
   if (world().size() % 2 != 0) GTEST_SKIP() << "needs an even world size";
-  if (skip_peer_rows(GetParam())) GTEST_SKIP() << "SKIPPED: these GPUs have no peer access to each other";
+  if (skip_peer_rows(GetParam()))
+    GTEST_SKIP() << "SKIPPED: these GPUs have no peer access to each other";
   const int first = world().rank() / 2 * 2;
   run_case(GetParam(), {first, first + 1}, 100 + static_cast<std::uint64_t>(first));
 }
 
 TEST_P(Scattered, InterleavedGroups) {
   if (world().size() != 4) GTEST_SKIP() << "needs a world of 4";
-  if (skip_peer_rows(GetParam())) GTEST_SKIP() << "SKIPPED: these GPUs have no peer access to each other";
+  if (skip_peer_rows(GetParam()))
+    GTEST_SKIP() << "SKIPPED: these GPUs have no peer access to each other";
   const int parity = world().rank() % 2;
   run_case(GetParam(), {parity, parity + 2}, 200 + static_cast<std::uint64_t>(parity));
 }
@@ -282,19 +300,22 @@ std::vector<ScatterCase> scatter_cases() {
   };
   // 7 tokens (not a multiple of 2, 3 or 4), [4, 7] along either dim, [3, 5, 2] along 1, one
   // token (fewer than ranks), none at all, and none along the other dims.
-  const std::vector<Shape> shapes = {{{7}, 0},       {{4, 7}, 1}, {{4, 7}, 0}, {{3, 5, 2}, 1},
-                                     {{1}, 0},       {{0}, 0},    {{2, 0, 3}, 1}, {{5, 1}, 1}};
+  const std::vector<Shape> shapes = {{{7}, 0}, {{4, 7}, 1}, {{4, 7}, 0},    {{3, 5, 2}, 1},
+                                     {{1}, 0}, {{0}, 0},    {{2, 0, 3}, 1}, {{5, 1}, 1}};
   const DType tables[] = {DType::f32, DType::bf16, DType::i8};
   std::vector<ScatterCase> cases;
   int k = 0;
   for (int dim : {0, 1}) {
-    for (VocabExchange exchange : {VocabExchange::all_reduce, VocabExchange::owned_rows, VocabExchange::peer_rows}) {
+    for (VocabExchange exchange :
+         {VocabExchange::all_reduce, VocabExchange::owned_rows, VocabExchange::peer_rows}) {
       if (dim == 1 && exchange != VocabExchange::all_reduce) continue;
-      if (exchange == VocabExchange::peer_rows && !kOnGpu) continue;  // GPU tables only: the GPU build
+      if (exchange == VocabExchange::peer_rows && !kOnGpu)
+        continue;  // GPU tables only: the GPU build
       for (TokenLayout input : {TokenLayout::replicated, TokenLayout::scattered}) {
         for (const Shape& s : shapes) {
           const ShardPlacement placement = k % 2 ? ShardPlacement::equal : ShardPlacement::packed;
-          cases.push_back({dim, exchange, input, s.shape, s.dim, tables[k % 3], placement, k % 4 >= 2, k % 5 != 4});
+          cases.push_back({dim, exchange, input, s.shape, s.dim, tables[k % 3], placement,
+                           k % 4 >= 2, k % 5 != 4});
           ++k;
         }
       }
@@ -339,7 +360,8 @@ TEST(ScatteredPeerRows, CapturedForwardOfTheOwnChunk) {
     cuda_fill(ids.data(), 0, ids.size());
     CapturedGraph graph(
         [&](cudaStream_t stream) {
-          layer.forward(ids.view(DType::i64, {passed}), out.view(DType::bf16, {chunk_shape[0], hidden}), stream);
+          layer.forward(ids.view(DType::i64, {passed}),
+                        out.view(DType::bf16, {chunk_shape[0], hidden}), stream);
         },
         /*warm_up=*/true);
     for (std::uint64_t round = 0; round < 3; ++round) {
@@ -351,7 +373,8 @@ TEST(ScatteredPeerRows, CapturedForwardOfTheOwnChunk) {
       ids.copy_from_host(written.data(), written.size() * 8);
       cuda_fill(out.data(), 0xcd, out.size());
       graph.replay();
-      const auto expected = take_rows(reference_lookup(problem, batch, DType::bf16), row_bytes(DType::bf16, hidden), mine);
+      const auto expected = take_rows(reference_lookup(problem, batch, DType::bf16),
+                                      row_bytes(DType::bf16, hidden), mine);
       const auto actual = download(out.data(), expected.size());
       EXPECT_EQ(actual, expected) << token_layout_name(input) << " ids, round " << round << ": "
                                   << first_difference(actual, expected, DType::bf16, hidden);
@@ -365,7 +388,8 @@ TEST(ScatteredPeerRows, CapturedForwardOfTheOwnChunk) {
 }
 #else
 TEST(ScatteredPeerRows, RunsInTheGpuBuild) {
-  GTEST_SKIP() << "SKIPPED: peer_rows needs GPU tables; its scattered cases run in test_scattered_mpi_gpu";
+  GTEST_SKIP()
+      << "SKIPPED: peer_rows needs GPU tables; its scattered cases run in test_scattered_mpi_gpu";
 }
 #endif
 
@@ -389,7 +413,9 @@ EmbeddingConfig scattered_config(TokenLayout input = TokenLayout::replicated, in
   return config;
 }
 
-HostTable rank_table() { return random_table(DType::f32, 4, 3, 11 + static_cast<std::uint64_t>(world().rank())); }
+HostTable rank_table() {
+  return random_table(DType::f32, 4, 3, 11 + static_cast<std::uint64_t>(world().rank()));
+}
 
 EmbeddingShard weight_only(const HostTable& table) {
   EmbeddingShard shard;
@@ -399,26 +425,32 @@ EmbeddingShard weight_only(const HostTable& table) {
 
 TEST(ScatteredErrors, ScatterDimOutsideTheIds) {
   const HostTable table = rank_table();
-  ParallelEmbedding layer(world(), weight_only(table), scattered_config(TokenLayout::replicated, 1));
+  ParallelEmbedding layer(world(), weight_only(table),
+                          scattered_config(TokenLayout::replicated, 1));
   const std::int64_t ids[3] = {0, 1, 2};
-  expect_error_everywhere<InvalidArgumentError>([&] { layer.forward(TensorView(ids, DType::i64, {3})); },
-                                                "scatter_dim 1 is outside the ids' 1 dimensions");
+  expect_error_everywhere<InvalidArgumentError>(
+      [&] { layer.forward(TensorView(ids, DType::i64, {3})); },
+      "scatter_dim 1 is outside the ids' 1 dimensions");
   float out[9];
   expect_error_everywhere<InvalidArgumentError>(
-      [&] { layer.forward(TensorView(ids, DType::i64, {3}), TensorView(out, DType::f32, {3, 3})); },
+      [&] {
+        layer.forward(TensorView(ids, DType::i64, {3}), TensorView(out, DType::f32, {3, 3}));
+      },
       "scatter_dim 1 is outside the ids' 1 dimensions");
   EmbeddingConfig negative = scattered_config();
   negative.scatter_dim = -1;
-  expect_error_everywhere<InvalidArgumentError>([&] { ParallelEmbedding(world(), weight_only(table), negative); },
-                                                "scatter_dim must be >= 0, got -1");
+  expect_error_everywhere<InvalidArgumentError>(
+      [&] { ParallelEmbedding(world(), weight_only(table), negative); },
+      "scatter_dim must be >= 0, got -1");
 }
 
 TEST(ScatteredErrors, ScatteredInputNeedsScatteredOutput) {
   const HostTable table = rank_table();
   EmbeddingConfig config = scattered_config(TokenLayout::scattered);
   config.output_layout = TokenLayout::replicated;
-  expect_error_everywhere<InvalidArgumentError>([&] { ParallelEmbedding(world(), weight_only(table), config); },
-                                                "input_layout scattered needs output_layout scattered");
+  expect_error_everywhere<InvalidArgumentError>(
+      [&] { ParallelEmbedding(world(), weight_only(table), config); },
+      "input_layout scattered needs output_layout scattered");
 }
 
 TEST(ScatteredErrors, RanksThatDisagreeAtSetUp) {
@@ -427,16 +459,19 @@ TEST(ScatteredErrors, RanksThatDisagreeAtSetUp) {
   const std::string rank = "rank " + std::to_string(last);
   EmbeddingConfig config = scattered_config();
   if (world().rank() == last) config.output_layout = TokenLayout::replicated;
-  expect_error_everywhere<InvalidArgumentError>([&] { ParallelEmbedding(world(), weight_only(table), config); },
-                                                rank + " asks for the replicated output_layout but rank 0 for scattered");
+  expect_error_everywhere<InvalidArgumentError>(
+      [&] { ParallelEmbedding(world(), weight_only(table), config); },
+      rank + " asks for the replicated output_layout but rank 0 for scattered");
   config = scattered_config();
   if (world().rank() == last) config.scatter_dim = 1;
-  expect_error_everywhere<InvalidArgumentError>([&] { ParallelEmbedding(world(), weight_only(table), config); },
-                                                rank + " scatters the tokens along scatter_dim 1 but rank 0 along 0");
+  expect_error_everywhere<InvalidArgumentError>(
+      [&] { ParallelEmbedding(world(), weight_only(table), config); },
+      rank + " scatters the tokens along scatter_dim 1 but rank 0 along 0");
   config = scattered_config();
   if (world().rank() == last) config.input_layout = TokenLayout::scattered;
-  expect_error_everywhere<InvalidArgumentError>([&] { ParallelEmbedding(world(), weight_only(table), config); },
-                                                rank + " passes scattered ids (input_layout) but rank 0 replicated ids");
+  expect_error_everywhere<InvalidArgumentError>(
+      [&] { ParallelEmbedding(world(), weight_only(table), config); },
+      rank + " passes scattered ids (input_layout) but rank 0 replicated ids");
 }
 
 TEST(ScatteredErrors, ChunksThatDoNotFitTheRule) {
@@ -450,26 +485,33 @@ TEST(ScatteredErrors, ChunksThatDoNotFitTheRule) {
     const std::int64_t ids[4] = {0, 1, 2, 3};
     expect_error_everywhere<ShapeError>(
         [&] { layer.forward(TensorView(ids, DType::i64, {me == 0 ? 1 : 2})); },
-        "the scattered chunks do not fit torch.tensor_split's rule for their total of " + std::to_string(2 * tp - 1) +
-            " along scatter_dim 0 (the first n % tp chunks get one more, in tp_rank order): rank 0 of the tp group "
+        "the scattered chunks do not fit torch.tensor_split's rule for their total of " +
+            std::to_string(2 * tp - 1) +
+            " along scatter_dim 0 (the first n % tp chunks get one more, in tp_rank order): rank 0 "
+            "of the tp group "
             "(tp_rank 0) passes 1 but chunk 0 has 2");
     // Other extents along the other dims.
     expect_error_everywhere<ShapeError>(
-        [&] { layer.forward(TensorView(ids, DType::i64, {1, me == tp - 1 ? 1 : 2})); },
-        "rank " + std::to_string(tp - 1) + " of the tp group passes a chunk of shape [1, 1] but rank 0 one of shape "
-        "[1, 2]: scattered chunks differ only along scatter_dim 0");
+        [&] {
+          layer.forward(TensorView(ids, DType::i64, {1, me == tp - 1 ? 1 : 2}));
+        },
+        "rank " + std::to_string(tp - 1) +
+            " of the tp group passes a chunk of shape [1, 1] but rank 0 one of shape "
+            "[1, 2]: scattered chunks differ only along scatter_dim 0");
     // Another id dtype.
     // Rank 1 passes `odd` where the others pass two i64 ids.
     auto rank_one_passes = [&](const TensorView& odd) {
       layer.forward(me == 1 ? odd : TensorView(ids, DType::i64, {2}));
     };
     const std::int32_t small[2] = {0, 1};
-    expect_error_everywhere<InvalidArgumentError>([&] { rank_one_passes(TensorView(small, DType::i32, {2})); },
-                                                  "rank 1 of the tp group passes i32 ids but rank 0 passes i64");
+    expect_error_everywhere<InvalidArgumentError>(
+        [&] { rank_one_passes(TensorView(small, DType::i32, {2})); },
+        "rank 1 of the tp group passes i32 ids but rank 0 passes i64");
     // A rank that fails its own checks (here: a float id tensor) reaches the others' chunk check.
     const float floats[2] = {0, 1};
-    expect_error_everywhere<InvalidArgumentError>([&] { rank_one_passes(TensorView(floats, DType::f32, {2})); },
-                                                  "rank 1: ids must be i32 or i64, not f32");
+    expect_error_everywhere<InvalidArgumentError>(
+        [&] { rank_one_passes(TensorView(floats, DType::f32, {2})); },
+        "rank 1: ids must be i32 or i64, not f32");
     // And the layer still works: the whole ids 0..2tp-1, each rank its own two.
     const std::int64_t own[2] = {2 * me, 2 * me + 1};
     const Tensor out = layer.forward(TensorView(own, DType::i64, {2}));
@@ -478,12 +520,14 @@ TEST(ScatteredErrors, ChunksThatDoNotFitTheRule) {
       p.table = HostTable(DType::f32, 4 * tp, 3);
       for (int r = 0; r < tp; ++r) {
         const HostTable part = random_table(DType::f32, 4, 3, 11 + static_cast<std::uint64_t>(r));
-        std::copy(part.bytes.begin(), part.bytes.end(), p.table.bytes.begin() + r * static_cast<std::ptrdiff_t>(part.bytes.size()));
+        std::copy(part.bytes.begin(), part.bytes.end(),
+                  p.table.bytes.begin() + r * static_cast<std::ptrdiff_t>(part.bytes.size()));
       }
       return p;
     }();
     const auto expected = reference_lookup(whole, {2 * me, 2 * me + 1}, DType::f32);
-    EXPECT_EQ(0, std::memcmp(out.data(), expected.data(), expected.size())) << "collective_checks " << checks;
+    EXPECT_EQ(0, std::memcmp(out.data(), expected.data(), expected.size()))
+        << "collective_checks " << checks;
   }
 }
 
@@ -496,17 +540,21 @@ TEST(ScatteredErrors, OutAndGradOutOfTheWrongShape) {
   std::vector<float> out(static_cast<std::size_t>(2 * tp * 3));
   expect_error_everywhere<ShapeError>(
       [&] {
-        layer.forward(TensorView(ids.data(), DType::i64, {2 * tp}), TensorView(out.data(), DType::f32, {2 * tp, 3}));
+        layer.forward(TensorView(ids.data(), DType::i64, {2 * tp}),
+                      TensorView(out.data(), DType::f32, {2 * tp, 3}));
       },
-      "out has shape [" + std::to_string(2 * tp) + ", 3] but this rank's chunk of the scattered output is [2, 3]");
+      "out has shape [" + std::to_string(2 * tp) +
+          ", 3] but this rank's chunk of the scattered output is [2, 3]");
   std::vector<float> grad(static_cast<std::size_t>(4 * 3));
   expect_error_everywhere<ShapeError>(
       [&] {
-        layer.backward(TensorView(ids.data(), DType::i64, {2 * tp}), TensorView(out.data(), DType::f32, {2 * tp, 3}),
+        layer.backward(TensorView(ids.data(), DType::i64, {2 * tp}),
+                       TensorView(out.data(), DType::f32, {2 * tp, 3}),
                        TensorView(grad.data(), DType::f32, {4, 3}));
       },
-      "backward: grad_out has shape [" + std::to_string(2 * tp) + ", 3] but with the scattered layout it is this "
-      "rank's chunk of the whole gradient, [2, 3]");
+      "backward: grad_out has shape [" + std::to_string(2 * tp) +
+          ", 3] but with the scattered layout it is this "
+          "rank's chunk of the whole gradient, [2, 3]");
 }
 
 TEST(ScatteredErrors, StrictModeRaisesOnEveryRank) {
@@ -558,12 +606,14 @@ TEST(ScatteredOp, FunctionForm) {
   std::vector<std::int64_t> ids(static_cast<std::size_t>(2 * (tp + 1)));
   std::iota(ids.begin(), ids.end(), std::int64_t{-1});  // -1, 0, 1, ...: one bad id
   const auto bytes = encode_ids(ids, DType::i64);
-  const Tensor out = embedding(TensorView(bytes.data(), DType::i64, {2, tp + 1}), mine.view(), options, &world());
+  const Tensor out =
+      embedding(TensorView(bytes.data(), DType::i64, {2, tp + 1}), mine.view(), options, &world());
   std::vector<std::int64_t> chunk_shape;
   const auto positions = chunk_tokens({2, tp + 1}, 1, tp, me, &chunk_shape);
   chunk_shape.push_back(4);
   EXPECT_EQ(out.shape(), chunk_shape);
-  const auto expected = take_rows(reference_lookup(problem, ids, DType::f32), row_bytes(DType::f32, 4), positions);
+  const auto expected =
+      take_rows(reference_lookup(problem, ids, DType::f32), row_bytes(DType::f32, 4), positions);
   EXPECT_EQ(0, std::memcmp(out.data(), expected.data(), expected.size()));
 
   EmbeddingOptions alone;
@@ -571,7 +621,8 @@ TEST(ScatteredOp, FunctionForm) {
   alone.scatter_dim = 1;
   std::vector<float> whole(static_cast<std::size_t>(2 * (tp + 1) * 4));
   const TensorView ids_view(bytes.data(), DType::i64, {2, tp + 1});
-  embedding(ids_view, mine.view(), TensorView(whole.data(), DType::f32, {2, tp + 1, 4}), alone, &world());
+  embedding(ids_view, mine.view(), TensorView(whole.data(), DType::f32, {2, tp + 1, 4}), alone,
+            &world());
   const Problem own = [&] {
     Problem p;
     p.table = mine;
@@ -581,7 +632,10 @@ TEST(ScatteredOp, FunctionForm) {
   EXPECT_EQ(0, std::memcmp(whole.data(), all_rows.data(), all_rows.size()));
   alone.scatter_dim = 2;
   expect_error<InvalidArgumentError>(
-      [&] { embedding(ids_view, mine.view(), TensorView(whole.data(), DType::f32, {2, tp + 1, 4}), alone, &world()); },
+      [&] {
+        embedding(ids_view, mine.view(), TensorView(whole.data(), DType::f32, {2, tp + 1, 4}),
+                  alone, &world());
+      },
       "scatter_dim 2 is outside the ids' 2 dimensions");
 }
 
@@ -595,7 +649,8 @@ TEST(ScatteredErrors, FailForwardJoinsTheChunkCheck) {
   expect_error_everywhere<InvalidArgumentError>(
       [&] {
         if (world().rank() == 1) {
-          layer.fail_forward(std::make_exception_ptr(InvalidArgumentError("no tensor for these ids")));
+          layer.fail_forward(
+              std::make_exception_ptr(InvalidArgumentError("no tensor for these ids")));
         } else {
           layer.forward(TensorView(ids, DType::i64, {2}));
         }
