@@ -55,13 +55,13 @@ class Communicator {
   void all_gather_v(const void* send, void* recv, const std::vector<std::int64_t>& byte_counts,
                     void* stream = nullptr);
 
-  /// Element-wise sum over all ranks of `send` (the sum of `counts` elements of `dtype`), scattered:
-  /// rank r receives in `recv` the `counts[r]` elements of the sum that start at the sum of the
-  /// counts of the ranks before r. One count per rank, zeros allowed (fewer tokens than ranks give
-  /// empty blocks); every rank passes the same counts, which is not checked (as all_reduce_sum's
-  /// count is not: it would take another collective), so callers agree on them first. The
-  /// scattered layout of `n` rows of `h` elements is torch.tensor_split's: the first n % size
-  /// ranks get n / size + 1 rows, the others n / size, times h. Dtypes and rounding as
+  /// Element-wise sum over all ranks of `send` (the sum of `counts` elements of `dtype`),
+  /// scattered: rank r receives in `recv` the `counts[r]` elements of the sum that start at the sum
+  /// of the counts of the ranks before r. One count per rank, zeros allowed (fewer tokens than
+  /// ranks give empty blocks); every rank passes the same counts, which is not checked (as
+  /// all_reduce_sum's count is not: it would take another collective), so callers agree on them
+  /// first. The scattered layout of `n` rows of `h` elements is torch.tensor_split's: the first
+  /// `n % size` ranks get n / size + 1 rows, the others n / size, times h. Dtypes and rounding as
   /// all_reduce_sum. `recv` is either disjoint from `send` or exactly this rank's block of it (in
   /// place); either way only `recv` is written. Every rank calls it, whatever its own count. Host
   /// engines ignore `stream`; the NCCL engine queues the work on it (host buffers are staged).
@@ -110,7 +110,8 @@ class Communicator {
   /// `displacements[r]` (in elements) is where rank r's block starts in `send`. Default: an
   /// all-reduce of the whole of `send` into a temporary host buffer, then this rank's block copied
   /// to `recv` (host memory).
-  virtual void do_reduce_scatter_sum(const void* send, void* recv, const std::vector<std::int64_t>& counts,
+  virtual void do_reduce_scatter_sum(const void* send, void* recv,
+                                     const std::vector<std::int64_t>& counts,
                                      const std::vector<std::int64_t>& displacements, DType dtype,
                                      void* stream);
   /// Displacements (in bytes) are where each rank's block starts in `send` and `recv`. Default:
@@ -134,8 +135,8 @@ bool mpi_available();
 /// Options of the MPI engine.
 struct MpiOptions {
   /// Longest wait, in seconds, for a collective of up to 256 KiB (for all_to_all_v: the bytes this
-  /// rank sends and receives) or an all-gather of up to 4 KiB a
-  /// rank (every agreement, set-up and split, and the exchanges of small forwards) and for the duplicate made at creation: past it
+  /// rank sends and receives) or an all-gather of up to 4 KiB a rank (every agreement, set-up and
+  /// split, and the exchanges of small forwards) and for the duplicate made at creation: past it
   /// this rank throws CommunicatorError naming the call, and the communicator refuses every later
   /// collective (a peer that failed, skipped a call or passed another communicator cannot hang us).
   /// Those calls run in the engine's own buffers, so a late peer never writes into the caller's

@@ -173,8 +173,8 @@ void Communicator::all_gather(const void* send, void* recv, std::int64_t count, 
   do_all_gather(send, recv, count * static_cast<std::int64_t>(element_size(dtype)), stream);
 }
 
-void Communicator::all_gather_v(const void* send, void* recv, const std::vector<std::int64_t>& byte_counts,
-                                void* stream) {
+void Communicator::all_gather_v(const void* send, void* recv,
+                                const std::vector<std::int64_t>& byte_counts, void* stream) {
   std::int64_t total = 0;
   const std::vector<std::int64_t> displacements =
       block_starts("all_gather_v", "counts", byte_counts, size(), 1, total);
@@ -202,8 +202,9 @@ void Communicator::do_all_gather_v(const void* send, void* recv, const std::vect
   }
 }
 
-void Communicator::reduce_scatter_sum(const void* send, void* recv, const std::vector<std::int64_t>& counts,
-                                      DType dtype, void* stream) {
+void Communicator::reduce_scatter_sum(const void* send, void* recv,
+                                      const std::vector<std::int64_t>& counts, DType dtype,
+                                      void* stream) {
   TPEMBED_EXPECTS(dtype != DType::i4, InvalidArgumentError,
                   "reduce_scatter_sum: i4 has no whole elements; move bytes as i8");
   TPEMBED_EXPECTS(reducible(dtype), InvalidArgumentError, "reduce_scatter_sum: cannot sum ",
@@ -216,30 +217,34 @@ void Communicator::reduce_scatter_sum(const void* send, void* recv, const std::v
   TPEMBED_EXPECTS(total == 0 || send != nullptr, InvalidArgumentError,
                   "reduce_scatter_sum: null send buffer for ", total, " elements");
   TPEMBED_EXPECTS(counts[me] == 0 || recv != nullptr, InvalidArgumentError,
-                  "reduce_scatter_sum: null receive buffer for this rank's ", counts[me], " elements");
+                  "reduce_scatter_sum: null receive buffer for this rank's ", counts[me],
+                  " elements");
   const void* own_block = static_cast<const std::uint8_t*>(send) + displacements[me] * element;
   TPEMBED_EXPECTS(recv == own_block || !overlaps(send, total * element, recv, counts[me] * element),
-                  InvalidArgumentError, "reduce_scatter_sum: recv overlaps send but is not rank ", me,
-                  "'s block of it (in place, recv is send + ", displacements[me], " elements)");
+                  InvalidArgumentError, "reduce_scatter_sum: recv overlaps send but is not rank ",
+                  me, "'s block of it (in place, recv is send + ", displacements[me], " elements)");
   if (total == 0) return;
   do_reduce_scatter_sum(send, recv, counts, displacements, dtype, stream);
 }
 
-void Communicator::do_reduce_scatter_sum(const void* send, void* recv, const std::vector<std::int64_t>& counts,
-                                         const std::vector<std::int64_t>& displacements, DType dtype,
-                                         void* stream) {
+void Communicator::do_reduce_scatter_sum(const void* send, void* recv,
+                                         const std::vector<std::int64_t>& counts,
+                                         const std::vector<std::int64_t>& displacements,
+                                         DType dtype, void* stream) {
   const auto element = static_cast<std::int64_t>(element_size(dtype));
   const std::int64_t total = displacements.back() + counts.back();
   std::vector<std::uint8_t> sums(static_cast<std::size_t>(total * element));
   do_all_reduce_sum(send, sums.data(), total, dtype, stream);
   const auto me = static_cast<std::size_t>(rank());
   if (counts[me] > 0) {
-    std::memcpy(recv, sums.data() + displacements[me] * element, static_cast<std::size_t>(counts[me] * element));
+    std::memcpy(recv, sums.data() + displacements[me] * element,
+                static_cast<std::size_t>(counts[me] * element));
   }
 }
 
-void Communicator::all_to_all_v(const void* send, const std::vector<std::int64_t>& send_bytes, void* recv,
-                                const std::vector<std::int64_t>& recv_bytes, void* stream) {
+void Communicator::all_to_all_v(const void* send, const std::vector<std::int64_t>& send_bytes,
+                                void* recv, const std::vector<std::int64_t>& recv_bytes,
+                                void* stream) {
   std::int64_t send_total = 0, recv_total = 0;
   const std::vector<std::int64_t> send_displacements =
       block_starts("all_to_all_v", "send counts", send_bytes, size(), 1, send_total);
@@ -249,37 +254,40 @@ void Communicator::all_to_all_v(const void* send, const std::vector<std::int64_t
   TPEMBED_EXPECTS(send_bytes[me] == recv_bytes[me], InvalidArgumentError, "all_to_all_v: rank ", me,
                   " sends itself ", send_bytes[me], " bytes but expects ", recv_bytes[me],
                   " from itself (send_bytes[", me, "] must equal recv_bytes[", me, "])");
-  TPEMBED_EXPECTS(send_total == 0 || send != nullptr, InvalidArgumentError, "all_to_all_v: null send buffer for ",
-                  send_total, " bytes");
+  TPEMBED_EXPECTS(send_total == 0 || send != nullptr, InvalidArgumentError,
+                  "all_to_all_v: null send buffer for ", send_total, " bytes");
   TPEMBED_EXPECTS(recv_total == 0 || recv != nullptr, InvalidArgumentError,
                   "all_to_all_v: null receive buffer for ", recv_total, " bytes");
   TPEMBED_EXPECTS(!overlaps(send, send_total, recv, recv_total), InvalidArgumentError,
                   "all_to_all_v: send (", send_total, " bytes) and recv (", recv_total,
                   " bytes) overlap; the exchange has no in-place form");
-  do_all_to_all_v(send, send_bytes, send_displacements, recv, recv_bytes, recv_displacements, stream);
+  do_all_to_all_v(send, send_bytes, send_displacements, recv, recv_bytes, recv_displacements,
+                  stream);
 }
 
 void Communicator::do_all_to_all_v(const void* send, const std::vector<std::int64_t>& send_bytes,
-                                   const std::vector<std::int64_t>& /*send_displacements*/, void* recv,
-                                   const std::vector<std::int64_t>& recv_bytes,
-                                   const std::vector<std::int64_t>& recv_displacements, void* stream) {
+                                   const std::vector<std::int64_t>& /*send_displacements*/,
+                                   void* recv, const std::vector<std::int64_t>& recv_bytes,
+                                   const std::vector<std::int64_t>& recv_displacements,
+                                   void* stream) {
   const int ranks = size();
   const auto width = static_cast<std::size_t>(ranks);
   // Row r of `counts`: rank r's send counts, then its receive counts.
   std::vector<std::int64_t> mine(2 * width), counts(2 * width * width);
   std::copy(send_bytes.begin(), send_bytes.end(), mine.begin());
   std::copy(recv_bytes.begin(), recv_bytes.end(), mine.begin() + ranks);
-  do_all_gather(mine.data(), counts.data(), static_cast<std::int64_t>(2 * width * sizeof(std::int64_t)), stream);
+  do_all_gather(mine.data(), counts.data(),
+                static_cast<std::int64_t>(2 * width * sizeof(std::int64_t)), stream);
   auto sent = [&](int from, int to) { return counts[2 * width * from + to]; };
   auto expected = [&](int at, int from) { return counts[2 * width * at + width + from]; };
   // Every rank checks every pair of the same table, so every rank reaches the same verdict.
   for (int from = 0; from < ranks; ++from) {
     for (int to = 0; to < ranks; ++to) {
       if (sent(from, to) != expected(to, from)) {
-        throw CommunicatorError(detail::concat("all_to_all_v: rank ", from, " sends ", sent(from, to),
-                                               " bytes to rank ", to, ", which expects ", expected(to, from),
-                                               " from it (send_bytes[", to, "] on rank ", from,
-                                               " must equal recv_bytes[", from, "] on rank ", to, ")"));
+        throw CommunicatorError(detail::concat(
+            "all_to_all_v: rank ", from, " sends ", sent(from, to), " bytes to rank ", to,
+            ", which expects ", expected(to, from), " from it (send_bytes[", to, "] on rank ", from,
+            " must equal recv_bytes[", from, "] on rank ", to, ")"));
       }
     }
   }
@@ -301,8 +309,8 @@ void Communicator::do_all_to_all_v(const void* send, const std::vector<std::int6
     for (int to = 0; to < me; ++to) offset += sent(from, to);
     const std::int64_t bytes = recv_bytes[static_cast<std::size_t>(from)];
     if (bytes > 0) {
-      std::memcpy(out + recv_displacements[static_cast<std::size_t>(from)], gathered.data() + offset,
-                  static_cast<std::size_t>(bytes));
+      std::memcpy(out + recv_displacements[static_cast<std::size_t>(from)],
+                  gathered.data() + offset, static_cast<std::size_t>(bytes));
     }
   }
 }

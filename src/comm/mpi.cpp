@@ -469,21 +469,24 @@ class MpiCommunicator final : public Communicator {
     const auto [type, op] = summation(dtype, "reduce_scatter_sum");
     const auto element = static_cast<std::int64_t>(element_size(dtype));
     const std::vector<int> block_counts(counts.begin(), counts.end());
-    const auto own_bytes = static_cast<std::size_t>(counts[static_cast<std::size_t>(rank_)] * element);
+    const auto own_bytes =
+        static_cast<std::size_t>(counts[static_cast<std::size_t>(rank_)] * element);
     if (total * element <= kOwnBufferBytes) {
       stage_.resize(static_cast<std::size_t>(total * element));
       std::memcpy(stage_.data(), send, stage_.size());
       MPI_Request request = MPI_REQUEST_NULL;
-      // In place, MPI reads the whole vector from the buffer and leaves this rank's block at its start.
-      TPEMBED_MPI_TRY(MPI_Ireduce_scatter(MPI_IN_PLACE, stage_.data(), block_counts.data(), type, op,
-                                          comm_, &request));
+      // In place, MPI reads the whole vector from the buffer and leaves this rank's block at its
+      // start.
+      TPEMBED_MPI_TRY(MPI_Ireduce_scatter(MPI_IN_PLACE, stage_.data(), block_counts.data(), type,
+                                          op, comm_, &request));
       wait(request, "reduce_scatter_sum");
       if (own_bytes > 0) std::memcpy(recv, stage_.data(), own_bytes);
       return;
     }
     // MPI forbids a receive buffer inside the send buffer: in place, the block is summed into a
     // temporary and copied over.
-    const bool in_place = overlaps(send, total * element, recv, static_cast<std::int64_t>(own_bytes));
+    const bool in_place =
+        overlaps(send, total * element, recv, static_cast<std::int64_t>(own_bytes));
     std::vector<std::uint8_t> temporary(in_place ? own_bytes : 0);
     std::uint8_t nothing = 0;  // a valid address for a rank whose block is empty
     void* target = in_place ? temporary.data() : recv != nullptr ? recv : &nothing;
@@ -515,12 +518,15 @@ class MpiCommunicator final : public Communicator {
     auto* into = recv_total > 0 ? static_cast<std::uint8_t*>(recv) : &nothing;
     if (staged) {
       stage_.resize(static_cast<std::size_t>(send_total + recv_total));
-      if (send_total > 0) from = static_cast<const std::uint8_t*>(std::memcpy(stage_.data(), send, static_cast<std::size_t>(send_total)));
+      if (send_total > 0)
+        from = static_cast<const std::uint8_t*>(
+            std::memcpy(stage_.data(), send, static_cast<std::size_t>(send_total)));
       if (recv_total > 0) into = stage_.data() + send_total;
     }
     const auto ranks = static_cast<std::size_t>(size_), me = static_cast<std::size_t>(rank_);
     if (send_bytes[me] > 0) {
-      std::memcpy(into + recv_displacements[me], from + send_displacements[me], static_cast<std::size_t>(send_bytes[me]));
+      std::memcpy(into + recv_displacements[me], from + send_displacements[me],
+                  static_cast<std::size_t>(send_bytes[me]));
     }
     std::vector<Message> messages;
     std::vector<MPI_Request> requests;
@@ -530,8 +536,9 @@ class MpiCommunicator final : public Communicator {
       const std::size_t peer = (me + step) % ranks;
       messages.emplace_back(send_bytes[peer]);
       requests.push_back(MPI_REQUEST_NULL);
-      TPEMBED_MPI_TRY(MPI_Isend(from + send_displacements[peer], messages.back().count(), messages.back().type(),
-                                static_cast<int>(peer), kExchangeTag, comm_, &requests.back()));
+      TPEMBED_MPI_TRY(MPI_Isend(from + send_displacements[peer], messages.back().count(),
+                                messages.back().type(), static_cast<int>(peer), kExchangeTag, comm_,
+                                &requests.back()));
     }
     std::vector<bool> arrived(ranks, false);
     arrived[me] = true;
@@ -545,7 +552,8 @@ class MpiCommunicator final : public Communicator {
         int found = 0;
         MPI_Message message = MPI_MESSAGE_NULL;
         MPI_Status status;
-        TPEMBED_MPI_TRY(MPI_Improbe(static_cast<int>(peer), kExchangeTag, comm_, &found, &message, &status));
+        TPEMBED_MPI_TRY(
+            MPI_Improbe(static_cast<int>(peer), kExchangeTag, comm_, &found, &message, &status));
         if (!found) continue;
         MPI_Count bytes = 0;
         TPEMBED_MPI_TRY(MPI_Get_elements_x(&status, MPI_BYTE, &bytes));
@@ -557,7 +565,8 @@ class MpiCommunicator final : public Communicator {
         }
         messages.emplace_back(bytes);
         requests.push_back(MPI_REQUEST_NULL);
-        TPEMBED_MPI_TRY(MPI_Imrecv(target, messages.back().count(), messages.back().type(), &message, &requests.back()));
+        TPEMBED_MPI_TRY(MPI_Imrecv(target, messages.back().count(), messages.back().type(),
+                                   &message, &requests.back()));
         arrived[peer] = true;
         --waiting;
       }
@@ -572,9 +581,11 @@ class MpiCommunicator final : public Communicator {
     if (!wrong.empty()) {
       const std::size_t peer = wrong.front().first;
       throw CommunicatorError(detail::concat(
-          "rank ", rank_, " of ", size_, ": all_to_all_v: rank ", peer, " sent this rank ", wrong.front().second,
-          " bytes, not the ", recv_bytes[peer], " it expects from it (recv_bytes[", peer, "] here must equal send_bytes[",
-          rank_, "] on rank ", peer, ")", wrong.size() > 1 ? detail::concat("; ", wrong.size() - 1, " more blocks too") : ""));
+          "rank ", rank_, " of ", size_, ": all_to_all_v: rank ", peer, " sent this rank ",
+          wrong.front().second, " bytes, not the ", recv_bytes[peer],
+          " it expects from it (recv_bytes[", peer, "] here must equal send_bytes[", rank_,
+          "] on rank ", peer, ")",
+          wrong.size() > 1 ? detail::concat("; ", wrong.size() - 1, " more blocks too") : ""));
     }
     if (staged && recv_total > 0) std::memcpy(recv, into, static_cast<std::size_t>(recv_total));
   }
@@ -601,8 +612,10 @@ class MpiCommunicator final : public Communicator {
   }
 
   // After a wait past the timeout: the communicator refuses further use, and the buffers the
-  // pending call may still write (the engine's own, and `also_kept`) are kept until the process ends.
-  [[noreturn]] void time_out(const char* what, std::vector<std::vector<std::uint8_t>>&& also_kept = {}) {
+  // pending call may still write (the engine's own, and `also_kept`) are kept until the process
+  // ends.
+  [[noreturn]] void time_out(const char* what,
+                             std::vector<std::vector<std::uint8_t>>&& also_kept = {}) {
     timed_out_in_ = what;
     keep_forever(std::move(stage_));
     stage_ = {};

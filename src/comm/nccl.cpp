@@ -46,14 +46,20 @@ ncclConfig_t nonblocking_config() {
 
 bool is_device_memory(const void* pointer) { return cuda_runtime::device_of(pointer) >= 0; }
 
-// The NCCL type of a summable dtype (the public calls let only f32, f16, bf16, i32 and i64 through).
+// The NCCL type of a summable dtype (the public calls let only f32, f16, bf16, i32 and i64
+// through).
 ncclDataType_t nccl_type(DType dtype) {
   switch (dtype) {
-    case DType::f32: return ncclFloat32;
-    case DType::f16: return ncclFloat16;
-    case DType::bf16: return ncclBfloat16;
-    case DType::i32: return ncclInt32;
-    default: return ncclInt64;
+    case DType::f32:
+      return ncclFloat32;
+    case DType::f16:
+      return ncclFloat16;
+    case DType::bf16:
+      return ncclBfloat16;
+    case DType::i32:
+      return ncclInt32;
+    default:
+      return ncclInt64;
   }
 }
 
@@ -141,32 +147,37 @@ class NcclCommunicator final : public Communicator {
     wait_done(stream, "an NCCL all_gather_v");
   }
 
-  // Equal blocks: one ncclReduceScatter (in place when recv is send + rank * count, as here). Uneven
-  // ones (ncclReduceScatter takes one count): a group of ncclReduce calls, one a nonempty block,
-  // each rooted at the block's rank. Chosen over a padded ncclReduceScatter, which would need a
-  // device workspace of the largest block times the ranks plus copies in and out of it; in the group
-  // each block goes once through a reduction to its rank (about the traffic of one reduce-scatter,
-  // in one grouped launch), nothing is allocated and it can be captured in a CUDA graph. Every rank
-  // has the same counts, so every rank posts the same calls.
+  // Equal blocks: one ncclReduceScatter (in place when recv is send + rank * count, as here).
+  // Uneven ones (ncclReduceScatter takes one count): a group of ncclReduce calls, one a nonempty
+  // block, each rooted at the block's rank. Chosen over a padded ncclReduceScatter, which would
+  // need a device workspace of the largest block times the ranks plus copies in and out of it; in
+  // the group each block goes once through a reduction to its rank (about the traffic of one
+  // reduce-scatter, in one grouped launch), nothing is allocated and it can be captured in a CUDA
+  // graph. Every rank has the same counts, so every rank posts the same calls.
   void do_reduce_scatter_sum(const void* send, void* recv, const std::vector<std::int64_t>& counts,
-                             const std::vector<std::int64_t>& displacements, DType dtype, void* stream) override {
+                             const std::vector<std::int64_t>& displacements, DType dtype,
+                             void* stream) override {
     const ncclDataType_t type = nccl_type(dtype);
     const std::size_t element = element_size(dtype);
     const auto total = static_cast<std::size_t>(displacements.back() + counts.back());
     const auto mine = static_cast<std::size_t>(counts[static_cast<std::size_t>(rank_)]);
-    const bool even = std::all_of(counts.begin(), counts.end(), [&](std::int64_t count) { return count == counts[0]; });
-    run(send, recv, total * element, mine * element, stream, [&](const void* s, void* r, cudaStream_t st) {
-      if (even) return ncclReduceScatter(s, r, mine, type, ncclSum, comm_, st);
-      ncclGroupStart();
-      for (int root = 0; root < size_; ++root) {
-        const auto count = static_cast<std::size_t>(counts[static_cast<std::size_t>(root)]);
-        if (count == 0) continue;
-        const auto* block = static_cast<const std::uint8_t*>(s) + displacements[static_cast<std::size_t>(root)] * element;
-        // In place on the root when its recv is its block of send (NCCL reads recvbuff only there).
-        ncclReduce(block, root == rank_ ? r : nullptr, count, type, ncclSum, root, comm_, st);
-      }
-      return ncclGroupEnd();
-    });
+    const bool even = std::all_of(counts.begin(), counts.end(),
+                                  [&](std::int64_t count) { return count == counts[0]; });
+    run(send, recv, total * element, mine * element, stream,
+        [&](const void* s, void* r, cudaStream_t st) {
+          if (even) return ncclReduceScatter(s, r, mine, type, ncclSum, comm_, st);
+          ncclGroupStart();
+          for (int root = 0; root < size_; ++root) {
+            const auto count = static_cast<std::size_t>(counts[static_cast<std::size_t>(root)]);
+            if (count == 0) continue;
+            const auto* block = static_cast<const std::uint8_t*>(s) +
+                                displacements[static_cast<std::size_t>(root)] * element;
+            // In place on the root when its recv is its block of send (NCCL reads recvbuff only
+            // there).
+            ncclReduce(block, root == rank_ ? r : nullptr, count, type, ncclSum, root, comm_, st);
+          }
+          return ncclGroupEnd();
+        });
   }
 
   // Grouped point-to-point (ncclSend / ncclRecv a peer with bytes to move; the own block a device
@@ -175,40 +186,49 @@ class NcclCommunicator final : public Communicator {
   void do_all_to_all_v(const void* send, const std::vector<std::int64_t>& send_bytes,
                        const std::vector<std::int64_t>& send_displacements, void* recv,
                        const std::vector<std::int64_t>& recv_bytes,
-                       const std::vector<std::int64_t>& recv_displacements, void* stream_handle) override {
+                       const std::vector<std::int64_t>& recv_displacements,
+                       void* stream_handle) override {
     check_usable();
     {
       const cuda_runtime::DeviceScope on(device_);
       cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
       cuda_runtime::check(cudaStreamIsCapturing(static_cast<cudaStream_t>(stream_handle), &capture),
                           "cudaStreamIsCapturing");
-      TPEMBED_EXPECTS(capture == cudaStreamCaptureStatusNone, UnsupportedError, "rank ", rank_,
-                      ": all_to_all_v cannot be captured in a CUDA graph (its counts are planned on the host)");
+      TPEMBED_EXPECTS(
+          capture == cudaStreamCaptureStatusNone, UnsupportedError, "rank ", rank_,
+          ": all_to_all_v cannot be captured in a CUDA graph (its counts are planned on the host)");
     }
-    const auto at = [](std::size_t offset, const void* base) { return static_cast<const std::uint8_t*>(base) + offset; };
+    const auto at = [](std::size_t offset, const void* base) {
+      return static_cast<const std::uint8_t*>(base) + offset;
+    };
     const auto me = static_cast<std::size_t>(rank_);
     const auto send_total = static_cast<std::size_t>(send_displacements.back() + send_bytes.back());
     const auto recv_total = static_cast<std::size_t>(recv_displacements.back() + recv_bytes.back());
-    run(send, recv, send_total, recv_total, stream_handle, [&](const void* s, void* r, cudaStream_t st) {
-      auto* out = static_cast<std::uint8_t*>(r);
-      if (send_bytes[me] > 0) {
-        cuda_runtime::check(cudaMemcpyAsync(out + recv_displacements[me], at(send_displacements[me], s),
-                                            static_cast<std::size_t>(send_bytes[me]), cudaMemcpyDeviceToDevice, st),
-                            "cudaMemcpyAsync (all_to_all_v's own block)");
-      }
-      ncclGroupStart();
-      for (int peer = 0; peer < size_; ++peer) {
-        const auto p = static_cast<std::size_t>(peer);
-        if (peer == rank_) continue;
-        if (send_bytes[p] > 0) {
-          ncclSend(at(send_displacements[p], s), static_cast<std::size_t>(send_bytes[p]), ncclInt8, peer, comm_, st);
-        }
-        if (recv_bytes[p] > 0) {
-          ncclRecv(out + recv_displacements[p], static_cast<std::size_t>(recv_bytes[p]), ncclInt8, peer, comm_, st);
-        }
-      }
-      return ncclGroupEnd();
-    });
+    run(send, recv, send_total, recv_total, stream_handle,
+        [&](const void* s, void* r, cudaStream_t st) {
+          auto* out = static_cast<std::uint8_t*>(r);
+          if (send_bytes[me] > 0) {
+            cuda_runtime::check(
+                cudaMemcpyAsync(out + recv_displacements[me], at(send_displacements[me], s),
+                                static_cast<std::size_t>(send_bytes[me]), cudaMemcpyDeviceToDevice,
+                                st),
+                "cudaMemcpyAsync (all_to_all_v's own block)");
+          }
+          ncclGroupStart();
+          for (int peer = 0; peer < size_; ++peer) {
+            const auto p = static_cast<std::size_t>(peer);
+            if (peer == rank_) continue;
+            if (send_bytes[p] > 0) {
+              ncclSend(at(send_displacements[p], s), static_cast<std::size_t>(send_bytes[p]),
+                       ncclInt8, peer, comm_, st);
+            }
+            if (recv_bytes[p] > 0) {
+              ncclRecv(out + recv_displacements[p], static_cast<std::size_t>(recv_bytes[p]),
+                       ncclInt8, peer, comm_, st);
+            }
+          }
+          return ncclGroupEnd();
+        });
   }
 
   void do_barrier() override {

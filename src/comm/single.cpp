@@ -22,12 +22,14 @@ class SingleCommunicator final : public Communicator {
   }
   void do_reduce_scatter_sum(const void* send, void* recv, const std::vector<std::int64_t>& counts,
                              const std::vector<std::int64_t>&, DType dtype, void*) override {
-    if (send != recv) std::memmove(recv, send, static_cast<std::size_t>(counts[0]) * element_size(dtype));
+    if (send != recv)
+      std::memmove(recv, send, static_cast<std::size_t>(counts[0]) * element_size(dtype));
   }
   // send and recv never overlap (the public call refuses it).
   void do_all_to_all_v(const void* send, const std::vector<std::int64_t>& send_bytes,
-                       const std::vector<std::int64_t>&, void* recv, const std::vector<std::int64_t>&,
-                       const std::vector<std::int64_t>&, void*) override {
+                       const std::vector<std::int64_t>&, void* recv,
+                       const std::vector<std::int64_t>&, const std::vector<std::int64_t>&,
+                       void*) override {
     if (send_bytes[0] > 0) std::memcpy(recv, send, static_cast<std::size_t>(send_bytes[0]));
   }
   void do_barrier() override {}

@@ -197,14 +197,16 @@ inline NarrowPairs narrow_pairs(DType dtype, std::int64_t count) {
 
 /// How many of `count` narrow sums differ from `expected` (NaN matching any NaN); the first few
 /// are reported as failures.
-inline std::int64_t count_wrong_sums(DType dtype, const std::uint16_t* got, const std::uint16_t* expected,
-                                     std::int64_t count) {
+inline std::int64_t count_wrong_sums(DType dtype, const std::uint16_t* got,
+                                     const std::uint16_t* expected, std::int64_t count) {
   std::int64_t wrong = 0;
   for (std::int64_t i = 0; i < count; ++i) {
-    const bool ok = std::isnan(bits_to_float(dtype, expected[i])) ? std::isnan(bits_to_float(dtype, got[i]))
-                                                                  : got[i] == expected[i];
+    const bool ok = std::isnan(bits_to_float(dtype, expected[i]))
+                        ? std::isnan(bits_to_float(dtype, got[i]))
+                        : got[i] == expected[i];
     if (!ok && wrong++ < 5) {
-      ADD_FAILURE() << "element " << i << ": got 0x" << std::hex << got[i] << ", want 0x" << expected[i] << std::dec;
+      ADD_FAILURE() << "element " << i << ": got 0x" << std::hex << got[i] << ", want 0x"
+                    << expected[i] << std::dec;
     }
   }
   return wrong;

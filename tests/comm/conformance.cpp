@@ -204,8 +204,9 @@ TEST_P(CommConformance, AllGatherVPlacesUnevenBlocks) {
                                      "counts for a communicator of");
   std::vector<std::int64_t> negative(static_cast<std::size_t>(ranks), 1);
   negative[0] = -4;
-  expect_error<InvalidArgumentError>([&] { comm->all_gather_v(send.data(), recv.data(), negative); },
-                                     "all_gather_v: count -4 for rank 0 is negative");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->all_gather_v(send.data(), recv.data(), negative); },
+      "all_gather_v: count -4 for rank 0 is negative");
   std::vector<std::int64_t> ones(static_cast<std::size_t>(ranks), 1);
   expect_error<InvalidArgumentError>([&] { comm->all_gather_v(send.data(), nullptr, ones); },
                                      "null receive buffer");

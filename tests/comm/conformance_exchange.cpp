@@ -15,7 +15,8 @@ namespace tpembed::comm_test {
 
 namespace {
 
-// torch.tensor_split's rule: rank r of `ranks` gets n / ranks rows, one more for the first n % ranks.
+// torch.tensor_split's rule: rank r of `ranks` gets rows / ranks rows, one more for the first
+// rows % ranks ranks.
 std::int64_t chunk_rows(std::int64_t rows, int ranks, int rank) {
   return rows / ranks + (rank < rows % ranks ? 1 : 0);
 }
@@ -40,11 +41,11 @@ std::int64_t block_start(const std::vector<std::int64_t>& counts, int rank) {
 // The layouts a reduce-scatter is checked on, for `ranks` ranks.
 std::vector<std::vector<std::int64_t>> reduce_scatter_layouts(int ranks) {
   std::vector<std::vector<std::int64_t>> layouts = {
-      split_counts(1, 1, ranks),    // fewer rows than ranks: empty blocks past rank 0
-      split_counts(1, 5, ranks),    //
-      split_counts(3, 7, ranks),    //
-      split_counts(7, 1, ranks),    //
-      split_counts(733, 3, ranks),  // uneven blocks
+      split_counts(1, 1, ranks),          // fewer rows than ranks: empty blocks past rank 0
+      split_counts(1, 5, ranks),          //
+      split_counts(3, 7, ranks),          //
+      split_counts(7, 1, ranks),          //
+      split_counts(733, 3, ranks),        // uneven blocks
       split_counts(5 * ranks, 4, ranks),  // equal blocks
       split_counts((std::int64_t{1} << 17) + 3, 1, ranks),  // over 256 KiB in every dtype
   };
@@ -65,18 +66,23 @@ void check_reduce_scatter(Communicator& comm, DType dtype, const std::vector<std
   const std::int64_t total = block_start(counts, comm.size());
   const std::int64_t start = block_start(counts, rank), mine = counts[rank];
   GuardedBuffer send(total * element, kSentinel);
-  for (std::int64_t i = 0; i < total; ++i) put_contribution(dtype, rank, i, send.data() + i * element);
+  for (std::int64_t i = 0; i < total; ++i)
+    put_contribution(dtype, rank, i, send.data() + i * element);
   const std::vector<std::uint8_t> send_before(send.data(), send.data() + total * element);
   std::vector<std::uint8_t> expected(mine * element);
-  for (std::int64_t i = 0; i < mine; ++i) put_sum(dtype, comm.size(), start + i, &expected[i * element]);
+  for (std::int64_t i = 0; i < mine; ++i)
+    put_sum(dtype, comm.size(), start + i, &expected[i * element]);
 
   GuardedBuffer recv(mine * element, kSentinel);
   std::uint8_t* block = in_place ? send.data() + start * element : recv.data();
   comm.reduce_scatter_sum(send.data(), block, counts, dtype);
-  EXPECT_EQ(first_difference(block, expected.data(), mine * element, element), -1) << "(index is the first wrong element)";
+  EXPECT_EQ(first_difference(block, expected.data(), mine * element, element), -1)
+      << "(index is the first wrong element)";
   // Only the block is written: the rest of send keeps its bytes, and so do the guards.
   std::vector<std::uint8_t> send_after(send.data(), send.data() + total * element);
-  if (in_place) std::memcpy(send_after.data() + start * element, send_before.data() + start * element, mine * element);
+  if (in_place)
+    std::memcpy(send_after.data() + start * element, send_before.data() + start * element,
+                mine * element);
   EXPECT_EQ(first_difference(send_after.data(), send_before.data(), total * element, element), -1)
       << "the send buffer changed outside this rank's block";
   EXPECT_TRUE(send.guard_intact());
@@ -111,7 +117,8 @@ void check_all_to_all(Communicator& comm, int pattern) {
     send_bytes[p] = exchanged_bytes(pattern, me, p);
     recv_bytes[p] = exchanged_bytes(pattern, p, me);
   }
-  const std::int64_t send_total = block_start(send_bytes, ranks), recv_total = block_start(recv_bytes, ranks);
+  const std::int64_t send_total = block_start(send_bytes, ranks),
+                     recv_total = block_start(recv_bytes, ranks);
   std::vector<std::uint8_t> send(send_total), expected(recv_total);
   for (int p = 0, at = 0; p < ranks; ++p) {
     for (std::int64_t j = 0; j < send_bytes[p]; ++j) send[at++] = exchanged_byte(me, p, j);
@@ -122,9 +129,10 @@ void check_all_to_all(Communicator& comm, int pattern) {
   const std::vector<std::uint8_t> send_before = send;
   GuardedBuffer recv(recv_total, kSentinel);
   // A rank with nothing to send or receive passes null buffers.
-  comm.all_to_all_v(send_total > 0 ? send.data() : nullptr, send_bytes, recv_total > 0 ? recv.data() : nullptr,
-                    recv_bytes);
-  EXPECT_EQ(first_difference(recv.data(), expected.data(), recv_total, 1), -1) << "(index is the first wrong byte)";
+  comm.all_to_all_v(send_total > 0 ? send.data() : nullptr, send_bytes,
+                    recv_total > 0 ? recv.data() : nullptr, recv_bytes);
+  EXPECT_EQ(first_difference(recv.data(), expected.data(), recv_total, 1), -1)
+      << "(index is the first wrong byte)";
   EXPECT_TRUE(recv.guard_intact());
   EXPECT_EQ(send, send_before) << "the send buffer changed";
 }
@@ -166,7 +174,8 @@ TEST_P(CommConformance, ReduceScatterSumOfAClosedForm) {
   const std::int64_t base = 100 * ranks * (ranks - 1) / 2;
   for (std::int64_t i = 0; i < counts[me]; ++i) {
     EXPECT_EQ(integer_block[i], base + ranks * (start + i)) << "position " << start + i;
-    EXPECT_EQ(real_block[i], static_cast<float>(base + ranks * (start + i))) << "position " << start + i;
+    EXPECT_EQ(real_block[i], static_cast<float>(base + ranks * (start + i)))
+        << "position " << start + i;
   }
 }
 
@@ -205,8 +214,9 @@ TEST_P(CommConformance, ReduceScatterSumRefusesBadArguments) {
   expect_error<InvalidArgumentError>(
       [&] { comm->reduce_scatter_sum(buffer.data(), own, {}, DType::f32); },
       "reduce_scatter_sum: 0 counts for a communicator of " + std::to_string(ranks) + " ranks");
-  expect_error<InvalidArgumentError>([&] { comm->reduce_scatter_sum(buffer.data(), own, longer, DType::f32); },
-                                     std::to_string(ranks + 1) + " counts for a communicator of");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->reduce_scatter_sum(buffer.data(), own, longer, DType::f32); },
+      std::to_string(ranks + 1) + " counts for a communicator of");
   std::vector<std::int64_t> negative = fours;
   negative[ranks - 1] = -2;
   expect_error<InvalidArgumentError>(
@@ -214,22 +224,29 @@ TEST_P(CommConformance, ReduceScatterSumRefusesBadArguments) {
       "reduce_scatter_sum: count -2 for rank " + std::to_string(ranks - 1) + " is negative");
   std::vector<std::int64_t> huge(ranks, 0);
   huge[0] = std::numeric_limits<std::int64_t>::max() / 4 + 1;
-  expect_error<InvalidArgumentError>([&] { comm->reduce_scatter_sum(buffer.data(), own, huge, DType::f32); },
-                                     "the counts add up to more bytes than int64 counts");
-  expect_error<InvalidArgumentError>([&] { comm->reduce_scatter_sum(buffer.data(), own, fours, DType::i8); },
-                                     "reduce_scatter_sum: cannot sum i8");
-  expect_error<InvalidArgumentError>([&] { comm->reduce_scatter_sum(buffer.data(), own, fours, DType::fp8_e4m3); },
-                                     "cannot sum fp8_e4m3");
-  expect_error<InvalidArgumentError>([&] { comm->reduce_scatter_sum(buffer.data(), own, fours, DType::i4); },
-                                     "reduce_scatter_sum: i4 has no whole elements");
-  expect_error<InvalidArgumentError>([&] { comm->reduce_scatter_sum(nullptr, own, fours, DType::f32); },
-                                     "reduce_scatter_sum: null send buffer for " + std::to_string(4 * ranks) + " elements");
-  expect_error<InvalidArgumentError>([&] { comm->reduce_scatter_sum(buffer.data(), nullptr, fours, DType::f32); },
-                                     "null receive buffer for this rank's 4 elements");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->reduce_scatter_sum(buffer.data(), own, huge, DType::f32); },
+      "the counts add up to more bytes than int64 counts");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->reduce_scatter_sum(buffer.data(), own, fours, DType::i8); },
+      "reduce_scatter_sum: cannot sum i8");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->reduce_scatter_sum(buffer.data(), own, fours, DType::fp8_e4m3); },
+      "cannot sum fp8_e4m3");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->reduce_scatter_sum(buffer.data(), own, fours, DType::i4); },
+      "reduce_scatter_sum: i4 has no whole elements");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->reduce_scatter_sum(nullptr, own, fours, DType::f32); },
+      "reduce_scatter_sum: null send buffer for " + std::to_string(4 * ranks) + " elements");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->reduce_scatter_sum(buffer.data(), nullptr, fours, DType::f32); },
+      "null receive buffer for this rank's 4 elements");
   // One element past this rank's block: overlapping, but not in place.
-  expect_error<InvalidArgumentError>([&] { comm->reduce_scatter_sum(buffer.data(), own + 1, fours, DType::f32); },
-                                     "recv overlaps send but is not rank " + std::to_string(me) + "'s block of it (in place, recv is send + " +
-                                         std::to_string(4 * me) + " elements)");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->reduce_scatter_sum(buffer.data(), own + 1, fours, DType::f32); },
+      "recv overlaps send but is not rank " + std::to_string(me) +
+          "'s block of it (in place, recv is send + " + std::to_string(4 * me) + " elements)");
   expect_still_works(*comm);
 }
 
@@ -253,35 +270,45 @@ TEST_P(CommConformance, AllToAllVRefusesBadArguments) {
   std::vector<std::uint8_t> send(3 * ranks + 8, 1), recv(3 * ranks + 8, 0);
   const std::vector<std::int64_t> threes(ranks, 3);
   const std::vector<std::int64_t> longer(ranks + 1, 3);
-  expect_error<InvalidArgumentError>([&] { comm->all_to_all_v(send.data(), {}, recv.data(), threes); },
-                                     "all_to_all_v: 0 send counts for a communicator of " + rank_count + " ranks");
-  expect_error<InvalidArgumentError>([&] { comm->all_to_all_v(send.data(), threes, recv.data(), longer); },
-                                     "all_to_all_v: " + std::to_string(ranks + 1) + " receive counts for a communicator of");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->all_to_all_v(send.data(), {}, recv.data(), threes); },
+      "all_to_all_v: 0 send counts for a communicator of " + rank_count + " ranks");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->all_to_all_v(send.data(), threes, recv.data(), longer); },
+      "all_to_all_v: " + std::to_string(ranks + 1) + " receive counts for a communicator of");
   std::vector<std::int64_t> negative = threes;
   negative[0] = -3;
-  expect_error<InvalidArgumentError>([&] { comm->all_to_all_v(send.data(), negative, recv.data(), threes); },
-                                     "all_to_all_v: send count -3 for rank 0 is negative");
-  expect_error<InvalidArgumentError>([&] { comm->all_to_all_v(send.data(), threes, recv.data(), negative); },
-                                     "all_to_all_v: receive count -3 for rank 0 is negative");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->all_to_all_v(send.data(), negative, recv.data(), threes); },
+      "all_to_all_v: send count -3 for rank 0 is negative");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->all_to_all_v(send.data(), threes, recv.data(), negative); },
+      "all_to_all_v: receive count -3 for rank 0 is negative");
   if (ranks >= 2) {
     std::vector<std::int64_t> huge = threes;
     huge[me == 0 ? 1 : 0] = std::numeric_limits<std::int64_t>::max() - 1;
-    expect_error<InvalidArgumentError>([&] { comm->all_to_all_v(send.data(), huge, recv.data(), threes); },
-                                       "the send counts add up to more bytes than int64 counts");
+    expect_error<InvalidArgumentError>(
+        [&] { comm->all_to_all_v(send.data(), huge, recv.data(), threes); },
+        "the send counts add up to more bytes than int64 counts");
   }
   std::vector<std::int64_t> more_to_self = threes;
   more_to_self[me] = 4;
   const std::string self = std::to_string(me);
-  expect_error<InvalidArgumentError>([&] { comm->all_to_all_v(send.data(), more_to_self, recv.data(), threes); },
-                                     "all_to_all_v: rank " + self + " sends itself 4 bytes but expects 3 from itself (send_bytes[" +
-                                         self + "] must equal recv_bytes[" + self + "])");
-  expect_error<InvalidArgumentError>([&] { comm->all_to_all_v(nullptr, threes, recv.data(), threes); },
-                                     "all_to_all_v: null send buffer for " + std::to_string(3 * ranks) + " bytes");
-  expect_error<InvalidArgumentError>([&] { comm->all_to_all_v(send.data(), threes, nullptr, threes); },
-                                     "all_to_all_v: null receive buffer for " + std::to_string(3 * ranks) + " bytes");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->all_to_all_v(send.data(), more_to_self, recv.data(), threes); },
+      "all_to_all_v: rank " + self +
+          " sends itself 4 bytes but expects 3 from itself (send_bytes[" + self +
+          "] must equal recv_bytes[" + self + "])");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->all_to_all_v(nullptr, threes, recv.data(), threes); },
+      "all_to_all_v: null send buffer for " + std::to_string(3 * ranks) + " bytes");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->all_to_all_v(send.data(), threes, nullptr, threes); },
+      "all_to_all_v: null receive buffer for " + std::to_string(3 * ranks) + " bytes");
   // recv starting inside send.
-  expect_error<InvalidArgumentError>([&] { comm->all_to_all_v(send.data(), threes, send.data() + 2, threes); },
-                                     "overlap; the exchange has no in-place form");
+  expect_error<InvalidArgumentError>(
+      [&] { comm->all_to_all_v(send.data(), threes, send.data() + 2, threes); },
+      "overlap; the exchange has no in-place form");
   expect_still_works(*comm);
 }
 

@@ -24,10 +24,12 @@ class DefaultHooks final : public Communicator {
   std::string engine() const override { return inner_->engine() + "_defaults"; }
 
  protected:
-  void do_all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype, void* stream) override {
+  void do_all_reduce_sum(const void* send, void* recv, std::int64_t count, DType dtype,
+                         void* stream) override {
     inner_->all_reduce_sum(send, recv, count, dtype, stream);
   }
-  void do_all_gather(const void* send, void* recv, std::int64_t bytes_per_rank, void* stream) override {
+  void do_all_gather(const void* send, void* recv, std::int64_t bytes_per_rank,
+                     void* stream) override {
     inner_->all_gather(send, recv, bytes_per_rank, DType::i8, stream);
   }
   void do_barrier() override { inner_->barrier(); }

@@ -171,20 +171,23 @@ TEST(MpiCommunicator, AllToAllVReceiverNamesABlockOfAnotherLength) {
     message = error.what();
   }
   if (rank == 0) {
-    EXPECT_NE(message.find("rank 0 of " + std::to_string(comm->size()) +
-                           ": all_to_all_v: rank 1 sent this rank 2 bytes, not the 6 it expects from it"),
-              std::string::npos)
+    EXPECT_NE(
+        message.find("rank 0 of " + std::to_string(comm->size()) +
+                     ": all_to_all_v: rank 1 sent this rank 2 bytes, not the 6 it expects from it"),
+        std::string::npos)
         << message;
   } else if (rank == 1) {
-    EXPECT_NE(message.find("all_to_all_v: rank 0 sent this rank 5 bytes, not the 3 it expects from it "
-                           "(recv_bytes[0] here must equal send_bytes[1] on rank 0)"),
-              std::string::npos)
+    EXPECT_NE(
+        message.find("all_to_all_v: rank 0 sent this rank 5 bytes, not the 3 it expects from it "
+                     "(recv_bytes[0] here must equal send_bytes[1] on rank 0)"),
+        std::string::npos)
         << message;
   } else {
     EXPECT_EQ(message, "");
   }
   const std::int64_t expected = rank == 0 ? 6 : rank == 1 ? 3 : 0;
-  for (std::int64_t i = expected; i < 16; ++i) EXPECT_EQ(recv[i], 0x5a) << "byte " << i << " past the block";
+  for (std::int64_t i = expected; i < 16; ++i)
+    EXPECT_EQ(recv[i], 0x5a) << "byte " << i << " past the block";
   std::int64_t one = 1;
   comm->all_reduce_sum(&one, &one, 1, DType::i64);
   EXPECT_EQ(one, comm->size()) << "the communicator fell out of step";
@@ -203,7 +206,8 @@ TEST(DefaultHooks, AllToAllVMismatchThrowsTheSameErrorOnEveryRank) {
     ADD_FAILURE() << "mismatched counts were accepted";
   } catch (const CommunicatorError& error) {
     EXPECT_NE(std::string(error.what())
-                  .find("all_to_all_v: rank 0 sends 5 bytes to rank 1, which expects 3 from it (send_bytes[1] "
+                  .find("all_to_all_v: rank 0 sends 5 bytes to rank 1, which expects 3 from it "
+                        "(send_bytes[1] "
                         "on rank 0 must equal recv_bytes[0] on rank 1)"),
               std::string::npos)
         << error.what();
@@ -242,7 +246,8 @@ TEST(MpiCommunicator, AllToAllVMovesABlockOverTwoGigabytes) {
   if (rank == 0) {
     send_bytes[1] = big;
     send.resize(static_cast<std::size_t>(big));
-    for (std::int64_t i = 0; i < big; i += 4093) send[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(i / 4093);
+    for (std::int64_t i = 0; i < big; i += 4093)
+      send[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(i / 4093);
     send.back() = 0xcd;
   } else {
     recv_bytes[0] = big;
@@ -253,23 +258,27 @@ TEST(MpiCommunicator, AllToAllVMovesABlockOverTwoGigabytes) {
   comm->all_to_all_v(send.data(), send_bytes, rank == 1 ? recv.data() : nullptr, recv_bytes);
   if (rank == 1) {
     for (std::int64_t i = 0; i < big; i += 4093) {
-      ASSERT_EQ(recv[static_cast<std::size_t>(i)], static_cast<std::uint8_t>(i / 4093)) << "byte " << i;
+      ASSERT_EQ(recv[static_cast<std::size_t>(i)], static_cast<std::uint8_t>(i / 4093))
+          << "byte " << i;
     }
     EXPECT_EQ(recv[static_cast<std::size_t>(big - 1)], 0xcd);
-    for (std::int64_t i = big; i < big + 8; ++i) EXPECT_EQ(recv[static_cast<std::size_t>(i)], 0x77) << "own byte " << i;
+    for (std::int64_t i = big; i < big + 8; ++i)
+      EXPECT_EQ(recv[static_cast<std::size_t>(i)], 0x77) << "own byte " << i;
   }
 }
 
 // Rank 0 alone makes `call` (`what`) on a communicator with a 0.5 s timeout: it times out naming
 // the call, and the communicator then refuses the call too.
-void expect_a_call_the_peers_skip_to_time_out(const std::string& what, const std::function<void(Communicator&)>& call) {
+void expect_a_call_the_peers_skip_to_time_out(const std::string& what,
+                                              const std::function<void(Communicator&)>& call) {
   auto world = make_mpi_communicator();
   MpiOptions quick;
   quick.timeout_seconds = 0.5;
   auto comm = make_mpi_communicator(quick);
   if (comm->rank() == 0) {
-    for (const std::string& expected : {what + " on the MPI communicator did not complete within 0.5 s",
-                                        what + " on an MPI communicator that timed out in " + what}) {
+    for (const std::string& expected :
+         {what + " on the MPI communicator did not complete within 0.5 s",
+          what + " on an MPI communicator that timed out in " + what}) {
       try {
         call(*comm);
         ADD_FAILURE() << what << " completed; expected \"" << expected << "\"";

@@ -57,7 +57,8 @@ TEST(NcclCommunicator, DeviceBuffersOnAStreamAndInAGraph) {
 }
 
 // reduce_scatter_sum and all_to_all_v on device buffers: out of place, in place, the reduce-scatter
-// inside a captured graph, and the all-to-all refusing capture (its counts are planned on the host).
+// inside a captured graph, and the all-to-all refusing capture (its counts are planned on the
+// host).
 TEST(NcclCommunicator, ScatteredLayoutCollectivesOnDeviceBuffers) {
   auto comm = one_rank_nccl();
   const std::vector<float> values = {1.5f, -2.0f, 3.25f};
@@ -82,8 +83,9 @@ TEST(NcclCommunicator, ScatteredLayoutCollectivesOnDeviceBuffers) {
   cudaGraphExec_t exec = nullptr;
   ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
   comm->reduce_scatter_sum(send.data(), recv.data(), {3}, DType::f32, stream);
-  expect_error<UnsupportedError>([&] { comm->all_to_all_v(send.data(), {12}, recv.data(), {12}, stream); },
-                                 "all_to_all_v cannot be captured in a CUDA graph");
+  expect_error<UnsupportedError>(
+      [&] { comm->all_to_all_v(send.data(), {12}, recv.data(), {12}, stream); },
+      "all_to_all_v cannot be captured in a CUDA graph");
   ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
   ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
   ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
