@@ -107,4 +107,28 @@ check_every_rank "np 2: --input-layout on one rank only" 2 "the ranks were start
   -np 1 $lookup --ids 1,2 --output-layout scattered --input-layout scattered : -np 1 $lookup --ids 1,2 --output-layout scattered
 check "--help says the rule" 0 "torch.tensor_split's rule" -- $lookup --help
 
+# bench-tp in the scattered layout (CPU over MPI, small sizes): every row is reported, and the vocab
+# exchanges match the reduce-scatter bit for bit.
+out=$(timeout 120 $mpirun -np 2 "$tpembed" bench-tp --device cpu --vocab 500 --hidden 64 --tokens 1,3,300 --repeats 2 \
+        --output-layout scattered 2>&1) && code=0 || code=$?
+rows=$(grep -cE '^\| (1|3|300) \| (vocab, reduce-scatter|vocab, owned rows all-to-all|hidden, all-to-all) \| wall \|' <<<"$out" || true)
+if [[ $code -eq 0 && $rows -eq 9 ]] && grep -qF "matched the reduce-scatter bit for bit on every rank" <<<"$out" \
+    && ! grep -q MISMATCH <<<"$out"; then
+  pass "np 2: bench-tp --output-layout scattered"
+else
+  fail "np 2: bench-tp --output-layout scattered (exit $code, $rows of 9 rows)"; echo "$out" | tail -15
+fi
+# The owned-row all-to-all's wire bytes at 300 tokens are the larger of the rows received and sent:
+# never more than the chunk (150 rows of 128 bytes) nor the whole output.
+owned_bytes=$(grep -E '^\| 300 \| vocab, owned rows all-to-all' <<<"$out" | awk -F'|' '{print $6 + 0}')
+reduce_bytes=$(grep -E '^\| 300 \| vocab, reduce-scatter' <<<"$out" | awk -F'|' '{print $6 + 0}')
+[[ ${reduce_bytes:-0} -eq 19200 && ${owned_bytes:-0} -gt 0 && ${owned_bytes:-0} -le 19200 ]] \
+  && pass "bench-tp scattered wire bytes: reduce-scatter (tp-1)/tp of 300x64 bf16, owned rows within it" \
+  || fail "bench-tp scattered wire bytes: reduce-scatter ${reduce_bytes:-?}, owned rows ${owned_bytes:-?}"
+check "bench-tp refuses an unknown --output-layout" 105 "--output-layout: chunks not in {replicated,scattered}" -- \
+  "$tpembed" bench-tp --device cpu --tokens 1 --output-layout chunks
+check_every_rank "np 2: bench-tp --output-layout on one rank only" 2 "the ranks were started with different options" -- \
+  -np 1 "$tpembed" bench-tp --device cpu --vocab 50 --hidden 8 --tokens 3 --output-layout scattered : \
+  -np 1 "$tpembed" bench-tp --device cpu --vocab 50 --hidden 8 --tokens 3
+
 finish

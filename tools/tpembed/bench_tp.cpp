@@ -1,6 +1,9 @@
 // `tpembed bench-tp`: the tensor-parallel lookup under mpirun — lookup plus exchange for the vocab
 // exchanges (the seed's all-reduce, owned rows, peer rows) and for hidden sharding, with the bytes
-// each rank moves on the wire, the bus bandwidth, and each exchange's speed-up over the all-reduce.
+// each rank moves on the wire, the bus bandwidth, and each exchange's speed-up over the all-reduce;
+// with --output-layout scattered the same in the sequence-parallel layout (each rank ends with its
+// chunk of the tokens: reduce-scatter, owner-only all-to-all, peer rows of the own chunk, hidden
+// all-to-all), checked against the reduce-scatter.
 #include <algorithm>
 #include <chrono>
 #include <limits>
@@ -24,6 +27,7 @@ struct TpBenchOptions {
   std::int64_t hidden = 8192;
   std::vector<std::int64_t> tokens = {1, 16, 128, 1024, 8192, 32768};
   int repeats = 20;
+  std::string output_layout = "replicated";
 };
 
 struct Case {
@@ -69,10 +73,17 @@ int run_bench_tp(Communicator& world_ref, const TpBenchOptions& options) {
 
   // peer_rows needs the tables in GPU memory of one machine with peer access; where it cannot run,
   // every rank alike gets UnsupportedError and the case is left out.
-  const Case all_cases[] = {{"vocab, all-reduce", 0, VocabExchange::all_reduce},
-                            {"vocab, owned rows", 0, VocabExchange::owned_rows},
-                            {"vocab, peer rows", 0, VocabExchange::peer_rows},
-                            {"hidden, all-gather", 1, VocabExchange::all_reduce}};
+  const bool scattered = options.output_layout == "scattered";
+  const Case replicated_cases[] = {{"vocab, all-reduce", 0, VocabExchange::all_reduce},
+                                   {"vocab, owned rows", 0, VocabExchange::owned_rows},
+                                   {"vocab, peer rows", 0, VocabExchange::peer_rows},
+                                   {"hidden, all-gather", 1, VocabExchange::all_reduce}};
+  const Case scattered_cases[] = {{"vocab, reduce-scatter", 0, VocabExchange::all_reduce},
+                                  {"vocab, owned rows all-to-all", 0, VocabExchange::owned_rows},
+                                  {"vocab, peer rows of the own chunk", 0, VocabExchange::peer_rows},
+                                  {"hidden, all-to-all", 1, VocabExchange::all_reduce}};
+  const Case(&all_cases)[4] = scattered ? scattered_cases : replicated_cases;
+  const char* baseline = scattered ? "reduce-scatter" : "all-reduce";
   std::vector<Case> cases;
   std::vector<std::unique_ptr<ParallelEmbedding>> layers;
   for (const Case& c : all_cases) {
@@ -92,6 +103,7 @@ int run_bench_tp(Communicator& world_ref, const TpBenchOptions& options) {
     config.placement = ShardPlacement::packed;
     config.vocab_exchange = c.exchange;
     config.collective_checks = false;  // every rank passes the same ids; lets the forward be captured
+    config.output_layout = scattered ? TokenLayout::scattered : TokenLayout::replicated;
     std::unique_ptr<ParallelEmbedding> layer;
     try {
       EmbeddingShard shard =
@@ -105,20 +117,24 @@ int run_bench_tp(Communicator& world_ref, const TpBenchOptions& options) {
     cases.push_back(c);
     layers.push_back(std::move(layer));
   }
-  // Capturable: peer rows (no collective), and all-reduce / all-gather over an engine that takes
-  // device buffers (NCCL). Owned rows plan on the host (counts cross the group first): never.
+  // Capturable: peer rows (no collective), and all-reduce / all-gather / reduce-scatter over an
+  // engine that takes device buffers (NCCL). Owned rows plan on the host (counts cross the group
+  // first), and the hidden all-to-all of a scattered output is not capturable: never.
   const auto captured = [&](const ParallelEmbedding& layer) {
     const VocabExchange exchange = layer.layout().vocab_exchange;
     if (!cuda || exchange == VocabExchange::owned_rows) return false;
+    if (scattered && layer.layout().sharding_dim == 1 && tp > 1) return false;
     return exchange == VocabExchange::peer_rows || group.accepts_device_buffers();
   };
   if (lead) {
     std::printf("tpembed bench-tp: tp %d over %s (%s), bf16 table V=%lld x H=%lld, packed shards; each row: the "
                 "slowest rank's median of %d lookups + exchange, timed as CUDA graph replays where the exchange can "
-                "be captured (graph), else by the wall clock (wall)\n",
+                "be captured (graph), else by the wall clock (wall); output %s\n",
                 tp, group.engine().c_str(), cuda ? "GPU buffers" : "host buffers", static_cast<long long>(options.vocab),
-                static_cast<long long>(options.hidden), options.repeats);
-    std::printf("| tokens | sharding, exchange | timed | time us | bytes on the wire per rank | bus GB/s | vs all-reduce |\n");
+                static_cast<long long>(options.hidden), options.repeats,
+                scattered ? "scattered (each rank its chunk of the tokens: torch.tensor_split's rule)" : "replicated");
+    std::printf("| tokens | sharding, exchange | timed | time us | bytes on the wire per rank | bus GB/s | vs %s |\n",
+                baseline);
     std::printf("|---|---|---|---|---|---|---|\n");
   }
   Progress progress("bench-tp", static_cast<std::int64_t>(options.tokens.size() * cases.size()), lead);
@@ -128,7 +144,11 @@ int run_bench_tp(Communicator& world_ref, const TpBenchOptions& options) {
     std::mt19937_64 rng(static_cast<std::uint64_t>(tokens));  // the same ids on every rank
     std::uniform_int_distribution<std::int64_t> any(0, options.vocab - 1);
     for (auto& id : ids) id = any(rng);
-    const std::int64_t row = options.hidden * 2, out_bytes = tokens * row;
+    const std::int64_t row = options.hidden * 2;
+    // This rank's rows of the output: all of them, or its chunk's.
+    const auto [chunk_first, chunk_rows] =
+        scattered ? chunk_range(tokens, tp, rank) : std::pair<std::int64_t, std::int64_t>{0, tokens};
+    const std::int64_t out_bytes = chunk_rows * row;
     std::unique_ptr<DeviceBuffer> device_ids, device_out;
     Tensor host_out;  // the output where the tables are on the host
     TensorView ids_view(ids.data(), DType::i64, {tokens}), out_view;
@@ -140,17 +160,23 @@ int run_bench_tp(Communicator& world_ref, const TpBenchOptions& options) {
         return 0;
       });
       ids_view = device_ids->view(DType::i64, {tokens});
-      out_view = device_out->view(DType::bf16, {tokens, options.hidden});
+      out_view = device_out->view(DType::bf16, {chunk_rows, options.hidden});
     } else {
-      host_out = on_every_rank(*world, [&] { return allocate(DType::bf16, {tokens, options.hidden}, "the output"); });
+      host_out =
+          on_every_rank(*world, [&] { return allocate(DType::bf16, {chunk_rows, options.hidden}, "the output"); });
       out_view = host_out.view();
     }
     std::vector<std::uint8_t> output;  // a vocab exchange's output, compared with the all-reduce's
     // Rows this rank owns: the owned-row and peer-row exchanges bring in the rest.
     const auto [first_row, rows_held] = shard_range(options.vocab, tp, rank, ShardPlacement::packed);
-    const std::int64_t owned = std::count_if(ids.begin(), ids.end(), [&](std::int64_t id) {
-      return id >= first_row && id < first_row + rows_held;
-    });
+    const auto owns = [&](std::int64_t id) { return id >= first_row && id < first_row + rows_held; };
+    const std::int64_t owned = std::count_if(ids.begin(), ids.end(), owns);
+    // Scattered: the rows of this rank's chunk it owns, and the rows it owns in the other chunks
+    // (the owned-row all-to-all receives the rest of its chunk and sends those).
+    const std::int64_t owned_in_chunk =
+        std::count_if(ids.begin() + chunk_first, ids.begin() + chunk_first + chunk_rows, owns);
+    const std::int64_t owned_elsewhere = owned - owned_in_chunk;
+    const std::int64_t own_cols = shard_range(options.hidden, tp, rank, ShardPlacement::packed).second;
     const double ring = tp > 1 ? static_cast<double>(tp - 1) / tp : 0.0;
     std::vector<std::uint8_t> reference;
     double all_reduce_us = 0;
@@ -158,9 +184,20 @@ int run_bench_tp(Communicator& world_ref, const TpBenchOptions& options) {
       progress.step(std::to_string(tokens) + " tokens, " + cases[c].name);
       ParallelEmbedding& layer = *layers[c];
       const VocabExchange exchange = layer.layout().vocab_exchange;
-      const double wire = cases[c].sharding_dim == 1             ? ring * static_cast<double>(out_bytes)
-                          : exchange == VocabExchange::all_reduce ? 2 * ring * static_cast<double>(out_bytes)
-                                                                  : static_cast<double>((tokens - owned) * row);
+      double wire = 0;
+      if (!scattered) {
+        wire = cases[c].sharding_dim == 1             ? ring * static_cast<double>(out_bytes)
+               : exchange == VocabExchange::all_reduce ? 2 * ring * static_cast<double>(out_bytes)
+                                                       : static_cast<double>((tokens - owned) * row);
+      } else if (cases[c].sharding_dim == 1) {  // its chunk's columns from every other rank
+        wire = static_cast<double>(chunk_rows * (options.hidden - own_cols) * 2);
+      } else if (exchange == VocabExchange::all_reduce) {  // a ring reduce-scatter of the whole output
+        wire = ring * static_cast<double>(tokens * row);
+      } else if (exchange == VocabExchange::owned_rows) {  // the larger way: rows received or sent
+        wire = static_cast<double>(std::max(chunk_rows - owned_in_chunk, owned_elsewhere) * row);
+      } else {  // peer rows: its chunk's rows that peers own, read from their tables
+        wire = static_cast<double>((chunk_rows - owned_in_chunk) * row);
+      }
       double mine[2] = {0, wire};
       if (captured(layer)) {
         // Several forwards per graph where each is short, so the replay's own cost is spread.
@@ -191,7 +228,7 @@ int run_bench_tp(Communicator& world_ref, const TpBenchOptions& options) {
         us = std::max(us, all[2 * static_cast<std::size_t>(r)]);
         bytes = std::max(bytes, all[2 * static_cast<std::size_t>(r) + 1]);
       }
-      if (cases[c].sharding_dim == 0) {  // the vocab exchanges must agree bit for bit
+      if (cases[c].sharding_dim == 0) {  // the vocab exchanges must agree bit for bit (with the first)
         output.resize(static_cast<std::size_t>(out_bytes));
         if (cuda) {
           cuda_synchronize();
@@ -215,7 +252,8 @@ int run_bench_tp(Communicator& world_ref, const TpBenchOptions& options) {
   std::int64_t any_failure = failures, total_failures = 0;
   world->all_reduce_sum(&any_failure, &total_failures, 1, DType::i64);
   if (lead) {
-    std::printf("%s\n", total_failures == 0 ? "every vocab exchange matched the all-reduce bit for bit on every rank"
+    std::printf("%s\n", total_failures == 0 ? format("every vocab exchange matched the %s bit for bit on every rank",
+                                                   baseline).c_str()
                                             : "MISMATCH between the vocab exchanges");
   }
   return total_failures == 0 ? 0 : 1;
@@ -234,7 +272,13 @@ void add_bench_tp_command(CLI::App& app, Launch& launch) {
       "bytes each rank moves on the wire (all-reduce 2(tp-1)/tp of the output, owned and peer rows the\n"
       "rows it does not own, all-gather (tp-1)/tp) and the bus bandwidth; vocab rows give their speed-up\n"
       "over the all-reduce. All vocab exchanges are checked to agree bit for bit.\n"
-      "Example: mpirun -np 4 tpembed bench-tp --device cuda --comm nccl --hidden 8192");
+      "--output-layout scattered times the sequence-parallel layout instead: each rank ends with its chunk\n"
+      "of the tokens (torch.tensor_split's chunks): vocab sharding with the reduce-scatter ((tp-1)/tp of\n"
+      "the whole output on the wire), the owned-row all-to-all (the larger of the rows a rank receives for\n"
+      "its chunk and the rows it sends to the others' chunks), peer rows of the own chunk (the chunk's rows\n"
+      "read from peers' tables), and hidden sharding's all-to-all (its chunk's columns from every other\n"
+      "rank); the vocab exchanges are checked against the reduce-scatter and give their speed-up over it.\n"
+      "Example: mpirun -np 4 tpembed bench-tp --device cuda --comm nccl --hidden 8192 [--output-layout scattered]");
   command->add_option("--device", options->device, "cpu, cuda, or auto (cuda when a GPU is visible)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   command->add_option("--comm", options->comm, "mpi, nccl (one GPU per rank), or auto (nccl where it can)")
@@ -246,6 +290,9 @@ void add_bench_tp_command(CLI::App& app, Launch& launch) {
   command->add_option("--repeats", options->repeats, "timed lookups per row")
       ->check(integer_in(1, std::numeric_limits<int>::max()))
       ->capture_default_str();
+  command->add_option("--output-layout", options->output_layout,
+                      "replicated (every rank the whole output) or scattered (each rank its chunk of the tokens)")
+      ->check(CLI::IsMember({"replicated", "scattered"}))->capture_default_str();
   command->callback([options, &launch] {
     launch.collective = true;
     launch.run = [options](Communicator& world) { return run_bench_tp(world, *options); };
