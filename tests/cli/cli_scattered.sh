@@ -107,6 +107,15 @@ check_every_rank "np 2: --input-layout on one rank only" 2 "the ranks were start
   -np 1 $lookup --ids 1,2 --output-layout scattered --input-layout scattered : -np 1 $lookup --ids 1,2 --output-layout scattered
 check "--help says the rule" 0 "torch.tensor_split's rule" -- $lookup --help
 
+# verify checks every rank's chunk of the scattered layout against the unsharded reference.
+out=$(timeout 120 $mpirun -np 3 "$tpembed" verify --vocab 97 --hidden 24 --tokens 50 --dtypes bf16,i8 2>&1) && code=0 || code=$?
+scattered_rows=$(grep -E '^cpu tp=3 .*scattered +(bf16|i8) -> ' <<<"$out" | grep -c "PASS (bit-exact on every rank)" || true)
+if [[ $code -eq 0 && $scattered_rows -eq 12 ]] && grep -qF "PASS: 0 of 24 checks failed" <<<"$out"; then
+  pass "np 3: verify's scattered paths"
+else
+  fail "np 3: verify's scattered paths (exit $code, $scattered_rows of 12 scattered rows passed)"; echo "$out" | tail -15
+fi
+
 # bench-tp in the scattered layout (CPU over MPI, small sizes): every row is reported, and the vocab
 # exchanges match the reduce-scatter bit for bit.
 out=$(timeout 120 $mpirun -np 2 "$tpembed" bench-tp --device cpu --vocab 500 --hidden 64 --tokens 1,3,300 --repeats 2 \

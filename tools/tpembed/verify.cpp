@@ -1,6 +1,6 @@
 // `tpembed verify`: runs every path this machine supports — the CPU and CUDA backends, one rank and
 // every rank of the world, both sharding dims, equal and packed shards, every vocab exchange
-// (peer rows with GPU tables) — against the reference
+// (peer rows with GPU tables), in the replicated and the scattered output layout — against the reference
 // (the CPU backend on the whole, unsharded table) and prints a pass/fail table.
 #include <cstdio>
 #include <cstring>
@@ -29,6 +29,7 @@ struct Path {
   int sharding_dim;
   ShardPlacement placement;
   VocabExchange exchange = VocabExchange::all_reduce;  ///< dim 0 with tp > 1
+  bool scattered = false;  ///< output_layout scattered: each rank checks its chunk of the tokens
 };
 
 std::string describe(const Path& path) {
@@ -38,11 +39,13 @@ std::string describe(const Path& path) {
     text += " dim=" + std::to_string(path.sharding_dim);
     text += path.placement == ShardPlacement::equal ? " equal" : " packed";
     if (path.sharding_dim == 0) text += std::string(" ") + vocab_exchange_name(path.exchange);
+    if (path.scattered) text += " scattered";
   }
   return text;
 }
 
-// One lookup over the whole world on `path`; returns this rank's output (host bytes).
+// One lookup over the whole world on `path`; returns this rank's output (host bytes): every token's
+// row, or with a scattered output its chunk's (chunk_range(ids, tp, rank)).
 std::vector<std::uint8_t> run_path(Communicator& world, const Path& path, const QuantizedTable& table, DType out_dtype,
                                    const std::vector<std::int64_t>& ids, std::int64_t vocab, std::uint64_t& bad) {
   const int tp = path.tp;
@@ -52,6 +55,7 @@ std::vector<std::uint8_t> run_path(Communicator& world, const Path& path, const 
   config.placement = path.placement;
   config.out_dtype = out_dtype;
   config.vocab_exchange = path.exchange;
+  config.output_layout = path.scattered ? TokenLayout::scattered : TokenLayout::replicated;
   if (tp > 1) {
     config.tp_group.resize(static_cast<std::size_t>(tp));
     for (int r = 0; r < tp; ++r) config.tp_group[static_cast<std::size_t>(r)] = r;
@@ -60,7 +64,8 @@ std::vector<std::uint8_t> run_path(Communicator& world, const Path& path, const 
   const TensorView scale = table.scale.data() ? table.scale.view() : TensorView();
   const auto count = static_cast<std::int64_t>(ids.size());
   const std::int64_t hidden = table.weight.shape()[1];
-  const std::size_t out_bytes = static_cast<std::size_t>(count * row_bytes(out_dtype, hidden));
+  const std::int64_t rows = path.scattered ? chunk_range(count, tp, world.rank()).second : count;
+  const std::size_t out_bytes = static_cast<std::size_t>(rows * row_bytes(out_dtype, hidden));
   // Host memory that may run out on one rank alone: agreed on before the layer's collective set-up.
   std::vector<std::uint8_t> out;
   EmbeddingShard shard = on_every_rank(world, [&] {
@@ -70,7 +75,7 @@ std::vector<std::uint8_t> run_path(Communicator& world, const Path& path, const 
   });
   if (!path.cuda) {
     ParallelEmbedding layer(world, std::move(shard), config);
-    layer.forward(TensorView(ids.data(), DType::i64, {count}), TensorView(out.data(), out_dtype, {count, hidden}));
+    layer.forward(TensorView(ids.data(), DType::i64, {count}), TensorView(out.data(), out_dtype, {rows, hidden}));
     bad = layer.last_bad_id_count();
     return out;
   }
@@ -90,7 +95,7 @@ std::vector<std::uint8_t> run_path(Communicator& world, const Path& path, const 
     return made;
   });
   ParallelEmbedding layer(world, std::move(gpu.shard), config);
-  layer.forward(gpu.ids->view(DType::i64, {count}), gpu.out->view(out_dtype, {count, hidden}));
+  layer.forward(gpu.ids->view(DType::i64, {count}), gpu.out->view(out_dtype, {rows, hidden}));
   gpu.out->copy_to_host(out.data(), out_bytes);
   bad = layer.last_bad_id_count();
   return out;
@@ -122,13 +127,15 @@ int run_verify(Communicator& world_ref, const VerifyOptions& options) {
     for (int dim : {0, 1}) {
       for (auto placement : {ShardPlacement::packed, ShardPlacement::equal}) {
         if (dim == 1 && placement == ShardPlacement::equal && options.hidden % ranks != 0) continue;
-        if (dim == 1) {
-          paths.push_back({cuda, ranks, dim, placement});
-          continue;
-        }
-        for (auto exchange : {VocabExchange::all_reduce, VocabExchange::owned_rows, VocabExchange::peer_rows}) {
-          if (exchange == VocabExchange::peer_rows && !cuda) continue;  // reads GPU memory only
-          paths.push_back({cuda, ranks, dim, placement, exchange});
+        for (bool scattered : {false, true}) {
+          if (dim == 1) {
+            paths.push_back({cuda, ranks, dim, placement, VocabExchange::all_reduce, scattered});
+            continue;
+          }
+          for (auto exchange : {VocabExchange::all_reduce, VocabExchange::owned_rows, VocabExchange::peer_rows}) {
+            if (exchange == VocabExchange::peer_rows && !cuda) continue;  // reads GPU memory only
+            paths.push_back({cuda, ranks, dim, placement, exchange, scattered});
+          }
         }
       }
     }
@@ -159,7 +166,7 @@ int run_verify(Communicator& world_ref, const VerifyOptions& options) {
                 have_cuda ? "CUDA devices visible" : "no CUDA device (cuda paths skipped)");
     if (!skipped_text.empty()) std::printf("skipped: %s\n", skipped_text.c_str());
     std::printf("reference: the CPU backend on the whole table, one rank\n\n");
-    std::printf("%-40s %-16s %-8s %s\n", "path", "table -> out", "bad ids", "result");
+    std::printf("%-46s %-16s %-8s %s\n", "path", "table -> out", "bad ids", "result");
   }
   Progress progress("verify", static_cast<std::int64_t>(options.dtypes.size() * paths.size()), lead);
   int failures = 0;
@@ -183,11 +190,14 @@ int run_verify(Communicator& world_ref, const VerifyOptions& options) {
       try {
         const auto out = run_path(*world, path, table, out_dtype, ids, options.vocab, bad);
         const std::size_t row = static_cast<std::size_t>(row_bytes(out_dtype, options.hidden));
-        for (std::int64_t t = 0; t < count; ++t) {
-          wrong_rows += std::memcmp(out.data() + t * row, static_cast<const std::uint8_t*>(expected.data()) + t * row,
-                                    row) != 0;
+        // A scattered output holds its chunk of the reference's rows; its bad ids are added up below.
+        const auto [first, rows] =
+            path.scattered ? chunk_range(count, path.tp, world->rank()) : std::pair<std::int64_t, std::int64_t>{0, count};
+        for (std::int64_t t = 0; t < rows; ++t) {
+          wrong_rows += std::memcmp(out.data() + t * row,
+                                    static_cast<const std::uint8_t*>(expected.data()) + (first + t) * row, row) != 0;
         }
-        if (bad != 3) throw InvalidArgumentError("bad-id count " + std::to_string(bad) + ", expected 3");
+        if (!path.scattered && bad != 3) throw InvalidArgumentError("bad-id count " + std::to_string(bad) + ", expected 3");
       } catch (...) {
         failure = std::current_exception();
       }
@@ -197,15 +207,21 @@ int run_verify(Communicator& world_ref, const VerifyOptions& options) {
       } catch (const Error& error) {
         problem = error.what();
       }
-      std::int64_t verdict[2] = {wrong_rows, problem.empty() ? 0 : 1}, total[2] = {0, 0};
-      world->all_reduce_sum(verdict, total, 2, DType::i64);
-      const bool ok = total[0] == 0 && total[1] == 0;
+      std::int64_t verdict[3] = {wrong_rows, problem.empty() ? 0 : 1, static_cast<std::int64_t>(bad)};
+      std::int64_t total[3] = {0, 0, 0};
+      world->all_reduce_sum(verdict, total, 3, DType::i64);
+      // Scattered: each rank counted its chunk's bad ids; the group's add up to the 3 of the ids.
+      if (path.scattered && problem.empty() && total[2] != 3) {
+        problem = "bad-id count " + std::to_string(total[2]) + " over the chunks, expected 3";
+      }
+      if (path.scattered) bad = static_cast<std::uint64_t>(total[2]);
+      const bool ok = total[0] == 0 && total[1] == 0 && problem.empty();
       failures += ok ? 0 : 1;
       if (lead) {
         std::string result = ok ? "PASS (bit-exact on every rank)" : "FAIL";
         if (total[0] > 0) result += ": " + std::to_string(total[0]) + " wrong rows over all ranks";
         if (!problem.empty()) result += ": " + problem;
-        print_line(progress, format("%-40s %-16s %-8llu %s", describe(path).c_str(),
+        print_line(progress, format("%-46s %-16s %-8llu %s", describe(path).c_str(),
                                     (name + " -> " + dtype_name(out_dtype)).c_str(),
                                     static_cast<unsigned long long>(bad), result.c_str()));
       }
@@ -225,7 +241,9 @@ void add_verify_command(CLI::App& app, Launch& launch) {
   CLI::App* verify = app.add_subcommand(
       "verify",
       "Check every lookup path this machine supports against the reference: the CPU and CUDA backends,\n"
-      "one rank and all ranks of mpirun, vocab and hidden sharding, equal and packed shards, for each\n"
+      "one rank and all ranks of mpirun, vocab and hidden sharding, equal and packed shards, each exchange\n"
+      "in the replicated and the scattered output layout (every rank checks its chunk of the tokens,\n"
+      "torch.tensor_split's rule, against the reference's rows of that chunk), for each\n"
       "table dtype (quantised ones per-row absmax with f32 scales, looked up as bf16). The reference is\n"
       "the CPU backend on the whole, unsharded table. Prints a pass/fail table and what it skipped (CUDA\n"
       "paths unless every rank sees a GPU); exits 1 on any failure, and when nothing could be checked\n"
