@@ -110,6 +110,26 @@ void gradient() {
       expect(on_gpu[r * cols + c] == expected_rows[r], "embedding_backward on the GPU");
 }
 
+// "Sequence parallelism": owned rows in the scattered layout, ids [2, 5] split along the sequence.
+void sequence_parallel(Communicator& comm) {
+  const std::int64_t vocab = 9, hidden = 4;
+  const auto [first, count] = shard_range(vocab, comm.size(), comm.rank(), ShardPlacement::packed);
+  Tensor rows(DType::f32, {count, hidden});
+  for (std::int64_t i = 0; i < rows.numel(); ++i) rows.data_as<float>()[i] = first * hidden + i;
+  EmbeddingShard shard = EmbeddingShard::owning(std::move(rows));
+  std::vector<std::int64_t> id_values = {8, 1, 4, 0, 7, 2, 2, 6, 5, 3};
+  const TensorView ids(id_values.data(), DType::i64, {2, 5});
+#include "readme_cpp_4.inc"
+  // This rank's chunk of the 5 sequence positions (tensor_split's rule), every row id * hidden + c.
+  const auto [start, size] = shard_range(5, comm.size(), layer.layout().tp_rank, ShardPlacement::packed);
+  expect(out.shape() == std::vector<std::int64_t>({2, size, hidden}), "the chunk's shape");
+  for (std::int64_t b = 0; b < 2; ++b)
+    for (std::int64_t s = 0; s < size; ++s)
+      for (std::int64_t c = 0; c < hidden; ++c)
+        expect(out.data_as<float>()[(b * size + s) * hidden + c] == id_values[b * 5 + start + s] * hidden + c,
+               "the scattered forward gives the chunk's rows");
+}
+
 // "Checkpoints (safetensors)": a rank's rows and columns of a checkpoint, and a file written (each
 // rank in its own working directory).
 void checkpoints(Communicator& world_comm) {
@@ -126,7 +146,7 @@ void checkpoints(Communicator& world_comm) {
   Tensor scale_values(DType::f32, {vocab});
   const TensorView table = whole.view(), scale = scale_values.view();
   {
-#include "readme_cpp_4.inc"
+#include "readme_cpp_5.inc"
     const auto [first, count] = shard_range(vocab, tp, rank, ShardPlacement::packed);
     expect(std::memcmp(my_rows.data, whole.data_as<float>() + first * hidden,
                        static_cast<std::size_t>(count * hidden * 4)) == 0,
@@ -157,6 +177,7 @@ int main(int argc, char** argv) {
     std::filesystem::create_directories(scratch);
     if (::chdir(scratch.c_str()) != 0) throw std::runtime_error("cannot enter " + scratch);
     checkpoints(*world);
+    sequence_parallel(*world);
     if (cuda_device_count() > 0) {
       gpu_forward();
       gradient();
