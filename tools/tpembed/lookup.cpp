@@ -163,7 +163,8 @@ int run_lookup(Communicator& world, const LookupOptions& options) {
   });
   // Ranks must look the same ids up in the same table: a difference would give wrong rows silently.
   // (With --input-layout scattered too: every rank is given the whole ids and passes its chunk.)
-  agree_on_value(world, "ids", ids_fingerprint(p.ids), describe_ids(p.ids) + " of shape " + detail::bracketed(p.ids_shape));
+  // (--ids-shape is a shared option: agreed with the others at start-up.)
+  agree_on_value(world, "ids", ids_fingerprint(p.ids), describe_ids(p.ids));
   agree_on_value(world, "table", p.fingerprint, p.table_text);
 
   const auto count = static_cast<std::int64_t>(p.ids.size());
