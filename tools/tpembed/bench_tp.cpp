@@ -36,13 +36,22 @@ struct Case {
   VocabExchange exchange;
 };
 
-// A bf16 shard of seeded values (the timing does not depend on them; the two vocab exchanges are
-// checked against each other).
-Tensor random_bf16(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
+// Rows [first_row, +rows) and columns [first_col, +cols) of one bf16 table of `hidden` columns
+// whose every element is a hash of its place (positive normal values): vocab and hidden shards cut
+// the same table, so every exchange's output can be checked against the first's (the timing does
+// not depend on the values).
+Tensor table_block(std::int64_t first_row, std::int64_t rows, std::int64_t first_col, std::int64_t cols,
+                   std::int64_t hidden) {
   Tensor shard = allocate(DType::bf16, {rows, cols}, "a table shard");
-  std::mt19937_64 rng(seed);
   auto* bits = shard.data_as<std::uint16_t>();
-  for (std::int64_t i = 0; i < shard.numel(); ++i) bits[i] = static_cast<std::uint16_t>(0x3c00u + (rng() & 0x3ffu));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = 0; c < cols; ++c) {
+      std::uint64_t mixed = static_cast<std::uint64_t>((first_row + r) * hidden + first_col + c) + 0x9e3779b97f4a7c15ull;
+      mixed = (mixed ^ (mixed >> 30)) * 0xbf58476d1ce4e5b9ull;
+      mixed = (mixed ^ (mixed >> 27)) * 0x94d049bb133111ebull;
+      bits[r * cols + c] = static_cast<std::uint16_t>(0x3c00u + ((mixed ^ (mixed >> 31)) & 0x3ffu));
+    }
+  }
   return shard;
 }
 
@@ -93,9 +102,8 @@ int run_bench_tp(Communicator& world_ref, const TpBenchOptions& options) {
     const auto [offset, size] = shard_range(total, tp, rank, ShardPlacement::packed);
     // An allocation that fails on one rank alone is every rank's error, before the set-up's collective.
     EmbeddingShard host = on_every_rank(*world, [&] {
-      return EmbeddingShard::owning(c.sharding_dim == 0
-                                        ? random_bf16(size, options.hidden, 11 + static_cast<std::uint64_t>(offset))
-                                        : random_bf16(options.vocab, size, 13 + static_cast<std::uint64_t>(offset)));
+      return EmbeddingShard::owning(c.sharding_dim == 0 ? table_block(offset, size, 0, options.hidden, options.hidden)
+                                                        : table_block(0, options.vocab, offset, size, options.hidden));
     });
     EmbeddingConfig config;
     config.tp_size = tp;
@@ -228,7 +236,7 @@ int run_bench_tp(Communicator& world_ref, const TpBenchOptions& options) {
         us = std::max(us, all[2 * static_cast<std::size_t>(r)]);
         bytes = std::max(bytes, all[2 * static_cast<std::size_t>(r) + 1]);
       }
-      if (cases[c].sharding_dim == 0) {  // the vocab exchanges must agree bit for bit (with the first)
+      {  // every exchange must agree bit for bit with the first (the all-reduce or reduce-scatter)
         output.resize(static_cast<std::size_t>(out_bytes));
         if (cuda) {
           cuda_synchronize();
@@ -252,9 +260,10 @@ int run_bench_tp(Communicator& world_ref, const TpBenchOptions& options) {
   std::int64_t any_failure = failures, total_failures = 0;
   world->all_reduce_sum(&any_failure, &total_failures, 1, DType::i64);
   if (lead) {
-    std::printf("%s\n", total_failures == 0 ? format("every vocab exchange matched the %s bit for bit on every rank",
+    std::printf("%s\n", total_failures == 0 ? format("every exchange matched the %s bit for bit on every rank",
                                                    baseline).c_str()
-                                            : "MISMATCH between the vocab exchanges");
+                                            : format("MISMATCH: %lld rows of exchanges differ from the %s",
+                                                     static_cast<long long>(total_failures), baseline).c_str());
   }
   return total_failures == 0 ? 0 : 1;
 }
@@ -271,13 +280,14 @@ void add_bench_tp_command(CLI::App& app, Launch& launch) {
       "(CUDA graph replays where the exchange can be captured: NCCL or peer rows; else wall clock), the\n"
       "bytes each rank moves on the wire (all-reduce 2(tp-1)/tp of the output, owned and peer rows the\n"
       "rows it does not own, all-gather (tp-1)/tp) and the bus bandwidth; vocab rows give their speed-up\n"
-      "over the all-reduce. All vocab exchanges are checked to agree bit for bit.\n"
+      "over the all-reduce. Every exchange (the hidden one too: both shardings cut one table) is checked\n"
+      "to agree bit for bit with the all-reduce.\n"
       "--output-layout scattered times the sequence-parallel layout instead: each rank ends with its chunk\n"
       "of the tokens (torch.tensor_split's chunks): vocab sharding with the reduce-scatter ((tp-1)/tp of\n"
       "the whole output on the wire), the owned-row all-to-all (the larger of the rows a rank receives for\n"
       "its chunk and the rows it sends to the others' chunks), peer rows of the own chunk (the chunk's rows\n"
       "read from peers' tables), and hidden sharding's all-to-all (its chunk's columns from every other\n"
-      "rank); the vocab exchanges are checked against the reduce-scatter and give their speed-up over it.\n"
+      "rank); each is checked against the reduce-scatter, and the vocab rows give their speed-up over it.\n"
       "Example: mpirun -np 4 tpembed bench-tp --device cuda --comm nccl --hidden 8192 [--output-layout scattered]");
   command->add_option("--device", options->device, "cpu, cuda, or auto (cuda when a GPU is visible)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
