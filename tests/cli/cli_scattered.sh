@@ -69,6 +69,10 @@ for group in "0 1" "2 3"; do
     fail "np 4, --tp 2: ranks $1,$2"; echo "$out"
   fi
 done
+# The comparison itself tells chunks apart: rank 0's and rank 1's files swapped must fail.
+python3 "$here/compare_chunks.py" "$work/whole.safetensors" 0 "$work/part.rank1.safetensors" \
+  "$work/part.rank0.safetensors" >/dev/null 2>&1 && fail "compare_chunks.py accepts swapped chunks" \
+  || pass "compare_chunks.py refuses swapped chunks"
 # Without --out, rank 0 prints its own chunk's rows; bad ids are counted over the whole ids.
 check "np 2: rank 0 prints its chunk, bad ids of every chunk counted" 0 "2 ids out of range" -- \
   $mpirun -np 2 $lookup --ids 5,-1,6,99 --output-layout scattered
