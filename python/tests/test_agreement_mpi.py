@@ -9,7 +9,6 @@ single-process cases check the messages of refused arguments and shard_range's a
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 
 import tpembed
 from mpi_jobs import job_environment, mpi_ready
+from rank_results import rank_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIOS = os.path.join(HERE, "agreement_scenarios.py")
@@ -40,16 +40,7 @@ def launch(tmp_path, scenario, ranks=2, roles=None):
         command += ["-np", str(ranks), sys.executable, SCENARIOS, scenario, folder]
     done = subprocess.run(command, capture_output=True, text=True, env=job_environment(HERE),
                           timeout=LIMIT_S + 30)
-    output = (done.stdout + done.stderr)[-4000:]
-    assert done.returncode != 124, f"{scenario} hung: killed after {LIMIT_S} s\n{output}"
-    assert done.returncode == 0, f"{scenario} exited {done.returncode}\n{output}"
-    results = {}
-    for rank in range(ranks):
-        path = os.path.join(folder, f"rank{rank}.jsonl")
-        assert os.path.exists(path), f"rank {rank} wrote no results\n{output}"
-        with open(path) as lines:
-            results[rank] = {line["step"]: line for line in map(json.loads, lines)}
-    return results
+    return rank_results(done, scenario, LIMIT_S, folder, ranks)
 
 
 def assert_every_rank(results, step, error, *fragments):

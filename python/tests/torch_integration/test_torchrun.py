@@ -10,13 +10,12 @@ rank wrote.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
+from rank_results import rank_results
 
 torch = pytest.importorskip("torch", reason="SKIPPED: PyTorch is not installed")
 
@@ -34,16 +33,7 @@ def launch(tmp_path, scenario, ranks=2, backend="gloo"):
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")])))
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=LIMIT_S + 30)
-    output = (done.stdout + done.stderr)[-6000:]
-    assert done.returncode != 124, f"{scenario} hung: killed after {LIMIT_S} s\n{output}"
-    assert done.returncode == 0, f"{scenario} exited {done.returncode}\n{output}"
-    results = {}
-    for rank in range(ranks):
-        path = os.path.join(folder, f"rank{rank}.jsonl")
-        assert os.path.exists(path), f"rank {rank} wrote no results\n{output}"
-        with open(path) as lines:
-            results[rank] = {line["step"]: line for line in map(json.loads, lines)}
-    return results
+    return rank_results(done, scenario, LIMIT_S, folder, ranks)
 
 
 def assert_ok(results, step=None):
