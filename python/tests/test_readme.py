@@ -53,13 +53,17 @@ def test_the_readme_example_runs_alone(tmp_path):
 
 @pytest.mark.skipif(bool(mpi_ready()), reason=f"SKIPPED: {mpi_ready()}")
 def test_the_readme_example_runs_on_two_ranks(tmp_path):
+    # Each rank's stdout in its own file (Open MPI's --output-filename): on the merged stdout the
+    # ranks' lines can interleave mid-line.
+    outputs = tmp_path / "output"
     done = subprocess.run(["timeout", str(LIMIT_S), "mpirun", "--oversubscribe",
-                           "--allow-run-as-root", "-np", "2", sys.executable,
-                           python_example(tmp_path)],
+                           "--allow-run-as-root", "-np", "2", "--output-filename", str(outputs),
+                           sys.executable, python_example(tmp_path)],
                           capture_output=True, text=True, env=job_environment(),
                           timeout=LIMIT_S + 10)
     assert done.returncode == 0, done.stdout + done.stderr
-    lines = sorted(done.stdout.splitlines())
+    lines = sorted(line for path in sorted(outputs.glob("*/rank.*/stdout"))
+                   for line in path.read_text().splitlines())
     assert lines == ["-1 2", "-1 2"] + ["tp 2 matches the unsharded lookup"] * 2, done.stdout
 
 
