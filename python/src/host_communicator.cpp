@@ -1,10 +1,12 @@
 // The host engine over a Python object's collectives (tpembed.torch's torch.distributed groups).
 #include "host_communicator.hpp"
 
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "tpembed/error.hpp"
 
@@ -56,6 +58,26 @@ std::unique_ptr<Communicator> make_python_host_communicator(const nb::handle& co
     (*gather)(address(send), address(recv), bytes_per_rank);
   };
   return make_host_communicator(std::move(c));
+}
+
+void bind_host_communicator(nb::module_& m) {
+  m.def(
+      "_agree",
+      [](const nb::handle& collectives, bool argument_error,
+         const std::optional<std::string>& message, const nb::bytes& facts) {
+        std::unique_ptr<Communicator> comm = make_python_host_communicator(collectives);
+        std::exception_ptr error;
+        if (message && argument_error) error = std::make_exception_ptr(InvalidArgumentError(*message));
+        if (message && !argument_error) error = std::make_exception_ptr(BackendError(*message));
+        const std::size_t bytes = facts.size();
+        std::vector<char> all(bytes * static_cast<std::size_t>(comm->size()));
+        agree_or_throw(*comm, error, facts.c_str(), bytes, all.data());
+        nb::list gathered;
+        for (int r = 0; r < comm->size(); ++r) gathered.append(nb::bytes(all.data() + r * bytes, bytes));
+        return gathered;
+      },
+      nb::arg("collectives"), nb::arg("argument_error"), nb::arg("message").none(),
+      nb::arg("facts"));
 }
 
 }  // namespace tpembed::python

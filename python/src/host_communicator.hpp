@@ -17,4 +17,10 @@ namespace tpembed::python {
 /// collective fails. The calls hold the GIL. Throws InvalidArgumentError naming what is missing.
 std::unique_ptr<Communicator> make_python_host_communicator(const nanobind::handle& collectives);
 
+/// _agree(collectives, argument_error, message, facts): agree_or_throw over the host engine of
+/// `collectives`: every rank passes its refusal (`message`, None when it has none; an argument
+/// error raises ValueError, another RuntimeError) and `facts` (bytes, the same length on every
+/// rank); returns every rank's facts, or raises the same error, naming each failing rank, on all.
+void bind_host_communicator(nanobind::module_& m);
+
 }  // namespace tpembed::python

@@ -1,6 +1,7 @@
 // The _tpembed extension module and its build queries. The tpembed package (python/tpembed) wraps
 // it; dtypes and devices of DLPack arrays are mapped in arrays.cpp.
 #include "bindings.hpp"
+#include "host_communicator.hpp"
 #include "tpembed/communicator.hpp"
 #include "tpembed/cuda.hpp"
 
@@ -22,4 +23,5 @@ NB_MODULE(_tpembed, m) {
   tpembed::python::bind_embedding(m);
   tpembed::python::bind_parallel_embedding(m);
   tpembed::python::bind_gradient(m);
+  tpembed::python::bind_host_communicator(m);
 }

@@ -97,6 +97,10 @@ def test_llama_drop_in_on_two_ranks(two_ranks):
 def test_one_ranks_refusal_raises_on_every_rank(two_ranks):
     assert_raised(two_ranks, "bad output_layout on rank 1", "ValueError", "rank 1",
                   "output_layout 'bogus' is neither 'replicated' nor 'scattered'")
+    assert_raised(two_ranks, "rank 1's weight is a list", "ValueError",
+                  "rank 1: weight_shard must be a torch.Tensor (this rank's shard), got list")
+    assert_raised(two_ranks, "rank 0's comm_timeout is negative", "ValueError",
+                  "rank 0: comm_timeout must be a number of seconds > 0, got -1")
     assert_raised(two_ranks, "rank 0's shard is wider", "ValueError", "rank 0")
     assert_raised(two_ranks, "other sharding_dim on rank 1", "ValueError",
                   "rank 1 shards dim 1 but rank 0 shards dim 0")

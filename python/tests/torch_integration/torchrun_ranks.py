@@ -243,6 +243,11 @@ def refusals(role=None):
     shard, _, _ = shard_of(full, 0)
     report("bad output_layout on rank 1", lambda: tpt.ParallelEmbedding(
         shard, output_layout="bogus" if RANK == 1 else "replicated") and True)
+    # Refused by the module itself, before any communicator exists: agreed through the group.
+    report("rank 1's weight is a list", lambda: tpt.ParallelEmbedding(
+        shard.tolist() if RANK == 1 else shard) and True)
+    report("rank 0's comm_timeout is negative", lambda: tpt.ParallelEmbedding(
+        shard, comm_timeout=-1 if RANK == 0 else None) and True)
     wider = torch.randn(shard.shape[0], H + (1 if RANK == 0 else 0))
     report("rank 0's shard is wider", lambda: tpt.ParallelEmbedding(wider) and True)
     report("other sharding_dim on rank 1", lambda: tpt.ParallelEmbedding(

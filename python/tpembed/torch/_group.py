@@ -25,8 +25,7 @@ import torch.distributed as dist
 import tpembed
 from tpembed._communicators import HostGroup
 
-_TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16,
-                 "i32": torch.int32, "i64": torch.int64}
+from ._dtypes import TORCH
 
 
 def default_timeout(timeout: Optional[float]) -> float:
@@ -69,11 +68,11 @@ class TorchGroupCollectives(HostGroup):
                                f"reached it, or failed): {error}") from error
 
     def all_reduce_sum(self, send: int, recv: int, count: int, dtype: str) -> None:
-        element = torch.empty(0, dtype=_TORCH_DTYPES[dtype]).element_size()
+        element = torch.empty(0, dtype=TORCH[dtype]).element_size()
         out = _host_bytes(recv, count * element)
         if send != recv:
             out.copy_(_host_bytes(send, count * element))
-        values = out.view(_TORCH_DTYPES[dtype])
+        values = out.view(TORCH[dtype])
         # f16 and bf16 are summed in f32 and rounded once, as tpembed's other engines do.
         wide = values.float() if dtype in ("f16", "bf16") else values
         moved = wide.to(self.device)
@@ -96,47 +95,17 @@ class TorchGroupCollectives(HostGroup):
         _host_bytes(recv, bytes_per_rank * self.size).copy_(out.cpu())
 
 
-def _record(message: str, facts: Sequence[int]) -> torch.Tensor:
-    """A fixed-size record for the agreement: facts (int64), then the error message's bytes."""
-    text = message.encode("utf-8", "replace")[:960]
-    record = numpy.zeros(128, dtype=numpy.int64)
-    record[0] = 1 if message else 0
-    record[1] = len(text)
-    record[2:2 + len(facts)] = facts
-    raw = record.view(numpy.uint8)
-    raw[64:64 + len(text)] = numpy.frombuffer(text, dtype=numpy.uint8)
-    return torch.from_numpy(raw.copy())
-
-
 def agree(collectives: TorchGroupCollectives, error: Optional[BaseException],
           facts: Sequence[int] = ()) -> list:
-    """Every rank's `facts` (up to 6 ints), once no rank of the group failed: when any rank passes
-    an `error`, every rank raises one naming each failing rank and its reason (a ValueError when
-    the lowest failing rank's was one, else a RuntimeError)."""
-    if error is None:
-        message = ""
-    else:
-        kind = "value" if isinstance(error, (ValueError, TypeError)) else "runtime"
-        message = f"{kind}:{type(error).__name__}: {error}"
-    mine = _record(message, facts)
-    everyone = torch.empty(mine.numel() * collectives.size, dtype=torch.uint8)
-    collectives.all_gather(mine.data_ptr(), everyone.data_ptr(), mine.numel())
-    records = everyone.view(collectives.size, -1)
-    failures, all_facts = [], []
-    for rank in range(collectives.size):
-        values = records[rank].view(torch.int64)
-        length = int(values[1])
-        if int(values[0]):
-            text = bytes(records[rank, 64:64 + length].tolist()).decode("utf-8", "replace")
-            failures.append((rank, text))
-        all_facts.append([int(v) for v in values[2:8]])
-    if failures:
-        first_kind = failures[0][1].split(":", 1)[0]
-        reasons = "; ".join(f"rank {rank}: {text.split(':', 1)[1]}" for rank, text in failures)
-        exception = tpembed.ArgumentError if first_kind == "value" else RuntimeError
-        raise exception(f"tpembed.torch.ParallelEmbedding set-up failed on "
-                        f"{len(failures)} of {collectives.size} ranks of the group: {reasons}")
-    return all_facts
+    """Every rank's `facts` (ints), once no rank of the group failed: when any rank passes an
+    `error`, every rank raises the library's agreed error naming each failing rank and its reason
+    (ValueError when the lowest failing rank's was a TypeError or ValueError, else RuntimeError)."""
+    argument_error = isinstance(error, (TypeError, ValueError))
+    message = None if error is None else (str(error) if argument_error
+                                          else f"{type(error).__name__}: {error}")
+    mine = numpy.asarray(facts, dtype=numpy.int64).tobytes()
+    gathered = tpembed._tpembed._agree(collectives, argument_error, message, mine)
+    return [numpy.frombuffer(record, dtype=numpy.int64).tolist() for record in gathered]
 
 
 def world_group(group: Any) -> Any:

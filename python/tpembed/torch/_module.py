@@ -12,13 +12,11 @@ import tpembed
 from tpembed._frameworks import dtype_name
 
 from . import _group, _ops
-
-_RAW_TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16,
-                     "i8": torch.int8, "fp8_e4m3": torch.float8_e4m3fn, "i4": torch.uint8}
+from ._dtypes import FLOATS, TORCH
 
 
 def _trainable(tensor: torch.Tensor, weight_dtype: Optional[str]) -> bool:
-    return tensor.dtype in (torch.float32, torch.float16, torch.bfloat16) and weight_dtype is None
+    return tensor.dtype in FLOATS.values() and weight_dtype is None
 
 
 def _as_parameter(tensor: Any, name: str, weight_dtype: Optional[str]) -> torch.nn.Parameter:
@@ -183,7 +181,7 @@ class ParallelEmbedding(torch.nn.Module):
             stored = list(shape)
             if dtype == "i4":
                 stored[-1] = (stored[-1] + 1) // 2
-            copied = torch.from_numpy(numpy.array(raw)).view(_RAW_TORCH_DTYPES[dtype])
+            copied = torch.from_numpy(numpy.array(raw)).view(TORCH[dtype])
             arrays[name] = (copied.reshape(stored).to(device or "cpu"), dtype, shape)
         weight, table_dtype, shape = arrays["weight"]
         if table_dtype == "i4":

@@ -21,7 +21,7 @@ import torch
 
 import tpembed
 
-_TPEMBED_TO_TORCH = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+from ._dtypes import FLOATS
 
 
 def _detached(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -43,7 +43,7 @@ def _columns(weight: torch.Tensor, weight_dtype: Optional[str], hidden: Optional
 def _out_dtype(weight: torch.Tensor, out_dtype: Optional[torch.dtype]) -> torch.dtype:
     if out_dtype is not None:
         return out_dtype
-    if weight.dtype not in _TPEMBED_TO_TORCH.values():
+    if weight.dtype not in FLOATS.values():
         raise tpembed.ArgumentError(f"a {weight.dtype} table needs out_dtype (torch.float32, "
                                     "torch.float16 or torch.bfloat16)")
     return weight.dtype
@@ -139,7 +139,7 @@ class _Layer:
         self.core = core
         layout = core.layout
         self.cols = layout.global_cols
-        self.out_dtype = _TPEMBED_TO_TORCH[layout.out_dtype]
+        self.out_dtype = FLOATS[layout.out_dtype]
         # Scattered output of replicated ids: this rank's chunk along scatter_dim.
         self.chunk = (layout.output_layout == "scattered" and layout.input_layout == "replicated"
                       and layout.tp_size > 1)
