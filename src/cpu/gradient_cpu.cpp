@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/gradient_rule.hpp"
+#include "core/ids.hpp"
 #include "cpu/elements.hpp"
 #include "cpu/parallel_for.hpp"
 #include "tpembed/error.hpp"
@@ -19,10 +20,6 @@ namespace {
 using cpu::load_element;
 using cpu::load_scale;
 using cpu::store_element;
-
-std::int64_t id_at(const void* ids, DType dtype, std::int64_t i) {
-  return dtype == DType::i32 ? static_cast<const std::int32_t*>(ids)[i] : static_cast<const std::int64_t*>(ids)[i];
-}
 
 // One sorted entry: the row in the high half, the position in the low half, so that sorting the
 // words sorts by row and then by position.

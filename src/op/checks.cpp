@@ -1,5 +1,6 @@
 #include "op/checks.hpp"
 
+#include "core/ids.hpp"
 #include "cuda/runtime.hpp"
 #include "tpembed/cuda.hpp"
 
@@ -358,8 +359,7 @@ void check_out(const TensorView& out, const std::vector<std::int64_t>& expected,
 
 OutOfRangeError out_of_range_error(const TensorView& ids, std::int64_t position,
                                    std::int64_t bad_count, std::int64_t valid_ids) {
-  const std::int64_t id = ids.dtype == DType::i32 ? ids.as<std::int32_t>()[position]
-                                                  : ids.as<std::int64_t>()[position];
+  const std::int64_t id = id_at(ids.data, ids.dtype, position);
   // The flat position as an index into the ids' shape.
   std::vector<std::int64_t> index(ids.shape.size());
   std::int64_t rest = position;

@@ -1,5 +1,7 @@
 #include "op/owned_rows.hpp"
 
+#include "core/ids.hpp"
+
 #include <algorithm>
 
 namespace tpembed::op {
@@ -15,8 +17,7 @@ OwnedRowsPlan plan_owned_rows(const void* ids, DType id_dtype, std::int64_t num_
   plan.positions.resize(static_cast<std::size_t>(num_ids));
   std::vector<std::int64_t> owner(static_cast<std::size_t>(num_ids), -1), index(static_cast<std::size_t>(num_ids), 0);
   for (std::int64_t t = 0; t < num_ids; ++t) {
-    const std::int64_t id = id_dtype == DType::i32 ? static_cast<const std::int32_t*>(ids)[t]
-                                                   : static_cast<const std::int64_t*>(ids)[t];
+    const std::int64_t id = id_at(ids, id_dtype, t);
     if (id < 0 || id >= layout.valid_ids()) {
       ++plan.bad_ids;
       continue;

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <utility>
 
+#include "core/ids.hpp"
 #include "op/checks.hpp"
 #include "op/peer_tables.hpp"
 #include "tpembed/error.hpp"
@@ -33,11 +34,6 @@ std::int64_t product(const std::vector<std::int64_t>& shape, std::size_t first, 
   std::int64_t p = 1;
   for (std::size_t k = first; k < last; ++k) p *= shape[k];
   return p;
-}
-
-std::int64_t id_at(const void* ids, DType dtype, std::int64_t k) {
-  return dtype == DType::i32 ? static_cast<const std::int32_t*>(ids)[k]
-                             : static_cast<const std::int64_t*>(ids)[k];
 }
 
 // Bytes on `place` holding `values` (host: the values themselves; GPU: a copy in scratch `kind`).
