@@ -75,6 +75,10 @@ enum class TokenLayout : std::uint8_t {
 /// "replicated" or "scattered".
 const char* token_layout_name(TokenLayout layout);
 
+/// The layout named `name` (a token_layout_name()); throws InvalidArgumentError naming `what` (the
+/// option being parsed, e.g. "output_layout") and the names otherwise.
+TokenLayout token_layout_from_name(const std::string& name, const char* what = "token layout");
+
 /// How a rank takes part in a (possibly tensor-parallel) lookup.
 struct EmbeddingConfig {
   int tp_size = 1;                 ///< Ranks sharing the table.

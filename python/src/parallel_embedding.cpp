@@ -38,13 +38,6 @@ ShardPlacement parse_placement(const std::string& name) {
       detail::concat("placement '", name, "' is neither 'equal' (the seed's shards) nor 'packed'"));
 }
 
-TokenLayout parse_token_layout(const std::string& name, const char* what) {
-  if (name == "replicated") return TokenLayout::replicated;
-  if (name == "scattered") return TokenLayout::scattered;
-  throw InvalidArgumentError(detail::concat(what, " '", name,
-                                            "' is neither 'replicated' nor 'scattered'"));
-}
-
 // `timeout`: MpiOptions::timeout_seconds of an MPI engine (how long a rank waits for its peers).
 std::unique_ptr<Communicator> make_communicator(const std::string& engine,
                                                 std::optional<double> timeout);
@@ -121,8 +114,8 @@ struct GroupOptions {
     config.strict = strict;
     config.vocab_exchange = vocab_exchange_from_name(vocab_exchange);
     config.collective_checks = collective_checks;
-    config.output_layout = parse_token_layout(output_layout, "output_layout");
-    config.input_layout = parse_token_layout(input_layout, "input_layout");
+    config.output_layout = token_layout_from_name(output_layout, "output_layout");
+    config.input_layout = token_layout_from_name(input_layout, "input_layout");
     config.scatter_dim = scatter_dim;
     return config;
   }

@@ -17,6 +17,13 @@ const char* token_layout_name(TokenLayout layout) {
   return layout == TokenLayout::scattered ? "scattered" : "replicated";
 }
 
+TokenLayout token_layout_from_name(const std::string& name, const char* what) {
+  if (name == "replicated") return TokenLayout::replicated;
+  if (name == "scattered") return TokenLayout::scattered;
+  throw InvalidArgumentError(
+      detail::concat(what, " '", name, "' is neither 'replicated' nor 'scattered'"));
+}
+
 namespace op {
 
 static_assert(sizeof(ChunkFacts) == 16 + 8 * kMaxScatteredDims,

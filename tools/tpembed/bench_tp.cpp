@@ -155,7 +155,7 @@ int run_bench_tp(Communicator& world_ref, const TpBenchOptions& options) {
     const std::int64_t row = options.hidden * 2;
     // This rank's rows of the output: all of them, or its chunk's.
     const auto [chunk_first, chunk_rows] =
-        scattered ? chunk_range(tokens, tp, rank) : std::pair<std::int64_t, std::int64_t>{0, tokens};
+        scattered ? shard_range(tokens, tp, rank, ShardPlacement::packed) : std::pair<std::int64_t, std::int64_t>{0, tokens};
     const std::int64_t out_bytes = chunk_rows * row;
     std::unique_ptr<DeviceBuffer> device_ids, device_out;
     Tensor host_out;  // the output where the tables are on the host

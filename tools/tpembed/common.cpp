@@ -320,18 +320,13 @@ std::vector<std::int64_t> sample_ids(std::int64_t vocab, std::int64_t count, int
   return ids;
 }
 
-std::pair<std::int64_t, std::int64_t> chunk_range(std::int64_t count, int parts, int index) {
-  const std::int64_t base = count / parts, extra = count % parts;
-  return {index * base + std::min<std::int64_t>(index, extra), base + (index < extra ? 1 : 0)};
-}
-
 IdChunk chunk_of(const std::vector<std::int64_t>& ids, const std::vector<std::int64_t>& shape, int dim, int parts,
                  int index) {
   const auto d = static_cast<std::size_t>(dim);
   std::int64_t outer = 1, inner = 1;
   for (std::size_t k = 0; k < d; ++k) outer *= shape[k];
   for (std::size_t k = d + 1; k < shape.size(); ++k) inner *= shape[k];
-  const auto [first, size] = chunk_range(shape[d], parts, index);
+  const auto [first, size] = shard_range(shape[d], parts, index, ShardPlacement::packed);  // tensor_split's rule
   IdChunk chunk{{}, shape, first};
   chunk.shape[d] = size;
   chunk.ids.reserve(static_cast<std::size_t>(outer * size * inner));
@@ -340,10 +335,6 @@ IdChunk chunk_of(const std::vector<std::int64_t>& ids, const std::vector<std::in
     chunk.ids.insert(chunk.ids.end(), begin, begin + size * inner);
   }
   return chunk;
-}
-
-TokenLayout token_layout_from_name(const std::string& name) {
-  return name == "scattered" ? TokenLayout::scattered : TokenLayout::replicated;
 }
 
 CheckpointOptionNames cli_option_names() {

@@ -130,12 +130,9 @@ EmbeddingShard cut_shard(const TensorView& weight, const TensorView& scale, int 
 /// out-of-range ids (-1, vocab, 2^40).
 std::vector<std::int64_t> sample_ids(std::int64_t vocab, std::int64_t count, int tp, std::uint64_t seed);
 
-/// Chunk `index` of `count` entries split into `parts` (torch.tensor_split's rule, as TokenLayout
-/// documents it): {first entry, entries}; the first count % parts chunks get one more.
-std::pair<std::int64_t, std::int64_t> chunk_range(std::int64_t count, int parts, int index);
-
 /// Ids of `shape` (row-major `ids`) and their chunk `index` of `parts` along `dim`: the chunk's ids
-/// in its own row-major order, and its shape (`shape` with shape[dim] the chunk's size).
+/// in its own row-major order, and its shape (`shape` with shape[dim] the chunk's size). The chunks
+/// are torch.tensor_split's, as TokenLayout documents them: shard_range(.., ShardPlacement::packed).
 struct IdChunk {
   std::vector<std::int64_t> ids;
   std::vector<std::int64_t> shape;
@@ -143,9 +140,6 @@ struct IdChunk {
 };
 IdChunk chunk_of(const std::vector<std::int64_t>& ids, const std::vector<std::int64_t>& shape, int dim, int parts,
                  int index);
-
-/// "replicated" or "scattered" as a TokenLayout (the CLI's --*-layout values, checked by CLI11).
-TokenLayout token_layout_from_name(const std::string& name);
 
 /// How the CLI names the options that read_checkpoint_shard()'s messages ask for.
 CheckpointOptionNames cli_option_names();

@@ -138,8 +138,8 @@ void prepare(Communicator& world, const LookupOptions& options, Prepared& p) {
   config.strict = options.strict;
   config.vocab_exchange = vocab_exchange_from_name(options.vocab_exchange);
   config.table_fingerprint = p.fingerprint;
-  config.output_layout = token_layout_from_name(options.output_layout);
-  config.input_layout = token_layout_from_name(options.input_layout);
+  config.output_layout = token_layout_from_name(options.output_layout, "--output-layout");
+  config.input_layout = token_layout_from_name(options.input_layout, "--input-layout");
   config.scatter_dim = options.scatter_dim;
   if (!options.out_dtype.empty()) config.out_dtype = dtype_from_name(options.out_dtype);
   if (tp > 1) {

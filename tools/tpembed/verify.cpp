@@ -45,7 +45,7 @@ std::string describe(const Path& path) {
 }
 
 // One lookup over the whole world on `path`; returns this rank's output (host bytes): every token's
-// row, or with a scattered output its chunk's (chunk_range(ids, tp, rank)).
+// row, or with a scattered output its chunk's (shard_range(ids, tp, rank, ShardPlacement::packed): torch.tensor_split's rule).
 std::vector<std::uint8_t> run_path(Communicator& world, const Path& path, const QuantizedTable& table, DType out_dtype,
                                    const std::vector<std::int64_t>& ids, std::int64_t vocab, std::uint64_t& bad) {
   const int tp = path.tp;
@@ -64,7 +64,7 @@ std::vector<std::uint8_t> run_path(Communicator& world, const Path& path, const 
   const TensorView scale = table.scale.data() ? table.scale.view() : TensorView();
   const auto count = static_cast<std::int64_t>(ids.size());
   const std::int64_t hidden = table.weight.shape()[1];
-  const std::int64_t rows = path.scattered ? chunk_range(count, tp, world.rank()).second : count;
+  const std::int64_t rows = path.scattered ? shard_range(count, tp, world.rank(), ShardPlacement::packed).second : count;
   const std::size_t out_bytes = static_cast<std::size_t>(rows * row_bytes(out_dtype, hidden));
   // Host memory that may run out on one rank alone: agreed on before the layer's collective set-up.
   std::vector<std::uint8_t> out;
@@ -192,7 +192,7 @@ int run_verify(Communicator& world_ref, const VerifyOptions& options) {
         const std::size_t row = static_cast<std::size_t>(row_bytes(out_dtype, options.hidden));
         // A scattered output holds its chunk of the reference's rows; its bad ids are added up below.
         const auto [first, rows] =
-            path.scattered ? chunk_range(count, path.tp, world->rank()) : std::pair<std::int64_t, std::int64_t>{0, count};
+            path.scattered ? shard_range(count, path.tp, world->rank(), ShardPlacement::packed) : std::pair<std::int64_t, std::int64_t>{0, count};
         for (std::int64_t t = 0; t < rows; ++t) {
           wrong_rows += std::memcmp(out.data() + t * row,
                                     static_cast<const std::uint8_t*>(expected.data()) + (first + t) * row, row) != 0;
