@@ -10,6 +10,7 @@
 #include "op/checks.hpp"
 #include "op/peer_tables.hpp"
 #include "tpembed/error.hpp"
+#include "tpembed/sharding.hpp"
 
 namespace tpembed {
 
@@ -378,12 +379,13 @@ MemberIds member_ids(const ScatterContext& c, const ScatterPlan& plan, const Ten
 
 }  // namespace
 
+// torch.tensor_split's chunks are packed shards: the first n % parts hold one more.
 std::int64_t chunk_extent(std::int64_t n, int parts, int t) {
-  return n / parts + (t < n % parts ? 1 : 0);
+  return shard_range(n, parts, t, ShardPlacement::packed).second;
 }
 
 std::int64_t chunk_start(std::int64_t n, int parts, int t) {
-  return t * (n / parts) + std::min<std::int64_t>(t, n % parts);
+  return shard_range(n, parts, t, ShardPlacement::packed).first;
 }
 
 std::vector<std::int64_t> chunk_shape(const std::vector<std::int64_t>& shape, int dim, int parts,
