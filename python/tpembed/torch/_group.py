@@ -78,7 +78,8 @@ class TorchGroupCollectives(HostGroup):
         moved = wide.to(self.device)
         self._wait(dist.all_reduce(moved, op=dist.ReduceOp.SUM, group=self.group, async_op=True),
                    "all_reduce")
-        values.copy_(moved.to("cpu"))
+        if moved is not values:  # summed in place when it is the buffer itself (f32, i32, i64)
+            values.copy_(moved.to("cpu"))
 
     def all_gather(self, send: int, recv: int, bytes_per_rank: int) -> None:
         if bytes_per_rank == 0:
@@ -86,6 +87,7 @@ class TorchGroupCollectives(HostGroup):
         mine = _host_bytes(send, bytes_per_rank).to(self.device)
         if self.device.type == "cpu":
             blocks = list(_host_bytes(recv, bytes_per_rank * self.size).split(bytes_per_rank))
+            # `send` may be this rank's own block of `recv`: gloo gets a copy to read from.
             self._wait(dist.all_gather(blocks, mine.clone(), group=self.group, async_op=True),
                        "all_gather")
             return
