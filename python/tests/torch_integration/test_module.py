@@ -149,3 +149,13 @@ def test_from_pretrained_reads_the_shard_and_its_scales(group, tmp_path):
     assert torch.equal(quantized(ids_), expected[ids_])
     with pytest.raises(RuntimeError, match="no.such"):
         tpt.ParallelEmbedding.from_pretrained(path, "no.such")
+
+
+def test_a_deleted_modules_operator_handle_is_refused(group):
+    layer = tpt.ParallelEmbedding(table())
+    handle, weight = layer._handle, layer.weight
+    del layer
+    import gc
+    gc.collect()
+    with pytest.raises(RuntimeError, match=f"tpembed layer {handle} no longer exists"):
+        torch.ops.tpembed.parallel_embedding(ids(2), weight, None, None, None, handle)

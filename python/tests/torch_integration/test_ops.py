@@ -215,3 +215,17 @@ def test_import_tpembed_alone_does_not_import_torch():
     check = "import sys, tpembed; assert 'torch' not in sys.modules, 'torch was imported'"
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_fake_kernels_refuse_what_the_real_ones_refuse():
+    """Under torch.compile the fake kernel meets the arguments first: the same refusals."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        ids = torch.zeros(3, dtype=torch.int64)
+        with pytest.raises(tpembed.ArgumentError, match=r"weight must be 2-D \[V, H\], got shape \(53,\)"):
+            tpt.embedding(ids, torch.zeros(V))
+        with pytest.raises(tpembed.ArgumentError, match="a torch.int8 table needs out_dtype"):
+            tpt.embedding(ids, torch.zeros(V, H, dtype=torch.int8), per_token_scale=torch.ones(V))
+        with pytest.raises(tpembed.ArgumentError, match=r"weight_dtype='i4'\) needs hidden="):
+            tpt.embedding(ids, torch.zeros(V, 7, dtype=torch.uint8), weight_dtype="i4",
+                          per_token_scale=torch.ones(V), out_dtype=torch.float32)
