@@ -104,6 +104,9 @@ def test_one_ranks_refusal_raises_on_every_rank(two_ranks):
     assert_raised(two_ranks, "rank 0's shard is wider", "ValueError", "rank 0")
     assert_raised(two_ranks, "other sharding_dim on rank 1", "ValueError",
                   "rank 1 shards dim 1 but rank 0 shards dim 0")
+    assert_raised(two_ranks, "rank 1 swapped its weight's data", "RuntimeError",
+                  "rank 1: tpembed.torch.ParallelEmbedding: its weight (or scales, or padding) is "
+                  "no longer the tensor its set-up reads")
     assert_ok(two_ranks, "usable after refusals")
 
 

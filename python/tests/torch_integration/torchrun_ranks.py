@@ -255,6 +255,10 @@ def refusals(role=None):
     # After the refusals the group still works.
     layer = tpt.ParallelEmbedding(shard)
     ids = ids_for((3, 4), 8)
+    if RANK == 1:
+        layer.weight.data = shard.clone()  # behind the module's back, on one rank only
+    report("rank 1 swapped its weight's data", lambda: layer(ids) is None)
+    layer = tpt.ParallelEmbedding(shard)
     report("usable after refusals", lambda: bool(torch.equal(layer(ids), F.embedding(ids, full))))
 
 

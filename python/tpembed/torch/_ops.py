@@ -194,11 +194,13 @@ def _layer(handle: int, tensors: Tuple[Optional[torch.Tensor], ...]) -> _Layer:
         raise RuntimeError(f"tpembed layer {handle} no longer exists (its module was deleted)")
     given = tuple(None if t is None else (t.data_ptr(), t.device) for t in tensors)
     if given != layer.addresses:
-        raise RuntimeError("tpembed.torch.ParallelEmbedding: its weight (or scales, or padding) "
-                           "is no longer the tensor its set-up reads — a parameter's .data was "
-                           "replaced without the module knowing. Move the module with .to() / "
-                           ".cuda() (which sets it up again) or copy new values in place "
-                           "(load_state_dict, weight.data.copy_())")
+        # Through the layer's forward check: the group's other ranks raise it too, instead of
+        # waiting for this one in the exchange.
+        layer.core._impl.fail_forward(
+            False, "tpembed.torch.ParallelEmbedding: its weight (or scales, or padding) is no "
+            "longer the tensor its set-up reads — a parameter's .data was replaced without the "
+            "module knowing. Move the module with .to() / .cuda() (which sets it up again) or "
+            "copy new values in place (load_state_dict, weight.data.copy_())")
     return layer
 
 
