@@ -104,8 +104,11 @@ if want python && [[ -d .device/wheels ]]; then
     -DTPEMBED_BUILD_TESTS=OFF -DTPEMBED_BUILD_BENCH=OFF -DTPEMBED_BUILD_TOOLS=OFF \
     -DPython_EXECUTABLE="$(command -v python3)" -DCMAKE_PREFIX_PATH="$PWD/.device/prefix;/tmp/pylibs" >"$out/py_configure.log" 2>&1 \
     && cmake --build build-gpu-py --target _tpembed -j16 >"$out/py_build.log" 2>&1 \
-    && PYTHONPATH=build-gpu-py/python:/tmp/pylibs python3 -m pytest ${PYTESTS:-python/tests} -q --color=no -rs 2>&1 | tail -25 \
-    || { echo "python module build failed:"; tail -20 "$out/py_configure.log" "$out/py_build.log"; }
+    || { echo "python module build failed:"; tail -n 20 "$out/py_configure.log" "$out/py_build.log"; }
+  PYTHONPATH=build-gpu-py/python:/tmp/pylibs python3 -m pytest ${PYTESTS:-python/tests} -q --color=no -rfEs \
+    >"$out/pytest.log" 2>&1
+  echo "pytest: exit $?"; grep -E "^(FAILED|ERROR) " "$out/pytest.log" | head -20; tail -n 1 "$out/pytest.log"
+  grep -E "^_{5,} .* _{5,}$" -A60 "$out/pytest.log" | grep -E "^E |Error|^_{5,}" | head -40
   # mpi4py travels as its source (it must be built against this machine's MPI).
   for sdist in .device/sdists/mpi4py-*.tar.gz; do
     [[ -f $sdist ]] && python3 -m pip install --quiet --no-index --no-build-isolation --no-deps --target /tmp/pylibs \
@@ -124,6 +127,10 @@ step "tensor-parallel benchmark on one GPU (MPI ranks share it; tp 1 over NCCL)"
   --tokens ${TP_TOKENS:-1,16,128,1024,8192,32768}) 2>&1 | tee "$out/bench_tp_np2.md" | tail -24
 (cd build-gpu && mpirun -np 4 tools/tpembed bench-tp --device cuda --comm mpi --hidden 8192 \
   --tokens ${TP_TOKENS:-1,16,128,1024,8192,32768}) 2>&1 | tee "$out/bench_tp_np4.md" | tail -24
+for np in 2 4; do  # the sequence-parallel layout (issue 15): each rank ends with its chunk of tokens
+  (cd build-gpu && mpirun -np $np tools/tpembed bench-tp --device cuda --comm mpi --hidden 8192 --output-layout scattered \
+    --tokens ${TP_TOKENS:-1,16,128,1024,8192,32768}) 2>&1 | tee "$out/bench_tp_scattered_np$np.md" | tail -24
+done
 (cd build-gpu && tools/tpembed bench-tp --device cuda --comm nccl --hidden 8192 --tokens 1,128,8192) 2>&1 \
   | tee "$out/bench_tp_nccl1.md" | tail -8
 fi

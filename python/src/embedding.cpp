@@ -1,10 +1,13 @@
 // tpembed.embedding(): the one-call op for tp 1, into an output the caller passes or the Python
 // layer allocates (in the table's framework) once the op has checked the arguments.
 //
-// A lookup on a GPU table needs a device counter of bad ids that outlives the call: a CUDA graph
-// that captured the call writes to it at every replay. So GPU set-ups (a ParallelEmbedding over
-// the caller's views, holding that counter) are kept per distinct table and options, and a later
-// call with the same ones neither allocates nor synchronises. Host set-ups are made per call.
+// A GPU table without strict is one gather through the library's stateless embedding(): nothing
+// allocated, nothing kept, nothing waited for, so a CUDA graph captures the call even for a table
+// it has not seen (torch.compile's reduce-overhead mode copies a table that is not a parameter
+// into its own memory while it records). strict reads the bad-id count back, which needs a
+// device counter that outlives the call: those GPU set-ups (a ParallelEmbedding over the caller's
+// views, holding the counter) are kept per distinct table and options, so a later strict call
+// with the same ones does not allocate again. Host set-ups are made per call.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
@@ -63,6 +66,14 @@ nb::object embedding(const nb::handle& ids, const nb::handle& weight, const nb::
 
   std::unique_ptr<ParallelEmbedding> host_setup;
   ParallelEmbedding* layer = nullptr;
+  if (shard.weight.device.kind == DeviceKind::cuda && !strict) {
+    EmbeddingOptions options;
+    static_cast<EmbeddingConfig&>(options) = config;
+    options.per_token_scale = shard.scale;
+    options.padding = shard.padding;
+    options.padding_scale = shard.padding_scale;
+    return lookup_into(options, shard.weight, shard_inputs(shard), ids, out, allocate, stream);
+  }
   if (shard.weight.device.kind == DeviceKind::cuda) {
     auto& setups = gpu_setups();
     std::unique_ptr<ParallelEmbedding>& entry = setups[setup_key(shard, config)];
@@ -95,7 +106,7 @@ void bind_embedding(nb::module_& m) {
         "Core of tpembed.embedding(); returns the allocated output, or None when `out` was given.");
   m.def(
       "_clear_embedding_cache", [] { gpu_setups().clear(); },
-      "Frees the GPU set-ups (and their device counters) tpembed.embedding() keeps.");
+      "Frees the GPU set-ups (and their device counters) tpembed.embedding(strict=True) keeps.");
 }
 
 }  // namespace tpembed::python

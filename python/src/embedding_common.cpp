@@ -31,24 +31,24 @@ struct ForwardArguments {
   nb::object result = nb::none();
 };
 
-ForwardArguments forward_arguments(const ParallelEmbedding& layer,
+// `out_shape(ids)`: the shape an output allocated for these ids gets.
+template <typename OutShape>
+ForwardArguments forward_arguments(DType out_dtype, const OutShape& out_shape,
                                    const std::vector<NamedView>& inputs, const nb::handle& ids,
                                    const nb::handle& out, const nb::callable& allocate) {
   ForwardArguments arguments;
   arguments.ids_array = input_array(ids, "ids");
   arguments.ids = to_view(*arguments.ids_array, "ids");
-  const ShardLayout& layout = layer.layout();
   nb::object target = nb::borrow(out);
   if (out.is_none()) {
-    nb::list shape;  // ids.shape + [H], or this rank's chunk of it (scattered output)
-    for (std::int64_t extent : layer.output_shape(arguments.ids)) shape.append(extent);
-    nb::tuple allocated =
-        nb::cast<nb::tuple>(allocate(nb::tuple(shape), dtype_name(layout.out_dtype)));
+    nb::list shape;
+    for (std::int64_t extent : out_shape(arguments.ids)) shape.append(extent);
+    nb::tuple allocated = nb::cast<nb::tuple>(allocate(nb::tuple(shape), dtype_name(out_dtype)));
     arguments.result = allocated[0];
     target = allocated[1];
   }
   arguments.out_array = output_array(target, "out");
-  arguments.out = output_view(*arguments.out_array, layout.out_dtype);
+  arguments.out = output_view(*arguments.out_array, out_dtype);
   std::vector<NamedView> read = inputs;
   read.push_back({"ids", arguments.ids});
   check_no_overlap(arguments.out, read);
@@ -108,7 +108,9 @@ nb::object forward_into(ParallelEmbedding& layer, const std::vector<NamedView>& 
                         std::uintptr_t stream, bool release_gil) {
   ForwardArguments arguments;
   try {
-    arguments = forward_arguments(layer, inputs, ids, out, allocate);
+    // ids.shape + [H], or this rank's chunk of it (scattered output)
+    const auto out_shape = [&](const TensorView& ids_view) { return layer.output_shape(ids_view); };
+    arguments = forward_arguments(layer.layout().out_dtype, out_shape, inputs, ids, out, allocate);
   } catch (...) {
     layer.fail_forward(as_tpembed_error(std::current_exception()));
   }
@@ -119,6 +121,27 @@ nb::object forward_into(ParallelEmbedding& layer, const std::vector<NamedView>& 
   } else {
     layer.forward(arguments.ids, arguments.out, cuda_stream);
   }
+  return arguments.result;
+}
+
+nb::object lookup_into(const EmbeddingOptions& options, const TensorView& weight,
+                       const std::vector<NamedView>& inputs, const nb::handle& ids,
+                       const nb::handle& out, const nb::callable& allocate, std::uintptr_t stream) {
+  TPEMBED_EXPECTS(options.tp_size == 1 && !options.strict, InvalidArgumentError,
+                  "lookup_into: tp_size 1 without strict only (the library's one-gather path)");
+  const DType out_dtype = options.out_dtype.value_or(weight.dtype);
+  if (!is_float(out_dtype)) {
+    // A quantized table without out_dtype: the library's own check says so.
+    embedding(TensorView(), weight, TensorView(), options, nullptr, reinterpret_cast<void*>(stream));
+    throw InvalidArgumentError(detail::concat("out_dtype ", dtype_name(out_dtype), " is not f32, f16 or bf16"));
+  }
+  const auto out_shape = [&](const TensorView& ids_view) {
+    std::vector<std::int64_t> shape = ids_view.shape;
+    shape.push_back(weight.shape.size() == 2 ? weight.shape[1] : 0);  // a bad table is refused below
+    return shape;
+  };
+  ForwardArguments arguments = forward_arguments(out_dtype, out_shape, inputs, ids, out, allocate);
+  embedding(arguments.ids, weight, arguments.out, options, nullptr, reinterpret_cast<void*>(stream));
   return arguments.result;
 }
 

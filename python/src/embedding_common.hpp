@@ -52,4 +52,14 @@ nanobind::object forward_into(ParallelEmbedding& layer, const std::vector<NamedV
                               const nanobind::callable& allocate, std::uintptr_t stream,
                               bool release_gil);
 
+/// The one-table lookup that keeps nothing (options.tp_size 1, strict off): the library's
+/// embedding(ids, weight, out, options) into `out`, or into allocate(ids.shape + [H], out dtype)
+/// as forward_into does. It checks everything, allocates nothing of its own and never waits, so a
+/// CUDA graph (torch.compile's mode="reduce-overhead" too) can capture it even for a table it has
+/// not seen before. Bad ids read as zero rows and are not counted. Returns as forward_into.
+nanobind::object lookup_into(const EmbeddingOptions& options, const TensorView& weight,
+                             const std::vector<NamedView>& inputs, const nanobind::handle& ids,
+                             const nanobind::handle& out, const nanobind::callable& allocate,
+                             std::uintptr_t stream);
+
 }  // namespace tpembed::python

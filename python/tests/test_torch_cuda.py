@@ -228,6 +228,29 @@ def test_captured_in_a_cuda_graph_and_replayed_with_new_ids():
         assert layer.last_bad_id_count() == 1
 
 
+def test_captured_without_warm_up_for_tables_it_has_never_seen():
+    # embedding() keeps nothing per table without strict, so the first call may be inside a capture
+    # (what torch.compile's reduce-overhead does with a table that is not a parameter: it records
+    # with a copy of the table at a new address). A set-up made there would cudaMalloc its counter
+    # and invalidate the capture.
+    float_weight = float_table("f32", seed=12)
+    table, kwargs, rows_f32 = quantized_table("i8")
+    scale = scales("f32")
+    static_ids = random_ids(torch.int64, shape=(29,), seed=13)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        float_out = tpembed.embedding(static_ids, float_weight)
+        quantized_out = tpembed.embedding(static_ids, table, per_token_scale=scale, out_dtype="f16",
+                                          **kwargs)
+    for replay in range(2):
+        static_ids.copy_(random_ids(torch.int64, shape=(29,), seed=200 + replay))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert_bit_equal(float_out, F.embedding(static_ids, float_weight))
+        assert_bit_equal(quantized_out, gather_then_multiply(static_ids, rows_f32, scale, "f16"))
+
+
 # ---- refusals -------------------------------------------------------------------------------
 
 def test_refuses_mixed_devices_non_contiguous_tensors_and_foreign_dtypes():

@@ -108,9 +108,12 @@ def embedding(ids: Any, weight: Any, *, per_token_scale: Any = None, padding: An
 
     Returns ``out`` (the given one, or the new array).
 
-    For a CUDA table the set-up (its checks, and the device counter of bad ids that a captured
-    graph writes to) is kept per distinct table address, dtypes, shapes and options, so repeated
-    calls neither allocate nor synchronise; clear_embedding_cache() frees these set-ups.
+    On a CUDA table without strict the call is one gather kernel on `stream` (after allocating
+    ``out`` when it is not given): nothing else is allocated and nothing waits, so a CUDA graph can
+    capture it (``torch.cuda.graph``, torch.compile's ``mode="reduce-overhead"``), for a table it
+    has not seen before too; bad ids are not counted. With strict the set-up (its checks, and the
+    device counter the count is read from) is kept per distinct table address, dtypes, shapes and
+    options, so repeated strict calls do not allocate again; clear_embedding_cache() frees those.
     """
     table, scale, pad, pad_scale, declared_table, declared_scale = _prepare_shard(
         weight, per_token_scale, padding, padding_scale, weight_dtype, scale_dtype)
@@ -124,7 +127,7 @@ def embedding(ids: Any, weight: Any, *, per_token_scale: Any = None, padding: An
 
 
 def clear_embedding_cache() -> None:
-    """Frees the CUDA set-ups that embedding() keeps (one small device counter each).
+    """Frees the CUDA set-ups that embedding(strict=True) keeps (one small device counter each).
 
     Only when no captured CUDA graph that replays an embedding() call is still in use.
     """

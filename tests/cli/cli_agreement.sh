@@ -82,7 +82,9 @@ check_every_rank "np 2: demo --keep under a missing directory" 2 "its parent dir
 # rank sees a GPU (and the build has CUDA) the CUDA rows run; then one rank hidden from its GPU
 # must make verify skip them, saying so.
 verify=("$tpembed" verify --vocab 31 --hidden 8 --tokens 10 --dtypes bf16)
-if $mpirun -np 2 "${verify[@]}" 2>&1 | grep -q "^cuda "; then
+# (the output is read whole: grep -q would close the pipe under a still-writing mpirun)
+verify_out=$(timeout 120 $mpirun -np 2 "${verify[@]}" 2>&1 || true)
+if grep -q "^cuda " <<<"$verify_out"; then
   check "np 2: verify skips the CUDA paths when one rank has no GPU" 0 "skipped: the CUDA paths" -- \
     $mpirun -np 1 "${verify[@]}" : -np 1 env CUDA_VISIBLE_DEVICES= "${verify[@]}"
 else

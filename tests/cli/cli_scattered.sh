@@ -114,7 +114,7 @@ check "--help says the rule" 0 "torch.tensor_split's rule" -- $lookup --help
 # verify checks every rank's chunk of the scattered layout against the unsharded reference.
 out=$(timeout 120 $mpirun -np 3 "$tpembed" verify --vocab 97 --hidden 24 --tokens 50 --dtypes bf16,i8 2>&1) && code=0 || code=$?
 scattered_rows=$(grep -E '^cpu tp=3 .*scattered +(bf16|i8) -> ' <<<"$out" | grep -c "PASS (bit-exact on every rank)" || true)
-if [[ $code -eq 0 && $scattered_rows -eq 12 ]] && grep -qF "PASS: 0 of 24 checks failed" <<<"$out"; then
+if [[ $code -eq 0 && $scattered_rows -eq 12 ]] && grep -qE "^PASS: 0 of [0-9]+ checks failed" <<<"$out"; then  # 24 on the CPU, more with CUDA rows
   pass "np 3: verify's scattered paths"
 else
   fail "np 3: verify's scattered paths (exit $code, $scattered_rows of 12 scattered rows passed)"; echo "$out" | tail -15
