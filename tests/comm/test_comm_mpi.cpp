@@ -193,6 +193,41 @@ TEST(MpiCommunicator, AllToAllVReceiverNamesABlockOfAnotherLength) {
   EXPECT_EQ(one, comm->size()) << "the communicator fell out of step";
 }
 
+// The reduce-scatter travels as blocks to their owners: counts that differ across ranks (rank 1
+// thinks its block is 4 elements, the others 3) reach a receiver as a block of another length,
+// which says so instead of summing past the block, and the communicator stays in step.
+TEST(MpiCommunicator, ReduceScatterWithCountsThatDifferAcrossRanksSaysSo) {
+  auto comm = make_mpi_communicator();
+  if (comm->size() < 2) GTEST_SKIP() << "needs two ranks";
+  const int rank = comm->rank();
+  std::vector<std::int64_t> counts(comm->size(), 3);
+  if (rank == 1) counts[1] = 4;
+  std::vector<float> send(4 * comm->size(), 1.0f), recv(8, -7.0f);
+  std::string message;
+  try {
+    comm->reduce_scatter_sum(send.data(), recv.data(), counts, DType::f32);
+  } catch (const CommunicatorError& error) {
+    message = error.what();
+  }
+  if (rank == 1) {  // (which sender it names first depends on arrival)
+    EXPECT_NE(message.find("rank 1 of " + std::to_string(comm->size()) + ": reduce_scatter_sum: rank "),
+              std::string::npos)
+        << message;
+    EXPECT_NE(message.find(" sent this rank 12 bytes, not the 16 it expects from it (every rank must "
+                           "pass the same counts)"),
+              std::string::npos)
+        << message;
+  } else {
+    EXPECT_EQ(message, "");
+  }
+  // The refusing rank writes nothing; the others their 3 elements only.
+  for (std::size_t i = rank == 1 ? 0 : 3; i < recv.size(); ++i)
+    EXPECT_EQ(recv[i], -7.0f) << "element " << i << " was written";
+  std::int64_t one = 1;
+  comm->all_reduce_sum(&one, &one, 1, DType::i64);
+  EXPECT_EQ(one, comm->size()) << "the communicator fell out of step";
+}
+
 // The base class's default exchange sees every rank's counts: the same error on every rank.
 TEST(DefaultHooks, AllToAllVMismatchThrowsTheSameErrorOnEveryRank) {
   comm_test::DefaultHooks comm(make_mpi_communicator());
