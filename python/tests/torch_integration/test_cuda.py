@@ -73,6 +73,21 @@ def test_reduce_overhead_compiles_and_replays_the_lookup():
         assert torch.equal(step(ids), F.embedding(ids, weight) * 2.0)
 
 
+def test_reduce_overhead_compiles_a_training_step_through_the_gradient():
+    torch._dynamo.reset()
+    weight = torch.nn.Parameter(torch.randn(V, H, generator=generator(8)).cuda())
+    step = torch.compile(lambda ids: (tpt.embedding(ids, weight) * 2.0).sum(), mode="reduce-overhead",
+                         fullgraph=True)
+    for seed in range(4):
+        torch.compiler.cudagraph_mark_step_begin()
+        weight.grad = None
+        ids = torch.randint(0, V // 4, (48,), generator=generator(20 + seed)).cuda()  # repeats
+        step(ids).backward()
+        expected = torch.zeros(V, H, device="cuda").index_add_(
+            0, ids, torch.full((48, H), 2.0, device="cuda"))  # sums of 2.0: exact in any order
+        assert torch.equal(weight.grad, expected)
+
+
 @pytest.fixture
 def nccl_group():
     dist.init_process_group("nccl", rank=0, world_size=1, store=dist.HashStore(),
