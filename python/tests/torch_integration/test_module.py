@@ -93,6 +93,28 @@ def test_moving_the_module_sets_it_up_again(group):
         layer.double()
 
 
+def test_deepcopy_gives_a_layer_of_its_own_with_ties_kept(group):
+    import copy
+    import io
+
+    layer = tpt.ParallelEmbedding(table())
+    model = torch.nn.ModuleDict({"embed": layer, "head": torch.nn.Linear(H, V, bias=False)})
+    model["head"].weight = layer.weight  # tied, as an LM head
+    twin = copy.deepcopy(model)
+    assert twin["embed"] is not layer and twin["embed"].weight is twin["head"].weight
+    assert twin["embed"].weight.data_ptr() != layer.weight.data_ptr()
+    ids_ = ids(9)
+    assert torch.equal(twin["embed"](ids_), layer(ids_))
+    with torch.no_grad():
+        twin["embed"].weight.add_(1.0)  # the copy's table only
+    assert torch.equal(layer(ids_), F.embedding(ids_, table()))
+    assert torch.equal(twin["embed"](ids_), F.embedding(ids_, table() + 1.0))
+    twin["embed"](ids_).sum().backward()
+    assert layer.weight.grad is None and twin["head"].weight.grad is not None
+    with pytest.raises(TypeError, match="save and load its state_dict"):
+        torch.save(layer, io.BytesIO())
+
+
 def test_a_swapped_data_tensor_is_refused_not_read(group):
     layer = tpt.ParallelEmbedding(table())
     layer.weight.data = table(seed=3)

@@ -56,7 +56,7 @@ def assert_raised(results, step, error, *fragments):
 def two_ranks(tmp_path_factory):
     """One 2-rank job for the scenarios that end normally (torch takes seconds to start)."""
     return launch(tmp_path_factory.mktemp("two"),
-                  "matrix,scattered,quantized,compiled,llama,refusals")
+                  "matrix,scattered,quantized,deepcopied,compiled,llama,refusals")
 
 
 def test_every_layout_exchange_and_dtype_matches_the_unsharded_table(two_ranks):
@@ -82,6 +82,11 @@ def test_scattered_layouts_give_each_rank_its_chunk_and_the_unsharded_gradient(t
 def test_int8_tables_dequantize_exactly_and_add_no_gradient(two_ranks):
     assert_ok(two_ranks, "int8 forward")
     assert_ok(two_ranks, "int8 output needs no gradient")
+
+
+def test_deepcopy_on_every_rank_sets_up_a_second_layer(two_ranks):
+    assert_ok(two_ranks, "deepcopy: the original")
+    assert_ok(two_ranks, "deepcopy: the copy")
 
 
 def test_compiled_fullgraph_with_dynamic_token_counts(two_ranks):

@@ -180,6 +180,23 @@ def quantized():
            and layer.weight.requires_grad is False)
 
 
+def deepcopied():
+    """copy.deepcopy on every rank: a second layer over the same group, its own shard copy."""
+    import copy
+
+    full = table()
+    shard, offset, size = shard_of(full, 0)
+    layer = tpt.ParallelEmbedding(shard.to(DEVICE))
+    twin = copy.deepcopy(layer)
+    with torch.no_grad():
+        twin.weight.mul_(2.0)
+    ids = ids_for((5, 3), 8)
+    report("deepcopy: the original", lambda: bool(torch.equal(layer(ids.to(DEVICE)).cpu(),
+                                                              F.embedding(ids, full))))
+    report("deepcopy: the copy", lambda: bool(torch.equal(twin(ids.to(DEVICE)).cpu(),
+                                                          F.embedding(ids, full * 2.0))))
+
+
 def compiled():
     """torch.compile(fullgraph=True) with dynamic token counts: the forward and the backward of a
     vocab-parallel layer inside a small model, traced by AOTAutograd (backend aot_eager; the
@@ -277,7 +294,8 @@ def missing_rank():
     os._exit(0)  # the group is out of step: leave without its destructor's collectives
 
 
-SCENARIOS = {"matrix": matrix, "scattered": scattered, "quantized": quantized, "compiled": compiled, "llama": llama,
+SCENARIOS = {"matrix": matrix, "scattered": scattered, "quantized": quantized, "deepcopied": deepcopied,
+             "compiled": compiled, "llama": llama,
              "refusals": refusals, "missing_rank": missing_rank}
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import weakref
 from typing import Any, Optional
 
@@ -57,10 +58,12 @@ class ParallelEmbedding(torch.nn.Module):
     comm_timeout: longest wait, in seconds, for the other ranks in set-up and in tpembed's host
         collectives (default TPEMBED_COMM_TIMEOUT_SECONDS, else 300).
 
-    Construction is collective over the group, and so is moving the module (.to(), .cuda(),
-    .half()), which sets it up again for the new tensors: do either on every rank. A rank that
-    refuses its arguments makes every rank raise, naming it. state_dict holds the shard;
-    load_state_dict copies into it in place.
+    Construction is collective over the group, and so are moving the module (.to(), .cuda(),
+    .half()), which sets it up again for the new tensors, and copy.deepcopy (a layer with copies
+    of the tensors over the same group, as for a reference or EMA model): do them on every rank. A
+    rank that refuses its arguments makes every rank raise, naming it. state_dict holds the shard;
+    load_state_dict copies into it in place. The module itself does not pickle (it holds a process
+    group): save its state_dict.
     """
 
     def __init__(self, weight_shard: Any, *, group: Any = None, sharding_dim: int = 0,
@@ -130,6 +133,23 @@ class ParallelEmbedding(torch.nn.Module):
         if after != before:
             self._setup()
         return result
+
+    def __deepcopy__(self, memo: dict) -> "ParallelEmbedding":
+        """Copies of the tensors (tied parameters stay tied through `memo`) set up over the same
+        group: collective, as construction is."""
+        twin = type(self).__new__(type(self))
+        memo[id(self)] = twin
+        tensors = [copy.deepcopy(t, memo) for t in self._tensors()]
+        ParallelEmbedding.__init__(
+            twin, tensors[0], group=self._group, per_token_scale=tensors[1], padding=tensors[2],
+            padding_scale=tensors[3], padding_idx=self.padding_idx,
+            weight_dtype=self._weight_dtype, comm_timeout=self._timeout, **self._settings)
+        twin.train(self.training)
+        return twin
+
+    def __reduce_ex__(self, protocol: int):
+        raise TypeError("tpembed.torch.ParallelEmbedding does not pickle (it holds a process group "
+                        "and tpembed's set-up over it): save and load its state_dict() instead")
 
     # -- use -----------------------------------------------------------------------------------
 
