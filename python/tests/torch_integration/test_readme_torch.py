@@ -24,10 +24,17 @@ def test_the_readme_pytorch_example_runs_on_two_ranks(tmp_path):
     assert block and promised, "README.md's 'Use it from PyTorch' lost its example or its output"
     example = tmp_path / "example.py"
     example.write_text(block.group(1))
+    # Each rank's stdout goes to a file of its own (--redirects 1): the ranks' prints share no pipe,
+    # where their pieces could interleave.
+    logs = tmp_path / "logs"
     done = subprocess.run(["timeout", str(LIMIT_S), sys.executable, "-m", "torch.distributed.run",
-                           "--standalone", "--nproc-per-node=2", str(example)],
+                           "--standalone", "--nproc-per-node=2", "--log-dir", str(logs),
+                           "--redirects", "1", str(example)],
                           capture_output=True, text=True, timeout=LIMIT_S + 30,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    printed = sorted(line for line in done.stdout.splitlines() if line.strip())
-    assert printed == sorted(promised.groups()), done.stdout
+    outputs = sorted(logs.glob("**/stdout.log"))
+    printed_text = "".join(path.read_text() for path in outputs)
+    assert done.returncode == 0, (printed_text + done.stdout + done.stderr)[-4000:]
+    assert len(outputs) == 2, f"expected one stdout.log a rank under {logs}, found {outputs}"
+    printed = sorted(line for line in printed_text.splitlines() if line.strip())
+    assert printed == sorted(promised.groups()), printed_text
