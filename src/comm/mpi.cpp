@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "tpembed/communicator.hpp"
@@ -87,40 +88,29 @@ void expect_not_finalized(const char* what) {
 // ---- f16 / bf16 sums: summed in f32, rounded once per reduction step
 // -----------------------------
 
-// bf16 a + b as numeric.hpp's f32_to_bf16_bits(bf16(a) + bf16(b)), written without branches so
-// that the compiler vectorises the loops below (the scalar form ran the MPI sums at ~1 GB/s).
-inline std::uint16_t bf16_sum(std::uint16_t a, std::uint16_t b) {
-  const std::uint32_t bits = f32_bits(bf16_bits_to_f32(a) + bf16_bits_to_f32(b));
-  const std::uint32_t nan = (bits >> 16) | 0x40u;
-  const std::uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-  return static_cast<std::uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
-}
-
-inline std::uint16_t f16_sum(std::uint16_t a, std::uint16_t b) {
-  return f32_to_f16_bits(f16_bits_to_f32(a) + f16_bits_to_f32(b));
-}
-
-// target[i] = target[i] + source[i], in `dtype` (f16/bf16: in f32, rounded once; integers wrap).
-void add_into(void* target, const void* source, std::int64_t count, DType dtype) {
-  const auto each = [count](auto* into, const auto* from, auto sum) {
-    for (std::int64_t i = 0; i < count; ++i) into[i] = sum(into[i], from[i]);
+// out[i] = a[i] + b[i] in `dtype` (f16/bf16: in f32, rounded once; integers wrap); `out` may be `a`.
+void add(void* out, const void* a, const void* b, std::int64_t count, DType dtype) {
+  const auto each = [&](auto* into, auto sum) {
+    using T = std::remove_pointer_t<decltype(into)>;
+    const auto* x = static_cast<const T*>(a);
+    const auto* y = static_cast<const T*>(b);
+    for (std::int64_t i = 0; i < count; ++i) into[i] = sum(x[i], y[i]);
   };
   switch (dtype) {
     case DType::f32:
-      return each(static_cast<float*>(target), static_cast<const float*>(source),
-                  [](float a, float b) { return a + b; });
+      return each(static_cast<float*>(out), [](float x, float y) { return x + y; });
     case DType::i32:
-      return each(static_cast<std::uint32_t*>(target), static_cast<const std::uint32_t*>(source),
-                  [](std::uint32_t a, std::uint32_t b) { return a + b; });
+      return each(static_cast<std::uint32_t*>(out), [](std::uint32_t x, std::uint32_t y) { return x + y; });
     case DType::i64:
-      return each(static_cast<std::uint64_t*>(target), static_cast<const std::uint64_t*>(source),
-                  [](std::uint64_t a, std::uint64_t b) { return a + b; });
+      return each(static_cast<std::uint64_t*>(out), [](std::uint64_t x, std::uint64_t y) { return x + y; });
     case DType::f16:
-      return each(static_cast<std::uint16_t*>(target), static_cast<const std::uint16_t*>(source),
-                  f16_sum);
+      return each(static_cast<std::uint16_t*>(out), [](std::uint16_t x, std::uint16_t y) {
+        return f32_to_f16_bits(f16_bits_to_f32(x) + f16_bits_to_f32(y));
+      });
     case DType::bf16:
-      return each(static_cast<std::uint16_t*>(target), static_cast<const std::uint16_t*>(source),
-                  bf16_sum);
+      return each(static_cast<std::uint16_t*>(out), [](std::uint16_t x, std::uint16_t y) {
+        return f32_to_bf16_bits(bf16_bits_to_f32(x) + bf16_bits_to_f32(y));
+      });
     default:
       throw InvalidArgumentError(detail::concat("the MPI engine cannot sum ", dtype_name(dtype)));
   }
@@ -128,7 +118,7 @@ void add_into(void* target, const void* source, std::int64_t count, DType dtype)
 
 template <DType dtype>
 void sum_half(void* in, void* inout, int* len, MPI_Datatype*) {
-  add_into(inout, in, *len, dtype);
+  add(inout, inout, in, *len, dtype);
 }
 
 struct HalfSumOps {
@@ -493,7 +483,6 @@ class MpiCommunicator final : public Communicator {
                                    MPI_BYTE, comm_));
   }
 
-  // Every rank has the same counts, so every rank takes the same branch.
   // Each rank's block travels straight to its owner (all_to_all_v below: (size-1)/size of the
   // vector leaves each rank, as in a ring), and the owner adds the blocks it receives in rank order,
   // rounded once per step as all_reduce_sum. Not MPI_Reduce_scatter: Open MPI 4.1 ran it (with the
@@ -501,8 +490,7 @@ class MpiCommunicator final : public Communicator {
   void do_reduce_scatter_sum(const void* send, void* recv, const std::vector<std::int64_t>& counts,
                              const std::vector<std::int64_t>& displacements, DType dtype,
                              void*) override {
-    expect_usable("reduce_scatter_sum");
-    summation(dtype, "reduce_scatter_sum");  // refuses what the engine cannot sum, on every rank
+    expect_usable("reduce_scatter_sum");  // (the base class refused what cannot be summed)
     const auto element = static_cast<std::int64_t>(element_size(dtype));
     const auto ranks = static_cast<std::size_t>(size_);
     const std::int64_t own = counts[static_cast<std::size_t>(rank_)];
@@ -515,11 +503,13 @@ class MpiCommunicator final : public Communicator {
     }
     gathered_.resize(static_cast<std::size_t>(own * element) * ranks);
     exchange(send, send_bytes, send_displacements, gathered_.data(), recv_bytes, recv_displacements,
-             "reduce_scatter_sum");
+             "reduce_scatter_sum", "every rank must pass the same counts");
     if (own == 0) return;
     // `send` is read no more: `recv` (which may be this rank's block of it) takes the sum.
-    std::memcpy(recv, gathered_.data(), static_cast<std::size_t>(own * element));
-    for (std::size_t r = 1; r < ranks; ++r) add_into(recv, gathered_.data() + recv_displacements[r], own, dtype);
+    if (ranks == 1) std::memcpy(recv, gathered_.data(), static_cast<std::size_t>(own * element));
+    for (std::size_t r = 1; r < ranks; ++r) {
+      add(recv, r == 1 ? gathered_.data() : recv, gathered_.data() + recv_displacements[r], own, dtype);
+    }
   }
 
   // Point to point, one message for each ordered pair of ranks, empty ones too. Not MPI_Alltoallv:
@@ -538,7 +528,8 @@ class MpiCommunicator final : public Communicator {
                        const std::vector<std::int64_t>& recv_bytes,
                        const std::vector<std::int64_t>& recv_displacements, void*) override {
     expect_usable("all_to_all_v");
-    exchange(send, send_bytes, send_displacements, recv, recv_bytes, recv_displacements, "all_to_all_v");
+    exchange(send, send_bytes, send_displacements, recv, recv_bytes, recv_displacements, "all_to_all_v",
+             nullptr);
   }
 
   std::unique_ptr<Communicator> do_split(int color, int key) override {
@@ -549,11 +540,13 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
-  // all_to_all_v's exchange (described above it); `what` names the collective in its errors.
+  // all_to_all_v's exchange (described above it); `what` names the collective in its errors and
+  // `mismatch` says what a block of another length means (nullptr: all_to_all_v's own rule).
   void exchange(const void* send, const std::vector<std::int64_t>& send_bytes,
                 const std::vector<std::int64_t>& send_displacements, void* recv,
                 const std::vector<std::int64_t>& recv_bytes,
-                const std::vector<std::int64_t>& recv_displacements, const char* what) {
+                const std::vector<std::int64_t>& recv_displacements, const char* what,
+                const char* mismatch) {
     const std::int64_t send_total = send_displacements.back() + send_bytes.back();
     const std::int64_t recv_total = recv_displacements.back() + recv_bytes.back();
     const bool staged = send_total + recv_total <= kOwnBufferBytes;
@@ -628,9 +621,9 @@ class MpiCommunicator final : public Communicator {
           "rank ", rank_, " of ", size_, ": ", what, ": rank ", peer, " sent this rank ",
           wrong.front().second, " bytes, not the ", recv_bytes[peer],
           " it expects from it (",
-          std::strcmp(what, "all_to_all_v") == 0
+          mismatch == nullptr
               ? detail::concat("recv_bytes[", peer, "] here must equal send_bytes[", rank_, "] on rank ", peer)
-              : std::string("every rank must pass the same counts"),
+              : std::string(mismatch),
           ")",
           wrong.size() > 1 ? detail::concat("; ", wrong.size() - 1, " more blocks too") : ""));
     }
