@@ -45,6 +45,9 @@ def parse_args():
     parser.add_argument("--cases", default="bf16,f16,f32,i8,fp8_e4m3,i4",
                         help="TABLE[:OUT] list (OUT default bf16); quantised tables get f32 row scales")
     parser.add_argument("--no-triton", action="store_true", help="skip the Triton peer")
+    parser.add_argument("--variants", default="",
+                        help="NAME=PATH,...: other builds of the C entry point (bench/build_capi_variant.sh), "
+                             "timed in the same run as extra columns (time, and speed-up of --lib over it)")
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--json", help="write all rows here")
     return parser.parse_args()
@@ -132,8 +135,8 @@ class Case:
         scales = 4 * tokens if self.scale is not None else 0
         return tokens * 8 + tokens * self.row_bytes + scales + tokens * self.hidden * out_size
 
-    def ours(self, ids, out):
-        status = self.lib.tpembed_bench_lookup(
+    def ours(self, ids, out, lib=None):
+        status = (lib or self.lib).tpembed_bench_lookup(
             ctypes.c_void_p(self.table.data_ptr()), DTYPE_CODE[self.dtype], self.vocab, self.hidden,
             ctypes.c_void_p(self.scale.data_ptr() if self.scale is not None else None), DTYPE_CODE["f32"],
             ctypes.c_void_p(ids.data_ptr()), DTYPE_CODE["i64"], ids.numel(), ctypes.c_void_p(out.data_ptr()),
@@ -198,6 +201,10 @@ def make_triton_peer():
             values = values * tl.load(scale + row)
         tl.store(out + token * hidden + cols, values.to(out.dtype.element_ty), mask=cols < hidden)
 
+    def best_config():
+        config = gather_dequantise.best_config
+        return f"BLOCK={config.kwargs['BLOCK']} warps={config.num_warps}" if config is not None else None
+
     def run(case, ids, out):
         tokens = ids.numel()
         grid = lambda meta: (tokens, triton.cdiv(case.hidden, meta["BLOCK"]))  # noqa: E731
@@ -205,10 +212,11 @@ def make_triton_peer():
         gather_dequantise[grid](ids, case.table, scale, out, tokens, case.hidden,
                                 IS_INT4=case.dtype == "i4", HAS_SCALE=case.scale is not None)
 
+    run.best_config = best_config
     return run
 
 
-def time_case(case, tokens, repeats):
+def time_case(case, tokens, repeats, variants=()):
     out_bytes = case.bytes_moved(tokens)
     sets = max(2, min(64, math.ceil(L2_FLUSH_BYTES / out_bytes)))
     ids = [torch.randint(0, case.vocab, (tokens,), device="cuda", dtype=torch.int64) for _ in range(sets)]
@@ -216,6 +224,8 @@ def time_case(case, tokens, repeats):
     peers = [("ours", case.ours), ("torch", case.torch_peer)]
     if case.triton is not None:
         peers.append(("triton", case.triton_peer))
+    for name, lib in variants:
+        peers.append((f"variant:{name}", lambda ids, out, lib=lib: case.ours(ids, out, lib)))
     outs = {name: [torch.empty_like(o) for o in outs_ours] if name != "ours" else outs_ours for name, _ in peers}
 
     # Same function: bit for bit (the Triton peer's autotuning runs here, outside the timing).
@@ -227,12 +237,14 @@ def time_case(case, tokens, repeats):
         if not torch.equal(outs_ours[0].view(bits), outs[name][0].view(bits)):
             raise RuntimeError(f"{case.name} H={case.hidden} tokens={tokens}: tpembed and {name} outputs differ")
 
-    results = {}
+    # Timing: every peer writes the same output buffers (where a buffer lies in memory measurably
+    # changes a large lookup's time, by up to 5% on an H200), and the peers take turns, one replay
+    # each per round, so that a drift of the card's clocks is shared too.
+    graphs = {}
     for name, fn in peers:
-        outs_of = outs[name]
-        def run_all():
+        def run_all(fn=fn):
             for k in range(sets):
-                fn(ids[k], outs_of[k])
+                fn(ids[k], outs_ours[k])
         graph = torch.cuda.CUDAGraph()
         stream = torch.cuda.Stream()
         with torch.cuda.stream(stream):
@@ -243,7 +255,12 @@ def time_case(case, tokens, repeats):
         for _ in range(3):
             graph.replay()
         torch.cuda.synchronize()
-        results[name] = median_event_time_ms(graph.replay, repeats, sets)
+        graphs[name] = graph
+    times = {name: [] for name in graphs}
+    for _ in range(repeats):
+        for name, graph in graphs.items():
+            times[name].append(median_event_time_ms(graph.replay, 1, sets)[0])
+    results = {name: (statistics.median(t), min(t), max(t)) for name, t in times.items()}
     return out_bytes, sets, results
 
 
@@ -261,6 +278,8 @@ def load_lib(path):
 def main():
     args = parse_args()
     lib = load_lib(args.lib)
+    variants = [(name, load_lib(path)) for name, _, path in
+                (item.partition("=") for item in args.variants.split(",") if item)]
     props = torch.cuda.get_device_properties(0)
     ceiling = copy_ceiling_gbs()
     floor_us = graph_node_floor_us()
@@ -282,12 +301,15 @@ def main():
     print("| table -> out | H | tokens | K | bytes moved | tpembed us | x graph floor | GB/s | % ceiling | "
           "PyTorch us | vs PyTorch | Triton us | Triton % ceiling | vs Triton |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    if variants or triton_peer:
+        print(f"# after the table's columns: {', '.join(name + ' us (% ceiling)' for name, _ in variants)}"
+              f"{'; the Triton config autotuning chose' if triton_peer else ''}")
     rows = []
     for spec in args.cases.split(","):
         for hidden in (int(h) for h in args.hidden.split(",")):
             case = Case(lib, triton_peer, spec, args.vocab, hidden)
             for tokens in (int(t) for t in args.tokens.split(",")):
-                moved, sets, results = time_case(case, tokens, args.repeats)
+                moved, sets, results = time_case(case, tokens, args.repeats, variants)
                 ours_ms, torch_ms = results["ours"][0], results["torch"][0]
                 ours_gbs, torch_gbs = moved / (ours_ms * 1e-3) / 1e9, moved / (torch_ms * 1e-3) / 1e9
                 row = {
@@ -307,11 +329,20 @@ def main():
                                 "speedup_vs_triton": triton_ms / ours_ms})
                     triton_text = (f"{row['triton_us']:.2f} | {row['triton_pct_ceiling']:.1f}% | "
                                    f"{row['speedup_vs_triton']:.2f}x")
+                variant_text = ""
+                for name, _ in variants:
+                    variant_ms = results[f"variant:{name}"][0]
+                    row.setdefault("variants", {})[name] = {"us": variant_ms * 1e3, "pct_ceiling": 100 * moved / (variant_ms * 1e-3) / 1e9 / ceiling,
+                                                            "speedup_of_lib": variant_ms / ours_ms}
+                    variant_text += f" {name} {variant_ms * 1e3:.2f} us ({row['variants'][name]['pct_ceiling']:.1f}%) |"
+                if "triton" in results:
+                    row["triton_config"] = triton_peer.best_config()
+                    variant_text += f" {row['triton_config']} |"
                 rows.append(row)
                 print(f"| {case.name} | {hidden} | {tokens} | {sets} | {moved:,} | "
                       f"{row['ours_us']:.2f} | {row['ours_per_graph_floor']:.2f} | {ours_gbs:.0f} | "
                       f"{row['ours_pct_ceiling']:.1f}% | "
-                      f"{row['torch_us']:.2f} | {row['speedup']:.2f}x | {triton_text} |", flush=True)
+                      f"{row['torch_us']:.2f} | {row['speedup']:.2f}x | {triton_text} |{variant_text}", flush=True)
             del case
             torch.cuda.empty_cache()
     if args.json:

@@ -36,7 +36,7 @@ for target in ${TARGETS:-}; do targets+=(--target "$target"); done
 cmake --build build-gpu -j16 "${targets[@]}" >"$out/build.log" 2>&1 || { grep -E "error" -A5 "$out/build.log" | head -60; exit 1; }
 if want gputests; then
 step "GPU tests"
-for t in cuda/test_codes_cuda cuda/test_embedding_cuda cuda/test_lookup_params_cuda cuda/test_large_table_cuda \
+for t in cuda/test_codes_cuda cuda/test_embedding_cuda cuda/test_lookup_params_cuda cuda/test_lookup_split_cuda cuda/test_large_table_cuda \
          gradient/test_gradient_cuda; do
   [[ -x build-gpu/tests/$t ]] || continue
   t=${t#*/}; build-gpu/tests/*/$t >"$out/$t.log" 2>&1

@@ -18,16 +18,62 @@
 
 namespace tpembed::cuda_kernels {
 
+// Build-time tuning knobs, for A/B runs of the benchmark (bench/build_capi_variant.sh); the
+// defaults are the measured best on an H200 (bench/RESULTS.md).
+#ifndef TPEMBED_LOOKUP_UNROLL
+#define TPEMBED_LOOKUP_UNROLL 4
+#endif
+#ifndef TPEMBED_LOOKUP_STREAM_HINTS
+#define TPEMBED_LOOKUP_STREAM_HINTS 1
+#endif
+#ifndef TPEMBED_LOOKUP_UNSCALED_16BIT_BLOCKS
+#define TPEMBED_LOOKUP_UNSCALED_16BIT_BLOCKS 8
+#endif
+#ifndef TPEMBED_LOOKUP_MEDIUM_THREADS
+#define TPEMBED_LOOKUP_MEDIUM_THREADS 128
+#endif
+#ifndef TPEMBED_LOOKUP_CONVERSION_16BIT_BLOCKS
+#define TPEMBED_LOOKUP_CONVERSION_16BIT_BLOCKS 6
+#endif
+#ifndef TPEMBED_LOOKUP_MEDIUM_CHUNK_THREADS
+#define TPEMBED_LOOKUP_MEDIUM_CHUNK_THREADS 0
+#endif
+
 constexpr int kBlockThreads = 256;
-constexpr int kUnroll = 4;
+constexpr int kUnroll = TPEMBED_LOOKUP_UNROLL;
+/// Large lookups mark their loads and stores evict-first (ld/st.global.cs).
+constexpr bool kStreamHints = TPEMBED_LOOKUP_STREAM_HINTS != 0;
+/// The most blocks along x of one launch (CUDA's limit): larger lookups take several launches.
+/// (A test build lowers it, to run the split.)
+#ifndef TPEMBED_LOOKUP_MAX_GRID_X
+#define TPEMBED_LOOKUP_MAX_GRID_X 2147483647
+#endif
+constexpr std::int64_t kMaxGridX = TPEMBED_LOOKUP_MAX_GRID_X;
 /// Blocks of the vector kernel that must fit on an SM (the compiler holds registers to it) in
 /// large (streaming) lookups: occupancy is what keeps loads in flight through the id-then-row
 /// latency chain. All 2048 threads for narrow tables; wide rows (16- and 32-bit tables) need more
 /// registers per 16-byte output vector, and this is as far as they go without spilling. Small
 /// lookups do not fill the GPU: no bound.
-template <DType Table, bool kStreaming>
+/// A launch that can meet no scales (kScales false: the table, its padding and its shards carry
+/// none) compiles the scaled loop out, and copies and conversions of 16-bit tables then fit all
+/// 2048 threads too.
+template <DType Table, DType Out, bool kStreaming, bool kScales>
 __host__ __device__ constexpr int vector_blocks_per_sm() {
-  return !kStreaming ? 1 : bits_of<Table>() <= 8 ? 8 : bits_of<Table>() == 16 ? 6 : 4;
+  if constexpr (!kStreaming) return 1;
+  if constexpr (bits_of<Table>() <= 8) return 8;
+  // (f16 <-> bf16 conversions spill at 8.)
+  constexpr bool kConversion16 = bits_of<Out>() == 16 && Table != Out;
+  if constexpr (bits_of<Table>() == 16 && kConversion16 && !kScales) return TPEMBED_LOOKUP_CONVERSION_16BIT_BLOCKS;
+  if constexpr (bits_of<Table>() == 16) return kScales ? 6 : TPEMBED_LOOKUP_UNSCALED_16BIT_BLOCKS;
+  return 4;
+}
+
+/// Whether a table dtype has kernels without the scaled loop: the 16- and 32-bit tables, whose
+/// scales are rare and whose scaled loop costs registers (quantised tables nearly always carry
+/// scales, and fit the whole SM with them).
+template <DType Table>
+__host__ __device__ constexpr bool has_unscaled_kernels() {
+  return bits_of<Table>() >= 16;
 }
 
 /// Raw table bits as 32-bit words (at least one).
@@ -44,7 +90,7 @@ __device__ __forceinline__ void load_raw(const std::uint8_t* __restrict__ src, R
   if constexpr (Bytes >= 16) {
 #pragma unroll
     for (int q = 0; q < Bytes / 16; ++q) {
-      const uint4 a = kStreaming ? __ldcs(reinterpret_cast<const uint4*>(src) + q)
+      const uint4 a = kStreaming && kStreamHints ? __ldcs(reinterpret_cast<const uint4*>(src) + q)
                                  : __ldg(reinterpret_cast<const uint4*>(src) + q);
       raw.words[4 * q] = a.x, raw.words[4 * q + 1] = a.y, raw.words[4 * q + 2] = a.z, raw.words[4 * q + 3] = a.w;
     }
@@ -141,8 +187,9 @@ __device__ __forceinline__ RowSource resolve_row(const LookupParams& p, std::int
 /// their totals go to slots[1], and the counting block that finishes last moves the launch's
 /// total to slots[0], leaving slots[1] and slots[2] (the finished-block count, which wraps back to
 /// zero by itself) zero; a launch of one counting block (small lookups) stores its total straight
-/// away, with no atomics.
-__device__ __forceinline__ void report_bad_rows(const LookupParams& p, unsigned long long mine) {
+/// away, with no atomics. A lookup of several launches (see launch_gather_impl) publishes in its
+/// last launch only (`publish`), so that slots[0] gets the total of all of them.
+__device__ __forceinline__ void report_bad_rows(const LookupParams& p, unsigned long long mine, bool publish = true) {
   if (p.bad_id_slots == nullptr) {
     if (mine != 0 && p.bad_id_count != nullptr) atomicAdd(p.bad_id_count, mine);
     return;
@@ -155,7 +202,7 @@ __device__ __forceinline__ void report_bad_rows(const LookupParams& p, unsigned 
   __syncthreads();
   if (!leader || blockIdx.y != 0) return;
   unsigned long long* slots = p.bad_id_slots;
-  if (gridDim.x == 1) {
+  if (gridDim.x == 1 && publish) {
     slots[0] = block_total;
     return;
   }
@@ -165,7 +212,7 @@ __device__ __forceinline__ void report_bad_rows(const LookupParams& p, unsigned 
   }
   // atomicInc counts 0, 1, ..., gridDim.x - 1 and then wraps to 0: the last block leaves it zero.
   auto* finished = reinterpret_cast<unsigned int*>(&slots[2]);
-  if (atomicInc(finished, gridDim.x - 1) == gridDim.x - 1) {
+  if (atomicInc(finished, gridDim.x - 1) == gridDim.x - 1 && publish) {
     __threadfence();
     slots[0] = atomicExch(&slots[1], 0ull);
   }
@@ -176,12 +223,13 @@ __device__ __forceinline__ void report_bad_rows(const LookupParams& p, unsigned 
 /// otherwise).
 struct VectorPlan {
   std::int64_t chunk_items;
+  bool publish_bad_rows = true;  ///< false in all but the last launch of a split lookup
 };
 
 /// Stores one output vector; streaming (large lookups): marked evict-first (st.global.cs).
 template <bool kStreaming>
 __device__ __forceinline__ void store_vector(uint4* address, uint4 value) {
-  if constexpr (kStreaming) {
+  if constexpr (kStreaming && kStreamHints) {
     __stcs(address, value);
   } else {
     *address = value;
@@ -235,8 +283,8 @@ __device__ __forceinline__ void move_row(const LookupParams& p, const RowSource&
   }
 }
 
-template <typename Id, DType Table, DType Out, bool kStreaming>
-__global__ void __launch_bounds__(kBlockThreads, vector_blocks_per_sm<Table, kStreaming>()) gather_vector(const LookupParams p, const VectorPlan plan) {
+template <typename Id, DType Table, DType Out, bool kStreaming, bool kScales>
+__global__ void __launch_bounds__(kBlockThreads, (vector_blocks_per_sm<Table, Out, kStreaming, kScales>())) gather_vector(const LookupParams p, const VectorPlan plan) {
   wait_for_previous_grid_and_release_next();
   constexpr int kOutputs = outputs_per_vector<Out>();
   // Vector indices within a row fit an int (the launcher sends rows of 2^31 vectors or more down
@@ -246,7 +294,7 @@ __global__ void __launch_bounds__(kBlockThreads, vector_blocks_per_sm<Table, kSt
   const int chunk_end = chunk_begin + static_cast<int>(plan.chunk_items) < items
                             ? chunk_begin + static_cast<int>(plan.chunk_items) : items;
   const int first = chunk_begin + static_cast<int>(threadIdx.x), step = static_cast<int>(blockDim.x);
-  unsigned long long bad_rows = 0;
+  unsigned bad_rows = 0;  // 0 or 1: a thread moves at most one row
   auto gather_row = [&](std::int64_t row) {
     const RowSource source = resolve_row<Id>(p, row, row_bytes(Table, p.cols));
     if (source.bad && threadIdx.x == 0 && blockIdx.y == 0) ++bad_rows;
@@ -254,22 +302,19 @@ __global__ void __launch_bounds__(kBlockThreads, vector_blocks_per_sm<Table, kSt
     if (source.src == nullptr) {
       const uint4 zero = splat_zero<Out>(source.unowned && p.unowned_negative_zero);
       move_row<Table, Out, RowKind::zero, kStreaming>(p, source, dst, zero, first, chunk_end, step);
-    } else if (source.scales != nullptr) {
+    } else if (kScales && source.scales != nullptr) {
       move_row<Table, Out, RowKind::scaled, kStreaming>(p, source, dst, uint4{}, first, chunk_end, step);
     } else {
       move_row<Table, Out, RowKind::unscaled, kStreaming>(p, source, dst, uint4{}, first, chunk_end, step);
     }
   };
-  const std::int64_t first_row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
-  if constexpr (kStreaming) {
-    const std::int64_t row_step = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
-    for (std::int64_t row = first_row; row < p.num_ids; row += row_step) gather_row(row);
-  } else {
-    // Small lookups: the grid covers every row (the launcher makes sure), and a loop-free kernel is
-    // measurably faster from launch to last store (1-token lookups: ~0.2 us on an H200).
-    if (first_row < p.num_ids) gather_row(first_row);
-  }
-  report_bad_rows(p, bad_rows);
+  // The grid covers every row (the launcher makes sure, splitting lookups of more rows than one
+  // launch holds), so the kernel has no row loop: small lookups are measurably faster from launch
+  // to last store (1-token lookups: ~0.2 us on an H200), and large ones need no registers for a
+  // loop's state (16-bit tables then fit all 2048 threads of an SM with no spills).
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+  if (row < p.num_ids) gather_row(row);
+  report_bad_rows(p, bad_rows, plan.publish_bad_rows);
 }
 
 /// Element `col` of a table row, as its raw code.
@@ -383,21 +428,45 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   const std::int64_t enough = std::int64_t{2} * multiprocessor_count() * kBlockThreads * kUnroll;
   // (Small lookups have fewer than `enough` rows, so row_grid below covers them all.)
   const int per_thread = p.num_ids * vectors >= enough ? kUnroll : 1;
-  const int threads_x = pow2_at_least((vectors + per_thread - 1) / per_thread);
+  int threads_x = pow2_at_least((vectors + per_thread - 1) / per_thread);
   plan.chunk_items = static_cast<std::int64_t>(threads_x) * per_thread;
   const std::int64_t chunks = (vectors + plan.chunk_items - 1) / plan.chunk_items;
   if (chunks > 65535) plan.chunk_items = (vectors + 65534) / 65535;
-  const std::int64_t grid_y = (vectors + plan.chunk_items - 1) / plan.chunk_items;
+  std::int64_t grid_y = (vectors + plan.chunk_items - 1) / plan.chunk_items;
   // Medium lookups (up to 4x `enough`) whose rows need at most 128 threads take blocks of 128:
   // more, shorter blocks spread a lookup of about two waves more evenly over the SMs (measured on
   // the H200: 2-6% faster at 1024 tokens of H 4096; no better for wider rows or larger lookups).
-  const bool medium = per_thread == kUnroll && p.num_ids * vectors < 4 * enough && threads_x <= kBlockThreads / 2;
-  const int block_threads = medium ? kBlockThreads / 2 : kBlockThreads;
+  const bool medium_size = per_thread == kUnroll && p.num_ids * vectors < 4 * enough;
+  if (medium_size && TPEMBED_LOOKUP_MEDIUM_CHUNK_THREADS > 0 && threads_x > TPEMBED_LOOKUP_MEDIUM_CHUNK_THREADS) {
+    threads_x = TPEMBED_LOOKUP_MEDIUM_CHUNK_THREADS;
+    plan.chunk_items = static_cast<std::int64_t>(threads_x) * per_thread;
+    grid_y = (vectors + plan.chunk_items - 1) / plan.chunk_items;
+  }
+  const bool medium = medium_size && threads_x <= TPEMBED_LOOKUP_MEDIUM_THREADS;
+  const int block_threads = medium ? TPEMBED_LOOKUP_MEDIUM_THREADS : kBlockThreads;
   config.blockDim = dim3(threads_x, grid_y == 1 ? block_threads / threads_x : 1);
-  config.gridDim = dim3(row_grid(config.blockDim.y), static_cast<unsigned>(grid_y > 0 ? grid_y : 1));
-  const cudaError_t status = per_thread > 1 ? cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out, true>, p, plan)
-                                                  : cudaLaunchKernelEx(&config, gather_vector<Id, Table, Out, false>, p, plan);
-  return status != cudaSuccess ? status : cudaGetLastError();
+  config.gridDim = dim3(1, static_cast<unsigned>(grid_y > 0 ? grid_y : 1));
+  // The shards' scales live in device memory: a launch over shards always takes the scaled kernel.
+  const bool scales = p.shards != nullptr || p.scale != nullptr || p.padding_scale != nullptr;
+  auto kernel = per_thread > 1 ? gather_vector<Id, Table, Out, true, true> : gather_vector<Id, Table, Out, false, true>;
+  if constexpr (has_unscaled_kernels<Table>()) {
+    if (!scales) kernel = per_thread > 1 ? gather_vector<Id, Table, Out, true, false> : gather_vector<Id, Table, Out, false, false>;
+  }
+  // One thread row per id: a lookup of more rows than one launch's grid holds (2^31 - 1 blocks)
+  // takes several launches, over consecutive ranges of ids.
+  const std::int64_t rows_per_launch = kMaxGridX * config.blockDim.y;
+  const std::int64_t out_row_bytes = row_bytes(Out, p.out_row_stride);
+  LookupParams part = p;
+  for (std::int64_t begin = 0; begin < p.num_ids; begin += rows_per_launch) {
+    part.num_ids = p.num_ids - begin < rows_per_launch ? p.num_ids - begin : rows_per_launch;
+    part.ids = static_cast<const Id*>(p.ids) + begin;
+    part.out = static_cast<std::uint8_t*>(p.out) + begin * out_row_bytes;
+    plan.publish_bad_rows = begin + part.num_ids == p.num_ids;
+    config.gridDim.x = static_cast<unsigned>((part.num_ids + config.blockDim.y - 1) / config.blockDim.y);
+    const cudaError_t status = cudaLaunchKernelEx(&config, kernel, part, plan);
+    if (status != cudaSuccess) return status;
+  }
+  return cudaGetLastError();
 }
 
 }  // namespace tpembed::cuda_kernels
