@@ -187,9 +187,11 @@ __device__ __forceinline__ RowSource resolve_row(const LookupParams& p, std::int
 /// their totals go to slots[1], and the counting block that finishes last moves the launch's
 /// total to slots[0], leaving slots[1] and slots[2] (the finished-block count, which wraps back to
 /// zero by itself) zero; a launch of one counting block (small lookups) stores its total straight
-/// away, with no atomics. A lookup of several launches (see launch_gather_impl) publishes in its
-/// last launch only (`publish`), so that slots[0] gets the total of all of them.
-__device__ __forceinline__ void report_bad_rows(const LookupParams& p, unsigned long long mine, bool publish = true) {
+/// away, with no atomics. A lookup of several launches (see launch_gather_impl; `split`) adds every
+/// launch's blocks into slots[1] and publishes in its last launch only (`publish`), so that
+/// slots[0] gets the total of all of them.
+__device__ __forceinline__ void report_bad_rows(const LookupParams& p, unsigned long long mine, bool split = false,
+                                                bool publish = true) {
   if (p.bad_id_slots == nullptr) {
     if (mine != 0 && p.bad_id_count != nullptr) atomicAdd(p.bad_id_count, mine);
     return;
@@ -202,7 +204,7 @@ __device__ __forceinline__ void report_bad_rows(const LookupParams& p, unsigned 
   __syncthreads();
   if (!leader || blockIdx.y != 0) return;
   unsigned long long* slots = p.bad_id_slots;
-  if (gridDim.x == 1 && publish) {
+  if (gridDim.x == 1 && !split) {
     slots[0] = block_total;
     return;
   }
@@ -223,6 +225,7 @@ __device__ __forceinline__ void report_bad_rows(const LookupParams& p, unsigned 
 /// otherwise).
 struct VectorPlan {
   std::int64_t chunk_items;
+  bool split = false;            ///< the lookup takes several launches (this is one of them)
   bool publish_bad_rows = true;  ///< false in all but the last launch of a split lookup
 };
 
@@ -314,7 +317,7 @@ __global__ void __launch_bounds__(kBlockThreads, (vector_blocks_per_sm<Table, Ou
   // loop's state (16-bit tables then fit all 2048 threads of an SM with no spills).
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   if (row < p.num_ids) gather_row(row);
-  report_bad_rows(p, bad_rows, plan.publish_bad_rows);
+  report_bad_rows(p, bad_rows, plan.split, plan.publish_bad_rows);
 }
 
 /// Element `col` of a table row, as its raw code.
@@ -461,6 +464,7 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
     part.num_ids = p.num_ids - begin < rows_per_launch ? p.num_ids - begin : rows_per_launch;
     part.ids = static_cast<const Id*>(p.ids) + begin;
     part.out = static_cast<std::uint8_t*>(p.out) + begin * out_row_bytes;
+    plan.split = p.num_ids > rows_per_launch;
     plan.publish_bad_rows = begin + part.num_ids == p.num_ids;
     config.gridDim.x = static_cast<unsigned>((part.num_ids + config.blockDim.y - 1) / config.blockDim.y);
     const cudaError_t status = cudaLaunchKernelEx(&config, kernel, part, plan);
