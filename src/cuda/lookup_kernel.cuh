@@ -41,8 +41,13 @@ namespace tpembed::cuda_kernels {
 
 constexpr int kBlockThreads = 256;
 constexpr int kUnroll = TPEMBED_LOOKUP_UNROLL;
-/// Large lookups mark their loads and stores evict-first (ld/st.global.cs).
-constexpr bool kStreamHints = TPEMBED_LOOKUP_STREAM_HINTS != 0;
+/// Large lookups of int4 tables mark their loads and stores evict-first (ld/st.global.cs): 0.5-1%
+/// faster on an H200. For 8-bit tables it is neutral, and for 16- and 32-bit tables 5-10% slower
+/// once the lookup starts from an L2 that holds other data (bench/RESULTS.md).
+template <DType Table>
+__host__ __device__ constexpr bool stream_hints() {
+  return TPEMBED_LOOKUP_STREAM_HINTS != 0 && bits_of<Table>() == 4;
+}
 /// The most blocks along x of one launch (CUDA's limit): larger lookups take several launches.
 /// (A test build lowers it, to run the split.)
 #ifndef TPEMBED_LOOKUP_MAX_GRID_X
@@ -82,7 +87,7 @@ struct RawVector {
   std::uint32_t words[Bytes >= 4 ? Bytes / 4 : 1];
 };
 
-/// Loads `Bytes` of table: 16-byte loads where Bytes >= 16. Streaming (large lookups): marked
+/// Loads `Bytes` of table: 16-byte loads where Bytes >= 16. kStreaming (large lookups of int4 tables): marked
 /// evict-first (ld.global.cs), since a large lookup reads most rows once; otherwise through the
 /// read-only data path, the shortest way for the few loads of a latency-bound lookup.
 template <int Bytes, bool kStreaming>
@@ -90,7 +95,7 @@ __device__ __forceinline__ void load_raw(const std::uint8_t* __restrict__ src, R
   if constexpr (Bytes >= 16) {
 #pragma unroll
     for (int q = 0; q < Bytes / 16; ++q) {
-      const uint4 a = kStreaming && kStreamHints ? __ldcs(reinterpret_cast<const uint4*>(src) + q)
+      const uint4 a = kStreaming ? __ldcs(reinterpret_cast<const uint4*>(src) + q)
                                  : __ldg(reinterpret_cast<const uint4*>(src) + q);
       raw.words[4 * q] = a.x, raw.words[4 * q + 1] = a.y, raw.words[4 * q + 2] = a.z, raw.words[4 * q + 3] = a.w;
     }
@@ -229,10 +234,10 @@ struct VectorPlan {
   bool publish_bad_rows = true;  ///< false in all but the last launch of a split lookup
 };
 
-/// Stores one output vector; streaming (large lookups): marked evict-first (st.global.cs).
+/// Stores one output vector; kEvictFirst (large lookups of int4 tables): st.global.cs.
 template <bool kStreaming>
 __device__ __forceinline__ void store_vector(uint4* address, uint4 value) {
-  if constexpr (kStreaming && kStreamHints) {
+  if constexpr (kStreaming) {
     __stcs(address, value);
   } else {
     *address = value;
@@ -261,7 +266,7 @@ __device__ __forceinline__ void move_row(const LookupParams& p, const RowSource&
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int item = first + u * step;
-        if (item < chunk_end) load_raw<kVectorBytes, kStreaming>(src + static_cast<std::int64_t>(item) * kVectorBytes, raw[u]);
+        if (item < chunk_end) load_raw<kVectorBytes, kStreaming && stream_hints<Table>()>(src + static_cast<std::int64_t>(item) * kVectorBytes, raw[u]);
       }
     }
     // Small lookups load the scale after the row's bits are in flight: its load branches on the
@@ -281,7 +286,7 @@ __device__ __forceinline__ void move_row(const LookupParams& p, const RowSource&
       } else if constexpr (kKind != RowKind::zero) {
         value = convert_vector<Table, Out, kKind == RowKind::scaled>(raw[u].words, factor);
       }
-      store_vector<kStreaming>(dst + item, value);
+      store_vector<kStreaming && stream_hints<Table>()>(dst + item, value);
     }
   }
 }
