@@ -3,12 +3,24 @@
 
 #include "cuda/instantiate.cuh"
 #include "cuda/lookup_kernel.cuh"
+#include "cuda/lookup_testing.hpp"
 
 namespace tpembed {
 
 namespace cuda_kernels {
 TPEMBED_FLOAT_TABLES(TPEMBED_DECLARE_GATHER)
 TPEMBED_QUANTIZED_TABLES(TPEMBED_DECLARE_GATHER)
+
+namespace {
+constexpr std::int64_t kGridLimit = (std::int64_t{1} << 31) - 1;
+std::atomic<std::int64_t> launch_block_limit{kGridLimit};
+}  // namespace
+
+std::int64_t max_launch_blocks() { return launch_block_limit.load(std::memory_order_relaxed); }
+
+void set_max_launch_blocks_for_testing(std::int64_t blocks) {
+  launch_block_limit.store(blocks >= 1 && blocks <= kGridLimit ? blocks : kGridLimit, std::memory_order_relaxed);
+}
 
 int multiprocessor_count() {
   constexpr int kMaxDevices = 64;

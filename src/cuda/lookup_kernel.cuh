@@ -48,12 +48,9 @@ template <DType Table>
 __host__ __device__ constexpr bool stream_hints() {
   return TPEMBED_LOOKUP_STREAM_HINTS != 0 && bits_of<Table>() == 4;
 }
-/// The most blocks along x of one launch (CUDA's limit): larger lookups take several launches.
-/// (A test build lowers it, to run the split.)
-#ifndef TPEMBED_LOOKUP_MAX_GRID_X
-#define TPEMBED_LOOKUP_MAX_GRID_X 2147483647
-#endif
-constexpr std::int64_t kMaxGridX = TPEMBED_LOOKUP_MAX_GRID_X;
+/// The most blocks along x of one launch: CUDA's limit, 2^31 - 1 (larger lookups take several
+/// launches), unless a test lowered it (lookup_testing.hpp) to run that split.
+std::int64_t max_launch_blocks();
 /// Blocks of the vector kernel that must fit on an SM (the compiler holds registers to it) in
 /// large (streaming) lookups: occupancy is what keeps loads in flight through the id-then-row
 /// latency chain. All 2048 threads for narrow tables; wide rows (16- and 32-bit tables) need more
@@ -462,7 +459,7 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   }
   // One thread row per id: a lookup of more rows than one launch's grid holds (2^31 - 1 blocks)
   // takes several launches, over consecutive ranges of ids.
-  const std::int64_t rows_per_launch = kMaxGridX * config.blockDim.y;
+  const std::int64_t rows_per_launch = max_launch_blocks() * config.blockDim.y;
   const std::int64_t out_row_bytes = row_bytes(Out, p.out_row_stride);
   LookupParams part = p;
   for (std::int64_t begin = 0; begin < p.num_ids; begin += rows_per_launch) {

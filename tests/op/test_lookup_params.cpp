@@ -5,6 +5,8 @@
 //    of the whole table bit for bit, count the same bad ids, and write zeros for ids no shard holds;
 //  - the bad-id slots: repeated lookups each store their own count (no reset between them), over
 //    grids of one block and of thousands, and leave their scratch zero.
+// test_lookup_split_cuda runs the same with launches of at most two blocks (TPEMBED_TEST_SPLIT_LAUNCHES),
+// so that the larger lookups take hundreds of launches: the rows and the counts must not change.
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -13,9 +15,21 @@
 #include "device_tables.hpp"
 #include "on_gpu.hpp"
 #include "reference.hpp"
+#if defined(TPEMBED_TEST_SPLIT_LAUNCHES)
+#include "cuda/lookup_testing.hpp"
+#endif
 
 namespace tpembed::testing {
 namespace {
+
+#if defined(TPEMBED_TEST_SPLIT_LAUNCHES)
+class SplitLaunches : public ::testing::Environment {
+ public:
+  void SetUp() override { cuda_kernels::set_max_launch_blocks_for_testing(2); }
+  void TearDown() override { cuda_kernels::set_max_launch_blocks_for_testing(0); }
+};
+[[maybe_unused]] ::testing::Environment* const split_launches = ::testing::AddGlobalTestEnvironment(new SplitLaunches);
+#endif
 
 struct ShardCase {
   DType table;
