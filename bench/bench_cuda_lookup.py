@@ -14,9 +14,13 @@ and output buffers (K grows as the case shrinks, so that one pass touches >= 200
 the cache does not flatter small cases; ids are random over the whole vocab. Every case, for both
 libraries, is captured once as a CUDA graph of its K lookups and replayed: time per lookup = replay
 time / K. (Timing eager launches from Python measured the host's launch cost, not the GPU's work,
-below ~8192 tokens.) Before each start event the GPU is kept busy for ~100 us (torch.cuda._sleep),
-so the host has queued the replay before the clock starts. The floor of one graph node is measured
-the same way with a graph of 64 KB device-to-device copies.
+below ~8192 tokens.) Before each start event a 256 MB read leaves the L2 holding clean lines of an
+unrelated buffer, so that no peer pays for the dirty lines of the one timed before it. Then the GPU
+is kept busy for ~100 us (torch.cuda._sleep), so the host has queued the replay before the clock
+starts. All peers write the same output buffers and take turns, one replay each per round. The
+floor of one graph node is measured the same way with a graph of 64 KB device-to-device copies.
+--variants adds other builds of the C entry point (bench/build_capi_variant.sh) as further peers:
+an A/B run of the kernel's tuning macros in one process.
 
 Usage (on the GPU machine, after building with CUDA):
   python3 bench/bench_cuda_lookup.py --lib build/bench/libtpembed_bench_capi.so [--json out.json]
