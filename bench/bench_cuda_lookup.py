@@ -38,6 +38,7 @@ import torch
 
 DTYPE_CODE = {"f32": 0, "f16": 1, "bf16": 2, "i8": 3, "fp8_e4m3": 4, "i4": 5, "i32": 6, "i64": 7}
 L2_FLUSH_BYTES = 200e6  # about 4x the H100's 50 MB L2
+COUNT_WITH_SLOTS = False  # --count slots
 
 
 def parse_args():
@@ -52,6 +53,9 @@ def parse_args():
     parser.add_argument("--variants", default="",
                         help="NAME=PATH,...: other builds of the C entry point (bench/build_capi_variant.sh), "
                              "timed in the same run as extra columns (time, and speed-up of --lib over it)")
+    parser.add_argument("--count", choices=("counter", "slots"), default="counter",
+                        help="how our lookups count bad ids: a plain counter (LookupParams::bad_id_count), or "
+                             "the slots ParallelEmbedding uses (bad_id_slots: a reduction and an atomic per block)")
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--json", help="write all rows here")
     return parser.parse_args()
@@ -142,7 +146,7 @@ class Case:
                 self.table = torch.randint(0, 256, (vocab, hidden // 2), device="cuda", dtype=torch.uint8, generator=gen)
                 self.row_bytes = hidden // 2
         self.out_code = DTYPE_CODE[out]
-        self.bad = torch.zeros(1, dtype=torch.int64, device="cuda")
+        self.bad = torch.zeros(3, dtype=torch.int64, device="cuda")  # a counter, or the three slots
 
     @property
     def name(self):
@@ -154,7 +158,8 @@ class Case:
         return tokens * 8 + tokens * self.row_bytes + scales + tokens * self.hidden * out_size
 
     def ours(self, ids, out, lib=None):
-        status = (lib or self.lib).tpembed_bench_lookup(
+        lib = lib or self.lib
+        status = (lib.tpembed_bench_lookup_slots if COUNT_WITH_SLOTS else lib.tpembed_bench_lookup)(
             ctypes.c_void_p(self.table.data_ptr()), DTYPE_CODE[self.dtype], self.vocab, self.hidden,
             ctypes.c_void_p(self.scale.data_ptr() if self.scale is not None else None), DTYPE_CODE["f32"],
             ctypes.c_void_p(ids.data_ptr()), DTYPE_CODE["i64"], ids.numel(), ctypes.c_void_p(out.data_ptr()),
@@ -285,16 +290,21 @@ def time_case(case, tokens, repeats, variants=()):
 def load_lib(path):
     """The C entry point of bench/lookup_capi.cpp."""
     lib = ctypes.CDLL(path)
-    lib.tpembed_bench_lookup.restype = ctypes.c_int
-    lib.tpembed_bench_lookup.argtypes = [
-        ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_int,
-        ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
-        ctypes.c_void_p]
+    for name in ("tpembed_bench_lookup", "tpembed_bench_lookup_slots"):
+        if COUNT_WITH_SLOTS or name == "tpembed_bench_lookup":
+            function = getattr(lib, name)  # an older build without the slots entry point fails here, by name
+            function.restype = ctypes.c_int
+            function.argtypes = [
+                ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_int,
+                ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                ctypes.c_void_p]
     return lib
 
 
 def main():
     args = parse_args()
+    global COUNT_WITH_SLOTS
+    COUNT_WITH_SLOTS = args.count == "slots"
     lib = load_lib(args.lib)
     variants = [(name, load_lib(path)) for name, _, path in
                 (item.partition("=") for item in args.variants.split(",") if item)]
@@ -304,7 +314,7 @@ def main():
     header = {
         "device": props.name, "sms": props.multi_processor_count, "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "copy_ceiling_gbs": ceiling,
-        "graph_node_floor_us": floor_us, "vocab": args.vocab, "command": " ".join(sys.argv),
+        "graph_node_floor_us": floor_us, "vocab": args.vocab, "count": args.count, "command": " ".join(sys.argv),
     }
     print(f"# {props.name}, {props.multi_processor_count} SMs, torch {torch.__version__}, {header['date']}")
     print(f"# device-to-device copy ceiling (2 GiB, read+write): {ceiling:.0f} GB/s; "
@@ -314,6 +324,7 @@ def main():
     if triton_peer is not None:
         import triton
         header["triton"] = triton.__version__
+    print(f"# bad ids counted with {'the slots ParallelEmbedding uses' if COUNT_WITH_SLOTS else 'a plain counter'} (--count)")
     print(f"# peers: PyTorch {torch.__version__}; "
           f"{'Triton ' + header['triton'] + ' (autotuned per row)' if triton_peer else 'no Triton'}")
     print("| table -> out | H | tokens | K | bytes moved | tpembed us | x graph floor | GB/s | % ceiling | "
