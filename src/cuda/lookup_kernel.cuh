@@ -1,11 +1,14 @@
 // The CUDA gather kernels: one template per (id type x table dtype x output dtype x access path).
 // Each output row is handled by a row of threads (threadIdx.x along the row, threadIdx.y across
-// rows; blockIdx.y cuts long rows into chunks); rows are looped grid-stride with 64-bit indices. The
-// vector path moves 16 bytes of output per thread and step, with up to kUnroll independent table
-// loads in flight before the first store. It is kept small (32 registers, full occupancy, one
-// branch-free loop per row kind): on an H200 the lookup is bound by memory latency and bandwidth,
-// and a small kernel keeps the most loads in flight and the fewest instructions on the way from an
-// id's arrival to its row's stores (measured: bench/RESULTS.md).
+// rows; blockIdx.y cuts long rows into chunks). The vector path's grid covers every row, one thread
+// row per id and no row loop (a lookup of more rows than one launch holds takes several launches);
+// the element-wise path loops grid-stride. Indices are 64-bit. The vector path moves 16 bytes of
+// output per thread and step, with up to kUnroll independent table loads in flight before the first
+// store. It is kept small (32 registers for 8-bit tables and 16-bit copies, all 2048 threads of an
+// SM; one branch-free loop per row kind; no scaled loop where no scale can occur): on an H200 the
+// lookup is bound by memory latency and bandwidth, and a small kernel keeps the most loads in flight
+// and the fewest instructions on the way from an id's arrival to its row's stores (measured:
+// bench/RESULTS.md).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -431,7 +434,6 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   // Small ones (latency-bound: under two full waves of the GPU at that rate) take one vector a
   // thread, and rows are cut into chunks over blockIdx.y, so that they still spread over every SM.
   const std::int64_t enough = std::int64_t{2} * multiprocessor_count() * kBlockThreads * kUnroll;
-  // (Small lookups have fewer than `enough` rows, so row_grid below covers them all.)
   const int per_thread = p.num_ids * vectors >= enough ? kUnroll : 1;
   int threads_x = pow2_at_least((vectors + per_thread - 1) / per_thread);
   plan.chunk_items = static_cast<std::int64_t>(threads_x) * per_thread;
