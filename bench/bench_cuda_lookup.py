@@ -38,7 +38,6 @@ import torch
 
 DTYPE_CODE = {"f32": 0, "f16": 1, "bf16": 2, "i8": 3, "fp8_e4m3": 4, "i4": 5, "i32": 6, "i64": 7}
 L2_FLUSH_BYTES = 200e6  # about 4x the H100's 50 MB L2
-COUNT_WITH_SLOTS = False  # --count slots
 
 
 def parse_args():
@@ -123,7 +122,7 @@ TORCH_DTYPE = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat1
 class Case:
     """One table on the GPU, its row scales, and the three lookups."""
 
-    def __init__(self, lib, triton_peer, spec, vocab, hidden):
+    def __init__(self, lib, triton_peer, spec, vocab, hidden, count_with_slots=False):
         dtype, _, out = spec.partition(":")
         out = out or "bf16"
         self.lib, self.triton, self.dtype, self.out, self.vocab, self.hidden = lib, triton_peer, dtype, out, vocab, hidden
@@ -147,6 +146,7 @@ class Case:
                 self.row_bytes = hidden // 2
         self.out_code = DTYPE_CODE[out]
         self.bad = torch.zeros(3, dtype=torch.int64, device="cuda")  # a counter, or the three slots
+        self.count_with_slots = count_with_slots
 
     @property
     def name(self):
@@ -158,12 +158,11 @@ class Case:
         return tokens * 8 + tokens * self.row_bytes + scales + tokens * self.hidden * out_size
 
     def ours(self, ids, out, lib=None):
-        lib = lib or self.lib
-        status = (lib.tpembed_bench_lookup_slots if COUNT_WITH_SLOTS else lib.tpembed_bench_lookup)(
+        status = (lib or self.lib).tpembed_bench_lookup(
             ctypes.c_void_p(self.table.data_ptr()), DTYPE_CODE[self.dtype], self.vocab, self.hidden,
             ctypes.c_void_p(self.scale.data_ptr() if self.scale is not None else None), DTYPE_CODE["f32"],
             ctypes.c_void_p(ids.data_ptr()), DTYPE_CODE["i64"], ids.numel(), ctypes.c_void_p(out.data_ptr()),
-            self.out_code, ctypes.c_void_p(self.bad.data_ptr()),
+            self.out_code, ctypes.c_void_p(self.bad.data_ptr()), int(self.count_with_slots),
             ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))
         if status != 0:
             raise RuntimeError(f"tpembed_bench_lookup failed with cudaError {status}")
@@ -249,15 +248,15 @@ def time_case(case, tokens, repeats, variants=()):
         peers.append(("triton", case.triton_peer))
     for name, lib in variants:
         peers.append((f"variant:{name}", lambda ids, out, lib=lib: case.ours(ids, out, lib)))
-    outs = {name: [torch.empty_like(o) for o in outs_ours] if name != "ours" else outs_ours for name, _ in peers}
+    checked = {name: torch.empty_like(outs_ours[0]) if name != "ours" else outs_ours[0] for name, _ in peers}
 
     # Same function: bit for bit (the Triton peer's autotuning runs here, outside the timing).
     bits = torch.int32 if case.out_dtype == torch.float32 else torch.int16
     for name, fn in peers:
-        fn(ids[0], outs[name][0])
+        fn(ids[0], checked[name])
     torch.cuda.synchronize()
     for name, _ in peers[1:]:
-        if not torch.equal(outs_ours[0].view(bits), outs[name][0].view(bits)):
+        if not torch.equal(outs_ours[0].view(bits), checked[name].view(bits)):
             raise RuntimeError(f"{case.name} H={case.hidden} tokens={tokens}: tpembed and {name} outputs differ")
 
     # Timing: every peer writes the same output buffers, the peers take turns (one replay each per
@@ -290,21 +289,16 @@ def time_case(case, tokens, repeats, variants=()):
 def load_lib(path):
     """The C entry point of bench/lookup_capi.cpp."""
     lib = ctypes.CDLL(path)
-    for name in ("tpembed_bench_lookup", "tpembed_bench_lookup_slots"):
-        if COUNT_WITH_SLOTS or name == "tpembed_bench_lookup":
-            function = getattr(lib, name)  # an older build without the slots entry point fails here, by name
-            function.restype = ctypes.c_int
-            function.argtypes = [
-                ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_int,
-                ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
-                ctypes.c_void_p]
+    lib.tpembed_bench_lookup.restype = ctypes.c_int
+    lib.tpembed_bench_lookup.argtypes = [
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_int,
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+        ctypes.c_int, ctypes.c_void_p]
     return lib
 
 
 def main():
     args = parse_args()
-    global COUNT_WITH_SLOTS
-    COUNT_WITH_SLOTS = args.count == "slots"
     lib = load_lib(args.lib)
     variants = [(name, load_lib(path)) for name, _, path in
                 (item.partition("=") for item in args.variants.split(",") if item)]
@@ -324,7 +318,7 @@ def main():
     if triton_peer is not None:
         import triton
         header["triton"] = triton.__version__
-    print(f"# bad ids counted with {'the slots ParallelEmbedding uses' if COUNT_WITH_SLOTS else 'a plain counter'} (--count)")
+    print(f"# bad ids counted with {'the slots ParallelEmbedding uses' if args.count == 'slots' else 'a plain counter'} (--count)")
     print(f"# peers: PyTorch {torch.__version__}; "
           f"{'Triton ' + header['triton'] + ' (autotuned per row)' if triton_peer else 'no Triton'}")
     print("| table -> out | H | tokens | K | bytes moved | tpembed us | x graph floor | GB/s | % ceiling | "
@@ -336,7 +330,7 @@ def main():
     rows = []
     for spec in args.cases.split(","):
         for hidden in (int(h) for h in args.hidden.split(",")):
-            case = Case(lib, triton_peer, spec, args.vocab, hidden)
+            case = Case(lib, triton_peer, spec, args.vocab, hidden, count_with_slots=args.count == "slots")
             for tokens in (int(t) for t in args.tokens.split(",")):
                 moved, sets, results = time_case(case, tokens, args.repeats, variants)
                 ours_ms, torch_ms = results["ours"][0], results["torch"][0]
@@ -358,20 +352,20 @@ def main():
                                 "speedup_vs_triton": triton_ms / ours_ms})
                     triton_text = (f"{row['triton_us']:.2f} | {row['triton_pct_ceiling']:.1f}% | "
                                    f"{row['speedup_vs_triton']:.2f}x")
-                variant_text = ""
+                extra_text = ""
                 for name, _ in variants:
                     variant_ms = results[f"variant:{name}"][0]
                     row.setdefault("variants", {})[name] = {"us": variant_ms * 1e3, "pct_ceiling": 100 * moved / (variant_ms * 1e-3) / 1e9 / ceiling,
                                                             "speedup_of_lib": variant_ms / ours_ms}
-                    variant_text += f" {name} {variant_ms * 1e3:.2f} us ({row['variants'][name]['pct_ceiling']:.1f}%) |"
+                    extra_text += f" {name} {variant_ms * 1e3:.2f} us ({row['variants'][name]['pct_ceiling']:.1f}%) |"
                 if "triton" in results:
                     row["triton_config"] = triton_peer.best_config()
-                    variant_text += f" {row['triton_config']} |"
+                    extra_text += f" {row['triton_config']} |"
                 rows.append(row)
                 print(f"| {case.name} | {hidden} | {tokens} | {sets} | {moved:,} | "
                       f"{row['ours_us']:.2f} | {row['ours_per_graph_floor']:.2f} | {ours_gbs:.0f} | "
                       f"{row['ours_pct_ceiling']:.1f}% | "
-                      f"{row['torch_us']:.2f} | {row['speedup']:.2f}x | {triton_text} |{variant_text}", flush=True)
+                      f"{row['torch_us']:.2f} | {row['speedup']:.2f}x | {triton_text} |{extra_text}", flush=True)
             del case
             torch.cuda.empty_cache()
     if args.json:

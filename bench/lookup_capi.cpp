@@ -2,11 +2,17 @@
 // kernel and PyTorch's run in one process, on one stream, timed the same way.
 #include "tpembed/lookup.hpp"
 
-namespace {
+extern "C" {
 
-tpembed::LookupParams whole_table_params(const void* table, int table_dtype, long long rows, long long cols,
-                                         const void* scale, int scale_dtype, const void* ids, int id_dtype,
-                                         long long num_ids, void* out, int out_dtype) {
+/// Launches lookup_cuda with a whole local table (tp 1, no padding). Dtype arguments are
+/// tpembed::DType values; `scale` may be null; returns the cudaError_t of the launch. Bad ids are
+/// added to `*bad_ids` (LookupParams::bad_id_count), or, with `slots` set, counted as
+/// ParallelEmbedding counts them: `bad_ids` is then three zeroed words (LookupParams::bad_id_slots)
+/// and each lookup's blocks end with a reduction and an atomic.
+int tpembed_bench_lookup(const void* table, int table_dtype, long long rows, long long cols,
+                         const void* scale, int scale_dtype, const void* ids, int id_dtype,
+                         long long num_ids, void* out, int out_dtype, unsigned long long* bad_ids,
+                         int slots, void* stream) {
   using tpembed::DType;
   tpembed::LookupParams p;
   p.table = table;
@@ -23,36 +29,7 @@ tpembed::LookupParams whole_table_params(const void* table, int table_dtype, lon
   p.out = out;
   p.out_dtype = static_cast<DType>(out_dtype);
   p.out_row_stride = cols;
-  return p;
-}
-
-}  // namespace
-
-extern "C" {
-
-/// Launches lookup_cuda with a whole local table (tp 1, no padding). Dtype arguments are
-/// tpembed::DType values; `scale` may be null; returns the cudaError_t of the launch. Bad ids are
-/// added to `*bad_id_count` (LookupParams::bad_id_count).
-int tpembed_bench_lookup(const void* table, int table_dtype, long long rows, long long cols,
-                         const void* scale, int scale_dtype, const void* ids, int id_dtype,
-                         long long num_ids, void* out, int out_dtype, unsigned long long* bad_id_count,
-                         void* stream) {
-  tpembed::LookupParams p = whole_table_params(table, table_dtype, rows, cols, scale, scale_dtype, ids, id_dtype,
-                                               num_ids, out, out_dtype);
-  p.bad_id_count = bad_id_count;
-  return tpembed::lookup_cuda(p, stream);
-}
-
-/// The same, counting bad ids as ParallelEmbedding does: `slots` is three zeroed words
-/// (LookupParams::bad_id_slots), each lookup stores its count in slots[0]. This is the path whose
-/// blocks end with a reduction and an atomic each.
-int tpembed_bench_lookup_slots(const void* table, int table_dtype, long long rows, long long cols,
-                               const void* scale, int scale_dtype, const void* ids, int id_dtype,
-                               long long num_ids, void* out, int out_dtype, unsigned long long* slots,
-                               void* stream) {
-  tpembed::LookupParams p = whole_table_params(table, table_dtype, rows, cols, scale, scale_dtype, ids, id_dtype,
-                                               num_ids, out, out_dtype);
-  p.bad_id_slots = slots;
+  (slots != 0 ? p.bad_id_slots : p.bad_id_count) = bad_ids;
   return tpembed::lookup_cuda(p, stream);
 }
 

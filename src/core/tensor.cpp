@@ -37,22 +37,22 @@ std::string TensorView::describe() const {
 
 Tensor::Tensor(DType dtype, std::vector<std::int64_t> shape)
     : dtype_(dtype), shape_(std::move(shape)) {
-  // The size in bytes, refused before it could overflow (the rows times the bytes of one row).
-  constexpr std::int64_t kMaxBytes = std::int64_t{1} << 62;
-  const std::int64_t cols = shape_.empty() ? 1 : shape_.back();
-  std::int64_t bytes = shape_.empty() ? static_cast<std::int64_t>(element_size(dtype_)) : 0;
   for (std::int64_t extent : shape_) {
     TPEMBED_EXPECTS(extent >= 0, InvalidArgumentError, "tensor extent ", extent, " is negative");
   }
+  // view().nbytes() multiplies the rows into the bytes of a row: refused where a product would pass
+  // 2^62 bytes (or overflow).
+  constexpr std::int64_t kMaxBytes = std::int64_t{1} << 62;
   if (!shape_.empty()) {
-    TPEMBED_EXPECTS(cols <= kMaxBytes / 8, InvalidArgumentError, "tensor of ", view().describe(), " is too large (more than 2^62 bytes)");
-    bytes = row_bytes(dtype_, cols);
-    for (std::size_t d = 0; d + 1 < shape_.size(); ++d) {
-      TPEMBED_EXPECTS(shape_[d] == 0 || bytes <= kMaxBytes / shape_[d], InvalidArgumentError, "tensor of ",
-                      view().describe(), " is too large (more than 2^62 bytes)");
-      bytes *= shape_[d];
+    bool fits = shape_.back() <= kMaxBytes / 8;
+    std::int64_t product = fits ? row_bytes(dtype_, shape_.back()) : 0;
+    for (std::size_t d = 0; fits && d + 1 < shape_.size(); ++d) {
+      fits = shape_[d] == 0 || product <= kMaxBytes / shape_[d];
+      product *= fits ? shape_[d] : 1;
     }
+    TPEMBED_EXPECTS(fits, InvalidArgumentError, "tensor of ", view().describe(), " is too large (more than 2^62 bytes)");
   }
+  const std::int64_t bytes = view().nbytes();
   // Round up to the alignment: aligned_alloc needs a multiple, and 64 bytes keeps rows vectorisable.
   const std::size_t rounded = (static_cast<std::size_t>(bytes) + 63) / 64 * 64;
   void* memory = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);

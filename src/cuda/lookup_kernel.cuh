@@ -35,18 +35,13 @@ namespace tpembed::cuda_kernels {
 #ifndef TPEMBED_LOOKUP_MEDIUM_THREADS
 #define TPEMBED_LOOKUP_MEDIUM_THREADS 128
 #endif
-#ifndef TPEMBED_LOOKUP_CONVERSION_16BIT_BLOCKS
-#define TPEMBED_LOOKUP_CONVERSION_16BIT_BLOCKS 6
-#endif
-#ifndef TPEMBED_LOOKUP_MEDIUM_CHUNK_THREADS
-#define TPEMBED_LOOKUP_MEDIUM_CHUNK_THREADS 0
-#endif
 
 constexpr int kBlockThreads = 256;
 constexpr int kUnroll = TPEMBED_LOOKUP_UNROLL;
-/// Large lookups of int4 tables mark their loads and stores evict-first (ld/st.global.cs): 0.5-1%
-/// faster on an H200. For 8-bit tables it is neutral, and for 16- and 32-bit tables 5-10% slower
-/// once the lookup starts from an L2 that holds other data (bench/RESULTS.md).
+/// Large lookups of int4 tables mark their stores evict-first (st.global.cs; their loads are under
+/// 16 bytes and take the read-only path): 0.5-1% faster on an H200. For 8-bit tables evict-first
+/// loads and stores are neutral, and for 16- and 32-bit tables 5-10% slower once the lookup starts
+/// from an L2 that holds other data (bench/RESULTS.md).
 template <DType Table>
 __host__ __device__ constexpr bool stream_hints() {
   return TPEMBED_LOOKUP_STREAM_HINTS != 0 && bits_of<Table>() == 4;
@@ -56,20 +51,17 @@ __host__ __device__ constexpr bool stream_hints() {
 std::int64_t max_launch_blocks();
 /// Blocks of the vector kernel that must fit on an SM (the compiler holds registers to it) in
 /// large (streaming) lookups: occupancy is what keeps loads in flight through the id-then-row
-/// latency chain. All 2048 threads for narrow tables; wide rows (16- and 32-bit tables) need more
-/// registers per 16-byte output vector, and this is as far as they go without spilling. Small
-/// lookups do not fill the GPU: no bound.
-/// A launch that can meet no scales (kScales false: the table, its padding and its shards carry
-/// none) compiles the scaled loop out, and copies and conversions of 16-bit tables then fit all
-/// 2048 threads too.
+/// latency chain. All 2048 threads for narrow tables, and for 16-bit tables into 32-bit outputs or
+/// copied unscaled (kScales false: the launch can meet no scale, and the scaled loop is compiled
+/// out); the scaled loop and f16 <-> bf16 conversions need more registers, and 6 blocks are as far
+/// as they go without spilling, 4 for 32-bit tables. Small lookups do not fill the GPU: no bound.
 template <DType Table, DType Out, bool kStreaming, bool kScales>
 __host__ __device__ constexpr int vector_blocks_per_sm() {
   if constexpr (!kStreaming) return 1;
   if constexpr (bits_of<Table>() <= 8) return 8;
-  // (f16 <-> bf16 conversions spill at 8.)
-  constexpr bool kConversion16 = bits_of<Out>() == 16 && Table != Out;
-  if constexpr (bits_of<Table>() == 16 && kConversion16 && !kScales) return TPEMBED_LOOKUP_CONVERSION_16BIT_BLOCKS;
-  if constexpr (bits_of<Table>() == 16) return kScales ? 6 : TPEMBED_LOOKUP_UNSCALED_16BIT_BLOCKS;
+  if constexpr (bits_of<Table>() == 16) {
+    return kScales || (bits_of<Out>() == 16 && Table != Out) ? 6 : TPEMBED_LOOKUP_UNSCALED_16BIT_BLOCKS;
+  }
   return 4;
 }
 
@@ -87,15 +79,14 @@ struct RawVector {
   std::uint32_t words[Bytes >= 4 ? Bytes / 4 : 1];
 };
 
-/// Loads `Bytes` of table: 16-byte loads where Bytes >= 16. kStreaming (large lookups of int4 tables): marked
-/// evict-first (ld.global.cs), since a large lookup reads most rows once; otherwise through the
-/// read-only data path, the shortest way for the few loads of a latency-bound lookup.
-template <int Bytes, bool kStreaming>
+/// Loads `Bytes` of table: 16-byte loads where Bytes >= 16, marked evict-first (ld.global.cs) with
+/// kEvictFirst; otherwise through the read-only data path.
+template <int Bytes, bool kEvictFirst>
 __device__ __forceinline__ void load_raw(const std::uint8_t* __restrict__ src, RawVector<Bytes>& raw) {
   if constexpr (Bytes >= 16) {
 #pragma unroll
     for (int q = 0; q < Bytes / 16; ++q) {
-      const uint4 a = kStreaming ? __ldcs(reinterpret_cast<const uint4*>(src) + q)
+      const uint4 a = kEvictFirst ? __ldcs(reinterpret_cast<const uint4*>(src) + q)
                                  : __ldg(reinterpret_cast<const uint4*>(src) + q);
       raw.words[4 * q] = a.x, raw.words[4 * q + 1] = a.y, raw.words[4 * q + 2] = a.z, raw.words[4 * q + 3] = a.w;
     }
@@ -234,10 +225,10 @@ struct VectorPlan {
   bool publish_bad_rows = true;  ///< false in all but the last launch of a split lookup
 };
 
-/// Stores one output vector; kEvictFirst (large lookups of int4 tables): st.global.cs.
-template <bool kStreaming>
+/// Stores one output vector, marked evict-first (st.global.cs) with kEvictFirst.
+template <bool kEvictFirst>
 __device__ __forceinline__ void store_vector(uint4* address, uint4 value) {
-  if constexpr (kStreaming) {
+  if constexpr (kEvictFirst) {
     __stcs(address, value);
   } else {
     *address = value;
@@ -256,6 +247,7 @@ __device__ __forceinline__ void move_row(const LookupParams& p, const RowSource&
   const std::uint8_t* __restrict__ src = source.src;
   constexpr int kVectorBytes = input_bytes_per_vector<Table, Out>();
   constexpr bool kPlainCopy = Table == Out && kKind == RowKind::unscaled;
+  constexpr bool kEvictFirst = kStreaming && stream_hints<Table>();
   float factor = 1.0f;
   if constexpr (kKind == RowKind::scaled && kStreaming) {
     factor = load_scale(source.scales, p.scale_dtype, source.scale_index);
@@ -266,7 +258,7 @@ __device__ __forceinline__ void move_row(const LookupParams& p, const RowSource&
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int item = first + u * step;
-        if (item < chunk_end) load_raw<kVectorBytes, kStreaming && stream_hints<Table>()>(src + static_cast<std::int64_t>(item) * kVectorBytes, raw[u]);
+        if (item < chunk_end) load_raw<kVectorBytes, kEvictFirst>(src + static_cast<std::int64_t>(item) * kVectorBytes, raw[u]);
       }
     }
     // Small lookups load the scale after the row's bits are in flight: its load branches on the
@@ -286,7 +278,7 @@ __device__ __forceinline__ void move_row(const LookupParams& p, const RowSource&
       } else if constexpr (kKind != RowKind::zero) {
         value = convert_vector<Table, Out, kKind == RowKind::scaled>(raw[u].words, factor);
       }
-      store_vector<kStreaming && stream_hints<Table>()>(dst + item, value);
+      store_vector<kEvictFirst>(dst + item, value);
     }
   }
 }
@@ -435,21 +427,15 @@ cudaError_t launch_gather_impl(const LookupParams& p, cudaStream_t stream) {
   // thread, and rows are cut into chunks over blockIdx.y, so that they still spread over every SM.
   const std::int64_t enough = std::int64_t{2} * multiprocessor_count() * kBlockThreads * kUnroll;
   const int per_thread = p.num_ids * vectors >= enough ? kUnroll : 1;
-  int threads_x = pow2_at_least((vectors + per_thread - 1) / per_thread);
+  const int threads_x = pow2_at_least((vectors + per_thread - 1) / per_thread);
   plan.chunk_items = static_cast<std::int64_t>(threads_x) * per_thread;
   const std::int64_t chunks = (vectors + plan.chunk_items - 1) / plan.chunk_items;
   if (chunks > 65535) plan.chunk_items = (vectors + 65534) / 65535;
-  std::int64_t grid_y = (vectors + plan.chunk_items - 1) / plan.chunk_items;
+  const std::int64_t grid_y = (vectors + plan.chunk_items - 1) / plan.chunk_items;
   // Medium lookups (up to 4x `enough`) whose rows need at most 128 threads take blocks of 128:
   // more, shorter blocks spread a lookup of about two waves more evenly over the SMs (measured on
   // the H200: 2-6% faster at 1024 tokens of H 4096; no better for wider rows or larger lookups).
-  const bool medium_size = per_thread == kUnroll && p.num_ids * vectors < 4 * enough;
-  if (medium_size && TPEMBED_LOOKUP_MEDIUM_CHUNK_THREADS > 0 && threads_x > TPEMBED_LOOKUP_MEDIUM_CHUNK_THREADS) {
-    threads_x = TPEMBED_LOOKUP_MEDIUM_CHUNK_THREADS;
-    plan.chunk_items = static_cast<std::int64_t>(threads_x) * per_thread;
-    grid_y = (vectors + plan.chunk_items - 1) / plan.chunk_items;
-  }
-  const bool medium = medium_size && threads_x <= TPEMBED_LOOKUP_MEDIUM_THREADS;
+  const bool medium = per_thread == kUnroll && p.num_ids * vectors < 4 * enough && threads_x <= TPEMBED_LOOKUP_MEDIUM_THREADS;
   const int block_threads = medium ? TPEMBED_LOOKUP_MEDIUM_THREADS : kBlockThreads;
   config.blockDim = dim3(threads_x, grid_y == 1 ? block_threads / threads_x : 1);
   config.gridDim = dim3(1, static_cast<unsigned>(grid_y > 0 ? grid_y : 1));
