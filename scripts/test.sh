@@ -29,7 +29,7 @@ fi
 cmake -S "$root" -B "$build" "${flags[@]}" >/dev/null
 cmake --build "$build" -j"$(nproc)"
 cd "$build"
-gpu_visible() { nvidia-smi -L 2>/dev/null | grep -q '^GPU'; }
+gpu_visible() { grep -q '^GPU' <<<"$(nvidia-smi -L 2>/dev/null)"; }  # (not a pipe: under pipefail a grep -q that exits at its match can fail it)
 # tpembed as a C++ dependency (README "Use it from C++"): examples/lookup against this build's
 # installed static package, through add_subdirectory as a shared library, and against that shared
 # package, on 1 and 2 MPI ranks. Alone it takes about 80 s on the 2-core CI machine (one library

@@ -32,7 +32,7 @@ mpi_flags=(--oversubscribe)
 [[ $(id -u) -eq 0 ]] && mpi_flags+=(--allow-run-as-root)
 library_flags=(-DCMAKE_BUILD_TYPE=Release -DTPEMBED_BUILD_TESTS=OFF -DTPEMBED_BUILD_TOOLS=OFF
                -DTPEMBED_BUILD_BENCH=OFF)
-if ! nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+if ! grep -q '^GPU' <<<"$(nvidia-smi -L 2>/dev/null)"; then
   library_flags+=(-DTPEMBED_CUDA=OFF)
 fi
 started=$SECONDS
@@ -82,8 +82,11 @@ quiet cmake --install "$work/example-tree" --prefix "$work/shared"
 step "3. shared package"
 library=$(ls "$work"/shared/lib*/libtpembed.so)
 example_against "$work/shared" "$work/example-shared"
-ldd "$work/example-shared/lookup_example" | grep -q "$work/shared/.*libtpembed.so" \
-  || { echo "the example does not load the installed libtpembed.so:"; ldd "$work/example-shared/lookup_example"; exit 1; }
+# (ldd's output is read whole first: `ldd | grep -q` under pipefail fails whenever grep exits at its
+# match before ldd has finished writing.)
+linked=$(ldd "$work/example-shared/lookup_example")
+grep -q "$work/shared/.*libtpembed.so" <<<"$linked" \
+  || { echo "the example does not load the installed libtpembed.so:"; echo "$linked"; exit 1; }
 # Exported: the public API (tpembed::embedding, ParallelEmbedding, the error types' typeinfo, ...).
 # Hidden: the namespaces declared in src/ only, and the private dependencies' code (nlohmann).
 exported=$(nm -D --defined-only -C "$library")
